@@ -1,0 +1,48 @@
+# The two commands a newcomer needs: `make run` and `make test`. Both build their own
+# environment from uv.lock with the machine's Python (nothing installed by hand).
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.PHONY: setup run test lint format openapi bench clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+$(VENV)/.synced: uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	@touch $@
+
+setup: $(VENV)/.synced
+
+## make run: the service on the embedded default (SQLite file, sandbox gateway, in-process worker)
+run: setup
+	$(VENV)/bin/payoutsvc serve
+
+## make test: the whole suite (SQLite; PostgreSQL too when PAYOUTSVC_TEST_DATABASE_URL is set)
+test: setup
+	$(VENV)/bin/pytest
+
+lint: setup
+	$(VENV)/bin/ruff check src tests bench migrations
+	$(VENV)/bin/ruff format --check src tests bench migrations
+	$(VENV)/bin/mypy
+
+format: setup
+	$(VENV)/bin/ruff check --fix src tests bench migrations
+	$(VENV)/bin/ruff format src tests bench migrations
+
+## make openapi: regenerate the committed OpenAPI document
+openapi: setup
+	$(VENV)/bin/payoutsvc openapi > openapi/openapi.json
+
+bench: setup
+	$(VENV)/bin/python bench/run.py
+
+clean:
+	rm -rf $(TOOLS) $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,3 @@
+"""payoutsvc: ticket-linked payouts for helpdesks."""
+
+__version__ = "0.1.0"

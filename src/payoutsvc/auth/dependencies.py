@@ -1,0 +1,81 @@
+"""Authentication (Bearer API key) and authorisation (scopes, integration isolation)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+import structlog
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from payoutsvc.auth.keys import hash_secret
+from payoutsvc.auth.repository import AuthRepository
+from payoutsvc.deps import DbSession
+from payoutsvc.errors import ServiceError
+
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer psk_…`")
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling: the key's integration and scopes."""
+
+    integration_id: str
+    key_id: str
+    scopes: frozenset[str]
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.scopes
+
+    @property
+    def visible_integration(self) -> str | None:
+        """The integration this caller is confined to, or None for the back office."""
+        return None if self.is_admin else self.integration_id
+
+
+def _unauthorized(detail: str) -> ServiceError:
+    return ServiceError(
+        401, "unauthorized", "Missing or invalid API key", detail,
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+async def authenticate(
+    request: Request,
+    session: DbSession,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Caller:
+    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+        raise _unauthorized("Send the API key as `Authorization: Bearer <key>`.")
+    key = await AuthRepository(session).find_active_key(hash_secret(credentials.credentials))
+    if key is None:
+        raise _unauthorized("The API key is unknown or revoked.")
+    caller = Caller(key.integration_id, key.id, frozenset(key.scopes))
+    structlog.contextvars.bind_contextvars(integration_id=caller.integration_id, key_id=key.id)
+    request.state.caller = caller
+    return caller
+
+
+def require_scope(*accepted: str) -> Callable[[Caller], Awaitable[Caller]]:
+    """A dependency that admits a caller holding any of ``accepted`` (``admin`` holds all)."""
+
+    async def dependency(caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
+        if caller.is_admin or caller.scopes.intersection(accepted):
+            return caller
+        raise ServiceError(
+            403,
+            "insufficient_scope",
+            "The API key lacks a required scope",
+            f"This call needs one of the scopes: {', '.join(accepted)}.",
+        )
+
+    return dependency
+
+
+PayoutsWriter = Annotated[Caller, Depends(require_scope("payouts:write"))]
+PayoutsReader = Annotated[Caller, Depends(require_scope("payouts:read"))]
+PayoutsApprover = Annotated[Caller, Depends(require_scope("payouts:approve"))]
+Admin = Annotated[Caller, Depends(require_scope("admin"))]

@@ -1,0 +1,90 @@
+"""Integrations and API keys; never commits (the caller's transaction does)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from payoutsvc.auth.keys import SCOPES, generate_secret, hash_secret, secret_hint
+from payoutsvc.auth.models import ApiKey, Integration
+from payoutsvc.auth.repository import AuthRepository
+from payoutsvc.db.base import utcnow
+from payoutsvc.errors import ServiceError, not_found
+from payoutsvc.ids import new_id
+
+DEFAULT_INTEGRATION = "default"
+
+
+class AuthService:
+    def __init__(self, session: AsyncSession) -> None:
+        self.repo = AuthRepository(session)
+
+    async def create_integration(self, name: str) -> Integration:
+        if await self.repo.get_integration_by_name(name) is not None:
+            raise ServiceError(
+                409, "integration_exists", "Integration already exists",
+                f"An integration named {name!r} exists already.",
+            )
+        integration = Integration(id=new_id("int"), name=name, created_at=utcnow())
+        await self.repo.add_integration(integration)
+        return integration
+
+    async def get_integration(self, integration_id: str) -> Integration:
+        integration = await self.repo.get_integration(integration_id)
+        if integration is None:
+            raise not_found("Integration", integration_id)
+        return integration
+
+    async def list_integrations(
+        self, limit: int, before_id: str | None, only_id: str | None
+    ) -> Sequence[Integration]:
+        return await self.repo.list_integrations(limit, before_id, only_id)
+
+    async def create_key(
+        self, integration_id: str, scopes: Sequence[str], secret: str | None = None
+    ) -> tuple[ApiKey, str]:
+        """Create a key; returns it with its secret, which is never retrievable again."""
+        await self.get_integration(integration_id)
+        secret = secret or generate_secret()
+        ordered = [s for s in SCOPES if s in set(scopes)]
+        key = ApiKey(
+            id=new_id("key"),
+            integration_id=integration_id,
+            secret_hash=hash_secret(secret),
+            secret_hint=secret_hint(secret),
+            scopes=ordered,
+            created_at=utcnow(),
+            revoked_at=None,
+        )
+        await self.repo.add_key(key)
+        return key, secret
+
+    async def list_keys(self, integration_id: str) -> Sequence[ApiKey]:
+        await self.get_integration(integration_id)
+        return await self.repo.list_keys(integration_id)
+
+    async def revoke_key(self, integration_id: str, key_id: str) -> ApiKey:
+        key = await self.repo.revoke_key(integration_id, key_id, utcnow())
+        if key is None:
+            raise not_found("API key", key_id)
+        return key
+
+    async def ensure_default_integration(self) -> tuple[Integration, bool]:
+        existing = await self.repo.get_integration_by_name(DEFAULT_INTEGRATION)
+        if existing is not None:
+            return existing, False
+        return await self.create_integration(DEFAULT_INTEGRATION), True
+
+    async def ensure_bootstrap_key(self, secret: str) -> None:
+        """PAYOUTSVC_BOOTSTRAP_API_KEY: make sure an all-scopes key with this value exists."""
+        integration, _ = await self.ensure_default_integration()
+        existing = await self.repo.get_key_by_hash(hash_secret(secret))
+        if existing is None:
+            await self.create_key(integration.id, SCOPES, secret=secret)
+        elif existing.revoked_at is not None or set(existing.scopes) != set(SCOPES):
+            existing.revoked_at = None
+            existing.scopes = list(SCOPES)
+
+    async def is_empty(self) -> bool:
+        return await self.repo.count_integrations() == 0

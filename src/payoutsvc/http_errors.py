@@ -1,0 +1,114 @@
+"""Every error leaves as RFC 9457 problem+json: domain errors, framework validation errors,
+404/405, and unexpected exceptions (500 without a stack trace)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from payoutsvc.errors import PROBLEM_CONTENT_TYPE, FieldError, ServiceError, problem_body
+from payoutsvc.recipients.schemas import RECIPIENT_TYPES
+
+_PYDANTIC_CODES = {
+    "extra_forbidden": "unknown_field",
+    "missing": "required",
+    "string_type": "invalid_type",
+    "int_type": "invalid_type",
+    "int_parsing": "invalid_type",
+    "bool_type": "invalid_type",
+    "bool_parsing": "invalid_type",
+    "dict_type": "invalid_type",
+    "list_type": "invalid_type",
+    "model_type": "invalid_type",
+    "model_attributes_type": "invalid_type",
+    "literal_error": "invalid_choice",
+    "enum": "invalid_choice",
+    "union_tag_invalid": "invalid_choice",
+    "union_tag_not_found": "required",
+    "string_pattern_mismatch": "invalid_format",
+    "string_too_long": "too_long",
+    "string_too_short": "too_short",
+    "too_long": "too_long",
+    "too_short": "too_short",
+    "greater_than_equal": "out_of_range",
+    "less_than_equal": "out_of_range",
+    "datetime_from_date_parsing": "invalid_format",
+    "datetime_parsing": "invalid_format",
+    "datetime_type": "invalid_format",
+    "json_invalid": "invalid_json",
+}
+_SOURCES = {"body", "query", "path", "header", "cookie"}
+
+
+def _field_path(loc: Sequence[int | str]) -> str:
+    parts = list(loc)
+    if parts and parts[0] in _SOURCES:
+        parts = parts[1:]
+    cleaned: list[str] = []
+    for index, part in enumerate(parts):
+        # Discriminated unions put the tag in the location: recipient.alipay.account.
+        if index > 0 and parts[index - 1] == "recipient" and part in RECIPIENT_TYPES:
+            continue
+        cleaned.append(str(part))
+    return ".".join(cleaned) or "body"
+
+
+def field_errors_from_pydantic(errors: Sequence[Any]) -> list[FieldError]:
+    found: list[FieldError] = []
+    for error in errors:
+        error_type = str(error.get("type", "invalid"))
+        message = str(error.get("msg", "Invalid value"))
+        field = _field_path(error.get("loc", ()))
+        if error_type == "extra_forbidden":
+            message = f"Unknown field {field.rsplit('.', 1)[-1]!r}."
+        found.append(FieldError(field, _PYDANTIC_CODES.get(error_type, error_type), message))
+    return found
+
+
+def _problem(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_CONTENT_TYPE)
+
+
+async def _service_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    return _problem(exc.status, exc.to_problem(), exc.headers or None)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = field_errors_from_pydantic(exc.errors())
+    if any(e.code == "invalid_json" for e in errors):
+        return _problem(
+            400,
+            problem_body(400, "invalid_json", "Malformed JSON", "The request body is not valid JSON."),
+        )
+    detail = "; ".join(f"{e.field}: {e.message}" for e in errors[:5])
+    return _problem(422, problem_body(422, "validation_failed", "Request validation failed", detail, errors))
+
+
+_HTTP_CODES = {
+    404: ("not_found", "Not found"),
+    405: ("method_not_allowed", "Method not allowed"),
+    401: ("unauthorized", "Missing or invalid API key"),
+    403: ("forbidden", "Forbidden"),
+    413: ("payload_too_large", "Payload too large"),
+    415: ("unsupported_media_type", "Unsupported media type"),
+}
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code, title = _HTTP_CODES.get(exc.status_code, ("http_error", "HTTP error"))
+    detail = exc.detail if isinstance(exc.detail, str) else title
+    return _problem(exc.status_code, problem_body(exc.status_code, code, title, detail), exc.headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)

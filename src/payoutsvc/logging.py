@@ -1,0 +1,67 @@
+"""structlog setup: contextvars first (request id, integration, payout), JSON in production,
+console in a terminal. Stdlib logging (uvicorn, alembic) goes through the same renderer."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+from payoutsvc.config import Settings
+
+_SECRET_KEYS = frozenset({"account", "key", "secret", "authorization", "api_key", "password"})
+
+
+def _drop_secrets(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """Last line of defence: a value logged under a secret-looking key is never written."""
+    for key in list(event_dict):
+        if key.lower() in _SECRET_KEYS:
+            event_dict[key] = "[redacted]"
+    return event_dict
+
+
+def configure_logging(settings: Settings) -> None:
+    use_json = settings.log_format == "json" or (
+        settings.log_format == "auto"
+        and (settings.environment == "production" or not sys.stderr.isatty())
+    )
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _drop_secrets,
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if use_json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level.upper())
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    # Our own request log line replaces uvicorn's access log (it carries the request id).
+    logging.getLogger("uvicorn.access").handlers[:] = []
+    logging.getLogger("uvicorn.access").propagate = False

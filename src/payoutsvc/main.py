@@ -1,0 +1,101 @@
+"""The FastAPI application: lifespan (database, background loops), routers, error handlers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from swagger_ui_bundle import swagger_ui_path
+
+from payoutsvc import __version__
+from payoutsvc.auth.router import router as integrations_router
+from payoutsvc.background import BackgroundLoops
+from payoutsvc.bootstrap import bootstrap
+from payoutsvc.config import Settings, get_settings
+from payoutsvc.crypto import load_cipher
+from payoutsvc.db.engine import Database
+from payoutsvc.db.migrate import current_revisions, head_revisions, upgrade_to_head
+from payoutsvc.http_errors import install_error_handlers
+from payoutsvc.logging import configure_logging
+from payoutsvc.middleware import RequestContextMiddleware
+from payoutsvc.operators.router import router as operators_router
+from payoutsvc.ops.router import DOCS_ASSETS
+from payoutsvc.ops.router import router as ops_router
+from payoutsvc.payouts.router import router as payouts_router
+from payoutsvc.runtime import Runtime
+from payoutsvc.workers import start_background_work
+
+log = structlog.get_logger(__name__)
+
+DESCRIPTION = """
+Ticket-linked payouts for helpdesks. A support agent working a ticket asks for a refund,
+compensation, reimbursement or partner payment; the policy decides whether that person may
+pay that much (per-role limits, approvals, four-eyes); the recipient account is validated;
+the transfer runs through a bank/wallet gateway exactly once; the helpdesk hears the result
+by signed webhook; every step leaves an audit trail.
+
+**Auth:** `Authorization: Bearer <api key>` on every `/v1` call. **Errors:** RFC 9457
+`application/problem+json` with a stable `code` and field-level `errors`.
+**Money:** decimal strings in major units (`"12.50"`) with an ISO 4217 `currency`.
+"""
+
+
+async def _prepare_schema(db: Database, settings: Settings) -> set[str]:
+    heads = head_revisions(settings.database_url)
+    if settings.is_sqlite:
+        # The embedded default migrates by itself; PostgreSQL deployments run
+        # `payoutsvc migrate` once per release, before the new version starts.
+        await asyncio.to_thread(upgrade_to_head, settings.database_url)
+    return heads
+
+
+def create_app(settings: Settings | None = None, *, run_worker: bool | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    worker_enabled = settings.run_worker if run_worker is None else run_worker
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings)
+        db = Database.connect(settings.database_url)
+        loops = BackgroundLoops()
+        try:
+            app.state.schema_heads = await _prepare_schema(db, settings)
+            runtime = Runtime(settings=settings, db=db, cipher=load_cipher(settings))
+            app.state.runtime = runtime
+            if await current_revisions(db.write_engine) == app.state.schema_heads:
+                await bootstrap(db, settings)
+            else:
+                log.warning("startup.schema_behind", hint="run `payoutsvc migrate`")
+            app.state.refresh_gauges = start_background_work(runtime, loops, worker_enabled)
+            log.info("startup.ready", database=db.dialect, worker=worker_enabled)
+            yield
+        finally:
+            await loops.stop()
+            await db.dispose()
+
+    app = FastAPI(
+        title="payoutsvc",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.settings = settings
+    app.add_middleware(RequestContextMiddleware)
+    install_error_handlers(app)
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+    for router in (payouts_router, operators_router, integrations_router, ops_router):
+        app.include_router(router)
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    return app

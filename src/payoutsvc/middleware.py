@@ -1,0 +1,90 @@
+"""Request id, access log and HTTP metrics, as one pure ASGI middleware (no per-request
+task switch like BaseHTTPMiddleware)."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from typing import Any
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from payoutsvc.errors import PROBLEM_CONTENT_TYPE, problem_body
+from payoutsvc.metrics import HTTP_LATENCY, HTTP_REQUESTS
+
+INTERNAL_ERROR_BODY = problem_body(
+    500,
+    "internal_error",
+    "Internal server error",
+    "Something went wrong on our side. Quote the X-Request-Id when you report it.",
+)
+
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+access_log = structlog.get_logger("payoutsvc.access")
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = ""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                incoming = value.decode("latin-1")
+                break
+        request_id = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        status_holder: dict[str, Any] = {"status": 500}
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                status_holder["started"] = True
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            # Handled here rather than by Starlette's outermost error middleware so the 500
+            # still carries X-Request-Id; the body never includes the stack trace.
+            access_log.exception("http.unhandled_error", path=scope["path"], error=type(exc).__name__)
+            if status_holder.get("started"):
+                raise
+            body = json.dumps(INTERNAL_ERROR_BODY).encode()
+            await send_with_id(
+                {
+                    "type": "http.response.start",
+                    "status": 500,
+                    "headers": [
+                        (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await send_with_id({"type": "http.response.body", "body": body})
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            route_path = getattr(route, "path", "unmatched")
+            method = scope["method"]
+            HTTP_REQUESTS.labels(method, route_path, str(status_holder["status"])).inc()
+            HTTP_LATENCY.labels(method, route_path).observe(elapsed)
+            access_log.info(
+                "http.request",
+                method=method,
+                path=scope["path"],
+                status=status_holder["status"],
+                duration_ms=round(elapsed * 1000, 2),
+            )

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, status
+
+from payoutsvc.auth.dependencies import Admin
+from payoutsvc.deps import DbSession
+from payoutsvc.operators.models import Operator
+from payoutsvc.operators.schemas import OperatorCreate, OperatorOut, OperatorUpdate
+from payoutsvc.operators.service import OperatorService
+from payoutsvc.schemas_common import LimitQuery, Page, decode_cursor, page_of, problem_responses
+
+router = APIRouter(prefix="/v1/operators", tags=["Operators"])
+OperatorId = Annotated[str, Path(max_length=64, examples=["agent-17"])]
+
+
+def _json(operator: Operator) -> dict[str, Any]:
+    return {
+        "id": operator.id,
+        "role": operator.role,
+        "display_name": operator.display_name,
+        "disabled": operator.disabled,
+        "created_at": operator.created_at,
+        "updated_at": operator.updated_at,
+    }
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=OperatorOut,
+    summary="Create an operator",
+    description="An operator is a person who requests or approves payouts, identified by the "
+    "helpdesk's own agent id. The `role` names a role of the policy. Scope `admin`.",
+    responses=problem_responses(401, 403, 409, 422),
+)
+async def create_operator(body: OperatorCreate, session: DbSession, _c: Admin) -> dict[str, Any]:
+    return _json(await OperatorService(session).create(body))
+
+
+@router.get(
+    "",
+    response_model=Page[OperatorOut],
+    summary="List operators",
+    description="Ordered by id. Scope `admin`.",
+    responses=problem_responses(401, 403, 422),
+)
+async def list_operators(
+    session: DbSession,
+    _c: Admin,
+    limit: LimitQuery = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> dict[str, Any]:
+    rows = await OperatorService(session).list(limit + 1, decode_cursor(cursor))
+    page = page_of(list(rows), limit, lambda o: o.id)
+    page["data"] = [_json(o) for o in page["data"]]
+    return page
+
+
+@router.get(
+    "/{operator_id}",
+    response_model=OperatorOut,
+    summary="Get an operator",
+    responses=problem_responses(401, 403, 404),
+)
+async def get_operator(operator_id: OperatorId, session: DbSession, _c: Admin) -> dict[str, Any]:
+    return _json(await OperatorService(session).get(operator_id))
+
+
+@router.patch(
+    "/{operator_id}",
+    response_model=OperatorOut,
+    summary="Update an operator",
+    description="Change the role, display name or `disabled`. A role change applies to later "
+    "decisions only. Scope `admin`.",
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def update_operator(
+    operator_id: OperatorId, body: OperatorUpdate, session: DbSession, _c: Admin
+) -> dict[str, Any]:
+    return _json(await OperatorService(session).update(operator_id, body))
+
+
+@router.delete(
+    "/{operator_id}",
+    response_model=OperatorOut,
+    summary="Disable an operator",
+    description="Operators stay referenced by payouts and the audit trail, so deleting one "
+    "disables it: it can no longer request or approve. Scope `admin`.",
+    responses=problem_responses(401, 403, 404),
+)
+async def delete_operator(operator_id: OperatorId, session: DbSession, _c: Admin) -> dict[str, Any]:
+    return _json(await OperatorService(session).disable(operator_id))

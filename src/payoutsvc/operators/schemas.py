@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from payoutsvc.schemas_common import StrictModel
+
+OPERATOR_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,63}$"
+ROLE_PATTERN = r"^[a-z][a-z0-9_-]{0,39}$"
+
+
+class OperatorCreate(StrictModel):
+    id: str = Field(pattern=OPERATOR_ID_PATTERN, max_length=64, examples=["agent-17"])
+    role: str = Field(pattern=ROLE_PATTERN, examples=["agent"])
+    display_name: str | None = Field(default=None, max_length=140, examples=["Li Lei"])
+
+
+class OperatorUpdate(StrictModel):
+    role: str | None = Field(default=None, pattern=ROLE_PATTERN)
+    display_name: str | None = Field(default=None, max_length=140)
+    disabled: bool | None = Field(
+        default=None, description="A disabled operator can neither request nor approve."
+    )
+
+
+class OperatorOut(BaseModel):
+    id: str
+    role: str
+    display_name: str | None
+    disabled: bool
+    created_at: datetime
+    updated_at: datetime

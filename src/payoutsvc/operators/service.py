@@ -1,0 +1,79 @@
+"""Operators are company-wide people who request and approve payouts; never commits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from payoutsvc.db.base import utcnow
+from payoutsvc.errors import FieldError, ServiceError, not_found
+from payoutsvc.operators.models import Operator
+from payoutsvc.operators.repository import OperatorRepository
+from payoutsvc.operators.schemas import OperatorCreate, OperatorUpdate
+
+
+class OperatorService:
+    def __init__(self, session: AsyncSession) -> None:
+        self.repo = OperatorRepository(session)
+
+    async def create(self, body: OperatorCreate) -> Operator:
+        if await self.repo.get(body.id) is not None:
+            raise ServiceError(
+                409, "operator_exists", "Operator already exists",
+                f"An operator with id {body.id!r} exists already; PATCH it instead.",
+            )
+        now = utcnow()
+        operator = Operator(
+            id=body.id, role=body.role, display_name=body.display_name, disabled=False,
+            created_at=now, updated_at=now,
+        )
+        await self.repo.add(operator)
+        return operator
+
+    async def get(self, operator_id: str) -> Operator:
+        operator = await self.repo.get(operator_id)
+        if operator is None:
+            raise not_found("Operator", operator_id)
+        return operator
+
+    async def list(self, limit: int, after_id: str | None) -> Sequence[Operator]:
+        return await self.repo.list(limit, after_id)
+
+    async def update(self, operator_id: str, body: OperatorUpdate) -> Operator:
+        operator = await self.get(operator_id)
+        changes = body.model_dump(exclude_unset=True)
+        for field in ("role", "disabled"):
+            if field in changes and changes[field] is None:
+                raise ServiceError(
+                    422, "validation_failed", "Request validation failed", f"{field} cannot be null",
+                    [FieldError(field, "null_not_allowed", f"{field} cannot be null.")],
+                )
+        for field, value in changes.items():
+            setattr(operator, field, value)
+        operator.updated_at = utcnow()
+        return operator
+
+    async def disable(self, operator_id: str) -> Operator:
+        """Operators are referenced by payouts and events forever, so DELETE disables."""
+        operator = await self.get(operator_id)
+        operator.disabled = True
+        operator.updated_at = utcnow()
+        return operator
+
+    async def require_active(self, operator_id: str, field: str = "operator_id") -> Operator:
+        """The operator acting on a payout: unknown or disabled ones are refused clearly."""
+        operator = await self.repo.get(operator_id)
+        if operator is None:
+            raise ServiceError(
+                422, "unknown_operator", "Unknown operator",
+                f"No operator {operator_id!r}; create it with POST /v1/operators.",
+                [FieldError(field, "unknown_operator", f"No operator {operator_id!r}.")],
+            )
+        if operator.disabled:
+            raise ServiceError(
+                403, "operator_disabled", "Operator disabled",
+                f"Operator {operator_id!r} is disabled and can do nothing.",
+                [FieldError(field, "operator_disabled", f"Operator {operator_id!r} is disabled.")],
+            )
+        return operator

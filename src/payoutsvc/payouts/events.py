@@ -1,0 +1,102 @@
+"""The payout history: append-only events chained by hash, plus their outbox rows.
+
+Every status change goes through :func:`append_events` in the transaction that changes the
+status, so the event and its webhook deliveries commit or roll back with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from payoutsvc.ids import new_id
+from payoutsvc.payouts.models import PayoutEvent
+
+GENESIS_HASH = "0" * 64
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    payout_id: str
+    integration_id: str
+    sequence: int
+    type: str
+    actor: str
+    data: dict[str, Any]
+    at: datetime
+    prev_hash: str
+    # The masked payout as it is after this change: what webhooks carry.
+    payout_snapshot: dict[str, Any]
+    id: str = ""
+
+    def with_id(self) -> NewEvent:
+        return self if self.id else replace(self, id=new_id("evt", int(self.at.timestamp() * 1000)))
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def event_hash(
+    *, payout_id: str, sequence: int, type: str, actor: str, at: datetime,
+    data: dict[str, Any], prev_hash: str, event_id: str,
+) -> str:
+    """SHA-256 over the previous hash and this event's canonical content."""
+    content = canonical_json(
+        {
+            "id": event_id,
+            "payout_id": payout_id,
+            "sequence": sequence,
+            "type": type,
+            "actor": actor,
+            "at": at.isoformat(),
+            "data": data,
+        }
+    )
+    return hashlib.sha256((prev_hash + content).encode()).hexdigest()
+
+
+def hash_of(event: NewEvent) -> str:
+    return event_hash(
+        payout_id=event.payout_id, sequence=event.sequence, type=event.type, actor=event.actor,
+        at=event.at, data=event.data, prev_hash=event.prev_hash, event_id=event.id,
+    )
+
+
+async def append_events(session: AsyncSession, events: list[NewEvent]) -> list[tuple[NewEvent, str]]:
+    """Insert events (one statement for the batch) and enqueue their webhook deliveries.
+
+    Returns each event with its hash; the caller stores the last hash on the payout row as the
+    head of that payout's chain.
+    """
+    if not events:
+        return []
+    from payoutsvc.webhooks.outbox import enqueue_deliveries  # noqa: PLC0415  (import cycle)
+
+    hashed = [(e, hash_of(e)) for e in (ev.with_id() for ev in events)]
+    await session.execute(
+        insert(PayoutEvent),
+        [
+            {
+                "id": e.id,
+                "payout_id": e.payout_id,
+                "integration_id": e.integration_id,
+                "sequence": e.sequence,
+                "type": e.type,
+                "actor": e.actor,
+                "data": e.data,
+                "at": e.at,
+                "prev_hash": e.prev_hash,
+                "hash": h,
+            }
+            for e, h in hashed
+        ],
+    )
+    await enqueue_deliveries(session, [e for e, _ in hashed])
+    return hashed

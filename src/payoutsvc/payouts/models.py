@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from payoutsvc.db.base import Base, UtcDateTime
+
+
+class Payout(Base):
+    """A payout and, through ``status``/``next_attempt_at``/``locked_until``, its executor job."""
+
+    __tablename__ = "payouts"
+    __table_args__ = (
+        Index("ix_payouts_integration_id_id", "integration_id", "id"),
+        Index("ix_payouts_ticket", "ticket_system", "ticket_id"),
+        Index("ix_payouts_requested_by_created_at", "requested_by", "created_at"),
+        Index("ix_payouts_recipient_fingerprint_created_at", "recipient_fingerprint", "created_at"),
+        Index("ix_payouts_status_next_attempt_at", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    integration_id: Mapped[str] = mapped_column(ForeignKey("integrations.id"))
+    status: Mapped[str] = mapped_column(String(20))
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    ticket_system: Mapped[str] = mapped_column(String(64))
+    ticket_id: Mapped[str] = mapped_column(String(128))
+    ticket_url: Mapped[str | None] = mapped_column(String(2048), default=None)
+    reason: Mapped[str] = mapped_column(String(32))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    recipient_type: Mapped[str] = mapped_column(String(32))
+    # The full recipient (account, name, bank details) exists only encrypted, bound to the id.
+    recipient_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    recipient_public: Mapped[dict[str, Any]] = mapped_column(JSON)
+    recipient_fingerprint: Mapped[str] = mapped_column(String(64))
+    requested_by: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str | None] = mapped_column(Text, default=None)
+    metadata_: Mapped[dict[str, str]] = mapped_column("metadata", JSON)
+    required_approvals: Mapped[int] = mapped_column(Integer, default=1)
+    policy: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    policy_version: Mapped[int | None] = mapped_column(Integer, default=None)
+    gateway: Mapped[str] = mapped_column(String(32))
+    gateway_idempotency_key: Mapped[str] = mapped_column(String(64), unique=True)
+    gateway_reference: Mapped[str | None] = mapped_column(String(128), default=None)
+    gateway_status: Mapped[str | None] = mapped_column(String(64), default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    failure_code: Mapped[str | None] = mapped_column(String(64), default=None)
+    failure_message: Mapped[str | None] = mapped_column(Text, default=None)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+    locked_until: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+    locked_by: Mapped[str | None] = mapped_column(String(64), default=None)
+    last_event_sequence: Mapped[int] = mapped_column(Integer, default=0)
+    last_event_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class PayoutApproval(Base):
+    __tablename__ = "payout_approvals"
+    __table_args__ = (UniqueConstraint("payout_id", "operator_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    payout_id: Mapped[str] = mapped_column(ForeignKey("payouts.id"))
+    operator_id: Mapped[str] = mapped_column(String(64))
+    decision: Mapped[str] = mapped_column(String(16))
+    comment: Mapped[str | None] = mapped_column(Text, default=None)
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class PayoutEvent(Base):
+    """Append-only history. Each row hashes its own content and chains to the previous
+    event of the same payout, so `payoutsvc audit verify` can name an edited, removed or
+    inserted row; the payout row holds the head of its chain."""
+
+    __tablename__ = "payout_events"
+    __table_args__ = (UniqueConstraint("payout_id", "sequence"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    payout_id: Mapped[str] = mapped_column(ForeignKey("payouts.id"))
+    integration_id: Mapped[str] = mapped_column(String(40))
+    sequence: Mapped[int] = mapped_column(Integer)
+    type: Mapped[str] = mapped_column(String(40))
+    actor: Mapped[str] = mapped_column(String(64))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class IdempotencyRecord(Base):
+    """The stored answer to a POST /v1/payouts under one Idempotency-Key, kept >= 24 h."""
+
+    __tablename__ = "idempotency_keys"
+
+    integration_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    response_status: Mapped[int] = mapped_column(Integer)
+    response_body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)

@@ -1,0 +1,72 @@
+"""The payout as clients, logs and webhooks see it: masked, amounts as decimal strings."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from payoutsvc.money import format_amount
+from payoutsvc.payouts.models import PayoutApproval, PayoutEvent
+
+
+def rfc3339(value: datetime) -> str:
+    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def approval_json(approval: PayoutApproval | Mapping[str, Any]) -> dict[str, Any]:
+    get = approval.get if isinstance(approval, Mapping) else approval.__getattribute__
+    return {
+        "operator_id": get("operator_id"),
+        "decision": get("decision"),
+        "comment": get("comment"),
+        "at": rfc3339(get("at")),
+    }
+
+
+def payout_json(
+    payout: Any, approvals: Sequence[PayoutApproval | Mapping[str, Any]] = ()
+) -> dict[str, Any]:
+    """``payout`` is an ORM object or a returned row with the payouts columns."""
+    failure = (
+        {"code": payout.failure_code, "message": payout.failure_message}
+        if payout.failure_code
+        else None
+    )
+    metadata = payout.metadata if isinstance(getattr(payout, "metadata", None), dict) else None
+    if metadata is None:
+        metadata = payout.metadata_
+    return {
+        "id": payout.id,
+        "status": payout.status,
+        "ticket": {"system": payout.ticket_system, "id": payout.ticket_id, "url": payout.ticket_url},
+        "reason": payout.reason,
+        "amount": format_amount(payout.amount_minor, payout.currency),
+        "amount_minor": payout.amount_minor,
+        "currency": payout.currency,
+        "recipient": payout.recipient_public,
+        "requested_by": payout.requested_by,
+        "description": payout.description,
+        "metadata": metadata,
+        "required_approvals": payout.required_approvals,
+        "approvals": [approval_json(a) for a in approvals],
+        "policy": payout.policy,
+        "gateway": payout.gateway,
+        "gateway_reference": payout.gateway_reference,
+        "gateway_status": payout.gateway_status,
+        "attempts": payout.attempts,
+        "failure": failure,
+        "created_at": rfc3339(payout.created_at),
+        "updated_at": rfc3339(payout.updated_at),
+    }
+
+
+def event_json(event: PayoutEvent) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "type": event.type,
+        "sequence": event.sequence,
+        "actor": event.actor,
+        "at": rfc3339(event.at),
+        "data": event.data,
+    }

@@ -1,0 +1,157 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Path, Query, status
+from fastapi.responses import JSONResponse
+
+from payoutsvc.auth.dependencies import PayoutsReader, PayoutsWriter
+from payoutsvc.deps import DbSession, RuntimeDep
+from payoutsvc.payouts.schemas import (
+    EXAMPLE_REQUEST,
+    OperatorReasonAction,
+    PayoutCreate,
+    PayoutEventList,
+    PayoutOut,
+)
+from payoutsvc.payouts.service import PayoutService, check_idempotency_key
+from payoutsvc.payouts.status import PayoutStatus
+from payoutsvc.schemas_common import CursorQuery, LimitQuery, Page, decode_cursor, page_of, problem_responses
+
+router = APIRouter(prefix="/v1/payouts", tags=["Payouts"])
+
+PayoutId = Annotated[str, Path(max_length=40, examples=["po_01jd5x0z3q8m4k2n7p9r6s5t4v"])]
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=PayoutOut,
+    summary="Request a payout",
+    description=(
+        "Creates a ticket-linked payout. The policy decides its first status: `approved` "
+        "(within the requester's auto-approval limit) or `pending_approval`; a request the "
+        "policy forbids is 422 `policy_violation`.\n\n"
+        "**Idempotency** (per integration and key, kept at least 24 h): the same key with the "
+        "same body replays the stored answer with `Idempotent-Replayed: true`; with a different "
+        "body it is 422 `idempotency_key_reused`; while the first request is still running it "
+        "is 409 `idempotency_key_in_use`; a missing header is 400 `idempotency_key_missing`. "
+        "Scope `payouts:write`."
+    ),
+    responses={
+        **problem_responses(400, 401, 403, 409, 422),
+        200: {"description": "Never returned; a replay repeats the original 201 (or 422)."},
+    },
+    openapi_extra={
+        "requestBody": {"content": {"application/json": {"example": EXAMPLE_REQUEST}}},
+    },
+)
+async def create_payout(
+    body: PayoutCreate,
+    session: DbSession,
+    runtime: RuntimeDep,
+    caller: PayoutsWriter,
+    idempotency_key: Annotated[
+        str | None,
+        Header(alias="Idempotency-Key", description="Unique per payout attempt, ≤ 255 chars."),
+    ] = None,
+) -> JSONResponse:
+    key = check_idempotency_key(idempotency_key)
+    answer = await PayoutService(session, runtime).create(caller.integration_id, key, body)
+    headers = {"Idempotent-Replayed": "true"} if answer.replayed else {}
+    if answer.status_code >= 400:
+        headers["Content-Type"] = "application/problem+json"
+    return JSONResponse(answer.body, status_code=answer.status_code, headers=headers)
+
+
+@router.get(
+    "",
+    response_model=Page[PayoutOut],
+    summary="List payouts",
+    description="Newest first, filtered by ticket, status, requester and creation time. "
+    "Keys without `admin` see only their integration's payouts. Scope `payouts:read`.",
+    responses=problem_responses(401, 403, 422),
+)
+async def list_payouts(
+    session: DbSession,
+    runtime: RuntimeDep,
+    caller: PayoutsReader,
+    ticket_system: Annotated[str | None, Query(max_length=64)] = None,
+    ticket_id: Annotated[str | None, Query(max_length=128)] = None,
+    status: PayoutStatus | None = None,
+    requested_by: Annotated[str | None, Query(max_length=64)] = None,
+    created_gte: Annotated[datetime | None, Query(description="RFC 3339, inclusive")] = None,
+    created_lt: Annotated[datetime | None, Query(description="RFC 3339, exclusive")] = None,
+    limit: LimitQuery = 50,
+    cursor: CursorQuery = None,
+) -> JSONResponse:
+    rows = await PayoutService(session, runtime).list_json(
+        caller.visible_integration,
+        limit + 1,
+        decode_cursor(cursor),
+        ticket_system=ticket_system,
+        ticket_id=ticket_id,
+        status=status.value if status else None,
+        requested_by=requested_by,
+        created_gte=_aware(created_gte),
+        created_lt=_aware(created_lt),
+    )
+    return JSONResponse(page_of(rows, limit, lambda p: p["id"]))
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+@router.get(
+    "/{payout_id}",
+    response_model=PayoutOut,
+    summary="Get a payout",
+    description="Another integration's payout answers 404. Scope `payouts:read`.",
+    responses=problem_responses(401, 403, 404),
+)
+async def get_payout(
+    payout_id: PayoutId, session: DbSession, runtime: RuntimeDep, caller: PayoutsReader
+) -> JSONResponse:
+    return JSONResponse(
+        await PayoutService(session, runtime).get_json(payout_id, caller.visible_integration)
+    )
+
+
+@router.get(
+    "/{payout_id}/events",
+    response_model=PayoutEventList,
+    summary="A payout's history",
+    description="Every event of the payout, oldest first, with its actor. Scope `payouts:read`.",
+    responses=problem_responses(401, 403, 404),
+)
+async def list_payout_events(
+    payout_id: PayoutId, session: DbSession, runtime: RuntimeDep, caller: PayoutsReader
+) -> JSONResponse:
+    events = await PayoutService(session, runtime).events_json(payout_id, caller.visible_integration)
+    return JSONResponse({"data": events})
+
+
+@router.post(
+    "/{payout_id}/cancel",
+    response_model=PayoutOut,
+    summary="Cancel a payout",
+    description="`pending_approval` or `approved` → `canceled`. Once the executor has taken "
+    "the payout (`processing`) it is 409 `invalid_status_transition`. Scope `payouts:write`.",
+    responses=problem_responses(401, 403, 404, 409, 422),
+)
+async def cancel_payout(
+    payout_id: PayoutId,
+    body: OperatorReasonAction,
+    session: DbSession,
+    runtime: RuntimeDep,
+    caller: PayoutsWriter,
+) -> JSONResponse:
+    return JSONResponse(
+        await PayoutService(session, runtime).cancel(
+            payout_id, caller.visible_integration, body.operator_id, body.reason
+        )
+    )

@@ -1,0 +1,204 @@
+"""Request and response bodies of /v1/payouts (API.md, Payouts)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
+
+from payoutsvc.money import MoneyError, currency_exponent, parse_amount
+from payoutsvc.recipients.schemas import RecipientIn
+from payoutsvc.schemas_common import StrictModel
+
+Reason = Literal["refund", "compensation", "reimbursement", "partner_payment", "other"]
+REASONS: tuple[str, ...] = ("refund", "compensation", "reimbursement", "partner_payment", "other")
+
+EXAMPLE_REQUEST: dict[str, Any] = {
+    "ticket": {
+        "system": "zendesk",
+        "id": "48213",
+        "url": "https://acme.zendesk.com/agent/tickets/48213",
+    },
+    "reason": "refund",
+    "amount": "12.50",
+    "currency": "CNY",
+    "recipient": {"type": "alipay", "account": "13800138000", "name": "张三"},
+    "requested_by": "agent-17",
+    "description": "Price difference refund for order 9931",
+    "metadata": {"order_id": "9931"},
+}
+
+
+class TicketRef(StrictModel):
+    system: str = Field(
+        min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", examples=["zendesk"]
+    )
+    id: str = Field(min_length=1, max_length=128, examples=["48213"])
+    url: str | None = Field(
+        default=None, max_length=2048, pattern=r"^https?://\S+$",
+        examples=["https://acme.zendesk.com/agent/tickets/48213"],
+    )
+
+
+def check_currency(value: object) -> str:
+    if not isinstance(value, str):
+        raise PydanticCustomError("invalid_currency", "Currency must be an ISO 4217 code string.")
+    try:
+        currency_exponent(value)
+    except MoneyError as exc:
+        raise PydanticCustomError(exc.code, exc.message) from None
+    return value
+
+
+def check_amount(value: object, currency: object) -> str:
+    """Strict decimal string; precision checked against the currency when it is valid."""
+    try:
+        if isinstance(currency, str):
+            parse_amount(value, currency)
+        elif not isinstance(value, str):
+            raise MoneyError("amount_not_string", 'Amount must be a decimal string like "12.50".')
+    except MoneyError as exc:
+        raise PydanticCustomError(exc.code, exc.message) from None
+    assert isinstance(value, str)
+    return value
+
+
+class MoneyFields(StrictModel):
+    # currency is declared first so the amount validator can see it.
+    currency: str = Field(
+        min_length=3, max_length=3, examples=["CNY"], description="ISO 4217 currency code."
+    )
+    amount: str = Field(
+        examples=["12.50"],
+        description="Decimal string in major units; no more decimals than the currency allows.",
+        json_schema_extra={"pattern": r"^(0|[1-9][0-9]*)(\.[0-9]+)?$"},
+    )
+
+    @field_validator("currency", mode="before")
+    @classmethod
+    def _currency(cls, value: object) -> str:
+        return check_currency(value)
+
+    @field_validator("amount", mode="before")
+    @classmethod
+    def _amount(cls, value: object, info: ValidationInfo) -> str:
+        return check_amount(value, info.data.get("currency"))
+
+
+class PayoutCreate(MoneyFields):
+    ticket: TicketRef
+    reason: Reason
+    recipient: RecipientIn
+    requested_by: str = Field(min_length=1, max_length=64, examples=["agent-17"])
+    description: str | None = Field(default=None, max_length=1000)
+    metadata: dict[str, str] = Field(
+        default_factory=dict,
+        description="Flat string map: at most 50 keys, keys up to 40 and values up to 500 chars.",
+    )
+
+    model_config = {"json_schema_extra": {"examples": [EXAMPLE_REQUEST]}}
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > 50:
+            raise PydanticCustomError("too_many_keys", "metadata allows at most 50 keys.")
+        for key, item in value.items():
+            if not key or len(key) > 40:
+                raise PydanticCustomError(
+                    "invalid_key", "metadata keys must be 1-40 characters."
+                )
+            if len(item) > 500:
+                raise PydanticCustomError(
+                    "value_too_long", "metadata values must be at most 500 characters."
+                )
+        return value
+
+
+class OperatorAction(StrictModel):
+    operator_id: str = Field(min_length=1, max_length=64, examples=["sup-2"])
+    comment: str | None = Field(default=None, max_length=1000, examples=["ok"])
+
+
+class OperatorReasonAction(StrictModel):
+    operator_id: str = Field(min_length=1, max_length=64, examples=["sup-2"])
+    reason: str | None = Field(default=None, max_length=1000, examples=["customer withdrew"])
+
+
+class ResolveAction(StrictModel):
+    operator_id: str = Field(min_length=1, max_length=64, examples=["fin-1"])
+    outcome: Literal["succeeded", "failed"]
+    comment: str | None = Field(default=None, max_length=1000)
+
+
+class RecipientOut(BaseModel):
+    type: str
+    account_masked: str = Field(examples=["138****8000"])
+    name: str | None = Field(examples=["张*"])
+    bank_name: str | None = None
+    bic: str | None = None
+    routing_number: str | None = None
+    account_type: str | None = None
+    app_id: str | None = None
+
+
+class ApprovalOut(BaseModel):
+    operator_id: str
+    decision: str
+    comment: str | None
+    at: datetime
+
+
+class PolicyReasonOut(BaseModel):
+    rule: str
+    message: str
+
+
+class PolicyOut(BaseModel):
+    version: int
+    decision: str
+    reasons: list[PolicyReasonOut]
+
+
+class FailureOut(BaseModel):
+    code: str
+    message: str | None
+
+
+class PayoutOut(BaseModel):
+    id: str = Field(examples=["po_01jd5x0z3q8m4k2n7p9r6s5t4v"])
+    status: str = Field(examples=["pending_approval"])
+    ticket: TicketRef
+    reason: str
+    amount: str = Field(examples=["12.50"])
+    amount_minor: int = Field(examples=[1250])
+    currency: str
+    recipient: RecipientOut
+    requested_by: str
+    description: str | None
+    metadata: dict[str, str]
+    required_approvals: int
+    approvals: list[ApprovalOut]
+    policy: PolicyOut | None
+    gateway: str
+    gateway_reference: str | None
+    gateway_status: str | None
+    attempts: int
+    failure: FailureOut | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class PayoutEventOut(BaseModel):
+    id: str
+    type: str
+    sequence: int
+    actor: str
+    at: datetime
+    data: dict[str, Any]
+
+
+class PayoutEventList(BaseModel):
+    data: list[PayoutEventOut]

@@ -1,0 +1,52 @@
+"""Payout statuses and the only arrows they may move along (API.md, Statuses)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class PayoutStatus(StrEnum):
+    PENDING_APPROVAL = "pending_approval"
+    APPROVED = "approved"
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    NEEDS_REVIEW = "needs_review"
+    REJECTED = "rejected"
+    CANCELED = "canceled"
+
+
+S = PayoutStatus
+
+ALLOWED_TRANSITIONS: dict[PayoutStatus, frozenset[PayoutStatus]] = {
+    S.PENDING_APPROVAL: frozenset({S.APPROVED, S.REJECTED, S.CANCELED}),
+    S.APPROVED: frozenset({S.PROCESSING, S.CANCELED}),
+    S.PROCESSING: frozenset({S.SUCCEEDED, S.FAILED, S.NEEDS_REVIEW}),
+    S.NEEDS_REVIEW: frozenset({S.SUCCEEDED, S.FAILED}),
+    S.SUCCEEDED: frozenset(),
+    S.FAILED: frozenset(),
+    S.REJECTED: frozenset(),
+    S.CANCELED: frozenset(),
+}
+
+TERMINAL: frozenset[PayoutStatus] = frozenset({S.SUCCEEDED, S.FAILED, S.REJECTED, S.CANCELED})
+
+# Payouts that no longer count towards any limit: the money will never move.
+NOT_COUNTED_FOR_LIMITS: frozenset[PayoutStatus] = frozenset({S.REJECTED, S.CANCELED, S.FAILED})
+
+EVENT_FOR_STATUS: dict[PayoutStatus, str] = {
+    S.APPROVED: "payout.approved",
+    S.REJECTED: "payout.rejected",
+    S.CANCELED: "payout.canceled",
+    S.PROCESSING: "payout.processing",
+    S.SUCCEEDED: "payout.succeeded",
+    S.FAILED: "payout.failed",
+    S.NEEDS_REVIEW: "payout.needs_review",
+}
+
+EVENT_TYPES: tuple[str, ...] = ("payout.created", *EVENT_FOR_STATUS.values())
+
+
+def sources_of(target: PayoutStatus) -> frozenset[PayoutStatus]:
+    """Statuses from which ``target`` may be reached: the WHERE of a conditional update."""
+    return frozenset(s for s, targets in ALLOWED_TRANSITIONS.items() if target in targets)

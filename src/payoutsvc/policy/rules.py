@@ -1,0 +1,433 @@
+"""The payout policy rules, one small class each, evaluated in ``RULES`` order.
+
+Every rule reads only ``PayoutFacts`` (which the service gathers from the database, inside the
+same transaction that inserts the payout, so the totals cannot race) and a ``Policy``. A rule
+returns ``None`` when it has nothing to say, or a ``RuleOutcome`` that either forbids the payout
+or demands approval. All limits are inclusive: exactly the limit passes, one minor unit more
+does not. Rule ``name``s are part of the API (``policy.reasons[].rule`` and the ``errors`` of a
+422 ``policy_violation``): never rename one.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from payoutsvc.money import MoneyError, format_amount
+from payoutsvc.policy.document import Policy, RoleLimits
+
+__all__ = [
+    "RULES",
+    "CurrencyAllowed",
+    "DailyRequestTotal",
+    "DualApprovalOver",
+    "DuplicateSuspected",
+    "OperatorActive",
+    "PayoutFacts",
+    "PerRecipientDailyAmount",
+    "PerRecipientDailyCount",
+    "PerTicketMax",
+    "ReasonAllowed",
+    "RecipientBlocked",
+    "RecipientWarnings",
+    "RequestMax",
+    "RoleAutoApproveLimit",
+    "Rule",
+    "RuleOutcome",
+    "format_money",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class PayoutFacts:
+    """Everything the rules need about one payout request; totals EXCLUDE the request itself.
+
+    "Counted" payouts are those not ``rejected``, ``canceled`` or ``failed``; "today" is the
+    current day in the policy's timezone (see ``engine.policy_day_bounds``).
+    """
+
+    amount_minor: int
+    currency: str
+    reason: str
+    requester_id: str
+    requester_role: str | None  # None: unknown operator
+    requester_active: bool
+    requester_daily_total_minor: int  # same requester and currency, today
+    ticket_total_minor: int  # same ticket (system + id) and currency, any day
+    recipient_daily_count: int  # same recipient fingerprint, today, any currency
+    recipient_daily_total_minor: int  # same recipient fingerprint and currency, today
+    recipient_blocked: bool
+    duplicate_suspected: bool  # same ticket + recipient + amount in the window, other key
+    recipient_warnings: tuple[str, ...] = ()  # warning codes from recipient validation
+
+
+OutcomeKind = Literal["forbid", "require_approval"]
+
+
+@dataclass(frozen=True, slots=True)
+class RuleOutcome:
+    """What a rule concluded: ``forbid`` (a violation) or ``require_approval`` by 1 or 2 people."""
+
+    kind: OutcomeKind
+    message: str
+    approvals: int = 0  # 0 for forbid; 1 or 2 for require_approval
+
+    def __post_init__(self) -> None:
+        if self.kind == "forbid" and self.approvals != 0:
+            raise ValueError("A forbid outcome carries no approvals.")
+        if self.kind == "require_approval" and self.approvals not in (1, 2):
+            raise ValueError("An approval outcome needs 1 or 2 approvals.")
+
+    @classmethod
+    def forbid(cls, message: str) -> RuleOutcome:
+        return cls("forbid", message)
+
+    @classmethod
+    def require_approval(cls, message: str, approvals: int = 1) -> RuleOutcome:
+        return cls("require_approval", message, approvals)
+
+
+def format_money(minor: int, currency: str) -> str:
+    """``1250, "CNY"`` -> ``"12.50 CNY"``; never raises, even for an unknown currency."""
+    try:
+        return f"{format_amount(minor, currency)} {currency}"
+    except MoneyError:
+        return f"{minor} minor units of {currency}"
+
+
+class Rule(ABC):
+    """One policy rule. ``name`` is stable API; ``field`` is the request field it concerns."""
+
+    name: ClassVar[str]
+    field: ClassVar[str]
+
+    @abstractmethod
+    def evaluate(self, facts: PayoutFacts, policy: Policy) -> RuleOutcome | None:
+        """Return a violation / approval demand, or None when the rule has nothing to say."""
+
+    def __repr__(self) -> str:
+        return f"<rule {self.name}>"
+
+
+def _known_role(facts: PayoutFacts, policy: Policy) -> RoleLimits | None:
+    """The requester's role when it exists in this policy; role rules stay silent otherwise
+    (``operator_active`` already forbids the request)."""
+    return policy.role(facts.requester_role)
+
+
+class OperatorActive(Rule):
+    """Only known, enabled operators whose role this policy defines may request payouts.
+
+    Prevents payouts made in the name of made-up or former staff, by disabled (e.g. offboarded or
+    compromised) accounts, and by operators whose role a newer policy removed, which would
+    otherwise slip past every role limit.
+    """
+
+    name = "operator_active"
+    field = "requested_by"
+
+    def evaluate(self, facts: PayoutFacts, policy: Policy) -> RuleOutcome | None:
+        who = facts.requester_id
+        if facts.requester_role is None:
+            return RuleOutcome.forbid(f"Operator {who!r} is not a known operator.")
+        if not facts.requester_active:
+            return RuleOutcome.forbid(f"Operator {who!r} is disabled.")
+        if policy.role(facts.requester_role) is None:
+            return RuleOutcome.forbid(
+                f"Operator {who!r} has role {facts.requester_role!r}, which policy version "
+                f"{policy.version} does not define."
+            )
+        return None
+
+
+class ReasonAllowed(Rule):
+    """A role may only pay out for the reasons its policy lists.
+
+    Prevents front-line agents from moving money under reasons they are not trusted with, e.g.
+    an agent labelling a transfer ``partner_payment`` to reach a friend's account.
+    """
+
+    name = "reason_allowed"
+    field = "reason"
+
+    def evaluate(self, facts: PayoutFacts, policy: Policy) -> RuleOutcome | None:
+        role = _known_role(facts, policy)
+        if role is None or role.reasons is None or facts.reason in role.reasons:
+            return None
+        allowed = ", ".join(role.reasons) or "none"
+        return RuleOutcome.forbid(
+            f"Reason {facts.reason!r} is not allowed for the {role.name} role (allowed: {allowed})."
+        )
+
+
+class CurrencyAllowed(Rule):
+    """Payouts only in currencies the policy lists and the requester's role has limits for.
+
+    Prevents dodging every CNY limit by paying in a currency the policy never capped, and
+    payouts in currencies finance does not operate.
+    """
+
+    name = "currency_allowed"
+    field = "currency"
+
+    def evaluate(self, facts: PayoutFacts, policy: Policy) -> RuleOutcome | None:
+        currency = facts.currency
+        if currency not in policy.currencies:
+            return RuleOutcome.forbid(
+                f"{currency} is not an allowed currency (allowed: {', '.join(policy.currencies)})."
+            )
+        role = _known_role(facts, policy)
+        if role is None:
+            return None
+        if currency not in role.request_max or currency not in role.daily_request_total:
+            return RuleOutcome.forbid(f"The {role.name} role cannot request payouts in {currency}.")
+        return None
+
+
+class RequestMax(Rule):
+    """A single payout may not exceed the requester role's per-request maximum.
+
+    Prevents one large payout by an operator whose role is only trusted with small amounts.
+    """
+
+    name = "request_max"
+    field = "amount"
+
+    def evaluate(self, facts: PayoutFacts, policy: Policy) -> RuleOutcome | None:
+        role = _known_role(facts, policy)
+        if role is None:
+            return None
+        limit = role.request_max.get(facts.currency)
+        if limit is None or facts.amount_minor <= limit:
+            return None
+        return RuleOutcome.forbid(
+            f"{format_money(facts.amount_minor, facts.currency)} exceeds the {role.name} "
+            f"request limit of {format_money(limit, facts.currency)}."
+        )
+
+
+class PerTicketMax(Rule):
+    """All live payouts on one ticket together may not exceed the per-ticket cap.
+
+    Prevents paying one complaint many times over, by one operator or by several, through a
+    series of payouts that are each under the per-request limit.
+    """
+
+    name = "per_ticket_max"
+    field = "ticket"
+
+    def evaluate(self, facts: PayoutFacts, policy: Policy) -> RuleOutcome | None:
+        limit = policy.per_ticket_max.get(facts.currency)
+        if limit is None:
+            return None
+        total = facts.ticket_total_minor + facts.amount_minor
+        if total <= limit:
+            return None
+        c = facts.currency
+        return RuleOutcome.forbid(
+            f"This payout would bring the ticket's total to {format_money(total, c)} "
+            f"(already {format_money(facts.ticket_total_minor, c)}), over the per-ticket limit "
+            f"of {format_money(limit, c)}."
+        )
+
+
+class DailyRequestTotal(Rule):
+    """One requester's payouts per policy day may not exceed their role's daily total.
+
+    Prevents an operator from splitting a large sum into many payouts that each stay under the
+    per-request limit (structuring), and bounds the damage of a hijacked operator account.
+    """
+
+    name = "daily_request_total"
+    field = "amount"
+
+    def evaluate(self, facts: PayoutFacts, policy: Policy) -> RuleOutcome | None:
+        role = _known_role(facts, policy)
+        if role is None:
+            return None
+        limit = role.daily_request_total.get(facts.currency)
+        if limit is None:
+            return None  # currency_allowed forbids the request
+        total = facts.requester_daily_total_minor + facts.amount_minor
+        if total <= limit:
+            return None
+        c = facts.currency
+        already = format_money(facts.requester_daily_total_minor, c)
+        return RuleOutcome.forbid(
+            f"This payout would bring {facts.requester_id}'s total for today to "
+            f"{format_money(total, c)} (already {already}), over the {role.name} daily limit "
+            f"of {format_money(limit, c)}."
+        )
+
+
+class PerRecipientDailyCount(Rule):
+    """One recipient may receive at most ``per_recipient_daily.count`` payouts per policy day.
+
+    Prevents funnelling many small payouts, across tickets and operators, to one account
+    (e.g. an insider's or a fraud ring's).
+    """
+
+    name = "per_recipient_daily_count"
+    field = "recipient"
+
+    def evaluate(self, facts: PayoutFacts, policy: Policy) -> RuleOutcome | None:
+        limit = policy.per_recipient_daily_count
+        if limit is None or facts.recipient_daily_count + 1 <= limit:
+            return None
+        return RuleOutcome.forbid(
+            f"The recipient already has {facts.recipient_daily_count} payout(s) today; the limit "
+            f"is {limit} per recipient per day."
+        )
+
+
+class PerRecipientDailyAmount(Rule):
+    """One recipient may receive at most ``per_recipient_daily.amount`` per currency per day.
+
+    Prevents concentrating money on one account across tickets and operators, where every
+    per-ticket and per-requester limit is individually respected.
+    """
+
+    name = "per_recipient_daily_amount"
+    field = "recipient"
+
+    def evaluate(self, facts: PayoutFacts, policy: Policy) -> RuleOutcome | None:
+        limit = policy.per_recipient_daily_amount.get(facts.currency)
+        if limit is None:
+            return None
+        total = facts.recipient_daily_total_minor + facts.amount_minor
+        if total <= limit:
+            return None
+        c = facts.currency
+        return RuleOutcome.forbid(
+            f"This payout would bring the recipient's total for today to {format_money(total, c)} "
+            f"(already {format_money(facts.recipient_daily_total_minor, c)}), over the "
+            f"per-recipient daily limit of {format_money(limit, c)}."
+        )
+
+
+class RecipientBlocked(Rule):
+    """No payouts to a blocklisted recipient.
+
+    Prevents paying accounts already known for fraud, chargebacks or abuse, whoever asks.
+    """
+
+    name = "recipient_blocked"
+    field = "recipient"
+
+    def evaluate(self, facts: PayoutFacts, policy: Policy) -> RuleOutcome | None:
+        if not facts.recipient_blocked:
+            return None
+        return RuleOutcome.forbid("The recipient is on the blocklist.")
+
+
+class DuplicateSuspected(Rule):
+    """A payout like a recent one (same ticket, recipient and amount) needs a human look.
+
+    Prevents double payment when a helpdesk retries with a new idempotency key, or an operator
+    (or two) submits the same refund twice; a genuine second payout is still possible.
+    """
+
+    name = "duplicate_suspected"
+    field = "ticket"
+
+    def evaluate(self, facts: PayoutFacts, policy: Policy) -> RuleOutcome | None:
+        if not facts.duplicate_suspected or policy.duplicate_window_hours == 0:
+            return None
+        return RuleOutcome.require_approval(
+            "A payout with the same ticket, recipient and amount was requested in the last "
+            f"{policy.duplicate_window_hours} hour(s) under another idempotency key."
+        )
+
+
+class RecipientWarnings(Rule):
+    """A recipient that passed validation only with warnings needs a human look.
+
+    Prevents auto-paying a likely mistyped or suspicious account (e.g. a card number failing
+    its Luhn check), where money would be lost or misdirected.
+    """
+
+    name = "recipient_warnings"
+    field = "recipient"
+
+    def evaluate(self, facts: PayoutFacts, policy: Policy) -> RuleOutcome | None:
+        if not facts.recipient_warnings:
+            return None
+        return RuleOutcome.require_approval(
+            f"Recipient validation raised warning(s): {', '.join(facts.recipient_warnings)}."
+        )
+
+
+class RoleAutoApproveLimit(Rule):
+    """Above the role's auto-approval limit, a second person must approve.
+
+    Prevents one operator from moving meaningful money alone (four-eyes principle). A currency
+    missing from ``auto_approve_max`` always needs approval.
+    """
+
+    name = "role_auto_approve_limit"
+    field = "amount"
+
+    def evaluate(self, facts: PayoutFacts, policy: Policy) -> RuleOutcome | None:
+        role = _known_role(facts, policy)
+        if role is None:
+            return None
+        limit = role.auto_approve_max.get(facts.currency)
+        if limit is None:
+            return RuleOutcome.require_approval(
+                f"The {role.name} role has no auto-approval limit in {facts.currency}."
+            )
+        if facts.amount_minor <= limit:
+            return None
+        return RuleOutcome.require_approval(
+            f"{format_money(facts.amount_minor, facts.currency)} exceeds the {role.name} "
+            f"auto-approval limit of {format_money(limit, facts.currency)}."
+        )
+
+    def within_limit_message(self, facts: PayoutFacts, policy: Policy) -> str:
+        """Why a payout this rule did not flag may go through without approval."""
+        role = _known_role(facts, policy)
+        limit = None if role is None else role.auto_approve_max.get(facts.currency)
+        if role is None or limit is None:
+            return "within auto-approval limit"
+        return (
+            f"within auto-approval limit: {format_money(facts.amount_minor, facts.currency)} "
+            f"does not exceed the {role.name} limit of {format_money(limit, facts.currency)}."
+        )
+
+
+class DualApprovalOver(Rule):
+    """Above ``dual_approval_over``, two different approvers must approve.
+
+    Prevents a single colluding or compromised approver from releasing a large payout.
+    """
+
+    name = "dual_approval_over"
+    field = "amount"
+
+    def evaluate(self, facts: PayoutFacts, policy: Policy) -> RuleOutcome | None:
+        threshold = policy.dual_approval_over.get(facts.currency)
+        if threshold is None or facts.amount_minor <= threshold:
+            return None
+        return RuleOutcome.require_approval(
+            f"{format_money(facts.amount_minor, facts.currency)} exceeds the dual-approval "
+            f"threshold of {format_money(threshold, facts.currency)}; two approvals are required.",
+            approvals=2,
+        )
+
+
+RULES: tuple[Rule, ...] = (
+    OperatorActive(),
+    ReasonAllowed(),
+    CurrencyAllowed(),
+    RequestMax(),
+    PerTicketMax(),
+    DailyRequestTotal(),
+    PerRecipientDailyCount(),
+    PerRecipientDailyAmount(),
+    RecipientBlocked(),
+    DuplicateSuspected(),
+    RecipientWarnings(),
+    RoleAutoApproveLimit(),
+    DualApprovalOver(),
+)

@@ -1,0 +1,94 @@
+"""Recipient shapes per type, as clients send them (API.md, Recipients).
+
+These models only check shape (which fields a type has, their lengths). Account checks
+(checksums, formats, provider limits) live in ``recipients.validation``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RecipientType = Literal[
+    "alipay", "wechat", "bank_card_cn", "iban", "us_bank", "paypal", "stripe_account"
+]
+RECIPIENT_TYPES: tuple[str, ...] = (
+    "alipay",
+    "wechat",
+    "bank_card_cn",
+    "iban",
+    "us_bank",
+    "paypal",
+    "stripe_account",
+)
+
+Account = Annotated[str, Field(min_length=1, max_length=128, description="The account identifier.")]
+HolderName = Annotated[str, Field(min_length=1, max_length=140, description="Account holder name.")]
+
+
+class _RecipientBase(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class AlipayRecipient(_RecipientBase):
+    type: Literal["alipay"]
+    account: Account = Field(
+        description="Mainland mobile number, email (logon id) or 16-digit 2088… user id."
+    )
+    name: HolderName
+
+
+class WechatRecipient(_RecipientBase):
+    type: Literal["wechat"]
+    account: Account = Field(description="The user's openid under `app_id`.")
+    app_id: str = Field(min_length=1, max_length=64, description="The WeChat app id (appid).")
+    name: HolderName | None = Field(
+        default=None, description="Real name; required from 2000.00 CNY."
+    )
+
+
+class BankCardCnRecipient(_RecipientBase):
+    type: Literal["bank_card_cn"]
+    account: Account = Field(description="16-19 digit UnionPay card number.")
+    name: HolderName
+    bank_name: str = Field(min_length=1, max_length=140)
+
+
+class IbanRecipient(_RecipientBase):
+    type: Literal["iban"]
+    account: Account = Field(description="IBAN, with or without spaces.")
+    name: HolderName
+    bic: str | None = Field(default=None, min_length=8, max_length=11)
+
+
+class UsBankRecipient(_RecipientBase):
+    type: Literal["us_bank"]
+    routing_number: str = Field(min_length=1, max_length=16, description="9-digit ABA number.")
+    account: Account = Field(description="4-17 digit account number.")
+    account_type: Literal["checking", "savings"]
+    name: HolderName
+
+
+class PaypalRecipient(_RecipientBase):
+    type: Literal["paypal"]
+    account: Account = Field(description="PayPal email or E.164 phone number.")
+    name: HolderName | None = None
+
+
+class StripeAccountRecipient(_RecipientBase):
+    type: Literal["stripe_account"]
+    account: Account = Field(description="Connected account id, `acct_…`.")
+    name: HolderName | None = None
+
+
+RecipientIn = Annotated[
+    AlipayRecipient
+    | WechatRecipient
+    | BankCardCnRecipient
+    | IbanRecipient
+    | UsBankRecipient
+    | PaypalRecipient
+    | StripeAccountRecipient,
+    Field(discriminator="type"),
+]

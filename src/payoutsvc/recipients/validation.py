@@ -1,0 +1,460 @@
+"""Account checks per recipient type (API.md, Recipients).
+
+``schemas`` only checks the shape of a recipient; this module checks that the account can
+actually be paid: formats, checksums, provider currencies and amount limits. It also
+normalizes the recipient to the form in which it is stored and paid, and derives a stable
+fingerprint of it (for the blocklist and per-recipient limits) so the account never has to
+be stored in clear for those purposes.
+
+Messages never echo the account value: they name the field and the problem only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+from schwifty import BIC, IBAN
+from schwifty import exceptions as schwifty_errors
+from stdnum import luhn
+from stdnum.us import rtn
+
+from payoutsvc.errors import FieldError
+from payoutsvc.recipients.schemas import (
+    AlipayRecipient,
+    BankCardCnRecipient,
+    IbanRecipient,
+    PaypalRecipient,
+    RecipientIn,
+    StripeAccountRecipient,
+    UsBankRecipient,
+    WechatRecipient,
+)
+
+__all__ = [
+    "ALIPAY_MIN_AMOUNT_MINOR",
+    "WECHAT_MIN_AMOUNT_MINOR",
+    "WECHAT_NAME_REQUIRED_FROM_MINOR",
+    "RecipientCheck",
+    "recipient_fingerprint",
+    "validate_recipient",
+]
+
+# Provider limits, in CNY minor units (fen).
+ALIPAY_MIN_AMOUNT_MINOR = 10  # 0.10 CNY
+WECHAT_MIN_AMOUNT_MINOR = 30  # 0.30 CNY
+WECHAT_NAME_REQUIRED_FROM_MINOR = 200_000  # 2000.00 CNY, inclusive
+
+_ACCOUNT = "recipient.account"
+
+_ALIPAY_USER_ID = re.compile(r"2088[0-9]{12}")
+_PHONE_CHARS = re.compile(r"\+?[0-9][0-9 ().\-]*")
+_WECHAT_OPENID_CHARS = re.compile(r"[A-Za-z0-9_-]+")
+_WECHAT_APP_ID = re.compile(r"wx[0-9a-zA-Z]{16}")
+_STRIPE_ACCOUNT = re.compile(r"acct_[A-Za-z0-9]{6,}")
+_SEPARATORS = re.compile(r"[\s-]+")
+_WHITESPACE = re.compile(r"\s+")
+_IBAN_SHAPE = re.compile(r"[A-Z]{2}[0-9]{2}[A-Z0-9]+")
+
+# ABA routing numbers: the first two digits are a Federal Reserve routing symbol
+# (00 US government, 01-12 banks, 21-32 thrifts, 61-72 electronic, 80 traveller's cheques).
+_ABA_PREFIXES = frozenset(
+    [f"{n:02d}" for n in range(0, 13)]
+    + [f"{n:02d}" for n in range(21, 33)]
+    + [f"{n:02d}" for n in range(61, 73)]
+    + ["80"]
+)
+
+_FINGERPRINT_VERSION = "rfp1"
+
+
+@dataclass(frozen=True)
+class RecipientCheck:
+    """Outcome of :func:`validate_recipient`.
+
+    ``errors``: any error refuses the recipient (422 ``invalid_recipient`` on payouts).
+    ``warnings``: the recipient is accepted but the payout is never auto-approved.
+    ``normalized``: the recipient as it will be stored and paid; same keys as the input's
+    ``model_dump()`` (including ``type``). Fields that failed validation keep their input value.
+    """
+
+    errors: list[FieldError] = field(default_factory=list)
+    warnings: list[FieldError] = field(default_factory=list)
+    normalized: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def valid(self) -> bool:
+        return not self.errors
+
+
+class _Checker:
+    """Collects errors/warnings and the normalized values while one recipient is checked."""
+
+    def __init__(self, recipient: RecipientIn) -> None:
+        self.errors: list[FieldError] = []
+        self.warnings: list[FieldError] = []
+        self.normalized: dict[str, str | None] = {
+            key: None if value is None else str(value)
+            for key, value in recipient.model_dump().items()
+        }
+
+    def error(self, field_path: str, code: str, message: str) -> None:
+        self.errors.append(FieldError(field_path, code, message))
+
+    def warning(self, field_path: str, code: str, message: str) -> None:
+        self.warnings.append(FieldError(field_path, code, message))
+
+    def set(self, key: str, value: str | None) -> None:
+        self.normalized[key] = value
+
+    def result(self) -> RecipientCheck:
+        return RecipientCheck(list(self.errors), list(self.warnings), dict(self.normalized))
+
+
+def validate_recipient(
+    recipient: RecipientIn, amount_minor: int | None, currency: str | None
+) -> RecipientCheck:
+    """Check a recipient (and, when given, the payout amount/currency against provider rules).
+
+    ``amount_minor`` is in minor units of ``currency``. When ``currency`` is ``None`` the
+    currency check is skipped; amount limits are only checked when both are given (a minor
+    amount means nothing without its currency).
+    """
+    checker = _Checker(recipient)
+    cur = currency.strip().upper() if currency is not None else None
+    if isinstance(recipient, AlipayRecipient):
+        _check_alipay(checker, recipient, amount_minor, cur)
+    elif isinstance(recipient, WechatRecipient):
+        _check_wechat(checker, recipient, amount_minor, cur)
+    elif isinstance(recipient, BankCardCnRecipient):
+        _check_bank_card_cn(checker, recipient, cur)
+    elif isinstance(recipient, IbanRecipient):
+        _check_iban(checker, recipient)
+    elif isinstance(recipient, UsBankRecipient):
+        _check_us_bank(checker, recipient, cur)
+    elif isinstance(recipient, PaypalRecipient):
+        _check_paypal(checker, recipient)
+    elif isinstance(recipient, StripeAccountRecipient):
+        _check_stripe_account(checker, recipient)
+    else:  # pragma: no cover - the union is closed; guards against a new type without rules
+        checker.error("recipient.type", "unsupported_type", "This recipient type is not supported.")
+    return checker.result()
+
+
+def recipient_fingerprint(normalized: Mapping[str, str | None]) -> str:
+    """Stable sha256 hex identifying a recipient, from its *normalized* form.
+
+    Covers the type and the account, plus ``routing_number`` for ``us_bank`` and ``app_id``
+    for ``wechat`` (an openid is only unique within its app). Email accounts are compared
+    case-insensitively. Used for the blocklist and per-recipient limits so those never need
+    the account in clear.
+    """
+    rtype = normalized.get("type")
+    account = normalized.get("account")
+    if not rtype or not account:
+        raise ValueError("A recipient fingerprint needs the normalized 'type' and 'account'.")
+    if "@" in account:
+        account = account.lower()
+    parts: list[str] = [_FINGERPRINT_VERSION, rtype, account]
+    if rtype == "us_bank":
+        parts.append(normalized.get("routing_number") or "")
+    elif rtype == "wechat":
+        parts.append(normalized.get("app_id") or "")
+    # JSON encoding keeps the parts unambiguous whatever characters they contain.
+    payload = json.dumps(parts, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+# --- shared checks ------------------------------------------------------------------------
+
+
+def _require_currency(checker: _Checker, currency: str | None, expected: str, label: str) -> bool:
+    """Error unless ``currency`` is ``expected``; returns whether amount limits may be applied."""
+    if currency is None:
+        return False
+    if currency != expected:
+        checker.error(
+            "currency", "unsupported_currency", f"{label} payouts can only be made in {expected}."
+        )
+        return False
+    return True
+
+
+def _normalize_email(value: str) -> str | None:
+    try:
+        return validate_email(value, check_deliverability=False).normalized
+    except EmailNotValidError:
+        return None
+
+
+def _parse_phone(value: str, region: str | None) -> phonenumbers.PhoneNumber | None:
+    if not _PHONE_CHARS.fullmatch(value):
+        return None
+    try:
+        number = phonenumbers.parse(value, region)
+    except phonenumbers.NumberParseException:
+        return None
+    return number if phonenumbers.is_valid_number(number) else None
+
+
+def _digits_field(
+    checker: _Checker,
+    value: str,
+    field_path: str,
+    label: str,
+    min_len: int,
+    max_len: int,
+) -> str | None:
+    """Strip spaces/dashes; error unless ``min_len``-``max_len`` digits remain."""
+    compact = _SEPARATORS.sub("", value)
+    if not compact.isascii() or not compact.isdigit():
+        checker.error(field_path, "invalid_format", f"{label} must contain digits only.")
+        return None
+    if not min_len <= len(compact) <= max_len:
+        expected = f"{min_len}" if min_len == max_len else f"{min_len}-{max_len}"
+        checker.error(
+            field_path,
+            "invalid_length",
+            f"{label} must be {expected} digits long (got {len(compact)}).",
+        )
+        return None
+    return compact
+
+
+# --- per type -------------------------------------------------------------------------------
+
+
+def _check_alipay(
+    checker: _Checker, recipient: AlipayRecipient, amount_minor: int | None, currency: str | None
+) -> None:
+    account = recipient.account
+    if "@" in account:
+        email = _normalize_email(account)
+        if email is None:
+            checker.error(_ACCOUNT, "invalid_format", "The Alipay account is not a valid email.")
+        else:
+            checker.set("account", email)
+    else:
+        compact = _SEPARATORS.sub("", account)
+        if compact.startswith("2088") and compact.isascii() and compact.isdigit():
+            if _ALIPAY_USER_ID.fullmatch(compact):
+                checker.set("account", compact)
+            else:
+                checker.error(
+                    _ACCOUNT,
+                    "invalid_length",
+                    "An Alipay user id must be 16 digits starting with 2088.",
+                )
+        else:
+            _check_alipay_mobile(checker, account)
+
+    cny = _require_currency(checker, currency, "CNY", "Alipay")
+    if cny and amount_minor is not None and amount_minor < ALIPAY_MIN_AMOUNT_MINOR:
+        checker.error("amount", "amount_below_minimum", "Alipay payouts must be at least 0.10 CNY.")
+
+
+def _check_alipay_mobile(checker: _Checker, account: str) -> None:
+    generic = (
+        "The Alipay account must be a mainland China mobile number, an email "
+        "or a 16-digit user id starting with 2088."
+    )
+    if not _PHONE_CHARS.fullmatch(account):
+        checker.error(_ACCOUNT, "invalid_format", generic)
+        return
+    number = _parse_phone(account, "CN")
+    if number is None or phonenumbers.region_code_for_number(number) != "CN":
+        checker.error(_ACCOUNT, "invalid_format", generic)
+        return
+    if phonenumbers.number_type(number) not in (
+        phonenumbers.PhoneNumberType.MOBILE,
+        phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
+    ):
+        checker.error(
+            _ACCOUNT,
+            "invalid_format",
+            "The Alipay account is a phone number but not a mainland China mobile number.",
+        )
+        return
+    checker.set("account", phonenumbers.national_significant_number(number))
+
+
+def _check_wechat(
+    checker: _Checker, recipient: WechatRecipient, amount_minor: int | None, currency: str | None
+) -> None:
+    openid = recipient.account
+    if not _WECHAT_OPENID_CHARS.fullmatch(openid):
+        checker.error(
+            _ACCOUNT,
+            "invalid_format",
+            "The WeChat openid may only contain letters, digits, '_' and '-'.",
+        )
+    elif not 20 <= len(openid) <= 64:
+        checker.error(
+            _ACCOUNT,
+            "invalid_length",
+            f"The WeChat openid must be 20-64 characters long (got {len(openid)}).",
+        )
+
+    if not _WECHAT_APP_ID.fullmatch(recipient.app_id):
+        checker.error(
+            "recipient.app_id",
+            "invalid_format",
+            "The WeChat app id must be 'wx' followed by 16 letters or digits.",
+        )
+
+    if _require_currency(checker, currency, "CNY", "WeChat") and amount_minor is not None:
+        if amount_minor < WECHAT_MIN_AMOUNT_MINOR:
+            checker.error(
+                "amount", "amount_below_minimum", "WeChat payouts must be at least 0.30 CNY."
+            )
+        if amount_minor >= WECHAT_NAME_REQUIRED_FROM_MINOR and not recipient.name:
+            checker.error(
+                "recipient.name",
+                "required",
+                "The recipient's real name is required for WeChat payouts from 2000.00 CNY.",
+            )
+
+
+def _check_bank_card_cn(
+    checker: _Checker, recipient: BankCardCnRecipient, currency: str | None
+) -> None:
+    card = _digits_field(checker, recipient.account, _ACCOUNT, "The card number", 16, 19)
+    if card is not None:
+        checker.set("account", card)
+        if not luhn.is_valid(card):
+            checker.warning(
+                _ACCOUNT,
+                "checksum_mismatch",
+                "The card number fails the Luhn check; please double-check it.",
+            )
+    _require_currency(checker, currency, "CNY", "Chinese bank card")
+
+
+_SCHWIFTY_ERRORS: tuple[tuple[type[Exception], str], ...] = (
+    (schwifty_errors.InvalidCountryCode, "invalid_country"),
+    (schwifty_errors.InvalidLength, "invalid_length"),
+    (schwifty_errors.InvalidChecksumDigits, "checksum_mismatch"),
+)
+
+
+def _check_iban(checker: _Checker, recipient: IbanRecipient) -> None:
+    compact = _WHITESPACE.sub("", recipient.account).upper()
+    if not _IBAN_SHAPE.fullmatch(compact) or len(compact) > 34:
+        checker.error(
+            _ACCOUNT,
+            "invalid_format",
+            "The IBAN must be a 2-letter country code, 2 check digits and up to 30 letters "
+            "or digits.",
+        )
+    else:
+        try:
+            iban = IBAN(compact)
+        except schwifty_errors.SchwiftyException as exc:
+            checker.error(_ACCOUNT, *_describe_iban_error(exc, compact))
+        else:
+            checker.set("account", str(iban.compact))
+
+    if recipient.bic is not None:
+        try:
+            bic = BIC(recipient.bic)
+        except schwifty_errors.SchwiftyException as exc:
+            code = _code_for(exc, "invalid_format")
+            checker.error("recipient.bic", code, f"The BIC is not valid ({_reason(code)}).")
+        else:
+            checker.set("bic", str(bic.compact))
+
+
+def _describe_iban_error(exc: Exception, compact: str) -> tuple[str, str]:
+    country = compact[:2]
+    code = _code_for(exc, "invalid_format")
+    if code == "invalid_country":
+        return code, f"'{country}' is not a country that uses IBANs."
+    if code == "invalid_length":
+        try:
+            expected = int(IBAN(compact, allow_invalid=True).spec.iban_length)
+        except (schwifty_errors.SchwiftyException, AttributeError, TypeError, ValueError):
+            return code, f"The IBAN has the wrong length for {country}."
+        return code, f"A {country} IBAN must be {expected} characters long (got {len(compact)})."
+    if code == "checksum_mismatch":
+        return code, "The IBAN check digits do not match; please double-check it."
+    return code, f"The IBAN does not match the account format of {country}."
+
+
+def _code_for(exc: Exception, default: str) -> str:
+    for exc_type, code in _SCHWIFTY_ERRORS:
+        if isinstance(exc, exc_type):
+            return code
+    return default
+
+
+def _reason(code: str) -> str:
+    return {
+        "invalid_country": "unknown country",
+        "invalid_length": "it must be 8 or 11 characters",
+        "checksum_mismatch": "checksum mismatch",
+    }.get(code, "wrong format")
+
+
+def _check_us_bank(checker: _Checker, recipient: UsBankRecipient, currency: str | None) -> None:
+    routing_field = "recipient.routing_number"
+    routing = _digits_field(
+        checker, recipient.routing_number, routing_field, "The routing number", 9, 9
+    )
+    if routing is not None:
+        if routing[:2] not in _ABA_PREFIXES or routing == "000000000":
+            checker.error(
+                routing_field,
+                "invalid_format",
+                "The routing number does not start with a valid Federal Reserve routing symbol.",
+            )
+        elif not rtn.is_valid(routing):
+            checker.error(
+                routing_field,
+                "checksum_mismatch",
+                "The routing number fails the ABA checksum; please double-check it.",
+            )
+        else:
+            checker.set("routing_number", routing)
+
+    account = _digits_field(checker, recipient.account, _ACCOUNT, "The account number", 4, 17)
+    if account is not None:
+        checker.set("account", account)
+
+    _require_currency(checker, currency, "USD", "US bank")
+
+
+def _check_paypal(checker: _Checker, recipient: PaypalRecipient) -> None:
+    account = recipient.account
+    if "@" in account:
+        email = _normalize_email(account)
+        if email is None:
+            checker.error(_ACCOUNT, "invalid_format", "The PayPal account is not a valid email.")
+        else:
+            checker.set("account", email)
+        return
+    if not account.startswith("+"):
+        checker.error(
+            _ACCOUNT,
+            "invalid_format",
+            "The PayPal account must be an email or an E.164 phone number starting with '+'.",
+        )
+        return
+    number = _parse_phone(account, None)
+    if number is None:
+        checker.error(_ACCOUNT, "invalid_format", "The PayPal account is not a valid phone number.")
+        return
+    checker.set("account", phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+
+
+def _check_stripe_account(checker: _Checker, recipient: StripeAccountRecipient) -> None:
+    if not _STRIPE_ACCOUNT.fullmatch(recipient.account):
+        checker.error(
+            _ACCOUNT,
+            "invalid_format",
+            "The Stripe account must be a connected account id such as 'acct_…'.",
+        )

@@ -1,0 +1,99 @@
+"""Pieces of request/response schema shared by several resources."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Any, Generic, TypeVar
+
+from fastapi import Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from payoutsvc.errors import FieldError, ServiceError
+
+T = TypeVar("T")
+
+
+class StrictModel(BaseModel):
+    """Request bodies: unknown fields are an error, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Page(BaseModel, Generic[T]):
+    data: list[T]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to get the next (older) page; null on the last page."
+    )
+
+
+class ProblemFieldError(BaseModel):
+    field: str
+    code: str
+    message: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, as every error of this API is rendered."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str = Field(description="Stable snake_case machine code.")
+    errors: list[ProblemFieldError]
+
+
+LimitQuery = Annotated[int, Query(ge=1, le=200, description="Page size, 1-200.")]
+CursorQuery = Annotated[
+    str | None, Query(max_length=200, description="Opaque cursor from `next_cursor`.")
+]
+
+
+def encode_cursor(last_id: str) -> str:
+    return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> str | None:
+    if cursor is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raw = ""
+    if not raw or "_" not in raw or not raw.isascii():
+        raise ServiceError(
+            422, "invalid_cursor", "Invalid cursor", "Use the next_cursor of a previous page.",
+            [FieldError("cursor", "invalid_cursor", "Not a cursor returned by this API.")],
+        )
+    return raw
+
+
+def page_of(items: list[Any], limit: int, id_of: Any) -> dict[str, Any]:
+    """Build ``{"data", "next_cursor"}`` from ``limit + 1`` fetched rows."""
+    has_more = len(items) > limit
+    items = items[:limit]
+    return {
+        "data": items,
+        "next_cursor": encode_cursor(id_of(items[-1])) if has_more and items else None,
+    }
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI documentation of the problem+json error responses an operation can return."""
+    descriptions = {
+        400: "Bad request (e.g. a missing header)",
+        401: "Missing or invalid API key",
+        403: "The key lacks a scope, or the operator may not do this",
+        404: "Not found (or belongs to another integration)",
+        409: "Conflict with the current state",
+        422: "Validation failed; see `errors`",
+    }
+    return {
+        status: {
+            "model": Problem,
+            "description": descriptions.get(status, "Error"),
+            "content": {"application/problem+json": {}},
+        }
+        for status in statuses
+    }

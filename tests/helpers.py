@@ -1,0 +1,54 @@
+"""Small builders shared by API tests."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+
+
+def payout_body(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "ticket": {"system": "zendesk", "id": "48213", "url": "https://acme.zendesk.com/agent/tickets/48213"},
+        "reason": "refund",
+        "amount": "12.50",
+        "currency": "CNY",
+        "recipient": {"type": "alipay", "account": "13800138000", "name": "张三"},
+        "requested_by": "agent-17",
+        "description": "Price difference refund for order 9931",
+        "metadata": {"order_id": "9931"},
+    }
+    body.update(overrides)
+    return body
+
+
+async def create_operator(client: httpx.AsyncClient, operator_id: str, role: str) -> dict[str, Any]:
+    response = await client.post("/v1/operators", json={"id": operator_id, "role": role})
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+async def create_payout(
+    client: httpx.AsyncClient, key: str | None = None, **overrides: Any
+) -> httpx.Response:
+    return await client.post(
+        "/v1/payouts",
+        json=payout_body(**overrides),
+        headers={"Idempotency-Key": key or uuid.uuid4().hex},
+    )
+
+
+async def new_integration_client(
+    client: httpx.AsyncClient, name: str, scopes: list[str]
+) -> httpx.AsyncClient:
+    """A client for a fresh integration holding only ``scopes`` (caller closes it)."""
+    created = await client.post("/v1/integrations", json={"name": name})
+    assert created.status_code == 201, created.text
+    key = await client.post(f"/v1/integrations/{created.json()['id']}/api-keys", json={"scopes": scopes})
+    assert key.status_code == 201, key.text
+    return httpx.AsyncClient(
+        transport=client._transport,
+        base_url=str(client.base_url),
+        headers={"Authorization": f"Bearer {key.json()['key']}"},
+    )
