@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
@@ -36,6 +37,35 @@ class Caller:
         return None if self.is_admin else self.integration_id
 
 
+class ApiKeyCache:
+    """Verified keys for a few seconds, saving a query on every request.
+
+    A revocation takes effect at once in the process that revoked the key and within
+    ``ttl_seconds`` in every other process.
+    """
+
+    def __init__(self, ttl_seconds: float = 5.0, max_entries: int = 10_000) -> None:
+        self.ttl_seconds = ttl_seconds
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[Caller, float]] = {}
+
+    def get(self, secret_hash: str) -> Caller | None:
+        entry = self._entries.get(secret_hash)
+        if entry is None or entry[1] < time.monotonic():
+            return None
+        return entry[0]
+
+    def put(self, secret_hash: str, caller: Caller) -> None:
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[secret_hash] = (caller, time.monotonic() + self.ttl_seconds)
+
+    def forget_key(self, key_id: str) -> None:
+        for secret_hash, (caller, _) in list(self._entries.items()):
+            if caller.key_id == key_id:
+                del self._entries[secret_hash]
+
+
 def _unauthorized(detail: str) -> ServiceError:
     return ServiceError(
         401, "unauthorized", "Missing or invalid API key", detail,
@@ -50,11 +80,16 @@ async def authenticate(
 ) -> Caller:
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         raise _unauthorized("Send the API key as `Authorization: Bearer <key>`.")
-    key = await AuthRepository(session).find_active_key(hash_secret(credentials.credentials))
-    if key is None:
-        raise _unauthorized("The API key is unknown or revoked.")
-    caller = Caller(key.integration_id, key.id, frozenset(key.scopes))
-    structlog.contextvars.bind_contextvars(integration_id=caller.integration_id, key_id=key.id)
+    secret_hash = hash_secret(credentials.credentials)
+    cache: ApiKeyCache = request.app.state.api_key_cache
+    caller = cache.get(secret_hash)
+    if caller is None:
+        key = await AuthRepository(session).find_active_key(secret_hash)
+        if key is None:
+            raise _unauthorized("The API key is unknown or revoked.")
+        caller = Caller(key.integration_id, key.id, frozenset(key.scopes))
+        cache.put(secret_hash, caller)
+    structlog.contextvars.bind_contextvars(integration_id=caller.integration_id, key_id=caller.key_id)
     request.state.caller = caller
     return caller
 

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, status
+from fastapi import APIRouter, Path, Request, status
 
-from payoutsvc.auth.dependencies import Admin
+from payoutsvc.auth.dependencies import Admin, ApiKeyCache
 from payoutsvc.auth.models import ApiKey, Integration
 from payoutsvc.auth.schemas import (
     ApiKeyCreate,
@@ -126,6 +126,10 @@ async def revoke_api_key(
     integration_id: IntegrationId,
     key_id: Annotated[str, Path(max_length=40)],
     session: DbSession,
+    request: Request,
     _caller: Admin,
 ) -> dict[str, Any]:
-    return _key_json(await AuthService(session).revoke_key(integration_id, key_id))
+    revoked = await AuthService(session).revoke_key(integration_id, key_id)
+    cache: ApiKeyCache = request.app.state.api_key_cache
+    cache.forget_key(key_id)
+    return _key_json(revoked)
