@@ -70,21 +70,35 @@ async def create(
     payout_id = "po_" + uuid.uuid4().hex
     amount_minor = parse_amount(body.amount, body.currency)
     document = body.model_dump(mode="json")
-    response = {"id": payout_id, "status": "pending_approval", "amount_minor": amount_minor, **document}
+    response = {
+        "id": payout_id,
+        "status": "pending_approval",
+        "amount_minor": amount_minor,
+        **document,
+    }
     async with engine.begin() as connection:
         await connection.execute(
             insert(payouts).values(
-                id=payout_id, status="pending_approval", amount_minor=amount_minor,
-                currency=body.currency, body=document, created_at=now,
+                id=payout_id,
+                status="pending_approval",
+                amount_minor=amount_minor,
+                currency=body.currency,
+                body=document,
+                created_at=now,
             )
         )
         await connection.execute(
             insert(events).values(
-                id="evt_" + uuid.uuid4().hex, payout_id=payout_id, type="payout.created",
-                data={"status": "pending_approval"}, at=now,
+                id="evt_" + uuid.uuid4().hex,
+                payout_id=payout_id,
+                type="payout.created",
+                data={"status": "pending_approval"},
+                at=now,
             )
         )
         await connection.execute(
-            insert(idempotency).values(key=idempotency_key, response=json.dumps(response), created_at=now)
+            insert(idempotency).values(
+                key=idempotency_key, response=json.dumps(response), created_at=now
+            )
         )
     return JSONResponse(response, status_code=201)

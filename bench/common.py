@@ -47,10 +47,14 @@ def scratch_database(prefix: str) -> Iterator[str]:
 
 
 @contextmanager
-def server(argv: list[str], env: dict[str, str], ready_url: str, log_name: str) -> Iterator[subprocess.Popen[bytes]]:
+def server(
+    argv: list[str], env: dict[str, str], ready_url: str, log_name: str
+) -> Iterator[subprocess.Popen[bytes]]:
     RESULTS.mkdir(parents=True, exist_ok=True)
     with open(RESULTS / log_name, "wb") as log:
-        process = subprocess.Popen(argv, env={**os.environ, **env}, stdout=log, stderr=log, cwd=ROOT)
+        process = subprocess.Popen(
+            argv, env={**os.environ, **env}, stdout=log, stderr=log, cwd=ROOT
+        )
         try:
             wait_ready(ready_url, process)
             yield process
@@ -111,7 +115,9 @@ def parse_wrk(output: str) -> dict[str, float]:
     return result
 
 
-def run_wrk(url: str, script: Path, connections: int, seconds: int, env: dict[str, str]) -> dict[str, float]:
+def run_wrk(
+    url: str, script: Path, connections: int, seconds: int, env: dict[str, str]
+) -> dict[str, float]:
     completed = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
         env={**os.environ, **env},

@@ -17,7 +17,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (  # noqa: E402
+from bench.common import (
     ROOT,
     VENV_BIN,
     free_port,
@@ -27,7 +27,8 @@ from bench.common import (  # noqa: E402
     scratch_database,
     server,
 )
-from payoutsvc.crypto import generate_key  # noqa: E402
+
+from payoutsvc.crypto import generate_key
 
 API_KEY = "psk_bench_admin_key_000000000000"
 REQUESTERS = 64
@@ -46,10 +47,12 @@ def prepare(base: str) -> None:
             document = policy.json()
             document.pop("version", None)
             document["roles"]["supervisor"].update(
-                request_max=GENEROUS, auto_approve_max={"CNY": "100.00"}, daily_request_total=GENEROUS
+                request_max=GENEROUS,
+                auto_approve_max={"CNY": "100.00"},
+                daily_request_total=GENEROUS,
             )
             document["per_ticket_max"] = GENEROUS
-            document["per_recipient_daily"] = {"count": 1000000, "amount": GENEROUS}
+            document["per_recipient_daily"] = {"count": 100000, "amount": GENEROUS}
             updated = http.put("/v1/policy", json=document)
             updated.raise_for_status()
 
@@ -71,20 +74,35 @@ def main() -> None:
             "PAYOUTSVC_ENCRYPTION_KEY": generate_key(),
             "PAYOUTSVC_ENVIRONMENT": "production",
         }
-        import subprocess  # noqa: PLC0415
+        import subprocess
 
-        subprocess.run([str(VENV_BIN / "payoutsvc"), "migrate"], env={**__import__("os").environ, **service_env}, check=True)
+        subprocess.run(
+            [str(VENV_BIN / "payoutsvc"), "migrate"],
+            env={**__import__("os").environ, **service_env},
+            check=True,
+        )
         service_base = f"http://127.0.0.1:{service_port}"
         ceiling_base = f"http://127.0.0.1:{ceiling_port}"
         with (
             server(
                 [str(VENV_BIN / "payoutsvc"), "serve", "--port", str(service_port)],
-                service_env, f"{service_base}/readyz", "service.log",
+                service_env,
+                f"{service_base}/readyz",
+                "service.log",
             ) as service,
             server(
-                [str(VENV_BIN / "uvicorn"), "bench.ceiling_app:app", "--port", str(ceiling_port),
-                 "--no-access-log", "--log-level", "warning"],
-                {"CEILING_DATABASE_URL": url}, f"{ceiling_base}/docs", "ceiling.log",
+                [
+                    str(VENV_BIN / "uvicorn"),
+                    "bench.ceiling_app:app",
+                    "--port",
+                    str(ceiling_port),
+                    "--no-access-log",
+                    "--log-level",
+                    "warning",
+                ],
+                {"CEILING_DATABASE_URL": url},
+                f"{ceiling_base}/docs",
+                "ceiling.log",
             ),
         ):
             prepare(service_base)
@@ -97,12 +115,23 @@ def main() -> None:
                 if round_no % 2 == 0:
                     order.reverse()
                 for name, base in order:
-                    rows.append((round_no, name, run_wrk(base, script, args.connections, args.seconds, env)))
+                    rows.append(
+                        (round_no, name, run_wrk(base, script, args.connections, args.seconds, env))
+                    )
             service_rss = rss_mb(service.pid)
-    print(f"\ncreate-payout, {args.connections} connections, {args.seconds}s x {args.rounds} rounds (A/B alternated)")
-    print(f"{'round':>5} {'app':<10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'non-2xx':>8}")
+    print(
+        f"\ncreate-payout, {args.connections} connections, "
+        f"{args.seconds}s x {args.rounds} rounds (A/B alternated)"
+    )
+    print(
+        f"{'round':>5} {'app':<10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'errors':>7} {'non-2xx':>8}"
+    )
     for round_no, name, r in rows:
-        print(f"{round_no:>5} {name:<10} {r['rps']:>9.1f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']:>7.0f} {r['non_2xx']:>8.0f}")
+        print(
+            f"{round_no:>5} {name:<10} {r['rps']:>9.1f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+            f"{r['errors']:>7.0f} {r['non_2xx']:>8.0f}"
+        )
     ours = [r for _, n, r in rows if n == "payoutsvc"]
     ceiling = [r for _, n, r in rows if n == "ceiling"]
     ratio = statistics.median(o["rps"] for o in ours) / statistics.median(c["rps"] for c in ceiling)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -116,8 +116,7 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(autouse=True)
-def _no_env_leak(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _no_env_leak(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("PAYOUTSVC_") and name != "PAYOUTSVC_TEST_DATABASE_URL":
             monkeypatch.delenv(name, raising=False)
-    yield

@@ -10,7 +10,11 @@ import httpx
 
 def payout_body(**overrides: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "ticket": {"system": "zendesk", "id": "48213", "url": "https://acme.zendesk.com/agent/tickets/48213"},
+        "ticket": {
+            "system": "zendesk",
+            "id": "48213",
+            "url": "https://acme.zendesk.com/agent/tickets/48213",
+        },
         "reason": "refund",
         "amount": "12.50",
         "currency": "CNY",
@@ -45,7 +49,9 @@ async def new_integration_client(
     """A client for a fresh integration holding only ``scopes`` (caller closes it)."""
     created = await client.post("/v1/integrations", json={"name": name})
     assert created.status_code == 201, created.text
-    key = await client.post(f"/v1/integrations/{created.json()['id']}/api-keys", json={"scopes": scopes})
+    key = await client.post(
+        f"/v1/integrations/{created.json()['id']}/api-keys", json={"scopes": scopes}
+    )
     assert key.status_code == 201, key.text
     return httpx.AsyncClient(
         transport=client._transport,

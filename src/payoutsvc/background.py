@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import structlog
 
@@ -28,14 +29,14 @@ class BackgroundLoops:
             while not self._stopping.is_set():
                 try:
                     await step()
-                except Exception:  # noqa: BLE001  (a loop must outlive any one failure)
+                except Exception:
                     log.exception("background.step_failed", loop=name)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), timeout=interval)
 
         self._tasks.append(asyncio.create_task(loop(), name=name))
 
-    def start(self, name: str, run: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    def start(self, name: str, run: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
         """Start a long-running component that watches the stop event itself."""
         self._tasks.append(asyncio.create_task(run(self._stopping), name=name))
 

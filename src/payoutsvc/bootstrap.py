@@ -24,7 +24,9 @@ async def bootstrap(db: Database, settings: Settings) -> None:
                 service = AuthService(session)
                 first_start = await service.is_empty()
                 if settings.bootstrap_api_key is not None:
-                    await service.ensure_bootstrap_key(settings.bootstrap_api_key.get_secret_value())
+                    await service.ensure_bootstrap_key(
+                        settings.bootstrap_api_key.get_secret_value()
+                    )
                 elif first_start and settings.uses_embedded_default:
                     integration, _ = await service.ensure_default_integration()
                     _key, secret = await service.create_key(integration.id, SCOPES)
@@ -44,7 +46,7 @@ def _announce_key(secret: str) -> None:
         "  │ It is shown once; only its hash is stored.                              │\n"
         "  └──────────────────────────────────────────────────────────────────────────┘\n"
         f"    export PAYOUTSVC_API_KEY={secret}\n"
-        "    curl -H \"Authorization: Bearer $PAYOUTSVC_API_KEY\" http://127.0.0.1:8000/v1/operators\n"
+        '    curl -H "Authorization: Bearer $PAYOUTSVC_API_KEY" http://127.0.0.1:8000/v1/operators\n'
         "  Lost it? Run: payoutsvc create-api-key --scopes admin\n"
     )
     print(banner, file=sys.stderr, flush=True)

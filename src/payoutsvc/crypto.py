@@ -12,7 +12,9 @@ import os
 from pathlib import Path
 
 import structlog
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from payoutsvc.config import Settings
 
@@ -40,9 +42,21 @@ def _decode_key(text: str) -> bytes:
     return raw
 
 
+def derive_fingerprint_key(key: bytes) -> bytes:
+    """The HMAC key for recipient fingerprints, derived from the encryption key (HKDF-SHA256).
+
+    A separate, derived key: fingerprints of short accounts (phone numbers) cannot be
+    brute-forced from a database dump without it, and it never doubles as the AES key.
+    """
+    return HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"payoutsvc recipient fingerprint v1"
+    ).derive(key)
+
+
 class RecipientCipher:
     def __init__(self, key: bytes) -> None:
         self._aead = AESGCM(key)
+        self.fingerprint_key = derive_fingerprint_key(key)
 
     def encrypt(self, plaintext: bytes, bound_to: str) -> bytes:
         """Encrypt, binding the ciphertext to ``bound_to`` (the payout id) so a blob copied to

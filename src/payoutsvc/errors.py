@@ -16,7 +16,7 @@ PROBLEM_TYPE_BASE = "https://payoutsvc.dev/problems/"
 
 @dataclass(frozen=True, slots=True)
 class FieldError:
-    """One problem with one input field; ``field`` is a dotted path such as ``recipient.account``."""
+    """One problem with one input field; ``field`` is a dotted path (``recipient.account``)."""
 
     field: str
     code: str

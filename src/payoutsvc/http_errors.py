@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,9 +11,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from payoutsvc.errors import PROBLEM_CONTENT_TYPE, FieldError, ServiceError, problem_body
 from payoutsvc.recipients.schemas import RECIPIENT_TYPES
+from payoutsvc.schemas_common import Problem
 
 _PYDANTIC_CODES = {
     "extra_forbidden": "unknown_field",
@@ -66,11 +69,19 @@ def field_errors_from_pydantic(errors: Sequence[Any]) -> list[FieldError]:
         field = _field_path(error.get("loc", ()))
         if error_type == "extra_forbidden":
             message = f"Unknown field {field.rsplit('.', 1)[-1]!r}."
+        elif error_type in ("union_tag_invalid", "union_tag_not_found"):
+            # Pydantic reports a bad discriminator on the union itself; the field at fault is
+            # the tag (``recipient.type``), which is what a client has to fix.
+            tag = str((error.get("ctx") or {}).get("discriminator", "")).strip("'\"")
+            if tag.isidentifier():
+                field = tag if field == "body" else f"{field}.{tag}"
         found.append(FieldError(field, _PYDANTIC_CODES.get(error_type, error_type), message))
     return found
 
 
-def _problem(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
+def _problem(
+    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_CONTENT_TYPE)
 
 
@@ -85,13 +96,19 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     if any(e.code == "invalid_json" for e in errors):
         return _problem(
             400,
-            problem_body(400, "invalid_json", "Malformed JSON", "The request body is not valid JSON."),
+            problem_body(
+                400, "invalid_json", "Malformed JSON", "The request body is not valid JSON."
+            ),
         )
     detail = "; ".join(f"{e.field}: {e.message}" for e in errors[:5])
-    return _problem(422, problem_body(422, "validation_failed", "Request validation failed", detail, errors))
+    return _problem(
+        422, problem_body(422, "validation_failed", "Request validation failed", detail, errors)
+    )
 
 
 _HTTP_CODES = {
+    # FastAPI's own 400 is "There was an error parsing the body": a body it could not decode.
+    400: ("invalid_json", "Malformed JSON"),
     404: ("not_found", "Not found"),
     405: ("method_not_allowed", "Method not allowed"),
     401: ("unauthorized", "Missing or invalid API key"),
@@ -101,14 +118,81 @@ _HTTP_CODES = {
 }
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path. Starlette's own 405 names only the first
+    route that matched the path (``POST`` for ``/v1/payouts``, hiding ``GET``)."""
+    allowed: list[str] = []
+    for method in _METHODS:
+        probe = {**request.scope, "method": method}
+        if any(route.matches(probe)[0] == Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return allowed
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code, title = _HTTP_CODES.get(exc.status_code, ("http_error", "HTTP error"))
     detail = exc.detail if isinstance(exc.detail, str) else title
-    return _problem(exc.status_code, problem_body(exc.status_code, code, title, detail), exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405 and (allowed := _allowed_methods(request)):
+        headers["Allow"] = ", ".join(allowed)
+    return _problem(exc.status_code, problem_body(exc.status_code, code, title, detail), headers)
+
+
+_OPENAPI_METHODS = frozenset({"get", "put", "post", "patch", "delete", "head", "options"})
+_PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+
+
+def document_problem_responses(document: dict[str, Any]) -> dict[str, Any]:
+    """Make the OpenAPI document say what the handlers above do (in place).
+
+    FastAPI documents its own 422 as ``application/json`` ``HTTPValidationError`` and a
+    ``responses=`` model as ``application/json``; here every 4xx is ``application/problem+json``
+    with the ``Problem`` schema. Operations with a body also answer 400 (malformed JSON), with
+    any input 422, and behind an API key 401/403, whether or not their router listed them.
+    """
+    schemas: dict[str, Any] = document.setdefault("components", {}).setdefault("schemas", {})
+    problem = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, definition in problem.pop("$defs", {}).items():
+        schemas.setdefault(name, definition)
+    schemas.setdefault("Problem", problem)
+    for path_item in document.get("paths", {}).values():
+        for method, operation in path_item.items():
+            if method not in _OPENAPI_METHODS:
+                continue
+            responses: dict[str, Any] = operation.setdefault("responses", {})
+            if "requestBody" in operation:
+                responses.setdefault("400", {"description": "Malformed JSON body"})
+            if operation.get("parameters") or "requestBody" in operation:
+                responses.setdefault("422", {"description": "Validation failed; see `errors`"})
+            if operation.get("security"):
+                responses.setdefault("401", {"description": "Missing or invalid API key"})
+                responses.setdefault("403", {"description": "The API key lacks a required scope"})
+            for status, response in responses.items():
+                if status.startswith("4"):
+                    response["content"] = {PROBLEM_CONTENT_TYPE: {"schema": dict(_PROBLEM_REF)}}
+                    if response.get("description") == "Validation Error":
+                        response["description"] = "Validation failed; see `errors`"
+    text = json.dumps(document.get("paths", {}))
+    for unused in ("HTTPValidationError", "ValidationError"):
+        if f"#/components/schemas/{unused}" not in text:
+            schemas.pop(unused, None)
+    return document
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    """Render every error as problem+json, and document it so in the app's OpenAPI."""
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_problem_responses(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -13,6 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
 from payoutsvc import __version__
+from payoutsvc.auth.dependencies import ApiKeyCache
 from payoutsvc.auth.router import router as integrations_router
 from payoutsvc.background import BackgroundLoops
 from payoutsvc.bootstrap import bootstrap
@@ -20,6 +21,8 @@ from payoutsvc.config import Settings, get_settings
 from payoutsvc.crypto import load_cipher
 from payoutsvc.db.engine import Database
 from payoutsvc.db.migrate import current_revisions, head_revisions, upgrade_to_head
+from payoutsvc.executor.router import router as executor_router
+from payoutsvc.gateways.router import router as gateways_router
 from payoutsvc.http_errors import install_error_handlers
 from payoutsvc.logging import configure_logging
 from payoutsvc.middleware import RequestContextMiddleware
@@ -27,7 +30,11 @@ from payoutsvc.operators.router import router as operators_router
 from payoutsvc.ops.router import DOCS_ASSETS
 from payoutsvc.ops.router import router as ops_router
 from payoutsvc.payouts.router import router as payouts_router
+from payoutsvc.policy.router import router as policy_router
+from payoutsvc.policy.service import ensure_initial_policy
+from payoutsvc.recipients.router import router as recipients_router
 from payoutsvc.runtime import Runtime
+from payoutsvc.webhooks.router import router as webhooks_router
 from payoutsvc.workers import start_background_work
 
 log = structlog.get_logger(__name__)
@@ -69,6 +76,8 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
             app.state.runtime = runtime
             if await current_revisions(db.write_engine) == app.state.schema_heads:
                 await bootstrap(db, settings)
+                # Policy version 1 (PAYOUTSVC_POLICY_FILE or built-in); a bad file stops here.
+                await ensure_initial_policy(db, settings)
             else:
                 log.warning("startup.schema_behind", hint="run `payoutsvc migrate`")
             app.state.refresh_gauges = start_background_work(runtime, loops, worker_enabled)
@@ -88,10 +97,21 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
         openapi_url="/openapi.json",
     )
     app.state.settings = settings
+    app.state.api_key_cache = ApiKeyCache()
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
     app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
-    for router in (payouts_router, operators_router, integrations_router, ops_router):
+    for router in (
+        payouts_router,
+        executor_router,
+        gateways_router,
+        policy_router,
+        recipients_router,
+        webhooks_router,
+        operators_router,
+        integrations_router,
+        ops_router,
+    ):
         app.include_router(router)
 
     @app.get("/", include_in_schema=False)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 HTTP_REQUESTS = Counter(
     "payoutsvc_http_requests_total", "HTTP requests handled", ["method", "route", "status"]
@@ -15,4 +15,68 @@ HTTP_LATENCY = Histogram(
 )
 PAYOUTS_CREATED = Counter(
     "payoutsvc_payouts_created_total", "Payouts created, by their first status", ["status"]
+)
+
+# -- executor and gateways -------------------------------------------------------------------
+EXECUTOR_QUEUE_DEPTH = Gauge(
+    "payoutsvc_executor_queue_depth",
+    "Payouts waiting for or owned by the executor (approved, processing), and needs_review",
+    ["status"],
+)
+EXECUTOR_DUE = Gauge(
+    "payoutsvc_executor_due_payouts", "Payouts the executor could work on right now"
+)
+EXECUTOR_OLDEST_DUE_AGE = Gauge(
+    "payoutsvc_executor_oldest_due_age_seconds",
+    "How long the oldest due payout has been waiting (0 when none is due)",
+)
+EXECUTOR_IN_FLIGHT = Gauge(
+    "payoutsvc_executor_in_flight", "Payouts this process has claimed and not yet finished"
+)
+EXECUTOR_FINISHED = Counter(
+    "payoutsvc_executor_payouts_finished_total",
+    "Executor steps by what they left the payout in",
+    ["status"],
+)
+GATEWAY_ATTEMPTS = Counter(
+    "payoutsvc_gateway_attempts_total",
+    "Gateway calls by gateway, operation and outcome",
+    ["gateway", "operation", "outcome"],
+)
+GATEWAY_LATENCY = Histogram(
+    "payoutsvc_gateway_latency_seconds",
+    "Gateway call latency",
+    ["gateway", "operation"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+GATEWAY_BREAKER_STATE = Gauge(
+    "payoutsvc_gateway_breaker_state",
+    "Circuit breaker per gateway: 0 closed, 1 half-open, 2 open",
+    ["gateway"],
+)
+GATEWAY_CALLBACKS = Counter(
+    "payoutsvc_gateway_callbacks_total", "Gateway callbacks by result", ["gateway", "result"]
+)
+
+# -- webhook sender ----------------------------------------------------------------------------
+WEBHOOK_DELIVERIES = Counter(
+    "payoutsvc_webhook_deliveries_total",
+    "Webhook delivery attempts by outcome: delivered, retry_scheduled, failed (given up or "
+    "410 Gone), canceled (endpoint disabled or deleted)",
+    ["outcome"],
+)
+WEBHOOK_ATTEMPT_LATENCY = Histogram(
+    "payoutsvc_webhook_attempt_duration_seconds",
+    "Duration of one webhook HTTP attempt, DNS check included",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30),
+)
+WEBHOOK_IN_FLIGHT = Gauge(
+    "payoutsvc_webhook_in_flight", "Webhook attempts this process has started and not finished"
+)
+WEBHOOK_PENDING = Gauge(
+    "payoutsvc_webhook_pending_deliveries", "Webhook deliveries not yet delivered or given up"
+)
+WEBHOOK_OLDEST_PENDING_AGE = Gauge(
+    "payoutsvc_webhook_oldest_pending_age_seconds",
+    "Age of the oldest pending webhook delivery (0 when none is pending)",
 )

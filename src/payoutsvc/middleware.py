@@ -59,7 +59,9 @@ class RequestContextMiddleware:
         except Exception as exc:
             # Handled here rather than by Starlette's outermost error middleware so the 500
             # still carries X-Request-Id; the body never includes the stack trace.
-            access_log.exception("http.unhandled_error", path=scope["path"], error=type(exc).__name__)
+            access_log.exception(
+                "http.unhandled_error", path=scope["path"], error=type(exc).__name__
+            )
             if status_holder.get("started"):
                 raise
             body = json.dumps(INTERNAL_ERROR_BODY).encode()

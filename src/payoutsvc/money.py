@@ -15,6 +15,11 @@ from iso4217 import Currency
 # Plain decimal notation only: no sign, no exponent, no thousands separators, no whitespace.
 _AMOUNT_PATTERN = re.compile(r"^(0|[1-9][0-9]{0,17})(\.[0-9]{1,18})?$")
 
+# The largest amount accepted, in minor units of any currency. Amounts are stored as 64-bit
+# integers and daily totals add them up in SQL: a cap far below 2**63 keeps every sum exact
+# (an unchecked 18-digit amount overflowed the column and answered 500).
+MAX_AMOUNT_MINOR = 10**15
+
 
 class MoneyError(ValueError):
     """A malformed amount or currency; ``code`` is the stable machine code for the field error."""
@@ -75,6 +80,11 @@ def parse_amount(amount: object, currency: str, *, allow_zero: bool = False) -> 
     minor = int(Decimal(amount).scaleb(exponent))
     if minor == 0 and not allow_zero:
         raise MoneyError("amount_not_positive", "Amount must be greater than zero.")
+    if minor > MAX_AMOUNT_MINOR:
+        raise MoneyError(
+            "amount_too_large",
+            f"Amount must be at most {format_amount(MAX_AMOUNT_MINOR, currency)} {currency}.",
+        )
     return minor
 
 

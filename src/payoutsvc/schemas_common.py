@@ -50,8 +50,13 @@ CursorQuery = Annotated[
 ]
 
 
+# Cursors carry a version marker rather than relying on the id's shape: operator ids are the
+# helpdesk's own (``agent-17``, no ``prefix_``), and a later cursor format can coexist.
+_CURSOR_MARKER = "c1:"
+
+
 def encode_cursor(last_id: str) -> str:
-    return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
+    return base64.urlsafe_b64encode((_CURSOR_MARKER + last_id).encode()).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str | None) -> str | None:
@@ -61,12 +66,16 @@ def decode_cursor(cursor: str | None) -> str | None:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raw = ""
-    if not raw or "_" not in raw or not raw.isascii():
+    last_id = raw.removeprefix(_CURSOR_MARKER)
+    if last_id == raw or not last_id or not last_id.isascii() or not last_id.isprintable():
         raise ServiceError(
-            422, "invalid_cursor", "Invalid cursor", "Use the next_cursor of a previous page.",
+            422,
+            "invalid_cursor",
+            "Invalid cursor",
+            "Use the next_cursor of a previous page.",
             [FieldError("cursor", "invalid_cursor", "Not a cursor returned by this API.")],
         )
-    return raw
+    return last_id
 
 
 def page_of(items: list[Any], limit: int, id_of: Any) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 
 import structlog
@@ -17,6 +18,16 @@ from payoutsvc.workers import start_background_work
 
 log = structlog.get_logger(__name__)
 
+try:
+    import uvloop
+except ImportError:  # not on every platform; the standard loop works, only slower
+    pass
+else:
+    # `payoutsvc worker` imports this module right before asyncio.run(run_worker(...)), so
+    # the policy set here gives the worker the same event loop `payoutsvc serve` gets from
+    # uvicorn: markedly less CPU per awaited call, and the executor awaits a lot of them.
+    uvloop.install()
+
 
 async def run_worker(settings: Settings) -> None:
     configure_logging(settings)
@@ -29,9 +40,22 @@ async def run_worker(settings: Settings) -> None:
     try:
         runtime = Runtime(settings=settings, db=db, cipher=load_cipher(settings))
         start_background_work(runtime, loops, run_worker=True)
+        _tune_garbage_collector()
         log.info("worker.started", database=db.dialect)
         await stop.wait()
+        # SIGTERM: the executor stops claiming, lets in-flight gateway calls finish for a
+        # grace period, writes their results and releases the leases of the rest.
         log.info("worker.stopping")
     finally:
         await loops.stop()
         await db.dispose()
+
+
+def _tune_garbage_collector() -> None:
+    """The executor allocates many short-lived objects per payout (rows, events, futures)
+    while hundreds of payouts are in flight; CPython's default generation-0 threshold (700)
+    then runs the cycle collector every few payouts, over a heap that startup filled with
+    objects that live forever. Freeze those and collect less often (a few % of CPU)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)

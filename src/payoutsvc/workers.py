@@ -7,8 +7,11 @@ from collections.abc import Awaitable, Callable
 
 from payoutsvc.background import BackgroundLoops
 from payoutsvc.db.base import utcnow
+from payoutsvc.executor.loop import start_executor
+from payoutsvc.executor.metrics import refresh_executor_gauges
 from payoutsvc.payouts.repository import PayoutRepository
 from payoutsvc.runtime import Runtime
+from payoutsvc.webhooks.sender import refresh_webhook_gauges, start_webhook_sender
 
 IDEMPOTENCY_PURGE_INTERVAL_SECONDS = 3600.0
 
@@ -23,8 +26,12 @@ def start_background_work(
             await PayoutRepository(session).purge_idempotency(utcnow())
 
     loops.every("idempotency-purge", IDEMPOTENCY_PURGE_INTERVAL_SECONDS, purge_idempotency)
+    if run_worker:
+        start_executor(runtime, loops)
+        start_webhook_sender(runtime, loops)
 
     async def refresh_gauges() -> None:
-        return None
+        await refresh_executor_gauges(runtime)
+        await refresh_webhook_gauges(runtime)
 
     return refresh_gauges

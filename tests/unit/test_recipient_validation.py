@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -19,6 +20,7 @@ from payoutsvc.recipients.validation import (
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(RecipientIn)
 
 OPENID = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"
+FINGERPRINT_KEY = b"k" * 32
 APP_ID = "wx8888888888888888"
 
 
@@ -534,22 +536,24 @@ def test_messages_never_contain_the_account(
 def test_fingerprint_is_stable_hex_and_uses_the_normalized_form() -> None:
     a = check(None, None, type="alipay", account="+86 138 0013 8000", name="张三").normalized
     b = check(None, None, type="alipay", account="13800138000", name="李四").normalized
-    fp = recipient_fingerprint(a)
+    fp = recipient_fingerprint(a, FINGERPRINT_KEY)
     assert re.fullmatch(r"[0-9a-f]{64}", fp)
-    assert fp == recipient_fingerprint(b)  # same account, name does not matter
+    assert fp == recipient_fingerprint(b, FINGERPRINT_KEY)  # same account, name does not matter
     assert "13800138000" not in fp
 
 
 def test_fingerprint_depends_on_type() -> None:
     alipay = {"type": "alipay", "account": "buyer@example.com", "name": "x"}
     paypal = {"type": "paypal", "account": "buyer@example.com", "name": None}
-    assert recipient_fingerprint(alipay) != recipient_fingerprint(paypal)
+    assert recipient_fingerprint(alipay, FINGERPRINT_KEY) != recipient_fingerprint(
+        paypal, FINGERPRINT_KEY
+    )
 
 
 def test_fingerprint_email_is_case_insensitive() -> None:
     a = {"type": "paypal", "account": "Buyer@example.com", "name": None}
     b = {"type": "paypal", "account": "buyer@example.com", "name": None}
-    assert recipient_fingerprint(a) == recipient_fingerprint(b)
+    assert recipient_fingerprint(a, FINGERPRINT_KEY) == recipient_fingerprint(b, FINGERPRINT_KEY)
 
 
 def test_fingerprint_includes_routing_number_for_us_bank() -> None:
@@ -562,20 +566,26 @@ def test_fingerprint_includes_routing_number_for_us_bank() -> None:
     }
     other_bank = {**base, "routing_number": "021000021"}
     other_type = {**base, "account_type": "savings", "name": "K"}
-    assert recipient_fingerprint(base) != recipient_fingerprint(other_bank)
-    assert recipient_fingerprint(base) == recipient_fingerprint(other_type)
+    assert recipient_fingerprint(base, FINGERPRINT_KEY) != recipient_fingerprint(
+        other_bank, FINGERPRINT_KEY
+    )
+    assert recipient_fingerprint(base, FINGERPRINT_KEY) == recipient_fingerprint(
+        other_type, FINGERPRINT_KEY
+    )
 
 
 def test_fingerprint_includes_app_id_for_wechat() -> None:
     base = {"type": "wechat", "account": OPENID, "app_id": APP_ID, "name": None}
     other_app = {**base, "app_id": "wx9999999999999999"}
-    assert recipient_fingerprint(base) != recipient_fingerprint(other_app)
+    assert recipient_fingerprint(base, FINGERPRINT_KEY) != recipient_fingerprint(
+        other_app, FINGERPRINT_KEY
+    )
 
 
 def test_fingerprint_parts_are_unambiguous() -> None:
     a = {"type": "wechat", "account": "ab", "app_id": "c", "name": None}
     b = {"type": "wechat", "account": "a", "app_id": "bc", "name": None}
-    assert recipient_fingerprint(a) != recipient_fingerprint(b)
+    assert recipient_fingerprint(a, FINGERPRINT_KEY) != recipient_fingerprint(b, FINGERPRINT_KEY)
 
 
 @pytest.mark.parametrize(
@@ -583,7 +593,23 @@ def test_fingerprint_parts_are_unambiguous() -> None:
 )
 def test_fingerprint_requires_type_and_account(normalized: dict[str, str | None]) -> None:
     with pytest.raises(ValueError, match="fingerprint"):
-        recipient_fingerprint(normalized)
+        recipient_fingerprint(normalized, FINGERPRINT_KEY)
+
+
+def test_fingerprint_depends_on_the_key() -> None:
+    recipient = {"type": "alipay", "account": "13800138000", "name": None}
+    assert recipient_fingerprint(recipient, FINGERPRINT_KEY) != recipient_fingerprint(
+        recipient, b"j" * 32
+    )
+    # Not a bare hash of the parts: without the key the value cannot be recomputed.
+    unkeyed = hashlib.sha256(b'["rfp2","alipay","13800138000"]').hexdigest()
+    assert recipient_fingerprint(recipient, FINGERPRINT_KEY) != unkeyed
+
+
+def test_fingerprint_refuses_a_short_key() -> None:
+    recipient = {"type": "alipay", "account": "13800138000", "name": None}
+    with pytest.raises(ValueError, match="key"):
+        recipient_fingerprint(recipient, b"short")
 
 
 def test_recipient_check_valid_property() -> None:

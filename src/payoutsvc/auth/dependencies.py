@@ -68,7 +68,10 @@ class ApiKeyCache:
 
 def _unauthorized(detail: str) -> ServiceError:
     return ServiceError(
-        401, "unauthorized", "Missing or invalid API key", detail,
+        401,
+        "unauthorized",
+        "Missing or invalid API key",
+        detail,
         headers={"WWW-Authenticate": "Bearer"},
     )
 
@@ -89,7 +92,9 @@ async def authenticate(
             raise _unauthorized("The API key is unknown or revoked.")
         caller = Caller(key.integration_id, key.id, frozenset(key.scopes))
         cache.put(secret_hash, caller)
-    structlog.contextvars.bind_contextvars(integration_id=caller.integration_id, key_id=caller.key_id)
+    structlog.contextvars.bind_contextvars(
+        integration_id=caller.integration_id, key_id=caller.key_id
+    )
     request.state.caller = caller
     return caller
 

@@ -15,7 +15,14 @@ from payoutsvc.auth.schemas import (
 )
 from payoutsvc.auth.service import AuthService
 from payoutsvc.deps import DbSession
-from payoutsvc.schemas_common import CursorQuery, LimitQuery, Page, decode_cursor, page_of, problem_responses
+from payoutsvc.schemas_common import (
+    CursorQuery,
+    LimitQuery,
+    Page,
+    decode_cursor,
+    page_of,
+    problem_responses,
+)
 
 router = APIRouter(prefix="/v1/integrations", tags=["Integrations and API keys"])
 
@@ -72,6 +79,7 @@ async def list_integrations(
     "/{integration_id}",
     response_model=IntegrationOut,
     summary="Get an integration",
+    description="One connected helpdesk or console. Scope `admin`.",
     responses=problem_responses(401, 403, 404),
 )
 async def get_integration(

@@ -12,7 +12,9 @@ Scope = Literal["payouts:write", "payouts:read", "payouts:approve", "admin"]
 
 class IntegrationCreate(StrictModel):
     name: str = Field(
-        min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]*$",
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]*$",
         examples=["zendesk-prod"],
     )
 

@@ -23,7 +23,9 @@ class AuthService:
     async def create_integration(self, name: str) -> Integration:
         if await self.repo.get_integration_by_name(name) is not None:
             raise ServiceError(
-                409, "integration_exists", "Integration already exists",
+                409,
+                "integration_exists",
+                "Integration already exists",
                 f"An integration named {name!r} exists already.",
             )
         integration = Integration(id=new_id("int"), name=name, created_at=utcnow())

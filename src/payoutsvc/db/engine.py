@@ -15,7 +15,12 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.pool import NullPool
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -38,10 +43,14 @@ def _configure_sqlite(engine: AsyncEngine, begin_statement: str) -> None:
         connection.exec_driver_sql(begin_statement)
 
 
-def create_engine_for(url: str, *, begin_immediate: bool = False, pool_size: int = 20) -> AsyncEngine:
+def create_engine_for(
+    url: str, *, begin_immediate: bool = False, pool_size: int = 20
+) -> AsyncEngine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        engine = create_async_engine(url, poolclass=NullPool if parsed.database in (None, "", ":memory:") else None)
+        engine = create_async_engine(
+            url, poolclass=NullPool if parsed.database in (None, "", ":memory:") else None
+        )
         _configure_sqlite(engine, "BEGIN IMMEDIATE" if begin_immediate else "BEGIN")
         return engine
     return create_async_engine(

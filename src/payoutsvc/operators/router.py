@@ -62,6 +62,7 @@ async def list_operators(
     "/{operator_id}",
     response_model=OperatorOut,
     summary="Get an operator",
+    description="The operator with its role and whether it is disabled. Scope `admin`.",
     responses=problem_responses(401, 403, 404),
 )
 async def get_operator(operator_id: OperatorId, session: DbSession, _c: Admin) -> dict[str, Any]:

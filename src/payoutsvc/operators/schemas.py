@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from payoutsvc.schemas_common import StrictModel
 
@@ -17,6 +17,10 @@ class OperatorCreate(StrictModel):
 
 
 class OperatorUpdate(StrictModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"role": "supervisor", "display_name": "Li Lei"}]}
+    )
+
     role: str | None = Field(default=None, pattern=ROLE_PATTERN)
     display_name: str | None = Field(default=None, max_length=140)
     disabled: bool | None = Field(

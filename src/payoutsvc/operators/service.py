@@ -20,13 +20,19 @@ class OperatorService:
     async def create(self, body: OperatorCreate) -> Operator:
         if await self.repo.get(body.id) is not None:
             raise ServiceError(
-                409, "operator_exists", "Operator already exists",
+                409,
+                "operator_exists",
+                "Operator already exists",
                 f"An operator with id {body.id!r} exists already; PATCH it instead.",
             )
         now = utcnow()
         operator = Operator(
-            id=body.id, role=body.role, display_name=body.display_name, disabled=False,
-            created_at=now, updated_at=now,
+            id=body.id,
+            role=body.role,
+            display_name=body.display_name,
+            disabled=False,
+            created_at=now,
+            updated_at=now,
         )
         await self.repo.add(operator)
         return operator
@@ -46,7 +52,10 @@ class OperatorService:
         for field in ("role", "disabled"):
             if field in changes and changes[field] is None:
                 raise ServiceError(
-                    422, "validation_failed", "Request validation failed", f"{field} cannot be null",
+                    422,
+                    "validation_failed",
+                    "Request validation failed",
+                    f"{field} cannot be null",
                     [FieldError(field, "null_not_allowed", f"{field} cannot be null.")],
                 )
         for field, value in changes.items():
@@ -66,13 +75,17 @@ class OperatorService:
         operator = await self.repo.get(operator_id)
         if operator is None:
             raise ServiceError(
-                422, "unknown_operator", "Unknown operator",
+                422,
+                "unknown_operator",
+                "Unknown operator",
                 f"No operator {operator_id!r}; create it with POST /v1/operators.",
                 [FieldError(field, "unknown_operator", f"No operator {operator_id!r}.")],
             )
         if operator.disabled:
             raise ServiceError(
-                403, "operator_disabled", "Operator disabled",
+                403,
+                "operator_disabled",
+                "Operator disabled",
                 f"Operator {operator_id!r} is disabled and can do nothing.",
                 [FieldError(field, "operator_disabled", f"Operator {operator_id!r} is disabled.")],
             )

@@ -44,8 +44,15 @@ def canonical_json(value: Any) -> str:
 
 
 def event_hash(
-    *, payout_id: str, sequence: int, type: str, actor: str, at: datetime,
-    data: dict[str, Any], prev_hash: str, event_id: str,
+    *,
+    payout_id: str,
+    sequence: int,
+    type: str,
+    actor: str,
+    at: datetime,
+    data: dict[str, Any],
+    prev_hash: str,
+    event_id: str,
 ) -> str:
     """SHA-256 over the previous hash and this event's canonical content."""
     content = canonical_json(
@@ -64,12 +71,20 @@ def event_hash(
 
 def hash_of(event: NewEvent) -> str:
     return event_hash(
-        payout_id=event.payout_id, sequence=event.sequence, type=event.type, actor=event.actor,
-        at=event.at, data=event.data, prev_hash=event.prev_hash, event_id=event.id,
+        payout_id=event.payout_id,
+        sequence=event.sequence,
+        type=event.type,
+        actor=event.actor,
+        at=event.at,
+        data=event.data,
+        prev_hash=event.prev_hash,
+        event_id=event.id,
     )
 
 
-async def append_events(session: AsyncSession, events: list[NewEvent]) -> list[tuple[NewEvent, str]]:
+async def append_events(
+    session: AsyncSession, events: list[NewEvent]
+) -> list[tuple[NewEvent, str]]:
     """Insert events (one statement for the batch) and enqueue their webhook deliveries.
 
     Returns each event with its hash; the caller stores the last hash on the payout row as the
@@ -77,7 +92,7 @@ async def append_events(session: AsyncSession, events: list[NewEvent]) -> list[t
     """
     if not events:
         return []
-    from payoutsvc.webhooks.outbox import enqueue_deliveries  # noqa: PLC0415  (import cycle)
+    from payoutsvc.webhooks.outbox import enqueue_deliveries
 
     hashed = [(e, hash_of(e)) for e in (ev.with_id() for ev in events)]
     await session.execute(

@@ -15,12 +15,16 @@ def rfc3339(value: datetime) -> str:
 
 
 def approval_json(approval: PayoutApproval | Mapping[str, Any]) -> dict[str, Any]:
-    get = approval.get if isinstance(approval, Mapping) else approval.__getattribute__
+    values: Mapping[str, Any] = (
+        approval
+        if isinstance(approval, Mapping)
+        else {k: getattr(approval, k) for k in ("operator_id", "decision", "comment", "at")}
+    )
     return {
-        "operator_id": get("operator_id"),
-        "decision": get("decision"),
-        "comment": get("comment"),
-        "at": rfc3339(get("at")),
+        "operator_id": values["operator_id"],
+        "decision": values["decision"],
+        "comment": values["comment"],
+        "at": rfc3339(values["at"]),
     }
 
 
@@ -39,7 +43,11 @@ def payout_json(
     return {
         "id": payout.id,
         "status": payout.status,
-        "ticket": {"system": payout.ticket_system, "id": payout.ticket_id, "url": payout.ticket_url},
+        "ticket": {
+            "system": payout.ticket_system,
+            "id": payout.ticket_id,
+            "url": payout.ticket_url,
+        },
         "reason": payout.reason,
         "amount": format_amount(payout.amount_minor, payout.currency),
         "amount_minor": payout.amount_minor,

@@ -5,14 +5,16 @@ Hot paths use Core statements (one round trip each, no unit-of-work flush).
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Row, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import Row, Table, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from payoutsvc.db.base import UtcDateTime
 from payoutsvc.payouts.models import IdempotencyRecord, Payout, PayoutApproval, PayoutEvent
 from payoutsvc.payouts.status import PayoutStatus
 
@@ -29,7 +31,7 @@ class PayoutRepository:
 
     @property
     def is_postgres(self) -> bool:
-        return self.session.bind.dialect.name == "postgresql"
+        return self.session.get_bind().dialect.name == "postgresql"
 
     # -- locks ---------------------------------------------------------------------------
     async def try_lock(self, *parts: str) -> bool:
@@ -59,15 +61,49 @@ class PayoutRepository:
         )
         return result.scalar_one_or_none()
 
-    async def delete_idempotency(self, integration_id: str, key: str) -> None:
-        await self.session.execute(
-            delete(IdempotencyRecord).where(
-                IdempotencyRecord.integration_id == integration_id, IdempotencyRecord.key == key
-            )
-        )
+    async def claim_idempotency_key(
+        self, integration_id: str, key: str, request_hash: str, now: datetime, expires_at: datetime
+    ) -> bool:
+        """Insert the key's record (answer still empty) unless a live one exists.
 
-    async def insert_idempotency(self, values: dict[str, Any]) -> None:
-        await self.session.execute(insert(IdempotencyRecord).values(**values))
+        One statement: on PostgreSQL it also takes a transaction-scoped advisory lock on the
+        key, so a concurrent request in another process neither blocks on the uncommitted row
+        nor slips past it: it inserts nothing, finds no committed record, and answers 409.
+        An expired record is taken over. Returns True when this transaction owns the key.
+        """
+        guard = "pg_try_advisory_xact_lock(:lock_id)" if self.is_postgres else "1 = 1"
+        statement = text(
+            "INSERT INTO idempotency_keys (integration_id, key, request_hash, response_status,"
+            " response_body, created_at, expires_at)"
+            f" SELECT :integration_id, :key, :request_hash, 0, '', :now, :expires_at WHERE {guard}"
+            " ON CONFLICT (integration_id, key) DO UPDATE SET"
+            " request_hash = excluded.request_hash, response_status = 0, response_body = '',"
+            " created_at = excluded.created_at, expires_at = excluded.expires_at"
+            " WHERE idempotency_keys.expires_at < excluded.created_at"
+            " RETURNING key"
+        ).bindparams(
+            bindparam("now", type_=UtcDateTime()), bindparam("expires_at", type_=UtcDateTime())
+        )
+        params: dict[str, Any] = {
+            "integration_id": integration_id,
+            "key": key,
+            "request_hash": request_hash,
+            "now": now,
+            "expires_at": expires_at,
+        }
+        if self.is_postgres:
+            params["lock_id"] = advisory_lock_id("idem", integration_id, key)
+        result = await self.session.execute(statement, params)
+        return result.first() is not None
+
+    async def complete_idempotency_key(
+        self, integration_id: str, key: str, status: int, body: str
+    ) -> None:
+        await self.session.execute(
+            update(IdempotencyRecord)
+            .where(IdempotencyRecord.integration_id == integration_id, IdempotencyRecord.key == key)
+            .values(response_status=status, response_body=body)
+        )
 
     async def purge_idempotency(self, now: datetime) -> int:
         result = await self.session.execute(
@@ -83,6 +119,16 @@ class PayoutRepository:
         query = select(Payout).where(Payout.id == payout_id)
         if integration_id is not None:
             query = query.where(Payout.integration_id == integration_id)
+        return (await self.session.execute(query)).scalar_one_or_none()
+
+    async def get_for_update(self, payout_id: str, integration_id: str | None) -> Payout | None:
+        """The payout, row-locked until commit on PostgreSQL (SQLite serialises writers), so
+        decisions that read then write it (approvals) cannot interleave on one payout."""
+        query = select(Payout).where(Payout.id == payout_id).with_for_update()
+        if integration_id is not None:
+            query = query.where(Payout.integration_id == integration_id)
+        # populate_existing: a row this session loaded earlier is refreshed, not reused stale.
+        query = query.execution_options(populate_existing=True)
         return (await self.session.execute(query)).scalar_one_or_none()
 
     async def list(
@@ -146,9 +192,11 @@ class PayoutRepository:
         """Store each payout's newest event hash (the head of its audit chain)."""
         if not heads:
             return
+        # Core UPDATE (not ORM bulk-by-primary-key): one executemany for the batch.
+        payouts_table = cast(Table, Payout.__table__)
         await self.session.execute(
-            update(Payout.__table__)
-            .where(Payout.__table__.c.id == bindparam("pid"))
+            update(payouts_table)
+            .where(payouts_table.c.id == bindparam("pid"))
             .values(last_event_hash=bindparam("head_hash")),
             [{"pid": pid, "head_hash": h} for pid, h in heads],
         )
@@ -160,8 +208,10 @@ class PayoutRepository:
         return (await self.session.execute(query)).scalar_one_or_none()
 
     # -- approvals and events ----------------------------------------------------------------
-    async def approvals_for(self, payout_ids: Sequence[str]) -> dict[str, list[PayoutApproval]]:
-        found: dict[str, list[PayoutApproval]] = {pid: [] for pid in payout_ids}
+    async def approvals_for(
+        self, payout_ids: Sequence[str]
+    ) -> dict[str, builtins.list[PayoutApproval]]:
+        found: dict[str, builtins.list[PayoutApproval]] = {pid: [] for pid in payout_ids}
         if not payout_ids:
             return found
         result = await self.session.execute(
@@ -176,6 +226,15 @@ class PayoutRepository:
     async def insert_approval(self, values: dict[str, Any]) -> None:
         await self.session.execute(insert(PayoutApproval).values(**values))
 
+    async def touch(self, payout_id: str, now: datetime) -> None:
+        """Bump ``updated_at`` for a change outside the status (e.g. a recorded approval)."""
+        await self.session.execute(
+            update(Payout)
+            .where(Payout.id == payout_id)
+            .values(updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+
     async def events_for(self, payout_id: str) -> Sequence[PayoutEvent]:
         result = await self.session.execute(
             select(PayoutEvent)
@@ -183,6 +242,28 @@ class PayoutRepository:
             .order_by(PayoutEvent.sequence)
         )
         return result.scalars().all()
+
+    # -- audit ---------------------------------------------------------------------------------
+    async def payouts_page(self, after_id: str | None, limit: int) -> Sequence[Payout]:
+        """Payouts in id order (keyset pagination), for walking every audit chain."""
+        query = select(Payout).order_by(Payout.id).limit(limit)
+        if after_id is not None:
+            query = query.where(Payout.id > after_id)
+        return (await self.session.execute(query)).scalars().all()
+
+    async def events_of(self, payout_ids: Sequence[str]) -> dict[str, builtins.list[PayoutEvent]]:
+        """The events of several payouts, each list in sequence order."""
+        found: dict[str, builtins.list[PayoutEvent]] = {pid: [] for pid in payout_ids}
+        if not payout_ids:
+            return found
+        result = await self.session.execute(
+            select(PayoutEvent)
+            .where(PayoutEvent.payout_id.in_(payout_ids))
+            .order_by(PayoutEvent.payout_id, PayoutEvent.sequence)
+        )
+        for event in result.scalars():
+            found[event.payout_id].append(event)
+        return found
 
     async def count_by_status(self) -> dict[str, int]:
         result = await self.session.execute(

@@ -1,23 +1,34 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, status
 from fastapi.responses import JSONResponse
 
-from payoutsvc.auth.dependencies import PayoutsReader, PayoutsWriter
+from payoutsvc.auth.dependencies import Admin, PayoutsApprover, PayoutsReader, PayoutsWriter
 from payoutsvc.deps import DbSession, RuntimeDep
+from payoutsvc.payouts.approvals import ApprovalService
 from payoutsvc.payouts.schemas import (
     EXAMPLE_REQUEST,
+    OperatorAction,
     OperatorReasonAction,
     PayoutCreate,
     PayoutEventList,
     PayoutOut,
+    PayoutPreviewOut,
+    ResolveAction,
 )
 from payoutsvc.payouts.service import PayoutService, check_idempotency_key
 from payoutsvc.payouts.status import PayoutStatus
-from payoutsvc.schemas_common import CursorQuery, LimitQuery, Page, decode_cursor, page_of, problem_responses
+from payoutsvc.schemas_common import (
+    CursorQuery,
+    LimitQuery,
+    Page,
+    decode_cursor,
+    page_of,
+    problem_responses,
+)
 
 router = APIRouter(prefix="/v1/payouts", tags=["Payouts"])
 
@@ -131,7 +142,9 @@ async def get_payout(
 async def list_payout_events(
     payout_id: PayoutId, session: DbSession, runtime: RuntimeDep, caller: PayoutsReader
 ) -> JSONResponse:
-    events = await PayoutService(session, runtime).events_json(payout_id, caller.visible_integration)
+    events = await PayoutService(session, runtime).events_json(
+        payout_id, caller.visible_integration
+    )
     return JSONResponse({"data": events})
 
 
@@ -153,5 +166,103 @@ async def cancel_payout(
     return JSONResponse(
         await PayoutService(session, runtime).cancel(
             payout_id, caller.visible_integration, body.operator_id, body.reason
+        )
+    )
+
+
+@router.post(
+    "/preview",
+    response_model=PayoutPreviewOut,
+    summary="Preview the policy decision for a payout",
+    description=(
+        "Runs the recipient checks and every policy rule on the same body `POST /v1/payouts` "
+        "takes, against the current policy and today's totals, and answers what it would "
+        "decide (`auto_approved`, `approval_required` with 1 or 2 approvals, or `forbidden` "
+        "with each violated rule in `errors`). Creates nothing; needs no `Idempotency-Key`. "
+        "An invalid recipient is 422 `invalid_recipient`, as on create. Scope `payouts:write`."
+    ),
+    responses=problem_responses(401, 403, 422),
+    openapi_extra={
+        "requestBody": {"content": {"application/json": {"example": EXAMPLE_REQUEST}}},
+    },
+)
+async def preview_payout(
+    body: PayoutCreate, session: DbSession, runtime: RuntimeDep, _caller: PayoutsWriter
+) -> JSONResponse:
+    return JSONResponse(await PayoutService(session, runtime).preview(body))
+
+
+@router.post(
+    "/{payout_id}/approve",
+    response_model=PayoutOut,
+    summary="Approve a payout",
+    description=(
+        "Records the operator's approval of a `pending_approval` payout. When `approvals` "
+        "reach `required_approvals` the payout becomes `approved` (and is executed); before "
+        "that it stays `pending_approval` with the approval listed. The operator must be "
+        "active and their role's `approve_max` (current policy) must cover the amount "
+        "(403 `approval_limit_exceeded`); the requester can never approve their own payout "
+        "(403 `self_approval_forbidden`); one operator counts once (409 `already_approved`). "
+        "Other statuses: 409 `invalid_status_transition`. Scope `payouts:approve`."
+    ),
+    responses=problem_responses(401, 403, 404, 409, 422),
+)
+async def approve_payout(
+    payout_id: PayoutId,
+    body: OperatorAction,
+    session: DbSession,
+    runtime: RuntimeDep,
+    caller: PayoutsApprover,
+) -> JSONResponse:
+    return JSONResponse(
+        await ApprovalService(session, runtime).approve(
+            payout_id, caller.visible_integration, body.operator_id, body.comment
+        )
+    )
+
+
+@router.post(
+    "/{payout_id}/reject",
+    response_model=PayoutOut,
+    summary="Reject a payout",
+    description="`pending_approval` → `rejected`; the money never moves. The rejection and its "
+    "`reason` are recorded in `approvals` (decision `rejected`) and the payout's events. "
+    "Other statuses: 409 `invalid_status_transition`. Scope `payouts:approve`.",
+    responses=problem_responses(401, 403, 404, 409, 422),
+)
+async def reject_payout(
+    payout_id: PayoutId,
+    body: OperatorReasonAction,
+    session: DbSession,
+    runtime: RuntimeDep,
+    caller: PayoutsApprover,
+) -> JSONResponse:
+    return JSONResponse(
+        await ApprovalService(session, runtime).reject(
+            payout_id, caller.visible_integration, body.operator_id, body.reason
+        )
+    )
+
+
+@router.post(
+    "/{payout_id}/resolve",
+    response_model=PayoutOut,
+    summary="Resolve a payout that needs review",
+    description="`needs_review` → `succeeded` or `failed`, once a person has established with "
+    "the gateway what happened (the executor could not). `failed` sets the failure code "
+    "`manual_review_failed` with the comment as message. Other statuses: 409 "
+    "`invalid_status_transition`. Scope `admin`.",
+    responses=problem_responses(401, 403, 404, 409, 422),
+)
+async def resolve_payout(
+    payout_id: PayoutId,
+    body: ResolveAction,
+    session: DbSession,
+    runtime: RuntimeDep,
+    caller: Admin,
+) -> JSONResponse:
+    return JSONResponse(
+        await ApprovalService(session, runtime).resolve(
+            payout_id, caller.visible_integration, body.operator_id, body.outcome, body.comment
         )
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 from payoutsvc.money import MoneyError, currency_exponent, parse_amount
@@ -37,7 +37,9 @@ class TicketRef(StrictModel):
     )
     id: str = Field(min_length=1, max_length=128, examples=["48213"])
     url: str | None = Field(
-        default=None, max_length=2048, pattern=r"^https?://\S+$",
+        default=None,
+        max_length=2048,
+        pattern=r"^https?://\S+$",
         examples=["https://acme.zendesk.com/agent/tickets/48213"],
     )
 
@@ -98,7 +100,7 @@ class PayoutCreate(MoneyFields):
         description="Flat string map: at most 50 keys, keys up to 40 and values up to 500 chars.",
     )
 
-    model_config = {"json_schema_extra": {"examples": [EXAMPLE_REQUEST]}}
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE_REQUEST]})
 
     @field_validator("metadata")
     @classmethod
@@ -107,9 +109,7 @@ class PayoutCreate(MoneyFields):
             raise PydanticCustomError("too_many_keys", "metadata allows at most 50 keys.")
         for key, item in value.items():
             if not key or len(key) > 40:
-                raise PydanticCustomError(
-                    "invalid_key", "metadata keys must be 1-40 characters."
-                )
+                raise PydanticCustomError("invalid_key", "metadata keys must be 1-40 characters.")
             if len(item) > 500:
                 raise PydanticCustomError(
                     "value_too_long", "metadata values must be at most 500 characters."
@@ -202,3 +202,31 @@ class PayoutEventOut(BaseModel):
 
 class PayoutEventList(BaseModel):
     data: list[PayoutEventOut]
+
+
+class ProblemFieldErrorOut(BaseModel):
+    field: str
+    code: str
+    message: str
+
+
+class PayoutPreviewOut(BaseModel):
+    """What POST /v1/payouts would decide for the same body, without creating anything."""
+
+    decision: Literal["forbidden", "approval_required", "auto_approved"] = Field(
+        examples=["approval_required"]
+    )
+    status: Literal["approved", "pending_approval"] | None = Field(
+        description="The first status the payout would get; null when forbidden.",
+        examples=["pending_approval"],
+    )
+    required_approvals: int = Field(
+        description="Approvals needed (1 or 2); 0 when auto-approved or forbidden."
+    )
+    policy: PolicyOut
+    errors: list[ProblemFieldErrorOut] = Field(
+        description="When forbidden: each violated rule, as the 422 `policy_violation` lists it."
+    )
+    warnings: list[ProblemFieldErrorOut] = Field(
+        description="Recipient warnings (a payout with warnings is never auto-approved)."
+    )

@@ -12,6 +12,7 @@ Messages never echo the account value: they name the field and the problem only.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import re
 from collections.abc import Mapping
@@ -70,7 +71,7 @@ _ABA_PREFIXES = frozenset(
     + ["80"]
 )
 
-_FINGERPRINT_VERSION = "rfp1"
+_FINGERPRINT_VERSION = "rfp2"  # rfp2: keyed (HMAC)
 
 
 @dataclass(frozen=True)
@@ -146,14 +147,18 @@ def validate_recipient(
     return checker.result()
 
 
-def recipient_fingerprint(normalized: Mapping[str, str | None]) -> str:
-    """Stable sha256 hex identifying a recipient, from its *normalized* form.
+def recipient_fingerprint(normalized: Mapping[str, str | None], key: bytes) -> str:
+    """Stable HMAC-SHA256 hex identifying a recipient, from its *normalized* form.
 
     Covers the type and the account, plus ``routing_number`` for ``us_bank`` and ``app_id``
     for ``wechat`` (an openid is only unique within its app). Email accounts are compared
     case-insensitively. Used for the blocklist and per-recipient limits so those never need
-    the account in clear.
+    the account in clear. Keyed (``key``: the server's fingerprint key, see
+    ``crypto.derive_fingerprint_key``) because a plain hash of an 11-digit phone number is
+    reversed by trying every number.
     """
+    if len(key) < 16:
+        raise ValueError("A recipient fingerprint key needs at least 16 bytes.")
     rtype = normalized.get("type")
     account = normalized.get("account")
     if not rtype or not account:
@@ -167,7 +172,7 @@ def recipient_fingerprint(normalized: Mapping[str, str | None]) -> str:
         parts.append(normalized.get("app_id") or "")
     # JSON encoding keeps the parts unambiguous whatever characters they contain.
     payload = json.dumps(parts, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+    return hmac.new(key, payload.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
 # --- shared checks ------------------------------------------------------------------------

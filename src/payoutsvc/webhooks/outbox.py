@@ -1,18 +1,81 @@
-"""Transactional outbox: webhook deliveries for payout events, written with the event."""
+"""Transactional outbox: webhook deliveries for payout events, written with the event.
+
+Runs inside the transaction that changes a payout's status, so a delivery exists exactly when
+its event committed. It is on the hot path of every payout creation and status change: one
+query finds the enabled endpoints of every integration in the batch (nothing is cached, so a
+just-created or just-disabled endpoint counts at once) and one INSERT writes all the rows.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import json
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from payoutsvc.ids import new_id
+from payoutsvc.payouts.presenter import rfc3339
+from payoutsvc.webhooks.filters import event_matches
+from payoutsvc.webhooks.models import DeliveryStatus
+from payoutsvc.webhooks.repository import WebhookRepository
 
 if TYPE_CHECKING:
     from payoutsvc.payouts.events import NewEvent
 
 
-async def enqueue_deliveries(session: AsyncSession, events: list[NewEvent]) -> None:
-    """Create one delivery row per (event, matching enabled endpoint of its integration).
+def webhook_body(event: NewEvent) -> str:
+    """The exact JSON body of this event's webhook (API.md): built once, sent on every attempt,
+    so the signature a receiver checks covers the same bytes every time."""
+    body: dict[str, Any] = {
+        "type": event.type,
+        "timestamp": rfc3339(event.at),
+        "data": {"payout": event.payout_snapshot, "sequence": event.sequence},
+    }
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
 
-    Webhook endpoints arrive with the webhooks issue; until then no endpoint exists to match.
-    """
-    del session, events
+
+async def enqueue_deliveries(session: AsyncSession, events: list[NewEvent]) -> None:
+    """Create one delivery row per (event, matching enabled endpoint of its integration)."""
+    if not events:
+        return
+    repo = WebhookRepository(session)
+    endpoints = await repo.enabled_endpoints_for(e.integration_id for e in events)
+    if not endpoints:
+        return
+    by_integration: dict[str, list[tuple[str, list[str]]]] = {}
+    for endpoint in endpoints:
+        by_integration.setdefault(endpoint.integration_id, []).append(
+            (endpoint.id, endpoint.events)
+        )
+    rows: list[dict[str, Any]] = []
+    for event in events:
+        body: str | None = None
+        for endpoint_id, filters in by_integration.get(event.integration_id, ()):
+            if not event_matches(filters, event.type):
+                continue
+            body = body if body is not None else webhook_body(event)
+            rows.append(
+                {
+                    "id": new_id("wd", int(event.at.timestamp() * 1000)),
+                    "endpoint_id": endpoint_id,
+                    "integration_id": event.integration_id,
+                    "event_id": event.id,
+                    "payout_id": event.payout_id,
+                    "sequence": event.sequence,
+                    "event_type": event.type,
+                    "payload": body,
+                    "status": DeliveryStatus.PENDING.value,
+                    "attempts": 0,
+                    "next_attempt_at": event.at,
+                    "locked_until": None,
+                    "locked_by": None,
+                    "last_attempt_at": None,
+                    "last_status_code": None,
+                    "last_latency_ms": None,
+                    "last_error": None,
+                    "last_response_excerpt": None,
+                    "created_at": event.at,
+                    "delivered_at": None,
+                }
+            )
+    await repo.insert_deliveries(rows)

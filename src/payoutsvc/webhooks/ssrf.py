@@ -450,6 +450,7 @@ async def post_pinned(
     body: bytes,
     timeout: float,  # noqa: ASYNC109 -- part of the contract; enforced with asyncio.timeout
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    keep_alive: bool = False,
 ) -> DeliveryResult:
     """POST ``body`` to ``url`` over a connection to ``ip`` (no DNS lookup happens here).
 
@@ -458,6 +459,10 @@ async def post_pinned(
     request extension).  Redirects are not followed; at most ``max_response_bytes`` of
     the body are read; ``timeout`` bounds the whole exchange.  ``ip`` must already have
     been checked (:func:`resolve_and_check`).
+
+    ``keep_alive=True`` leaves out ``Connection: close``; use it only with a client that
+    reuses a connection for the same hostname *and* address alone (the sender's
+    ``webhooks.transport``), never with a stock pool, which keys connections by address.
     """
     target = httpx.URL(url) if isinstance(url, str) else url
     pinned = ipaddress.ip_address(ip)  # ValueError for a non-IP: a programming error
@@ -466,7 +471,8 @@ async def post_pinned(
     request_headers = {k: v for k, v in headers.items() if k.lower() not in _HOP_HEADERS}
     request_headers["host"] = target.netloc.decode("ascii")
     request_headers["accept-encoding"] = "identity"
-    request_headers["connection"] = "close"
+    if not keep_alive:
+        request_headers["connection"] = "close"
     extensions: dict[str, object] = {}
     if target.scheme == "https" and _canonical_ip_literal(host) is None:
         extensions["sni_hostname"] = host
@@ -537,6 +543,7 @@ async def deliver(
     client: httpx.AsyncClient,
     resolver: Resolver | None = None,
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    keep_alive: bool = False,
 ) -> DeliveryResult:
     """Check ``url``, resolve it once, and POST to a checked address.
 
@@ -568,7 +575,9 @@ async def deliver(
 
     result: DeliveryResult | None = None
     for ip in addresses[:MAX_ADDRESS_ATTEMPTS]:
-        result = await post_pinned(client, parsed, ip, headers, body, timeout, max_response_bytes)
+        result = await post_pinned(
+            client, parsed, ip, headers, body, timeout, max_response_bytes, keep_alive
+        )
         if result.error_code != "connect_error":
             break
     assert result is not None  # addresses is never empty

@@ -1,0 +1,283 @@
+"""Webhook delivery throughput: the real sender vs a bare httpx loop, same run, same receiver.
+
+* Receiver: ``bench/webhook_receiver.py`` (bare ASGI, 204) under uvicorn in its own process.
+* A: ``WebhookSender.run`` in this process on PostgreSQL, draining ``--deliveries`` pending
+  deliveries (one event each of distinct payouts, enqueued through the real outbox): claim
+  with SKIP LOCKED + lease, sign, SSRF-checked pinned POST, record outcome + attempt log.
+* B (client-side ceiling): a bare httpx loop posting the same bodies, signed the same way, to
+  the same receiver with the same concurrency, in three variants: stock httpx with keep-alive;
+  stock httpx with a new connection per request; and httpx over the sender's own transport
+  (``webhooks/transport.py``, keep-alive per hostname and address). The fastest of the three
+  is the ceiling.
+
+The three alternate over ``--rounds`` (the order rotating each round); prints each rate and
+the median ratio A/ceiling. Run: ``.venv/bin/python bench/webhook_delivery.py``.
+Targets (issue 5): A >= 1,000 deliveries/s and A/ceiling >= 0.5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import VENV_BIN, free_port, scratch_database, server
+
+from payoutsvc.auth.service import AuthService
+from payoutsvc.config import Settings
+from payoutsvc.crypto import generate_key, load_cipher
+from payoutsvc.db.base import utcnow
+from payoutsvc.db.engine import Database
+from payoutsvc.db.migrate import upgrade_to_head
+from payoutsvc.ids import new_id
+from payoutsvc.payouts.events import GENESIS_HASH, NewEvent
+from payoutsvc.runtime import Runtime
+from payoutsvc.webhooks.outbox import enqueue_deliveries, webhook_body
+from payoutsvc.webhooks.repository import WebhookRepository
+from payoutsvc.webhooks.sender import WebhookSender
+from payoutsvc.webhooks.service import seal_secret
+from payoutsvc.webhooks.signing import build_headers, generate_secret
+from payoutsvc.webhooks.transport import PinnedHttp11Transport
+
+SNAPSHOT: dict[str, Any] = {
+    "status": "succeeded",
+    "ticket": {
+        "system": "zendesk",
+        "id": "48213",
+        "url": "https://acme.zendesk.com/agent/tickets/48213",
+    },
+    "reason": "refund",
+    "amount": "12.50",
+    "amount_minor": 1250,
+    "currency": "CNY",
+    "recipient": {"type": "alipay", "account_masked": "138****8000", "name": "张*"},
+    "requested_by": "agent-17",
+    "description": "Price difference refund for order 9931",
+    "metadata": {"order_id": "9931"},
+    "required_approvals": 1,
+    "approvals": [],
+    "policy": None,
+    "gateway": "sandbox",
+    "gateway_reference": "sbx_0123456789",
+    "gateway_status": "succeeded",
+    "attempts": 1,
+    "failure": None,
+    "created_at": "2026-11-27T05:00:00.000Z",
+    "updated_at": "2026-11-27T05:00:01.000Z",
+}
+
+
+async def seed(runtime: Runtime, url: str, count: int) -> str:
+    """An integration, one endpoint, and ``count`` pending deliveries; returns the secret."""
+    now = utcnow()
+    async with runtime.db.transaction() as session:
+        integration = await AuthService(session).create_integration(f"bench-{new_id('int')[-8:]}")
+        endpoint_id = new_id("we")
+        secret = generate_secret()
+        await WebhookRepository(session).insert_endpoint(
+            {
+                "id": endpoint_id,
+                "integration_id": integration.id,
+                "url": url,
+                "events": ["payout.*"],
+                "description": "bench",
+                "enabled": True,
+                "secret_encrypted": seal_secret(runtime.cipher, endpoint_id, secret),
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+    for start in range(0, count, 1000):
+        events = []
+        for _ in range(min(1000, count - start)):
+            payout_id = new_id("po")
+            events.append(
+                NewEvent(
+                    payout_id=payout_id,
+                    integration_id=integration.id,
+                    sequence=1,
+                    type="payout.succeeded",
+                    actor="executor",
+                    data={},
+                    at=now - timedelta(seconds=1),
+                    prev_hash=GENESIS_HASH,
+                    payout_snapshot={"id": payout_id, **SNAPSHOT},
+                ).with_id()
+            )
+        async with runtime.db.transaction() as session:
+            await enqueue_deliveries(session, events)
+    return secret
+
+
+async def pending_count(runtime: Runtime) -> int:
+    async with runtime.db.transaction(write=False) as session:
+        pending, _ = await WebhookRepository(session).pending_summary()
+    return pending
+
+
+async def run_sender(runtime: Runtime, url: str, count: int, concurrency: int) -> float:
+    await seed(runtime, url, count)
+    sender = WebhookSender(runtime, concurrency=concurrency, batch_size=concurrency)
+    stop = asyncio.Event()
+    started = time.perf_counter()
+    task = asyncio.create_task(sender.run(stop))
+    while await pending_count(runtime) > 0:
+        await asyncio.sleep(0.2)
+    elapsed = time.perf_counter() - started
+    stop.set()
+    await task
+    return count / elapsed
+
+
+async def bodies_for(count: int) -> list[tuple[str, bytes]]:
+    """The same kind of bodies the sender sends (built by the outbox), with their event ids."""
+    events = []
+    now = utcnow()
+    for _ in range(count):
+        payout_id = new_id("po")
+        events.append(
+            NewEvent(
+                payout_id=payout_id,
+                integration_id="int_bench",
+                sequence=1,
+                type="payout.succeeded",
+                actor="executor",
+                data={},
+                at=now,
+                prev_hash=GENESIS_HASH,
+                payout_snapshot={"id": payout_id, **SNAPSHOT},
+            ).with_id()
+        )
+    return [(e.id, webhook_body(e).encode()) for e in events]
+
+
+BARE_VARIANTS = ("httpx keep-alive", "httpx new-conn", "httpx+transport")
+
+
+def bare_client(variant: str, concurrency: int) -> httpx.AsyncClient:
+    if variant == "httpx+transport":
+        return httpx.AsyncClient(transport=PinnedHttp11Transport(), trust_env=False, timeout=15)
+    reuse = variant == "httpx keep-alive"
+    limits = httpx.Limits(
+        max_connections=concurrency, max_keepalive_connections=concurrency if reuse else 0
+    )
+    return httpx.AsyncClient(limits=limits, trust_env=False, timeout=15)
+
+
+async def run_bare(
+    url: str, payloads: list[tuple[str, bytes]], concurrency: int, variant: str
+) -> float:
+    secret = generate_secret()
+    queue = list(reversed(payloads))
+    async with bare_client(variant, concurrency) as client:
+
+        async def worker() -> None:
+            while queue:
+                event_id, body = queue.pop()
+                headers = build_headers([secret], event_id, utcnow(), body)
+                if variant == "httpx new-conn":
+                    headers["connection"] = "close"
+                response = await client.post(url, content=body, headers=headers)
+                if response.status_code != 204:
+                    raise RuntimeError(f"receiver answered {response.status_code}")
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return len(payloads) / (time.perf_counter() - started)
+
+
+async def receiver_count(base: str) -> dict[str, int]:
+    async with httpx.AsyncClient() as client:
+        return dict((await client.get(f"{base}/count")).json())
+
+
+async def reset_receiver(base: str) -> None:
+    async with httpx.AsyncClient() as client:
+        await client.post(f"{base}/reset")
+
+
+async def main(args: argparse.Namespace, database_url: str, base: str) -> int:
+    settings = Settings(
+        database_url=database_url,
+        webhook_allow_private=True,
+        encryption_key=generate_key(),
+        worker_poll_interval=0.05,
+        log_level="WARNING",
+    )
+    db = Database.connect(database_url, pool_size=10)
+    runtime = Runtime(settings=settings, db=db, cipher=load_cipher(settings))
+    url = f"{base}/hooks"
+    rates: dict[str, list[float]] = {name: [] for name in ("sender", *BARE_VARIANTS)}
+    try:
+        payloads = await bodies_for(args.deliveries)
+        names = list(rates)
+        for round_no in range(args.rounds):
+            order = names[round_no % len(names) :] + names[: round_no % len(names)]
+            for which in order:
+                await reset_receiver(base)
+                if which == "sender":
+                    rate = await run_sender(runtime, url, args.deliveries, args.concurrency)
+                    counts = await receiver_count(base)
+                    if counts["distinct_ids"] != args.deliveries:
+                        raise RuntimeError(f"receiver saw {counts}, expected {args.deliveries}")
+                else:
+                    rate = await run_bare(url, payloads, args.concurrency, which)
+                rates[which].append(rate)
+                print(f"round {round_no + 1} {which:>15}: {rate:7.0f} /s", flush=True)
+    finally:
+        await db.dispose()
+    ceilings = [max(values) for values in zip(*(rates[v] for v in BARE_VARIANTS), strict=True)]
+    httpx_ceilings = [
+        max(a, b) for a, b in zip(rates["httpx keep-alive"], rates["httpx new-conn"], strict=True)
+    ]
+    httpx_ratio = statistics.median(
+        a / c for a, c in zip(rates["sender"], httpx_ceilings, strict=True)
+    )
+    ratios = [a / c for a, c in zip(rates["sender"], ceilings, strict=True)]
+    sender = statistics.median(rates["sender"])
+    ratio = statistics.median(ratios)
+    print(f"\n{args.deliveries} deliveries per run, concurrency {args.concurrency}, medians:")
+    for name, values in rates.items():
+        print(f"  {name:>15}: {statistics.median(values):7.0f} /s")
+    per_round = ", ".join(f"{r:.2f}" for r in ratios)
+    print(f"  sender / fastest bare loop: {ratio:.2f} (per round: {per_round})")
+    print(f"  sender / fastest stock-httpx loop: {httpx_ratio:.2f}")
+    print(
+        f"targets: sender >= 1000/s {'met' if sender >= 1000 else 'MISSED'}; "
+        f"sender/ceiling >= 0.5 {'met' if ratio >= 0.5 else 'MISSED'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--deliveries", type=int, default=5000)
+    parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=3)
+    arguments = parser.parse_args()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with scratch_database("bench_webhooks") as url:
+        upgrade_to_head(url)
+        receiver_argv = [
+            str(VENV_BIN / "uvicorn"),
+            "bench.webhook_receiver:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ]
+        with server(receiver_argv, {}, f"{base}/count", "webhook_receiver.log"):
+            sys.exit(asyncio.run(main(arguments, url, base)))

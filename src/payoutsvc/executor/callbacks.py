@@ -1,0 +1,135 @@
+"""Applying verified gateway notices to payouts.
+
+A notice can only finish a payout that is still ``processing``: the same conditional status
+change as everywhere else (processing → succeeded/failed), so a duplicate finds the payout
+already there, a stale or contradicting one finds it elsewhere, and neither changes
+anything; a payout never moves backwards. Every notice is recorded as a gateway call of the
+payout (operation ``callback``). If an executor holds the payout's lease meanwhile, its own
+finishing write sees the new event and leaves the payout alone.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from payoutsvc.db.base import utcnow
+from payoutsvc.errors import ServiceError
+from payoutsvc.executor.repository import ExecutorRepository
+from payoutsvc.gateways.base import CallbackNotice, TransferState
+from payoutsvc.ids import new_id
+from payoutsvc.metrics import GATEWAY_CALLBACKS
+from payoutsvc.payouts.service import PayoutService
+from payoutsvc.payouts.status import PayoutStatus
+from payoutsvc.runtime import Runtime
+
+log = structlog.get_logger(__name__)
+
+
+class CallbackResult(StrEnum):
+    APPLIED = "applied"  # the payout moved to the notice's final status
+    RECORDED = "recorded"  # informational (still pending): recorded, nothing to change
+    DUPLICATE = "duplicate"  # the payout already has this result
+    STALE = "stale"  # the payout is elsewhere (finished otherwise, or not yet sent)
+    UNKNOWN_TRANSFER = "unknown_transfer"  # no payout of ours under this key
+
+
+_FINAL = {
+    TransferState.SUCCEEDED: PayoutStatus.SUCCEEDED,
+    TransferState.FAILED: PayoutStatus.FAILED,
+}
+
+
+class CallbackService:
+    def __init__(self, session: AsyncSession, runtime: Runtime) -> None:
+        self.session = session
+        self.runtime = runtime
+        self.repo = ExecutorRepository(session)
+
+    async def apply(self, gateway: str, notice: CallbackNotice) -> CallbackResult:
+        result = await self._apply(gateway, notice)
+        GATEWAY_CALLBACKS.labels(gateway, result.value).inc()
+        log.info(
+            "gateway.callback",
+            gateway=gateway,
+            notice_id=notice.notice_id,
+            state=notice.result.state.value,
+            result=result.value,
+        )
+        return result
+
+    async def _apply(self, gateway: str, notice: CallbackNotice) -> CallbackResult:
+        payout = await self.repo.by_gateway_key(gateway, notice.idempotency_key)
+        if payout is None:
+            return CallbackResult.UNKNOWN_TRANSFER
+        found = notice.result
+        now = utcnow()
+        await self.repo.insert_attempts(
+            [
+                {
+                    "id": new_id("att", int(now.timestamp() * 1000)),
+                    "payout_id": payout.id,
+                    "attempt": payout.attempts,
+                    "operation": "callback",
+                    "gateway": gateway,
+                    "worker": None,
+                    "request": {
+                        "notice_id": notice.notice_id,
+                        "idempotency_key": notice.idempotency_key,
+                    },
+                    "outcome": found.state.value,
+                    "error": found.failure_message,
+                    "gateway_status": found.gateway_status,
+                    "gateway_reference": found.reference,
+                    "latency_ms": 0.0,
+                    "started_at": now,
+                }
+            ]
+        )
+        target = _FINAL.get(found.state)
+        if target is None:
+            return CallbackResult.RECORDED
+        if payout.status == target.value:
+            return CallbackResult.DUPLICATE
+        if payout.status != PayoutStatus.PROCESSING.value:
+            return CallbackResult.STALE
+        values: dict[str, Any] = {
+            "gateway_reference": found.reference or payout.gateway_reference,
+            "gateway_status": found.gateway_status or payout.gateway_status,
+            "locked_by": None,
+            "locked_until": None,
+            "next_attempt_at": None,
+        }
+        event_data: dict[str, Any] = {"source": "gateway_callback", "notice_id": notice.notice_id}
+        if target is PayoutStatus.FAILED:
+            values["failure_code"] = found.failure_code or "gateway_declined"
+            values["failure_message"] = found.failure_message or "The gateway declined it."
+            event_data["failure"] = {
+                "code": values["failure_code"],
+                "message": values["failure_message"],
+            }
+        else:
+            event_data["gateway_reference"] = values["gateway_reference"]
+        try:
+            await PayoutService(self.session, self.runtime).transition(
+                payout.id,
+                None,
+                target,
+                actor=f"gateway:{gateway}",
+                action="apply a gateway notice to",
+                event_data=event_data,
+                values=values,
+                from_statuses=frozenset({PayoutStatus.PROCESSING}),
+            )
+        except ServiceError as exc:
+            if exc.code != "invalid_status_transition":
+                raise
+            # Finished by someone else between our read and the conditional update.
+            current = await self.repo.by_gateway_key(gateway, notice.idempotency_key)
+            if current is not None and current.status == target.value:
+                return CallbackResult.DUPLICATE
+            return CallbackResult.STALE
+        return CallbackResult.APPLIED

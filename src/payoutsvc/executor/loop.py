@@ -1,0 +1,205 @@
+"""The executor as a long-running component of `payoutsvc serve` / `payoutsvc worker`.
+
+Claims batches while it has free slots (``executor_concurrency`` payouts in flight at
+most), runs each payout's gateway step as its own task, and hands finished steps to a group
+commit that writes many of them per transaction. A slot is freed only once its payout's
+result has committed, so a lease is never given up before its outcome is durable.
+
+Shutdown (SIGTERM, or the API's lifespan ending): stop claiming, let in-flight calls finish
+for up to ``grace_seconds``, write their results, and release the leases of anything still
+unfinished so another worker picks it up at once instead of after the lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Coroutine
+from typing import Any
+
+import structlog
+
+from payoutsvc.background import BackgroundLoops
+from payoutsvc.executor.batching import GroupCommit
+from payoutsvc.executor.service import Executor, Job, Outcome
+from payoutsvc.metrics import EXECUTOR_IN_FLIGHT
+from payoutsvc.runtime import Runtime
+
+log = structlog.get_logger(__name__)
+
+GRACE_SECONDS = 5.0  # below BackgroundLoops.stop's default, so leases get released in time
+FINISH_RETRIES = 3
+
+
+class ExecutorLoop:
+    def __init__(
+        self,
+        executor: Executor,
+        *,
+        concurrency: int | None = None,
+        batch_size: int | None = None,
+        poll_interval: float | None = None,
+        grace_seconds: float = GRACE_SECONDS,
+    ) -> None:
+        settings = executor.settings
+        self.executor = executor
+        self.concurrency = concurrency or settings.executor_concurrency
+        self.batch_size = min(batch_size or settings.executor_batch_size, self.concurrency)
+        self.poll_interval = poll_interval or settings.worker_poll_interval
+        self.grace_seconds = grace_seconds
+        # Claim again once half a batch is free: fewer, fuller claims.
+        self._claim_threshold = max(1, self.batch_size // 2)
+        self._jobs: dict[str, Job] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slot_freed = asyncio.Event()
+        sqlite = executor.runtime.db.dialect == "sqlite"
+        # PostgreSQL claims with SKIP LOCKED, so two claims can overlap: one is being
+        # written while the next already selects (SQLite would only queue them).
+        self._claim_parallelism = 1 if sqlite else 2
+        self._claims: set[asyncio.Task[None]] = set()
+        self._reserved = 0  # slots promised to claims still running
+        self._idle_until = 0.0  # after a claim found the queue empty, the next look
+        self._finisher: GroupCommit[Outcome, None] = GroupCommit(
+            "executor-finish",
+            self._write,
+            max_batch=max(self.batch_size, 100),
+            max_concurrent_flushes=1 if sqlite else 2,
+        )
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._jobs)
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        log.info(
+            "executor.started",
+            worker=self.executor.worker_id,
+            concurrency=self.concurrency,
+            batch_size=self.batch_size,
+        )
+        loop = asyncio.get_running_loop()
+        try:
+            while not stopping.is_set():
+                free = self.concurrency - len(self._jobs) - self._reserved
+                now = loop.time()
+                if (
+                    len(self._claims) < self._claim_parallelism
+                    and now >= self._idle_until
+                    and free > 0
+                    and (free >= self._claim_threshold or not self._jobs)
+                ):
+                    self._spawn_claim(min(self.batch_size, free))
+                    continue
+                waits = [stopping.wait()]
+                timeout = self.poll_interval
+                if now < self._idle_until and not self._claims:
+                    timeout = self._idle_until - now  # the queue was empty: look again later
+                else:
+                    # Wait for a finished payout to free a slot, or a claim to come back.
+                    self._slot_freed.clear()
+                    waits.append(self._slot_freed.wait())
+                await _first_of(waits, timeout)
+        finally:
+            await asyncio.gather(*self._claims, return_exceptions=True)
+            await self._shutdown()
+
+    def _spawn_claim(self, wanted: int) -> None:
+        self._reserved += wanted
+        claim = asyncio.create_task(self._claim(wanted))
+        self._claims.add(claim)
+        claim.add_done_callback(self._claims.discard)
+
+    async def _claim(self, wanted: int) -> None:
+        """One claim; its payouts start at once."""
+        try:
+            jobs = await self.executor.claim(wanted)
+        except Exception:  # database hiccup: try again after a poll interval
+            log.exception("executor.claim_failed")
+            jobs = []
+        finally:
+            self._reserved -= wanted
+        for job in jobs:
+            self._start(job)
+        if len(jobs) < wanted:
+            self._idle_until = asyncio.get_running_loop().time() + self.poll_interval
+        self._slot_freed.set()
+
+    def _start(self, job: Job) -> None:
+        self._jobs[job.id] = job
+        EXECUTOR_IN_FLIGHT.set(len(self._jobs))
+        task = asyncio.create_task(self._run_job(job))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_job(self, job: Job) -> None:
+        cancelled = False
+        try:
+            outcome = await self.executor.execute(job)
+            await self._finisher.submit(outcome)
+        except asyncio.CancelledError:
+            cancelled = True  # shutdown: stays listed so its lease gets released
+            raise
+        except Exception:  # its lease runs out; the next claimer resolves it
+            log.exception("executor.job_failed", payout_id=job.id)
+        finally:
+            if not cancelled:
+                self._jobs.pop(job.id, None)
+            EXECUTOR_IN_FLIGHT.set(len(self._jobs))
+            self._slot_freed.set()
+
+    async def _write(self, outcomes: list[Outcome]) -> list[BaseException | None]:
+        for attempt in range(1, FINISH_RETRIES + 1):
+            try:
+                await self.executor.finish(outcomes)
+                return [None] * len(outcomes)
+            except Exception:
+                if attempt == FINISH_RETRIES:
+                    raise
+                log.warning("executor.finish_retry", attempt=attempt, exc_info=True)
+                await asyncio.sleep(0.1 * attempt)
+        raise AssertionError("unreachable")
+
+    async def _shutdown(self) -> None:
+        if self._tasks:
+            log.info("executor.draining", in_flight=len(self._tasks), grace=self.grace_seconds)
+            _, late = await asyncio.wait(set(self._tasks), timeout=self.grace_seconds)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self._finisher.aclose()
+        unfinished = list(self._jobs.values())
+        if unfinished:
+            try:
+                released = await self.executor.release(unfinished)
+                log.info("executor.leases_released", count=released)
+            except Exception:  # the leases then simply expire
+                log.exception("executor.release_failed", count=len(unfinished))
+        self._jobs.clear()
+        EXECUTOR_IN_FLIGHT.set(0)
+        log.info("executor.stopped", worker=self.executor.worker_id)
+
+
+async def _first_of(waits: list[Coroutine[Any, Any, Any]], seconds: float) -> None:
+    """Return when any of ``waits`` completes or after ``seconds``; cancels the rest."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+def start_executor(runtime: Runtime, loops: BackgroundLoops) -> ExecutorLoop:
+    """Run the executor as one of the process's background loops (serve with the worker on,
+    or `payoutsvc worker`); its gateways are closed when it stops."""
+    executor_loop = ExecutorLoop(Executor(runtime))
+
+    async def run(stopping: asyncio.Event) -> None:
+        try:
+            await executor_loop.run(stopping)
+        finally:
+            await executor_loop.executor.gateways.aclose()
+
+    loops.start("executor", run)
+    return executor_loop

@@ -1,0 +1,620 @@
+"""The executor's three steps for a batch of payouts: claim, execute, finish.
+
+- **claim** (one transaction): take due payouts under a lease; ``approved`` ones move to
+  ``processing`` with their ``payout.processing`` event and outbox rows.
+- **execute** (no transaction): call the payout's gateway under the payout's own
+  idempotency key. A payout claimed straight from ``approved`` has never been sent, so it is
+  submitted. Any other (a retry, or a payout whose worker died mid-call) may or may not have
+  reached the gateway, so the gateway is asked first (status by key) and the transfer is
+  submitted again, with the same key, only if the gateway has none.
+- **finish** (one transaction for many payouts): record every gateway call, then write each
+  payout's result, event and outbox rows, but only for payouts this claim still owns.
+
+Calls are recorded (payout_attempts) when their step finishes; a call cut short by a crash
+leaves no row of its own, and the next worker's status query records what the gateway had.
+
+:class:`payoutsvc.executor.loop.ExecutorLoop` runs these continuously with bounded
+concurrency; tests drive them step by step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import os
+import random
+import socket
+import time
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from types import SimpleNamespace
+from typing import Any
+
+import structlog
+
+from payoutsvc.db.base import utcnow
+from payoutsvc.executor.breaker import BreakerConfig, CircuitBreaker
+from payoutsvc.executor.repository import ExecutorRepository
+from payoutsvc.gateways.base import (
+    Gateway,
+    GatewayError,
+    NotDone,
+    OutcomeUnknown,
+    Rejected,
+    TransferRequest,
+    TransferResult,
+    TransferState,
+)
+from payoutsvc.gateways.registry import GatewayRegistry, UnknownGateway, registry_for
+from payoutsvc.ids import new_id
+from payoutsvc.metrics import EXECUTOR_FINISHED, GATEWAY_ATTEMPTS, GATEWAY_LATENCY
+from payoutsvc.payouts.events import NewEvent, append_events
+from payoutsvc.payouts.models import PayoutApproval
+from payoutsvc.payouts.presenter import payout_json
+from payoutsvc.payouts.repository import PayoutRepository
+from payoutsvc.payouts.status import EVENT_FOR_STATUS, PayoutStatus
+from payoutsvc.recipients.storage import unseal
+from payoutsvc.runtime import Runtime
+
+log = structlog.get_logger(__name__)
+
+ACTOR = "executor"
+# A payout that cannot be sent for a reason an operator must fix (unknown gateway name,
+# undecryptable recipient) waits this long between tries instead of failing.
+MISCONFIGURED_RETRY_SECONDS = 60.0
+JITTER = 0.2  # each retry delay is scaled by a random factor in [1 - JITTER, 1 + JITTER]
+
+
+_FINISHED = {status: EXECUTOR_FINISHED.labels(status.value) for status in PayoutStatus}
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()[:24]}:{os.getpid()}:{os.urandom(2).hex()}"
+
+
+@dataclass(slots=True)
+class Job:
+    """A payout this worker claimed: the row as claimed, and where its event chain stands."""
+
+    payout: dict[str, Any]
+    approvals: list[PayoutApproval]
+    token: str  # the claim's lease token (payouts.locked_by)
+    fresh: bool  # claimed straight from approved: never sent to the gateway before
+    sequence: int  # the payout's newest event sequence after the claim
+    head: str  # that event's hash
+
+    @property
+    def id(self) -> str:
+        return str(self.payout["id"])
+
+    @property
+    def gateway(self) -> str:
+        return str(self.payout["gateway"])
+
+    @property
+    def key(self) -> str:
+        return str(self.payout["gateway_idempotency_key"])
+
+
+@dataclass(slots=True)
+class Call:
+    """One gateway call, as it will be stored in payout_attempts."""
+
+    operation: str
+    outcome: str
+    request: dict[str, Any]
+    started_at: datetime
+    latency_ms: float
+    gateway_status: str | None = None
+    reference: str | None = None
+    error: str | None = None
+
+
+class Verdict(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    RETRY = "retry"  # pending or unknown: check again per the retry schedule
+    DEFERRED = "deferred"  # not attempted (breaker open, misconfiguration): wait, unpenalised
+
+
+@dataclass(slots=True)
+class Outcome:
+    job: Job
+    verdict: Verdict
+    calls: list[Call] = field(default_factory=list)
+    reference: str | None = None
+    gateway_status: str | None = None
+    failure_code: str | None = None
+    failure_message: str | None = None
+    detail: str | None = None
+    defer_seconds: float = 0.0
+
+
+@dataclass(slots=True)
+class _Plan:
+    outcome: Outcome
+    status: PayoutStatus
+    values: dict[str, Any]
+    event: NewEvent | None
+
+
+class Executor:
+    def __init__(
+        self,
+        runtime: Runtime,
+        gateways: GatewayRegistry | None = None,
+        *,
+        worker_id: str | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        breaker_config: BreakerConfig | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self.gateways = gateways or registry_for(runtime)
+        self.worker_id = worker_id or default_worker_id()
+        self.clock = clock
+        self.lease = timedelta(seconds=self.settings.executor_lease_seconds)
+        # A call must end well inside the lease, or another worker could take the payout
+        # over while this one still waits for the gateway.
+        self.call_timeout = min(30.0, self.settings.executor_lease_seconds / 3)
+        self.schedule = self.settings.executor_retry_schedule
+        self._breaker_config = breaker_config or BreakerConfig()
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._claims = itertools.count(1)
+        self._rng = rng or random.Random()  # noqa: S311  (jitter, not security)
+
+    # -- breakers ---------------------------------------------------------------------------
+    def breaker(self, gateway: str) -> CircuitBreaker:
+        found = self._breakers.get(gateway)
+        if found is None:
+            found = self._breakers[gateway] = CircuitBreaker(
+                gateway, self._breaker_config, clock=lambda: self.clock().timestamp()
+            )
+        return found
+
+    def paused_gateways(self) -> list[str]:
+        return [name for name, b in self._breakers.items() if b.paused()]
+
+    # -- claim ------------------------------------------------------------------------------
+    async def claim(self, limit: int) -> list[Job]:
+        """Claim up to ``limit`` due payouts: retries and expired leases first, then approved
+        payouts oldest first. Gateways whose breaker is open are left alone. One transaction:
+        the approved ones move to processing with their event and outbox rows."""
+        if limit <= 0:
+            return []
+        now = self.clock()
+        lease_until = now + self.lease
+        token = f"{self.worker_id}/{next(self._claims)}"
+        paused = self.paused_gateways()
+        async with self.runtime.db.transaction() as session:
+            repo = ExecutorRepository(session)
+            payouts = PayoutRepository(session)
+            if repo.is_postgres:
+                taken = await repo.lock_due(
+                    PayoutStatus.PROCESSING.value, now=now, limit=limit, paused_gateways=paused
+                )
+                fresh = (
+                    await repo.lock_due(
+                        PayoutStatus.APPROVED.value,
+                        now=now,
+                        limit=limit - len(taken),
+                        paused_gateways=paused,
+                    )
+                    if len(taken) < limit
+                    else []
+                )
+                added = 1  # locked rows still carry the sequence before payout.processing
+            else:
+                taken = await repo.claim_due_processing(
+                    now=now,
+                    lease_until=lease_until,
+                    token=token,
+                    limit=limit,
+                    paused_gateways=paused,
+                )
+                fresh = (
+                    await repo.claim_approved(
+                        now=now,
+                        lease_until=lease_until,
+                        token=token,
+                        limit=limit - len(taken),
+                        paused_gateways=paused,
+                    )
+                    if len(taken) < limit
+                    else []
+                )
+                added = 0  # the conditional UPDATE already counted payout.processing
+            if not taken and not fresh:
+                return []
+            approvals = await payouts.approvals_for([r.id for r in (*taken, *fresh)])
+            jobs = [
+                Job(
+                    dict(row._mapping),
+                    approvals[row.id],
+                    token,
+                    False,
+                    row.last_event_sequence,
+                    row.last_event_hash,
+                )
+                for row in taken
+            ]
+            events: list[NewEvent] = []
+            fresh_payouts: list[dict[str, Any]] = []
+            for row in fresh:
+                sequence = row.last_event_sequence + added
+                payout = {
+                    **row._mapping,
+                    "status": PayoutStatus.PROCESSING.value,
+                    "last_event_sequence": sequence,
+                    "updated_at": now,
+                }
+                fresh_payouts.append(payout)
+                events.append(
+                    NewEvent(
+                        payout_id=row.id,
+                        integration_id=row.integration_id,
+                        sequence=sequence,
+                        type=EVENT_FOR_STATUS[PayoutStatus.PROCESSING],
+                        actor=ACTOR,
+                        data={"status": PayoutStatus.PROCESSING.value, "gateway": row.gateway},
+                        at=now,
+                        prev_hash=row.last_event_hash,
+                        payout_snapshot=payout_json(SimpleNamespace(**payout), approvals[row.id]),
+                    )
+                )
+            # The payouts are ours (row-locked, or already moved by the conditional UPDATE),
+            # so their events are written first and the chain heads follow.
+            hashed = await append_events(session, events)
+            for payout, (event, digest) in zip(fresh_payouts, hashed, strict=True):
+                jobs.append(
+                    Job(payout, approvals[event.payout_id], token, True, event.sequence, digest)
+                )
+            if repo.is_postgres:
+                await repo.lease(
+                    token=token,
+                    now=now,
+                    lease_until=lease_until,
+                    heads=[(j.id, j.head if j.fresh else None) for j in jobs],
+                )
+            else:
+                await payouts.set_chain_head([(j.id, j.head) for j in jobs if j.fresh])
+        return jobs
+
+    # -- execute ----------------------------------------------------------------------------
+    async def execute(self, job: Job) -> Outcome:
+        """Take the payout one step towards a result. Never raises for gateway trouble."""
+        try:
+            gateway = self.gateways.get(job.gateway)
+        except UnknownGateway:
+            log.error("payout.execute.unknown_gateway", payout_id=job.id, gateway=job.gateway)
+            return Outcome(
+                job,
+                Verdict.DEFERRED,
+                defer_seconds=MISCONFIGURED_RETRY_SECONDS,
+                detail=f"no adapter for gateway {job.gateway!r}",
+            )
+        try:
+            request = self._request(job)
+        except Exception as exc:  # wrong key or corrupt blob: ops must act
+            log.error(
+                "payout.execute.recipient_unreadable", payout_id=job.id, error=type(exc).__name__
+            )
+            return Outcome(
+                job,
+                Verdict.DEFERRED,
+                defer_seconds=MISCONFIGURED_RETRY_SECONDS,
+                detail="recipient could not be decrypted",
+            )
+        breaker = self.breaker(job.gateway)
+        if not breaker.allow():
+            return Outcome(
+                job,
+                Verdict.DEFERRED,
+                defer_seconds=max(breaker.seconds_until_retry(), 0.5),
+                detail="gateway circuit breaker open",
+            )
+        calls: list[Call] = []
+        if not job.fresh:
+            known = await self._call(
+                gateway,
+                job,
+                calls,
+                "status",
+                {"idempotency_key": job.key},
+                lambda: gateway.get_status(job.key),
+            )
+            if not isinstance(known, TransferResult):
+                # Even NotDone here only means the *query* was not answered.
+                return self._retry(job, calls, known)
+            if known.state is not TransferState.NOT_FOUND:
+                return self._judge(job, calls, known)
+        answer = await self._call(
+            gateway, job, calls, "submit", request.summary(), lambda: gateway.submit(request)
+        )
+        return self._judge(job, calls, answer)
+
+    def _request(self, job: Job) -> TransferRequest:
+        payout = job.payout
+        return TransferRequest(
+            payout_id=job.id,
+            idempotency_key=job.key,
+            amount_minor=int(payout["amount_minor"]),
+            currency=str(payout["currency"]),
+            recipient=unseal(self.runtime.cipher, payout["recipient_encrypted"], job.id),
+            description=payout.get("description"),
+        )
+
+    async def _call(
+        self,
+        gateway: Gateway,
+        job: Job,
+        calls: list[Call],
+        operation: str,
+        summary: dict[str, Any],
+        invoke: Callable[[], Any],
+    ) -> TransferResult | GatewayError:
+        started_at = utcnow()  # when the call really happened (self.clock schedules)
+        started = time.perf_counter()
+        answer: TransferResult | GatewayError
+        try:
+            async with asyncio.timeout(self.call_timeout):
+                answer = await invoke()
+        except GatewayError as exc:
+            answer = exc
+        except TimeoutError:
+            answer = OutcomeUnknown(
+                f"no answer within {self.call_timeout:g}s", gateway_status="timeout"
+            )
+        except Exception as exc:  # an adapter bug must not lose the payout
+            log.exception("payout.execute.adapter_error", payout_id=job.id, gateway=job.gateway)
+            answer = OutcomeUnknown(f"adapter error: {type(exc).__name__}")
+        elapsed = time.perf_counter() - started
+        breaker = self.breaker(job.gateway)
+        if isinstance(answer, NotDone | OutcomeUnknown):
+            breaker.record_failure()
+        else:
+            breaker.record_success()
+        outcome = _outcome_word(answer)
+        calls.append(
+            Call(
+                operation=operation,
+                outcome=outcome,
+                request=summary,
+                started_at=started_at,
+                latency_ms=round(elapsed * 1000, 3),
+                gateway_status=answer.gateway_status,
+                reference=answer.reference if isinstance(answer, TransferResult) else None,
+                error=None if isinstance(answer, TransferResult) else answer.message[:500],
+            )
+        )
+        _attempts_counter(job.gateway, operation, outcome).inc()
+        _latency_histogram(job.gateway, operation).observe(elapsed)
+        return answer
+
+    def _judge(self, job: Job, calls: list[Call], answer: TransferResult | GatewayError) -> Outcome:
+        if isinstance(answer, Rejected):
+            return Outcome(
+                job,
+                Verdict.FAILED,
+                calls,
+                gateway_status=answer.gateway_status,
+                failure_code=answer.code,
+                failure_message=answer.message,
+            )
+        if not isinstance(answer, TransferResult):
+            return self._retry(job, calls, answer)
+        if answer.state is TransferState.SUCCEEDED:
+            return Outcome(
+                job,
+                Verdict.SUCCEEDED,
+                calls,
+                reference=answer.reference,
+                gateway_status=answer.gateway_status,
+            )
+        if answer.state is TransferState.FAILED:
+            return Outcome(
+                job,
+                Verdict.FAILED,
+                calls,
+                reference=answer.reference,
+                gateway_status=answer.gateway_status,
+                failure_code=answer.failure_code or "gateway_declined",
+                failure_message=answer.failure_message or "The gateway declined it.",
+            )
+        # PENDING (or a NOT_FOUND answer to a submit, which no sane gateway gives): ask again.
+        return Outcome(
+            job,
+            Verdict.RETRY,
+            calls,
+            reference=answer.reference,
+            gateway_status=answer.gateway_status,
+            detail=f"gateway reports {answer.state.value}",
+        )
+
+    @staticmethod
+    def _retry(job: Job, calls: list[Call], error: GatewayError) -> Outcome:
+        return Outcome(
+            job, Verdict.RETRY, calls, gateway_status=error.gateway_status, detail=error.message
+        )
+
+    # -- finish -----------------------------------------------------------------------------
+    async def finish(self, outcomes: Sequence[Outcome]) -> set[str]:
+        """Record the calls and write the results of many payouts in one transaction.
+        Returns the ids whose result was written (the rest were no longer ours)."""
+        if not outcomes:
+            return set()
+        now = self.clock()
+        plans = [self._plan(outcome, now) for outcome in outcomes]
+        async with self.runtime.db.transaction() as session:
+            repo = ExecutorRepository(session)
+            owned = await repo.lock_owned(
+                [(p.outcome.job.id, p.outcome.job.token, p.outcome.job.sequence) for p in plans]
+            )
+            mine = [p for p in plans if p.outcome.job.id in owned]
+            hashed = await append_events(session, [p.event for p in mine if p.event is not None])
+            heads = {event.payout_id: digest for event, digest in hashed}
+            await repo.finish(
+                [
+                    {**p.values, "new_hash": heads.get(p.outcome.job.id, p.outcome.job.head)}
+                    for p in mine
+                ],
+                now,
+            )
+            await repo.insert_attempts(
+                [
+                    _attempt_row(plan.outcome, call, plan.values["new_attempts"])
+                    for plan in plans
+                    for call in plan.outcome.calls
+                ]
+            )
+        for plan in plans:
+            job = plan.outcome.job
+            if job.id not in owned:
+                log.warning("payout.execute.claim_lost", payout_id=job.id, claim=job.token)
+                continue
+            _FINISHED[plan.status].inc()
+            if plan.status in (PayoutStatus.FAILED, PayoutStatus.NEEDS_REVIEW):
+                log.warning(
+                    "payout.execute.finished",
+                    payout_id=job.id,
+                    status=plan.status.value,
+                    failure_code=plan.values["new_failure_code"],
+                    detail=plan.outcome.detail,
+                )
+        return owned
+
+    def _plan(self, outcome: Outcome, now: datetime) -> _Plan:
+        job = outcome.job
+        payout = job.payout
+        done = int(payout["attempts"])
+        values: dict[str, Any] = {
+            "new_status": PayoutStatus.PROCESSING.value,
+            "new_attempts": done if outcome.verdict is Verdict.DEFERRED else done + 1,
+            "new_reference": outcome.reference or payout["gateway_reference"],
+            "new_gateway_status": outcome.gateway_status or payout["gateway_status"],
+            "new_failure_code": None,
+            "new_failure_message": None,
+            "new_next_attempt_at": None,
+        }
+        event_data: dict[str, Any] = {}
+        status = PayoutStatus.PROCESSING
+        if outcome.verdict is Verdict.DEFERRED:
+            values["new_next_attempt_at"] = now + timedelta(seconds=outcome.defer_seconds)
+        elif outcome.verdict is Verdict.SUCCEEDED:
+            status = PayoutStatus.SUCCEEDED
+            event_data = {"gateway_reference": values["new_reference"]}
+        elif outcome.verdict is Verdict.FAILED:
+            status = PayoutStatus.FAILED
+            values["new_failure_code"] = outcome.failure_code
+            values["new_failure_message"] = outcome.failure_message
+            event_data = {
+                "failure": {"code": outcome.failure_code, "message": outcome.failure_message}
+            }
+        elif done < len(self.schedule):
+            delay = self.schedule[done] * self._rng.uniform(1 - JITTER, 1 + JITTER)
+            values["new_next_attempt_at"] = now + timedelta(seconds=delay)
+        else:
+            status = PayoutStatus.NEEDS_REVIEW
+            event_data = {
+                "reason": "outcome_unknown",
+                "detail": f"still unresolved after {done + 1} attempts: {outcome.detail}",
+            }
+        values["new_status"] = status.value
+        event = None
+        if status is not PayoutStatus.PROCESSING:
+            event_data = {"status": status.value, "attempts": values["new_attempts"], **event_data}
+            snapshot = payout_json(
+                SimpleNamespace(
+                    **{
+                        **payout,
+                        "status": status.value,
+                        "attempts": values["new_attempts"],
+                        "gateway_reference": values["new_reference"],
+                        "gateway_status": values["new_gateway_status"],
+                        "failure_code": values["new_failure_code"],
+                        "failure_message": values["new_failure_message"],
+                        "updated_at": now,
+                    }
+                ),
+                job.approvals,
+            )
+            event = NewEvent(
+                payout_id=job.id,
+                integration_id=str(payout["integration_id"]),
+                sequence=job.sequence + 1,
+                type=EVENT_FOR_STATUS[status],
+                actor=ACTOR,
+                data=event_data,
+                at=now,
+                prev_hash=job.head,
+                payout_snapshot=snapshot,
+            )
+        values.update(
+            pid=job.id,
+            token=job.token,
+            prev_sequence=job.sequence,
+            new_sequence=job.sequence + (event is not None),
+        )
+        return _Plan(outcome, status, values, event)
+
+    # -- whole steps ------------------------------------------------------------------------
+    async def release(self, jobs: Collection[Job]) -> int:
+        """Give unfinished payouts back at once (shutdown): the next claimer asks the gateway."""
+        if not jobs:
+            return 0
+        async with self.runtime.db.transaction() as session:
+            return await ExecutorRepository(session).release(
+                [(job.id, job.token) for job in jobs], self.clock()
+            )
+
+    async def run_once(self, limit: int | None = None) -> int:
+        """Claim one batch, execute it concurrently and finish it; returns how many payouts
+        were worked on. For tests and tools: the service runs ExecutorLoop."""
+        jobs = await self.claim(limit or self.settings.executor_batch_size)
+        if jobs:
+            outcomes = await asyncio.gather(*(self.execute(job) for job in jobs))
+            await self.finish(outcomes)
+        return len(jobs)
+
+
+@functools.cache
+def _attempts_counter(gateway: str, operation: str, outcome: str) -> Any:
+    return GATEWAY_ATTEMPTS.labels(gateway, operation, outcome)
+
+
+@functools.cache
+def _latency_histogram(gateway: str, operation: str) -> Any:
+    return GATEWAY_LATENCY.labels(gateway, operation)
+
+
+def _outcome_word(answer: TransferResult | GatewayError) -> str:
+    if isinstance(answer, TransferResult):
+        return answer.state.value
+    if isinstance(answer, Rejected):
+        return "rejected"
+    if isinstance(answer, NotDone):
+        return "not_done"
+    return "unknown"
+
+
+def _attempt_row(outcome: Outcome, call: Call, attempt: int) -> dict[str, Any]:
+    job = outcome.job
+    return {
+        "id": new_id("att", int(call.started_at.timestamp() * 1000)),
+        "payout_id": job.id,
+        "attempt": attempt,
+        "operation": call.operation,
+        "gateway": job.gateway,
+        "worker": job.token,
+        "request": call.request,
+        "outcome": call.outcome,
+        "error": call.error,
+        "gateway_status": call.gateway_status,
+        "gateway_reference": call.reference,
+        "latency_ms": call.latency_ms,
+        "started_at": call.started_at,
+    }

@@ -1,0 +1,136 @@
+"""The gateway interface every bank/wallet adapter implements, and its error hierarchy.
+
+An adapter speaks one provider's wire format. The executor only ever sees this module:
+``submit`` a transfer under the payout's idempotency key, ask its ``get_status`` by that
+key, and ``parse_callback`` (verify and decode) an asynchronous notice.
+
+Errors are deliberately shallow, split by what the executor may safely do next:
+
+- :class:`Rejected`: the provider definitely refused the transfer; final, carries a failure
+  code (``recipient_account_invalid``, ``insufficient_funds``, …).
+- :class:`NotDone`: the provider definitely did not act (connection refused before sending,
+  429, a documented "not processed" answer); retrying with the same key is safe.
+- :class:`OutcomeUnknown`: the request may have been acted on (timeout, reset, 5xx after
+  sending). Only a status query or a re-submit with the *same* key can tell.
+
+Adapters map provider and transport errors onto these at their boundary, so no httpx or
+SDK exception ever reaches the executor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol, runtime_checkable
+
+from payoutsvc.recipients.masking import mask_account
+
+
+class TransferState(StrEnum):
+    """A provider's answer about one transfer, mapped to what the executor acts on."""
+
+    PENDING = "pending"  # accepted, result not known yet: poll later
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # final decline after acceptance (failure_code says why)
+    NOT_FOUND = "not_found"  # no transfer under this key: never booked, safe to submit
+
+
+@dataclass(frozen=True, slots=True)
+class TransferRequest:
+    """What an adapter needs to pay one payout. ``recipient`` is the full, decrypted
+    recipient: adapters send it to the provider and never log or store it."""
+
+    payout_id: str
+    idempotency_key: str
+    amount_minor: int
+    currency: str
+    recipient: Mapping[str, str | None] = field(repr=False)
+    description: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """A loggable, storable description of the request: no account number."""
+        return {
+            "idempotency_key": self.idempotency_key,
+            "amount_minor": self.amount_minor,
+            "currency": self.currency,
+            "recipient_type": self.recipient.get("type"),
+            "account_masked": mask_account(self.recipient.get("account") or ""),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TransferResult:
+    state: TransferState
+    reference: str | None = None  # the provider's id for the transfer
+    gateway_status: str | None = None  # the provider's own status word, for humans
+    failure_code: str | None = None
+    failure_message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackNotice:
+    """A verified asynchronous notice about one transfer."""
+
+    idempotency_key: str
+    result: TransferResult
+    notice_id: str | None = None
+
+
+class GatewayError(Exception):
+    """Base of everything an adapter raises."""
+
+    def __init__(self, message: str, *, gateway_status: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.gateway_status = gateway_status
+
+
+class Rejected(GatewayError):
+    """The provider refused the transfer for good; do not retry, the payout fails."""
+
+    def __init__(self, code: str, message: str, *, gateway_status: str | None = None) -> None:
+        super().__init__(message, gateway_status=gateway_status)
+        self.code = code
+
+
+class NotDone(GatewayError):
+    """The provider certainly did not act on the request; retrying with the same key is safe."""
+
+
+class OutcomeUnknown(GatewayError):
+    """The request may or may not have been acted on; resolve by status query or by
+    re-submitting with the same idempotency key, never with a new one."""
+
+
+class InvalidCallback(GatewayError):
+    """A callback whose shape is wrong; nothing may change because of it."""
+
+
+class InvalidSignature(InvalidCallback):
+    """A callback whose signature is missing, stale or wrong: not from the provider."""
+
+
+@runtime_checkable
+class Gateway(Protocol):
+    """One provider. Implementations must be idempotent on ``idempotency_key``: a second
+    submit with the same key returns the existing transfer and never books another."""
+
+    name: str
+
+    async def submit(self, request: TransferRequest) -> TransferResult:
+        """Ask the provider to pay. Returns PENDING or SUCCEEDED (or FAILED for a decline
+        the provider reports as a transfer state); raises Rejected/NotDone/OutcomeUnknown."""
+        ...
+
+    async def get_status(self, idempotency_key: str) -> TransferResult:
+        """The provider's state of the transfer booked under this key (NOT_FOUND if none)."""
+        ...
+
+    async def parse_callback(self, headers: Mapping[str, str], body: bytes) -> CallbackNotice:
+        """Verify the provider's signature and decode the notice; raises InvalidCallback."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections and background tasks."""
+        ...

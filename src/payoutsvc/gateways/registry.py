@@ -1,0 +1,98 @@
+"""Which adapter pays which payout.
+
+A payout's gateway is chosen when it is created (``Settings.gateway_for(recipient type)``,
+every type defaults to ``sandbox``) and stored on the row; the executor always pays through
+that stored name, because the idempotency key only means something to the provider that
+first saw it. Adapters are registered by name with a factory and built on first use, once
+per process (:func:`registry_for`).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Mapping
+
+from payoutsvc.config import Settings
+from payoutsvc.gateways.base import Gateway
+from payoutsvc.gateways.sandbox import NAME as SANDBOX
+from payoutsvc.gateways.sandbox import SandboxGateway
+from payoutsvc.runtime import Runtime
+
+GatewayFactory = Callable[[Runtime], Gateway]
+
+
+def _sandbox(runtime: Runtime) -> Gateway:
+    return SandboxGateway(runtime.db, latency_ms=runtime.settings.sandbox_latency_ms)
+
+
+_FACTORIES: dict[str, GatewayFactory] = {SANDBOX: _sandbox}
+
+
+def register_gateway(name: str, factory: GatewayFactory) -> None:
+    """Make an adapter available under ``name`` (real provider modules call this)."""
+    _FACTORIES[name] = factory
+
+
+class UnknownGateway(LookupError):
+    """A payout names a gateway this process has no adapter for (a configuration error)."""
+
+
+def configured_gateways(settings: Settings) -> frozenset[str]:
+    """The gateways the configuration routes any recipient type to."""
+    routed = {
+        part.split("=", 1)[1].strip() for part in settings.gateway_routes.split(",") if part.strip()
+    }
+    return frozenset({settings.gateway.strip(), *routed})
+
+
+class GatewayRegistry:
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        factories: Mapping[str, GatewayFactory] | None = None,
+        instances: Mapping[str, Gateway] | None = None,
+    ) -> None:
+        self._runtime = runtime
+        self._factories = dict(_FACTORIES if factories is None else factories)
+        self._instances: dict[str, Gateway] = dict(instances or {})
+
+    @property
+    def settings(self) -> Settings:
+        return self._runtime.settings
+
+    def get(self, name: str) -> Gateway:
+        gateway = self._instances.get(name)
+        if gateway is None:
+            factory = self._factories.get(name)
+            if factory is None:
+                raise UnknownGateway(name)
+            gateway = self._instances[name] = factory(self._runtime)
+        return gateway
+
+    def for_recipient_type(self, recipient_type: str) -> Gateway:
+        return self.get(self.settings.gateway_for(recipient_type))
+
+    def is_configured(self, name: str) -> bool:
+        return name in configured_gateways(self.settings) and (
+            name in self._instances or name in self._factories
+        )
+
+    async def aclose(self) -> None:
+        for gateway in self._instances.values():
+            await gateway.aclose()
+        self._instances.clear()
+
+
+_REGISTRIES: dict[int, GatewayRegistry] = {}
+
+
+def registry_for(runtime: Runtime) -> GatewayRegistry:
+    """The process's registry for this runtime, shared by the executor and the callback
+    endpoint (so there is one sandbox booking writer per process)."""
+    key = id(runtime)
+    registry = _REGISTRIES.get(key)
+    if registry is None:
+        registry = _REGISTRIES[key] = GatewayRegistry(runtime)
+        weakref.finalize(runtime, _REGISTRIES.pop, key, None)
+    return registry

@@ -1,0 +1,202 @@
+"""Human decisions on a payout: approve, reject, resolve. Services never commit.
+
+Every decision first row-locks the payout (PostgreSQL; SQLite serialises writers anyway), then
+reads approvals and writes, so two approvals racing on one payout are counted one after the
+other; the status change itself is PayoutService.transition's conditional update, so an
+approve racing a cancel ends in one consistent history either way.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from payoutsvc.db.base import utcnow
+from payoutsvc.errors import ServiceError, invalid_status_transition, not_found
+from payoutsvc.operators.service import OperatorService
+from payoutsvc.payouts.models import Payout
+from payoutsvc.payouts.presenter import approval_json, payout_json
+from payoutsvc.payouts.repository import PayoutRepository
+from payoutsvc.payouts.service import PayoutService
+from payoutsvc.payouts.status import PayoutStatus
+from payoutsvc.policy.engine import approver_limit_allows
+from payoutsvc.policy.rules import format_money
+from payoutsvc.policy.service import PolicyService
+from payoutsvc.runtime import Runtime
+
+log = structlog.get_logger(__name__)
+
+APPROVED = "approved"
+REJECTED = "rejected"
+# The failure code of a payout an operator marked failed after reviewing it.
+MANUAL_REVIEW_FAILED = "manual_review_failed"
+
+
+class ApprovalService:
+    def __init__(self, session: AsyncSession, runtime: Runtime) -> None:
+        self.session = session
+        self.runtime = runtime
+        self.repo = PayoutRepository(session)
+        self.payouts = PayoutService(session, runtime)
+        self.operators = OperatorService(session)
+
+    async def _pending_payout(
+        self, payout_id: str, visible_integration: str | None, action: str
+    ) -> Payout:
+        """The payout, row-locked, while it still awaits a decision (409 otherwise)."""
+        payout = await self.repo.get_for_update(payout_id, visible_integration)
+        if payout is None:
+            raise not_found("Payout", payout_id)
+        if payout.status != PayoutStatus.PENDING_APPROVAL:
+            raise invalid_status_transition(payout_id, payout.status, action)
+        return payout
+
+    async def approve(
+        self, payout_id: str, visible_integration: str | None, operator_id: str, comment: str | None
+    ) -> dict[str, Any]:
+        """Record ``operator_id``'s approval; once approvals reach ``required_approvals`` the
+        payout becomes ``approved`` (and the executor's job). The approver's role and limits
+        are those of the current policy: a role change applies to later decisions only."""
+        operator = await self.operators.require_active(operator_id)
+        payout = await self._pending_payout(payout_id, visible_integration, "approve")
+        if payout.requested_by == operator.id:
+            raise ServiceError(
+                403,
+                "self_approval_forbidden",
+                "Self-approval forbidden",
+                f"{operator.id} requested this payout and cannot approve it; another operator "
+                "must.",
+            )
+        policy = await PolicyService(self.session, self.runtime.settings).current()
+        if not approver_limit_allows(policy, operator.role, payout.amount_minor, payout.currency):
+            limits = policy.role(operator.role)
+            limit = (
+                None
+                if limits is None or limits.approve_max is None
+                else (limits.approve_max.get(payout.currency))
+            )
+            allowed = (
+                "no approval rights"
+                if limit is None
+                else (f"an approval limit of {format_money(limit, payout.currency)}")
+            )
+            raise ServiceError(
+                403,
+                "approval_limit_exceeded",
+                "Approval limit exceeded",
+                f"{operator.id} ({operator.role}) has {allowed} under policy version "
+                f"{policy.version}; this payout is "
+                f"{format_money(payout.amount_minor, payout.currency)}.",
+            )
+        approvals = (await self.repo.approvals_for([payout.id]))[payout.id]
+        if any(a.operator_id == operator.id for a in approvals):
+            raise ServiceError(
+                409,
+                "already_approved",
+                "Already approved by this operator",
+                f"{operator.id} has already approved this payout; one operator counts once, "
+                f"so another approver is needed ({payout.required_approvals} required).",
+            )
+        now = utcnow()
+        await self.repo.insert_approval(
+            {
+                "payout_id": payout.id,
+                "operator_id": operator.id,
+                "decision": APPROVED,
+                "comment": comment,
+                "at": now,
+            }
+        )
+        approvals = (await self.repo.approvals_for([payout.id]))[payout.id]
+        approved = [a for a in approvals if a.decision == APPROVED]
+        log.info(
+            "payout.approval_recorded",
+            payout_id=payout.id,
+            operator_id=operator.id,
+            approvals=len(approved),
+            required=payout.required_approvals,
+        )
+        if len(approved) < payout.required_approvals:
+            # Recorded in payout_approvals (shown in `approvals`); the audit chain gets the
+            # full list in the payout.approved (or .rejected/.canceled) event that ends it.
+            await self.repo.touch(payout.id, now)
+            payout.updated_at = now
+            return payout_json(payout, approvals)
+        return await self.payouts.transition(
+            payout.id,
+            visible_integration,
+            PayoutStatus.APPROVED,
+            actor=operator.id,
+            action="approve",
+            event_data={
+                "comment": comment,
+                "approver_role": operator.role,
+                "policy_version": policy.version,
+                "required_approvals": payout.required_approvals,
+                "approvals": [approval_json(a) for a in approvals],
+            },
+            values={"next_attempt_at": now},
+        )
+
+    async def reject(
+        self, payout_id: str, visible_integration: str | None, operator_id: str, reason: str | None
+    ) -> dict[str, Any]:
+        """``pending_approval`` → ``rejected``. Money never moves, so any active operator may
+        reject (the key's ``payouts:approve`` scope is the gate), even after approving."""
+        operator = await self.operators.require_active(operator_id)
+        payout = await self._pending_payout(payout_id, visible_integration, "reject")
+        approvals = (await self.repo.approvals_for([payout.id]))[payout.id]
+        if not any(a.operator_id == operator.id for a in approvals):
+            # One row per operator: an approver who now rejects keeps their earlier row, and
+            # the rejection is in the payout.rejected event.
+            await self.repo.insert_approval(
+                {
+                    "payout_id": payout.id,
+                    "operator_id": operator.id,
+                    "decision": REJECTED,
+                    "comment": reason,
+                    "at": utcnow(),
+                }
+            )
+            approvals = (await self.repo.approvals_for([payout.id]))[payout.id]
+        return await self.payouts.transition(
+            payout.id,
+            visible_integration,
+            PayoutStatus.REJECTED,
+            actor=operator.id,
+            action="reject",
+            event_data={"reason": reason, "approvals": [approval_json(a) for a in approvals]},
+        )
+
+    async def resolve(
+        self,
+        payout_id: str,
+        visible_integration: str | None,
+        operator_id: str,
+        outcome: Literal["succeeded", "failed"],
+        comment: str | None,
+    ) -> dict[str, Any]:
+        """``needs_review`` → ``succeeded`` | ``failed``, after a person checked with the
+        gateway what really happened."""
+        operator = await self.operators.require_active(operator_id)
+        target = PayoutStatus(outcome)
+        values: dict[str, Any] = {"next_attempt_at": None, "locked_until": None, "locked_by": None}
+        if target is PayoutStatus.SUCCEEDED:
+            values.update(failure_code=None, failure_message=None)
+        else:
+            values.update(
+                failure_code=MANUAL_REVIEW_FAILED,
+                failure_message=comment or "Marked failed after manual review.",
+            )
+        return await self.payouts.transition(
+            payout_id,
+            visible_integration,
+            target,
+            actor=operator.id,
+            action="resolve",
+            event_data={"resolution": outcome, "comment": comment},
+            values=values,
+            from_statuses=frozenset({PayoutStatus.NEEDS_REVIEW}),
+        )

@@ -1,0 +1,257 @@
+"""The policy as the service uses it: versions in the database, decisions for payouts.
+
+Services never commit; the request's transaction does.
+
+Policy versions are immutable rows, so a parsed ``Policy`` may be cached forever under its
+version. The cache lives per database engine (i.e. per process and database) and never
+decides which version is current: every decision reads the newest version number in the
+same statement as its totals, so a PUT in any process applies to the next request in all.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from payoutsvc.config import Settings
+from payoutsvc.db.base import utcnow
+from payoutsvc.db.engine import Database
+from payoutsvc.errors import FieldError, ServiceError, not_found, validation_failed
+from payoutsvc.policy.document import (
+    DEFAULT_POLICY_DOCUMENT,
+    Policy,
+    PolicyDocumentIn,
+    load_policy_file,
+    parse_policy_document,
+)
+from payoutsvc.policy.engine import (
+    PolicyDecision,
+    duplicate_window_start,
+    evaluate_policy,
+    policy_day_bounds,
+)
+from payoutsvc.policy.repository import PolicyRepository, RequestFacts
+from payoutsvc.policy.rules import PayoutFacts
+
+log = structlog.get_logger(__name__)
+
+INITIAL_POLICY_AUTHOR = "system"
+_MAX_CACHED_VERSIONS = 64
+# A PUT between reading the version and reading the totals makes us read again; more than a
+# few PUTs in that instant means something is looping on PUT /v1/policy.
+_MAX_POLICY_RACES = 5
+
+
+class _PolicyCache:
+    __slots__ = ("__weakref__", "by_version", "newest")
+
+    def __init__(self) -> None:
+        self.by_version: dict[int, Policy] = {}
+        self.newest: Policy | None = None  # a guess only; always verified against the database
+
+    def remember(self, policy: Policy) -> Policy:
+        if len(self.by_version) >= _MAX_CACHED_VERSIONS:
+            self.by_version.clear()
+        self.by_version[policy.version] = policy
+        if self.newest is None or policy.version > self.newest.version:
+            self.newest = policy
+        return policy
+
+
+_CACHES: weakref.WeakKeyDictionary[AsyncEngine, _PolicyCache] = weakref.WeakKeyDictionary()
+
+
+def _cache_for(session: AsyncSession) -> _PolicyCache:
+    engine = session.bind
+    assert isinstance(engine, AsyncEngine)
+    cache = _CACHES.get(engine)
+    if cache is None:
+        cache = _CACHES[engine] = _PolicyCache()
+    return cache
+
+
+def initial_policy_document(settings: Settings) -> PolicyDocumentIn:
+    """``PAYOUTSVC_POLICY_FILE`` when set (raises ``PolicyFileError``), else the built-in one."""
+    if settings.policy_file is not None:
+        return load_policy_file(settings.policy_file)
+    return parse_policy_document(DEFAULT_POLICY_DOCUMENT)
+
+
+def stored_document(doc: PolicyDocumentIn) -> dict[str, Any]:
+    """The canonical JSON stored for a version (amounts re-rendered, no ``version`` key)."""
+    document = Policy.from_document(doc, 1).to_document()
+    del document["version"]
+    return document
+
+
+async def ensure_initial_policy(db: Database, settings: Settings) -> None:
+    """Create policy version 1 unless a version exists (startup; safe across replicas)."""
+    async with db.transaction(write=True) as session:
+        await PolicyService(session, settings).ensure_initial()
+
+
+@dataclass(frozen=True, slots=True)
+class PayoutRequest:
+    """The parts of a payout request the rules look at; amounts in minor units."""
+
+    amount_minor: int
+    currency: str
+    reason: str
+    requester_id: str
+    ticket_system: str
+    ticket_id: str
+    recipient_fingerprint: str
+    recipient_warnings: tuple[str, ...] = ()
+
+    def limit_keys(self) -> list[tuple[str, ...]]:
+        """The counters this request adds to: requester-day and ticket per currency, and the
+        recipient (its daily count spans currencies)."""
+        return [
+            ("limit:requester", self.requester_id, self.currency),
+            ("limit:ticket", self.ticket_system, self.ticket_id, self.currency),
+            ("limit:recipient", self.recipient_fingerprint),
+        ]
+
+
+class PolicyService:
+    def __init__(self, session: AsyncSession, settings: Settings) -> None:
+        self.session = session
+        self.settings = settings
+        self.repo = PolicyRepository(session)
+        self._cache = _cache_for(session)
+
+    # -- versions -------------------------------------------------------------------------------
+    async def ensure_initial(self) -> None:
+        doc = initial_policy_document(self.settings)
+        inserted = await self.repo.insert_version_if_absent(
+            1, stored_document(doc), INITIAL_POLICY_AUTHOR, utcnow()
+        )
+        if inserted:
+            source = str(self.settings.policy_file) if self.settings.policy_file else "built-in"
+            log.info("policy.initial_created", version=1, source=source)
+
+    async def current(self) -> Policy:
+        newest = await self.repo.newest_version()
+        if newest is None:
+            # Only when startup could not create it (schema was behind then).
+            await self.ensure_initial()
+            newest = 1
+        return await self.get(newest)
+
+    async def get(self, version: int) -> Policy:
+        cached = self._cache.by_version.get(version)
+        if cached is not None:
+            return cached
+        row = await self.repo.get_version(version)
+        if row is None:
+            raise not_found("Policy version", str(version))
+        return self._cache.remember(
+            Policy.from_document(parse_policy_document(row.document), version)
+        )
+
+    async def replace(self, data: object, created_by: str) -> Policy:
+        """PUT /v1/policy: validate ``data`` and store it as the next version.
+
+        ``data`` may carry the ``version`` it was based on (as GET returns it); then the PUT
+        only applies while that is still the current version (409 otherwise), so two admins
+        editing at once cannot silently overwrite each other.
+        """
+        expected, version_errors = _pop_expected_version(data)
+        try:
+            doc = parse_policy_document(data)
+        except ServiceError as exc:
+            raise validation_failed(version_errors + exc.errors) from None
+        if version_errors:
+            raise validation_failed(version_errors)
+        await self.repo.lock_policy_writes()
+        await self.ensure_initial()
+        current = await self.repo.newest_version() or 1
+        if expected is not None and expected != current:
+            raise ServiceError(
+                409,
+                "policy_version_conflict",
+                "Policy changed meanwhile",
+                f"This document was based on version {expected}, but the current version is "
+                f"{current}. GET /v1/policy, re-apply the change and PUT again.",
+                [FieldError("version", "policy_version_conflict", f"Current version: {current}.")],
+            )
+        version = current + 1
+        document = stored_document(doc)
+        await self.repo.insert_version(version, document, created_by, utcnow())
+        log.info("policy.version_created", version=version, created_by=created_by)
+        return self._cache.remember(Policy.from_document(doc, version))
+
+    # -- decisions ------------------------------------------------------------------------------
+    async def decide_payout(
+        self, request: PayoutRequest, now: datetime, *, lock: bool
+    ) -> PolicyDecision:
+        """Gather the facts and evaluate the current policy for ``request``.
+
+        ``lock``: the caller will insert the payout in this transaction, so serialise the
+        check-and-insert with every other request on the same requester, ticket or recipient
+        (PostgreSQL advisory locks held until commit), taken before any total is read.
+        """
+        if lock:
+            await self.repo.lock_limit_keys(request.limit_keys())
+        policy = self._cache.newest or await self.current()
+        for _ in range(_MAX_POLICY_RACES):
+            facts = await self._facts(request, policy, now)
+            if facts.policy_version in (policy.version, None):
+                return evaluate_policy(_payout_facts(request, facts), policy)
+            # The day bounds and duplicate window depend on the policy: read again under it.
+            policy = await self.get(facts.policy_version)
+        raise ServiceError(
+            503,
+            "policy_changing",
+            "Policy is changing",
+            "The policy changed repeatedly while this request was evaluated; retry.",
+            headers={"Retry-After": "1"},
+        )
+
+    async def _facts(self, request: PayoutRequest, policy: Policy, now: datetime) -> RequestFacts:
+        day_start, day_end = policy_day_bounds(policy, now)
+        return await self.repo.request_facts(
+            requester_id=request.requester_id,
+            currency=request.currency,
+            amount_minor=request.amount_minor,
+            ticket_system=request.ticket_system,
+            ticket_id=request.ticket_id,
+            recipient_fingerprint=request.recipient_fingerprint,
+            day_start=day_start,
+            day_end=day_end,
+            duplicate_since=duplicate_window_start(policy, now),
+        )
+
+
+def _payout_facts(request: PayoutRequest, facts: RequestFacts) -> PayoutFacts:
+    return PayoutFacts(
+        amount_minor=request.amount_minor,
+        currency=request.currency,
+        reason=request.reason,
+        requester_id=request.requester_id,
+        requester_role=facts.requester_role,
+        requester_active=facts.requester_role is not None and not facts.requester_disabled,
+        requester_daily_total_minor=facts.requester_daily_total_minor,
+        ticket_total_minor=facts.ticket_total_minor,
+        recipient_daily_count=facts.recipient_daily_count,
+        recipient_daily_total_minor=facts.recipient_daily_total_minor,
+        recipient_blocked=facts.recipient_blocked,
+        duplicate_suspected=facts.duplicate_suspected,
+        recipient_warnings=request.recipient_warnings,
+    )
+
+
+def _pop_expected_version(data: object) -> tuple[int | None, list[FieldError]]:
+    """Take the optional ``version`` out of a PUT body (mutates ``data``)."""
+    if not isinstance(data, dict) or "version" not in data:
+        return None, []
+    version = data.pop("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        message = "version (optional) must be the positive integer GET /v1/policy returned."
+        return None, [FieldError("version", "invalid_type", message)]
+    return version, []

@@ -1,0 +1,473 @@
+"""All SQL for webhook endpoints, deliveries and attempts.
+
+The sender's statements are Core (one round trip each, batched with executemany) because
+they run for every delivery; the API's reads use the ORM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import (
+    Row,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from payoutsvc.webhooks.models import (
+    DeliveryStatus,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
+
+_endpoints = cast(Table, WebhookEndpoint.__table__)
+_deliveries = cast(Table, WebhookDelivery.__table__)
+_attempts = cast(Table, WebhookAttempt.__table__)
+
+AnyRow = Row[*tuple[Any, ...]]
+
+PENDING = DeliveryStatus.PENDING.value
+
+# What the sender needs of a claimed delivery (never the whole row: no excerpts, no log).
+CLAIM_COLUMNS = (
+    _deliveries.c.id,
+    _deliveries.c.endpoint_id,
+    _deliveries.c.integration_id,
+    _deliveries.c.event_id,
+    _deliveries.c.payout_id,
+    _deliveries.c.sequence,
+    _deliveries.c.event_type,
+    _deliveries.c.payload,
+    _deliveries.c.attempts,
+)
+
+TARGET_COLUMNS = (
+    _endpoints.c.id,
+    _endpoints.c.url,
+    _endpoints.c.enabled,
+    _endpoints.c.secret_encrypted,
+    _endpoints.c.previous_secret_encrypted,
+    _endpoints.c.previous_secret_expires_at,
+    _endpoints.c.failing_since,
+)
+
+
+class WebhookRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.session.get_bind().dialect.name == "postgresql"
+
+    # -- endpoints -----------------------------------------------------------------------------
+    async def insert_endpoint(self, values: Mapping[str, Any]) -> None:
+        await self.session.execute(insert(WebhookEndpoint).values(**values))
+
+    async def get_endpoint(
+        self, endpoint_id: str, integration_id: str | None
+    ) -> WebhookEndpoint | None:
+        query = select(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id)
+        if integration_id is not None:
+            query = query.where(WebhookEndpoint.integration_id == integration_id)
+        return (await self.session.execute(query)).scalar_one_or_none()
+
+    async def list_endpoints(
+        self, integration_id: str | None, limit: int, before_id: str | None
+    ) -> Sequence[WebhookEndpoint]:
+        query = select(WebhookEndpoint).order_by(WebhookEndpoint.id.desc()).limit(limit)
+        if integration_id is not None:
+            query = query.where(WebhookEndpoint.integration_id == integration_id)
+        if before_id is not None:
+            query = query.where(WebhookEndpoint.id < before_id)
+        return (await self.session.execute(query)).scalars().all()
+
+    async def update_endpoint(
+        self, endpoint_id: str, integration_id: str | None, values: Mapping[str, Any]
+    ) -> AnyRow | None:
+        condition = [_endpoints.c.id == endpoint_id]
+        if integration_id is not None:
+            condition.append(_endpoints.c.integration_id == integration_id)
+        result = await self.session.execute(
+            update(_endpoints).where(*condition).values(**values).returning(*_endpoints.c)
+        )
+        return result.first()
+
+    async def delete_endpoint(self, endpoint_id: str, integration_id: str | None) -> bool:
+        """Delete an endpoint with its deliveries and their attempts (explicitly: SQLite
+        enforces ON DELETE CASCADE only with foreign keys on, and order matters for both)."""
+        endpoint = select(_endpoints.c.id).where(_endpoints.c.id == endpoint_id)
+        if integration_id is not None:
+            endpoint = endpoint.where(_endpoints.c.integration_id == integration_id)
+        # Lock the row first so a concurrent enqueue or sender write waits for us.
+        found = (await self.session.execute(endpoint.with_for_update())).scalar_one_or_none()
+        if found is None:
+            return False
+        delivery_ids = select(_deliveries.c.id).where(_deliveries.c.endpoint_id == endpoint_id)
+        await self.session.execute(
+            delete(_attempts).where(_attempts.c.delivery_id.in_(delivery_ids))
+        )
+        await self.session.execute(
+            delete(_deliveries).where(_deliveries.c.endpoint_id == endpoint_id)
+        )
+        await self.session.execute(delete(_endpoints).where(_endpoints.c.id == endpoint_id))
+        return True
+
+    async def enabled_endpoints_for(self, integration_ids: Iterable[str]) -> Sequence[AnyRow]:
+        """``(id, integration_id, events)`` of every enabled endpoint of these integrations:
+        one query for the whole batch of events (the outbox runs on every status change)."""
+        ids = sorted(set(integration_ids))
+        if not ids:
+            return []
+        result = await self.session.execute(
+            select(_endpoints.c.id, _endpoints.c.integration_id, _endpoints.c.events)
+            .where(_endpoints.c.integration_id.in_(ids), _endpoints.c.enabled.is_(True))
+            .order_by(_endpoints.c.id)
+        )
+        return result.all()
+
+    async def disable_endpoints(
+        self, endpoint_ids: Iterable[str], reason: str, now: datetime
+    ) -> list[str]:
+        """Disable the still-enabled endpoints among ``endpoint_ids``; returns those it changed."""
+        ids = sorted(set(endpoint_ids))
+        if not ids:
+            return []
+        result = await self.session.execute(
+            update(_endpoints)
+            .where(_endpoints.c.id.in_(ids), _endpoints.c.enabled.is_(True))
+            .values(enabled=False, disabled_reason=reason, disabled_at=now, updated_at=now)
+            .returning(_endpoints.c.id)
+        )
+        return list(result.scalars().all())
+
+    async def disable_failing_endpoints(
+        self, endpoint_ids: Iterable[str], failing_before: datetime, reason: str, now: datetime
+    ) -> list[str]:
+        """Disable those of ``endpoint_ids`` failing non-stop since ``failing_before``."""
+        ids = sorted(set(endpoint_ids))
+        if not ids:
+            return []
+        result = await self.session.execute(
+            update(_endpoints)
+            .where(
+                _endpoints.c.id.in_(ids),
+                _endpoints.c.enabled.is_(True),
+                _endpoints.c.failing_since.is_not(None),
+                _endpoints.c.failing_since <= failing_before,
+            )
+            .values(enabled=False, disabled_reason=reason, disabled_at=now, updated_at=now)
+            .returning(_endpoints.c.id)
+        )
+        return list(result.scalars().all())
+
+    async def mark_endpoints_healthy(self, endpoint_ids: Iterable[str]) -> None:
+        ids = sorted(set(endpoint_ids))
+        if ids:
+            await self.session.execute(
+                update(_endpoints)
+                .where(_endpoints.c.id.in_(ids), _endpoints.c.failing_since.is_not(None))
+                .values(failing_since=None)
+            )
+
+    async def mark_endpoints_failing(self, endpoint_ids: Iterable[str], since: datetime) -> None:
+        """Start the failing streak of healthy endpoints (an ongoing streak keeps its start)."""
+        ids = sorted(set(endpoint_ids))
+        if ids:
+            await self.session.execute(
+                update(_endpoints)
+                .where(_endpoints.c.id.in_(ids), _endpoints.c.failing_since.is_(None))
+                .values(failing_since=since)
+            )
+
+    # -- deliveries: writing -------------------------------------------------------------------
+    async def insert_deliveries(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        if rows:
+            await self.session.execute(insert(_deliveries), list(rows))
+
+    async def cancel_pending(self, endpoint_ids: Iterable[str], reason: str, now: datetime) -> int:
+        """Give up the pending deliveries of these endpoints (they were disabled or deleted)."""
+        ids = sorted(set(endpoint_ids))
+        if not ids:
+            return 0
+        result = await self.session.execute(
+            update(_deliveries)
+            .where(_deliveries.c.endpoint_id.in_(ids), _deliveries.c.status == PENDING)
+            .values(
+                status=DeliveryStatus.CANCELED.value,
+                next_attempt_at=None,
+                locked_until=None,
+                locked_by=None,
+                last_error=reason,
+            )
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    async def requeue_delivery(
+        self, delivery_id: str, integration_id: str | None, now: datetime
+    ) -> AnyRow | None:
+        """Make a delivery due now with a fresh retry schedule, whatever its status."""
+        condition = [_deliveries.c.id == delivery_id]
+        if integration_id is not None:
+            condition.append(_deliveries.c.integration_id == integration_id)
+        result = await self.session.execute(
+            update(_deliveries)
+            .where(*condition)
+            .values(
+                status=PENDING,
+                attempts=0,
+                next_attempt_at=now,
+                locked_until=None,
+                locked_by=None,
+                delivered_at=None,
+            )
+            .returning(*_deliveries.c)
+        )
+        return result.first()
+
+    async def requeue_given_up(
+        self, endpoint_id: str, since: datetime, statuses: Sequence[str], now: datetime
+    ) -> int:
+        """Bulk re-send: deliveries of the endpoint created at or after ``since`` whose status
+        is one of ``statuses`` (given-up ones) become due now with a fresh schedule."""
+        result = await self.session.execute(
+            update(_deliveries)
+            .where(
+                _deliveries.c.endpoint_id == endpoint_id,
+                _deliveries.c.created_at >= since,
+                _deliveries.c.status.in_(list(statuses)),
+            )
+            .values(
+                status=PENDING,
+                attempts=0,
+                next_attempt_at=now,
+                locked_until=None,
+                locked_by=None,
+            )
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    # -- deliveries: reading -------------------------------------------------------------------
+    async def get_delivery(
+        self, delivery_id: str, integration_id: str | None
+    ) -> WebhookDelivery | None:
+        query = select(WebhookDelivery).where(WebhookDelivery.id == delivery_id)
+        if integration_id is not None:
+            query = query.where(WebhookDelivery.integration_id == integration_id)
+        return (await self.session.execute(query)).scalar_one_or_none()
+
+    async def list_deliveries(
+        self,
+        endpoint_id: str,
+        limit: int,
+        before_id: str | None,
+        payout_id: str | None = None,
+        status: str | None = None,
+    ) -> Sequence[WebhookDelivery]:
+        query = (
+            select(WebhookDelivery)
+            .where(WebhookDelivery.endpoint_id == endpoint_id)
+            .order_by(WebhookDelivery.id.desc())
+            .limit(limit)
+        )
+        if before_id is not None:
+            query = query.where(WebhookDelivery.id < before_id)
+        if payout_id is not None:
+            query = query.where(WebhookDelivery.payout_id == payout_id)
+        if status is not None:
+            query = query.where(WebhookDelivery.status == status)
+        return (await self.session.execute(query)).scalars().all()
+
+    async def attempts_for(self, delivery_id: str) -> Sequence[WebhookAttempt]:
+        result = await self.session.execute(
+            select(WebhookAttempt)
+            .where(WebhookAttempt.delivery_id == delivery_id)
+            .order_by(WebhookAttempt.id)
+        )
+        return result.scalars().all()
+
+    async def pending_summary(self) -> tuple[int, datetime | None]:
+        """How many deliveries are pending, and when the oldest of them was created."""
+        result = await self.session.execute(
+            select(func.count(), func.min(_deliveries.c.created_at)).where(
+                _deliveries.c.status == PENDING
+            )
+        )
+        count, oldest = result.one()
+        if isinstance(oldest, str):  # SQLite hands aggregates back untyped
+            oldest = datetime.fromisoformat(oldest)
+        return int(count), oldest
+
+    # -- the sender ----------------------------------------------------------------------------
+    async def skip_commit_flush(self) -> None:
+        """Let this transaction's COMMIT return before its WAL reaches the disk (PostgreSQL).
+
+        Only for the sender's own bookkeeping: if the server crashes, the last few claims or
+        outcomes can be lost, and the only effect is a delivery sent once more when its lease
+        runs out, which at-least-once delivery allows. Nothing else is weakened: the database
+        stays consistent, and the outbox rows are written by the payout's own, fully durable
+        transaction.
+        """
+        if self.is_postgres:
+            await self.session.execute(text("SET LOCAL synchronous_commit = off"))
+
+    async def any_due(self, now: datetime) -> bool:
+        """Whether some pending delivery is due and unleased (ignoring the ordering rule): a
+        read-only look before claiming, so an idle sender does not take SQLite's write lock."""
+        result = await self.session.execute(
+            select(_deliveries.c.id)
+            .where(
+                _deliveries.c.status == PENDING,
+                _deliveries.c.next_attempt_at <= now,
+                or_(_deliveries.c.locked_until.is_(None), _deliveries.c.locked_until < now),
+            )
+            .limit(1)
+        )
+        return result.first() is not None
+
+    async def claim_due(
+        self, now: datetime, limit: int, lease_until: datetime, token: str
+    ) -> Sequence[AnyRow]:
+        """Lease up to ``limit`` due deliveries and count the attempt they are claimed for.
+
+        Ordering: a delivery is claimable only when no earlier event of the same payout is
+        still pending for the same endpoint (delivered or given up lets the next one go), so
+        even several senders deliver a payout's events to an endpoint in sequence order: the
+        earlier one stays ``pending`` while it is leased and in flight.
+        PostgreSQL skips rows another sender is claiming (``FOR UPDATE SKIP LOCKED``); SQLite
+        serialises writers, so the conditional UPDATE alone is the claim.
+        """
+        earlier = _deliveries.alias("earlier")
+        blocked_by_earlier = exists().where(
+            earlier.c.endpoint_id == _deliveries.c.endpoint_id,
+            earlier.c.payout_id == _deliveries.c.payout_id,
+            earlier.c.sequence < _deliveries.c.sequence,
+            earlier.c.status == PENDING,
+        )
+        due = (
+            select(_deliveries.c.id)
+            .where(
+                _deliveries.c.status == PENDING,
+                _deliveries.c.next_attempt_at <= now,
+                or_(_deliveries.c.locked_until.is_(None), _deliveries.c.locked_until < now),
+                ~blocked_by_earlier,
+            )
+            .order_by(_deliveries.c.next_attempt_at)
+            .limit(limit)
+        )
+        if self.is_postgres:
+            due = due.with_for_update(skip_locked=True, of=_deliveries)
+        result = await self.session.execute(
+            update(_deliveries)
+            .where(_deliveries.c.id.in_(due.scalar_subquery()))
+            .values(
+                locked_until=lease_until,
+                locked_by=token,
+                attempts=_deliveries.c.attempts + 1,
+            )
+            .returning(*CLAIM_COLUMNS)
+        )
+        return result.all()
+
+    async def targets(self, endpoint_ids: Iterable[str]) -> Sequence[AnyRow]:
+        """URL, state and encrypted secrets of the endpoints of claimed deliveries."""
+        ids = sorted(set(endpoint_ids))
+        if not ids:
+            return []
+        result = await self.session.execute(select(*TARGET_COLUMNS).where(_endpoints.c.id.in_(ids)))
+        return result.all()
+
+    async def record_outcomes(self, outcomes: Sequence[Mapping[str, Any]]) -> list[str]:
+        """Store each attempt's outcome on its delivery, only while the claim that made it
+        still holds the lease; returns the ids of deliveries that still exist (an endpoint
+        deleted meanwhile takes its deliveries with it)."""
+        if not outcomes:
+            return []
+        statement = (
+            update(_deliveries)
+            .where(
+                _deliveries.c.id == bindparam("b_id"),
+                _deliveries.c.locked_by == bindparam("b_token"),
+            )
+            .values(
+                status=bindparam("b_status"),
+                next_attempt_at=bindparam("b_next_attempt_at"),
+                locked_until=None,
+                locked_by=None,
+                last_attempt_at=bindparam("b_at"),
+                last_status_code=bindparam("b_status_code"),
+                last_latency_ms=bindparam("b_latency_ms"),
+                last_error=bindparam("b_error"),
+                last_response_excerpt=bindparam("b_excerpt"),
+                delivered_at=bindparam("b_delivered_at"),
+            )
+        )
+        await self.session.execute(
+            statement,
+            [
+                {
+                    "b_id": o["id"],
+                    "b_token": o["token"],
+                    "b_status": o["status"],
+                    "b_next_attempt_at": o["next_attempt_at"],
+                    "b_at": o["at"],
+                    "b_status_code": o["status_code"],
+                    "b_latency_ms": o["latency_ms"],
+                    "b_error": o["error"],
+                    "b_excerpt": o["response_excerpt"],
+                    "b_delivered_at": o["delivered_at"],
+                }
+                for o in outcomes
+            ],
+        )
+        # The UPDATE above row-locked the deliveries it found, so none of these can vanish
+        # before we commit; one that is missing now was deleted before us.
+        ids = sorted({o["id"] for o in outcomes})
+        result = await self.session.execute(
+            select(_deliveries.c.id).where(_deliveries.c.id.in_(ids))
+        )
+        return list(result.scalars().all())
+
+    async def insert_attempts(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        if rows:
+            await self.session.execute(insert(_attempts), list(rows))
+
+    async def purge_finished(self, created_before: datetime, batch_size: int) -> int:
+        """Delete up to ``batch_size`` finished deliveries created before the cutoff, with
+        their attempts. Pending ones are kept whatever their age."""
+        doomed = list(
+            (
+                await self.session.execute(
+                    select(_deliveries.c.id)
+                    .where(
+                        _deliveries.c.created_at < created_before,
+                        _deliveries.c.status != PENDING,
+                    )
+                    .limit(batch_size)
+                )
+            )
+            .scalars()
+            .all()
+        )
+        if not doomed:
+            return 0
+        await self.session.execute(delete(_attempts).where(_attempts.c.delivery_id.in_(doomed)))
+        await self.session.execute(
+            delete(_deliveries).where(
+                and_(_deliveries.c.id.in_(doomed), _deliveries.c.status != PENDING)
+            )
+        )
+        return len(doomed)

@@ -1,0 +1,249 @@
+"""`payoutsvc audit verify`: tampering directly in the database is caught and the first
+altered, removed or inserted event is named."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import delete, insert, select, update
+from typer.testing import CliRunner
+
+from payoutsvc.audit import AuditReport, verify_all
+from payoutsvc.cli import app as cli_app
+from payoutsvc.config import get_settings
+from payoutsvc.payouts.events import event_hash
+from payoutsvc.payouts.models import Payout, PayoutEvent
+from tests.policy.support import approve, body, created, db, setup_world
+
+
+async def _history(client: httpx.AsyncClient) -> dict[str, Any]:
+    """A payout with three events: created, approved (by sup-1), canceled."""
+    payout = await created(client, body("50.00"))
+    assert (await approve(client, payout["id"], "sup-1")).status_code == 200
+    canceled = await client.post(
+        f"/v1/payouts/{payout['id']}/cancel", json={"operator_id": "agent-1", "reason": "x"}
+    )
+    assert canceled.status_code == 200, canceled.text
+    return payout
+
+
+async def _verify(app: FastAPI) -> AuditReport:
+    async with db(app).transaction(write=False) as session:
+        return await verify_all(session)
+
+
+async def _event(app: FastAPI, payout_id: str, sequence: int) -> PayoutEvent:
+    async with db(app).transaction() as session:
+        return (
+            await session.execute(
+                select(PayoutEvent).where(
+                    PayoutEvent.payout_id == payout_id, PayoutEvent.sequence == sequence
+                )
+            )
+        ).scalar_one()
+
+
+async def _sql(app: FastAPI, *statements: Any) -> None:
+    async with db(app).transaction() as session:
+        for statement in statements:
+            await session.execute(statement)
+
+
+def _rehash(event: PayoutEvent, **changes: Any) -> dict[str, Any]:
+    """The row values of ``event`` changed by ``changes`` with a recomputed, valid hash: what
+    a careful forger writes."""
+    values = {
+        "id": event.id,
+        "payout_id": event.payout_id,
+        "integration_id": event.integration_id,
+        "sequence": event.sequence,
+        "type": event.type,
+        "actor": event.actor,
+        "data": event.data,
+        "at": event.at,
+        "prev_hash": event.prev_hash,
+    }
+    values.update(changes)
+    values["hash"] = event_hash(
+        payout_id=values["payout_id"],
+        sequence=values["sequence"],
+        type=values["type"],
+        actor=values["actor"],
+        at=values["at"],
+        data=values["data"],
+        prev_hash=values["prev_hash"],
+        event_id=values["id"],
+    )
+    return values
+
+
+@pytest.fixture
+async def world(client: httpx.AsyncClient) -> dict[str, Any]:
+    await setup_world(client)
+    untouched = await _history(client)
+    target = await _history(client)
+    auto = await created(client, body("5.00"))
+    return {"untouched": untouched, "target": target, "auto": auto}
+
+
+async def test_an_intact_history_verifies(app: FastAPI, world: dict[str, Any]) -> None:
+    report = await _verify(app)
+    assert report.ok, [p.describe() for p in report.problems]
+    assert (report.payouts_checked, report.events_checked) == (3, 3 + 3 + 2)
+
+
+async def test_an_edited_event_is_named(app: FastAPI, world: dict[str, Any]) -> None:
+    approved = await _event(app, world["target"]["id"], 2)
+    forged = {**approved.data, "approver_role": "finance"}
+    await _sql(app, update(PayoutEvent).where(PayoutEvent.id == approved.id).values(data=forged))
+    report = await _verify(app)
+    assert [(p.payout_id, p.kind, p.event_id, p.sequence) for p in report.problems] == [
+        (world["target"]["id"], "altered", approved.id, 2)
+    ]
+
+
+async def test_an_edited_and_rehashed_event_is_named(app: FastAPI, world: dict[str, Any]) -> None:
+    approved = await _event(app, world["target"]["id"], 2)
+    values = _rehash(approved, actor="fin-1")
+    await _sql(app, update(PayoutEvent).where(PayoutEvent.id == approved.id).values(values))
+    (problem,) = (await _verify(app)).problems
+    assert (problem.kind, problem.event_id, problem.sequence) == ("altered", approved.id, 2)
+    # The last event, re-hashed: the payout's head no longer matches it.
+    canceled = await _event(app, world["untouched"]["id"], 3)
+    await _sql(
+        app,
+        update(PayoutEvent)
+        .where(PayoutEvent.id == canceled.id)
+        .values(_rehash(canceled, data={**canceled.data, "reason": "customer asked"})),
+    )
+    problems = {p.payout_id: p for p in (await _verify(app)).problems}
+    assert (
+        problems[world["untouched"]["id"]].kind,
+        problems[world["untouched"]["id"]].event_id,
+    ) == (
+        "altered",
+        canceled.id,
+    )
+
+
+async def test_a_deleted_event_is_named(app: FastAPI, world: dict[str, Any]) -> None:
+    approved = await _event(app, world["target"]["id"], 2)
+    await _sql(app, delete(PayoutEvent).where(PayoutEvent.id == approved.id))
+    (problem,) = (await _verify(app)).problems
+    assert (problem.payout_id, problem.kind, problem.sequence) == (
+        world["target"]["id"],
+        "removed",
+        2,
+    )
+    assert "sequence 2 removed" in problem.describe()
+
+
+async def test_a_deleted_last_event_is_caught_by_the_head(
+    app: FastAPI, world: dict[str, Any]
+) -> None:
+    await _sql(
+        app,
+        delete(PayoutEvent).where(
+            PayoutEvent.payout_id == world["auto"]["id"], PayoutEvent.sequence == 2
+        ),
+    )
+    (problem,) = (await _verify(app)).problems
+    assert (problem.payout_id, problem.kind, problem.sequence) == (
+        world["auto"]["id"],
+        "removed",
+        2,
+    )
+
+
+async def test_an_appended_event_is_named(app: FastAPI, world: dict[str, Any]) -> None:
+    last = await _event(app, world["target"]["id"], 3)
+    forged = _rehash(
+        last,
+        id="evt_forged000000000000000000",
+        sequence=4,
+        type="payout.approved",
+        actor="fin-1",
+        data={"status": "approved"},
+        prev_hash=last.hash,
+    )
+    await _sql(app, insert(PayoutEvent).values(forged))
+    (problem,) = (await _verify(app)).problems
+    assert (problem.kind, problem.event_id, problem.sequence) == ("inserted", forged["id"], 4)
+
+
+async def test_an_event_inserted_in_the_middle_is_named(
+    app: FastAPI, world: dict[str, Any]
+) -> None:
+    pid = world["target"]["id"]
+    first, second, third = [await _event(app, pid, n) for n in (1, 2, 3)]
+    forged = _rehash(
+        second,
+        id="evt_forged000000000000000001",
+        actor="fin-1",
+        data={"status": "approved", "comment": "fine"},
+        prev_hash=first.hash,
+    )
+    await _sql(
+        app,
+        # Make room: the forger renumbers the later events (highest first: sequences are unique).
+        update(PayoutEvent).where(PayoutEvent.id == third.id).values(sequence=4),
+        update(PayoutEvent).where(PayoutEvent.id == second.id).values(sequence=3),
+        insert(PayoutEvent).values(forged),
+    )
+    (problem,) = (await _verify(app)).problems
+    assert (problem.kind, problem.event_id, problem.sequence) == ("inserted", forged["id"], 2)
+
+
+@pytest.mark.parametrize(
+    ("change", "what"),
+    [
+        ({"amount_minor": 5_000_00}, "amount"),
+        ({"status": "approved"}, "status"),
+        ({"required_approvals": 0}, "amount"),
+    ],
+)
+async def test_an_edited_payouts_row_is_caught(
+    app: FastAPI, world: dict[str, Any], change: dict[str, Any], what: str
+) -> None:
+    pid = world["target"]["id"]
+    await _sql(app, update(Payout).where(Payout.id == pid).values(**change))
+    (problem,) = (await _verify(app)).problems
+    assert (problem.payout_id, problem.kind) == (pid, "altered")
+    assert what in problem.message
+    assert "payouts row" in problem.message
+
+
+def _cli(*args: str) -> Any:
+    return CliRunner().invoke(cli_app, ["audit", "verify", *args])
+
+
+async def test_the_cli_exits_non_zero_and_names_the_event(
+    app: FastAPI, world: dict[str, Any], database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PAYOUTSVC_DATABASE_URL", database_url)
+    get_settings.cache_clear()
+    try:
+        intact = await asyncio.to_thread(_cli)
+        assert intact.exit_code == 0, intact.output
+        assert "3 payouts, 8 events checked: intact" in intact.output
+        approved = await _event(app, world["target"]["id"], 2)
+        await _sql(
+            app,
+            update(PayoutEvent).where(PayoutEvent.id == approved.id).values(actor="fin-1"),
+        )
+        broken = await asyncio.to_thread(_cli)
+        assert broken.exit_code == 1, broken.output
+        assert f"BROKEN {world['target']['id']}: event {approved.id} (sequence 2) altered" in (
+            broken.output
+        )
+        one = await asyncio.to_thread(_cli, "--payout", world["untouched"]["id"], "--json")
+        assert one.exit_code == 0, one.output
+        assert '"payouts_checked": 1' in one.output
+        missing = await asyncio.to_thread(_cli, "--payout", "po_missing")
+        assert missing.exit_code == 2
+    finally:
+        get_settings.cache_clear()
