@@ -33,25 +33,6 @@ class PayoutRepository:
     def is_postgres(self) -> bool:
         return self.session.get_bind().dialect.name == "postgresql"
 
-    # -- locks ---------------------------------------------------------------------------
-    async def try_lock(self, *parts: str) -> bool:
-        """Try a transaction-scoped lock (PostgreSQL); SQLite transactions already serialise
-        writers with BEGIN IMMEDIATE, so there it always succeeds."""
-        if not self.is_postgres:
-            return True
-        result = await self.session.execute(
-            text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": advisory_lock_id(*parts)}
-        )
-        return bool(result.scalar_one())
-
-    async def lock(self, *keys: tuple[str, ...]) -> None:
-        """Wait for transaction-scoped locks, taken in sorted order so two transactions
-        locking overlapping sets cannot deadlock."""
-        if not self.is_postgres:
-            return
-        for lock_id in sorted({advisory_lock_id(*k) for k in keys}):
-            await self.session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_id})
-
     # -- idempotency -----------------------------------------------------------------------
     async def get_idempotency(self, integration_id: str, key: str) -> IdempotencyRecord | None:
         result = await self.session.execute(
