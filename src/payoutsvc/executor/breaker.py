@@ -38,7 +38,7 @@ class BreakerState(IntEnum):
 class BreakerConfig:
     window: int = 50
     minimum_calls: int = 20
-    failure_rate: float = 0.5
+    failure_rate: float = 0.8  # an outage, not a few flaky answers (retries handle those)
     cooldown_seconds: float = 15.0
 
 

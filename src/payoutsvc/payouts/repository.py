@@ -13,10 +13,33 @@ from typing import Any, cast
 
 from sqlalchemy import Row, Table, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import TextClause
 
 from payoutsvc.db.base import UtcDateTime
 from payoutsvc.payouts.models import IdempotencyRecord, Payout, PayoutApproval, PayoutEvent
 from payoutsvc.payouts.status import PayoutStatus
+
+_PAYOUTS = cast(Table, Payout.__table__)
+_INSERT_PAYOUT = insert(_PAYOUTS)
+
+
+def _claim_key_statement(guard: str) -> TextClause:
+    return text(
+        "INSERT INTO idempotency_keys (integration_id, key, request_hash, response_status,"
+        " response_body, created_at, expires_at)"
+        f" SELECT :integration_id, :key, :request_hash, 0, '', :now, :expires_at WHERE {guard}"
+        " ON CONFLICT (integration_id, key) DO UPDATE SET"
+        " request_hash = excluded.request_hash, response_status = 0, response_body = '',"
+        " created_at = excluded.created_at, expires_at = excluded.expires_at"
+        " WHERE idempotency_keys.expires_at < excluded.created_at"
+        " RETURNING key"
+    ).bindparams(
+        bindparam("now", type_=UtcDateTime()), bindparam("expires_at", type_=UtcDateTime())
+    )
+
+
+_CLAIM_KEY_POSTGRES = _claim_key_statement("pg_try_advisory_xact_lock(:lock_id)")
+_CLAIM_KEY_SQLITE = _claim_key_statement("1 = 1")
 
 
 def advisory_lock_id(*parts: str) -> int:
@@ -52,19 +75,7 @@ class PayoutRepository:
         nor slips past it: it inserts nothing, finds no committed record, and answers 409.
         An expired record is taken over. Returns True when this transaction owns the key.
         """
-        guard = "pg_try_advisory_xact_lock(:lock_id)" if self.is_postgres else "1 = 1"
-        statement = text(
-            "INSERT INTO idempotency_keys (integration_id, key, request_hash, response_status,"
-            " response_body, created_at, expires_at)"
-            f" SELECT :integration_id, :key, :request_hash, 0, '', :now, :expires_at WHERE {guard}"
-            " ON CONFLICT (integration_id, key) DO UPDATE SET"
-            " request_hash = excluded.request_hash, response_status = 0, response_body = '',"
-            " created_at = excluded.created_at, expires_at = excluded.expires_at"
-            " WHERE idempotency_keys.expires_at < excluded.created_at"
-            " RETURNING key"
-        ).bindparams(
-            bindparam("now", type_=UtcDateTime()), bindparam("expires_at", type_=UtcDateTime())
-        )
+        statement = _CLAIM_KEY_POSTGRES if self.is_postgres else _CLAIM_KEY_SQLITE
         params: dict[str, Any] = {
             "integration_id": integration_id,
             "key": key,
@@ -94,7 +105,9 @@ class PayoutRepository:
 
     # -- payouts ---------------------------------------------------------------------------
     async def insert_payout(self, values: dict[str, Any]) -> None:
-        await self.session.execute(insert(Payout).values(**values))
+        # A Core insert with the values as parameters compiles once and is reused; building
+        # `insert(Payout).values(**values)` per call re-derives its cache key every time.
+        await self.session.execute(_INSERT_PAYOUT, [values])
 
     async def get(self, payout_id: str, integration_id: str | None) -> Payout | None:
         query = select(Payout).where(Payout.id == payout_id)
