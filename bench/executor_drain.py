@@ -28,7 +28,6 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -37,16 +36,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import RESULTS, ROOT, VENV_BIN, scratch_database
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
+from tests.executor.support import approved_rows
 
-from payoutsvc.crypto import RecipientCipher, derive_fingerprint_key, generate_key
+from payoutsvc.crypto import generate_key
 from payoutsvc.db.base import utcnow
 from payoutsvc.db.migrate import upgrade_to_head
 from payoutsvc.gateways.models import SandboxTransfer
 from payoutsvc.ids import new_id
-from payoutsvc.payouts.events import GENESIS_HASH, NewEvent, hash_of
 from payoutsvc.payouts.models import Payout, PayoutEvent
-from payoutsvc.recipients.storage import public_view, seal
-from payoutsvc.recipients.validation import recipient_fingerprint
 
 LATENCY_MS = 50
 WORKER_COUNTS = (1, 2, 4)
@@ -58,86 +55,6 @@ EXECUTOR_ENV = {
 }
 PGQ_BATCH_SIZES = (10, 100)
 PGQ_ENTRYPOINT = "sleep50"
-
-
-def approved_rows(
-    count: int, integration_id: str, key: bytes
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Approved payouts as the API would have stored them, plus their created events."""
-    cipher = RecipientCipher(key)
-    fingerprint_key = derive_fingerprint_key(key)
-    now = utcnow()
-    payouts: list[dict[str, Any]] = []
-    events: list[dict[str, Any]] = []
-    for n in range(count):
-        payout_id = new_id("po")
-        recipient = {"type": "alipay", "account": f"139{n:08d}", "name": "张三"}
-        amount_minor = 1000 + (n % 900)  # never a sandbox special case (994-999)
-        event = NewEvent(
-            payout_id=payout_id,
-            integration_id=integration_id,
-            sequence=1,
-            type="payout.created",
-            actor="bench",
-            data={"status": "approved"},
-            at=now,
-            prev_hash=GENESIS_HASH,
-            payout_snapshot={},
-        ).with_id()
-        digest = hash_of(event)
-        payouts.append(
-            {
-                "id": payout_id,
-                "integration_id": integration_id,
-                "status": "approved",
-                "idempotency_key": uuid.uuid4().hex,
-                "ticket_system": "bench",
-                "ticket_id": str(n),
-                "ticket_url": None,
-                "reason": "refund",
-                "amount_minor": amount_minor,
-                "currency": "CNY",
-                "recipient_type": "alipay",
-                "recipient_encrypted": seal(cipher, recipient, payout_id),
-                "recipient_public": public_view(recipient),
-                "recipient_fingerprint": recipient_fingerprint(recipient, fingerprint_key),
-                "requested_by": "bench",
-                "description": None,
-                "metadata": {},
-                "required_approvals": 1,
-                "policy": None,
-                "policy_version": None,
-                "gateway": "sandbox",
-                "gateway_idempotency_key": uuid.uuid4().hex,
-                "gateway_reference": None,
-                "gateway_status": None,
-                "attempts": 0,
-                "failure_code": None,
-                "failure_message": None,
-                "next_attempt_at": None,
-                "locked_until": None,
-                "locked_by": None,
-                "last_event_sequence": 1,
-                "last_event_hash": digest,
-                "created_at": now,
-                "updated_at": now,
-            }
-        )
-        events.append(
-            {
-                "id": event.id,
-                "payout_id": payout_id,
-                "integration_id": integration_id,
-                "sequence": 1,
-                "type": event.type,
-                "actor": event.actor,
-                "data": event.data,
-                "at": now,
-                "prev_hash": GENESIS_HASH,
-                "hash": digest,
-            }
-        )
-    return payouts, events
 
 
 async def reset_and_prepare(url: str) -> str:
@@ -296,7 +213,14 @@ def postgres_pids() -> list[int]:
 
 def drain_ours(url: str, key: str, workers: int, count: int) -> float:
     integration_id = asyncio.run(reset_and_prepare(url))
-    payouts, events = approved_rows(count, integration_id, base64.urlsafe_b64decode(key))
+    payouts, events = approved_rows(
+        integration_id,
+        base64.urlsafe_b64decode(key),
+        # 1000 + n % 900 minor units is never a sandbox special case (994-999).
+        [(n, 1000 + (n % 900)) for n in range(count)],
+        actor="bench",
+        ticket_system="bench",
+    )
     running = start_workers(url, key, workers)
     pids = [p.pid for p, _ in running]
     try:

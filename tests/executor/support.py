@@ -6,13 +6,13 @@ import base64
 import itertools
 import os
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import httpx
-from sqlalchemy import func, insert, select
+from sqlalchemy import Table, func, insert, select
 
 from payoutsvc.auth.models import Integration
 from payoutsvc.crypto import RecipientCipher, derive_fingerprint_key
@@ -248,79 +248,107 @@ class FaultyGateway:
         await self.inner.aclose()
 
 
-async def insert_approved(db: Database, encryption_key: str, amounts_minor: list[int]) -> list[str]:
-    """Bulk-insert approved payouts as the API would have stored them (encrypted recipient,
-    created event heading the chain), for volumes the API would take long to create."""
-    key = base64.urlsafe_b64decode(encryption_key)
+def approved_rows(
+    integration_id: str,
+    key: bytes,
+    accounts_and_amounts: Iterable[tuple[int, int]],
+    *,
+    actor: str,
+    ticket_system: str,
+    ticket_prefix: str = "",
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Approved payouts as the API would have stored them (encrypted recipient, created
+    event heading the chain) and their events, as Core rows for the payouts and
+    payout_events tables. Shared by tests and bench/executor_drain.py for volumes the API
+    would take long to create. ``accounts_and_amounts`` gives (account number, amount)."""
     cipher, fingerprint_key = RecipientCipher(key), derive_fingerprint_key(key)
     now = utcnow()
     payouts: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
+    for n, amount_minor in accounts_and_amounts:
+        payout_id = new_id("po")
+        recipient = {"type": "alipay", "account": f"139{n:08d}", "name": "张三"}
+        event = NewEvent(
+            payout_id=payout_id,
+            integration_id=integration_id,
+            sequence=1,
+            type="payout.created",
+            actor=actor,
+            data={"status": "approved"},
+            at=now,
+            prev_hash=GENESIS_HASH,
+            payout_snapshot={},
+        ).with_id()
+        digest = hash_of(event)
+        payouts.append(
+            {
+                "id": payout_id,
+                "integration_id": integration_id,
+                "status": "approved",
+                "idempotency_key": uuid.uuid4().hex,
+                "ticket_system": ticket_system,
+                "ticket_id": f"{ticket_prefix}{n}",
+                "ticket_url": None,
+                "reason": "refund",
+                "amount_minor": amount_minor,
+                "currency": "CNY",
+                "recipient_type": "alipay",
+                "recipient_encrypted": seal(cipher, recipient, payout_id),
+                "recipient_public": public_view(recipient),
+                "recipient_fingerprint": recipient_fingerprint(recipient, fingerprint_key),
+                "requested_by": actor,
+                "description": None,
+                "metadata": {},
+                "required_approvals": 1,
+                "policy": None,
+                "policy_version": None,
+                "gateway": "sandbox",
+                "gateway_idempotency_key": uuid.uuid4().hex,
+                "gateway_reference": None,
+                "gateway_status": None,
+                "attempts": 0,
+                "failure_code": None,
+                "failure_message": None,
+                "next_attempt_at": None,
+                "locked_until": None,
+                "locked_by": None,
+                "last_event_sequence": 1,
+                "last_event_hash": digest,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+        events.append(
+            {
+                "id": event.id,
+                "payout_id": payout_id,
+                "integration_id": integration_id,
+                "sequence": 1,
+                "type": event.type,
+                "actor": event.actor,
+                "data": event.data,
+                "at": now,
+                "prev_hash": GENESIS_HASH,
+                "hash": digest,
+            }
+        )
+    return payouts, events
+
+
+async def insert_approved(db: Database, encryption_key: str, amounts_minor: list[int]) -> list[str]:
+    """Bulk-insert approved payouts (see approved_rows) into the test database."""
     async with db.transaction() as session:
         integration_id = (
             await session.execute(select(Integration.id).where(Integration.name == "default"))
         ).scalar_one()
-        for amount_minor in amounts_minor:
-            n = next(_unique) % 10**8
-            payout_id = new_id("po")
-            recipient = {"type": "alipay", "account": f"139{n:08d}", "name": "张三"}
-            event = NewEvent(
-                payout_id=payout_id,
-                integration_id=integration_id,
-                sequence=1,
-                type="payout.created",
-                actor=REQUESTER,
-                data={"status": "approved"},
-                at=now,
-                prev_hash=GENESIS_HASH,
-                payout_snapshot={},
-            ).with_id()
-            digest = hash_of(event)
-            payouts.append(
-                {
-                    "id": payout_id,
-                    "integration_id": integration_id,
-                    "status": "approved",
-                    "idempotency_key": uuid.uuid4().hex,
-                    "ticket_system": "zendesk",
-                    "ticket_id": f"bulk-{n}",
-                    "ticket_url": None,
-                    "reason": "refund",
-                    "amount_minor": amount_minor,
-                    "currency": "CNY",
-                    "recipient_type": "alipay",
-                    "recipient_encrypted": seal(cipher, recipient, payout_id),
-                    "recipient_public": public_view(recipient),
-                    "recipient_fingerprint": recipient_fingerprint(recipient, fingerprint_key),
-                    "requested_by": REQUESTER,
-                    "description": None,
-                    "metadata_": {},
-                    "required_approvals": 1,
-                    "policy": None,
-                    "policy_version": None,
-                    "gateway": "sandbox",
-                    "gateway_idempotency_key": uuid.uuid4().hex,
-                    "attempts": 0,
-                    "last_event_sequence": 1,
-                    "last_event_hash": digest,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-            )
-            events.append(
-                {
-                    "id": event.id,
-                    "payout_id": payout_id,
-                    "integration_id": integration_id,
-                    "sequence": 1,
-                    "type": event.type,
-                    "actor": event.actor,
-                    "data": event.data,
-                    "at": now,
-                    "prev_hash": GENESIS_HASH,
-                    "hash": digest,
-                }
-            )
-        await session.execute(insert(Payout), payouts)
-        await session.execute(insert(PayoutEvent), events)
+        payouts, events = approved_rows(
+            integration_id,
+            base64.urlsafe_b64decode(encryption_key),
+            [(next(_unique) % 10**8, amount) for amount in amounts_minor],
+            actor=REQUESTER,
+            ticket_system="zendesk",
+            ticket_prefix="bulk-",
+        )
+        await session.execute(insert(cast(Table, Payout.__table__)), payouts)
+        await session.execute(insert(cast(Table, PayoutEvent.__table__)), events)
     return [p["id"] for p in payouts]
