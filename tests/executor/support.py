@@ -220,6 +220,7 @@ class FaultyGateway:
     def __init__(self, inner: Gateway) -> None:
         self.inner = inner
         self.name = inner.name
+        self.callback_reply = inner.callback_reply
         self.faults: list[str] = []
         self.calls = 0
 
@@ -238,8 +239,12 @@ class FaultyGateway:
     async def submit(self, request: TransferRequest) -> TransferResult:
         return await self._fault(lambda: self.inner.submit(request))
 
-    async def get_status(self, idempotency_key: str) -> TransferResult:
-        return await self._fault(lambda: self.inner.get_status(idempotency_key))
+    async def get_status(
+        self, idempotency_key: str, *, reference: str | None = None
+    ) -> TransferResult:
+        return await self._fault(
+            lambda: self.inner.get_status(idempotency_key, reference=reference)
+        )
 
     async def parse_callback(self, headers: Mapping[str, str], body: bytes) -> CallbackNotice:
         return await self.inner.parse_callback(headers, body)
@@ -306,6 +311,7 @@ def approved_rows(
                 "gateway_idempotency_key": uuid.uuid4().hex,
                 "gateway_reference": None,
                 "gateway_status": None,
+                "gateway_details": None,
                 "attempts": 0,
                 "failure_code": None,
                 "failure_message": None,

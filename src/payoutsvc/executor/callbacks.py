@@ -103,6 +103,8 @@ class CallbackService:
             "locked_until": None,
             "next_attempt_at": None,
         }
+        if found.details:
+            values["gateway_details"] = dict(found.details)
         event_data: dict[str, Any] = {"source": "gateway_callback", "notice_id": notice.notice_id}
         if target is PayoutStatus.FAILED:
             values["failure_code"] = found.failure_code or "gateway_declined"

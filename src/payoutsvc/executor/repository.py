@@ -14,7 +14,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, bindparam, func, insert, select, text, update
+from sqlalchemy import JSON, Row, Table, bindparam, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payoutsvc.db.base import UtcDateTime
@@ -41,6 +41,7 @@ _FINISH = (
         attempts=bindparam("new_attempts"),
         gateway_reference=bindparam("new_reference"),
         gateway_status=bindparam("new_gateway_status"),
+        gateway_details=bindparam("new_gateway_details", type_=JSON(none_as_null=True)),
         failure_code=bindparam("new_failure_code"),
         failure_message=bindparam("new_failure_message"),
         next_attempt_at=bindparam("new_next_attempt_at"),
@@ -57,7 +58,8 @@ _PG_FINISH = text(
     """
     UPDATE payouts AS p SET
         status = v.status, attempts = v.attempts, gateway_reference = v.reference,
-        gateway_status = v.gateway_status, failure_code = v.failure_code,
+        gateway_status = v.gateway_status, gateway_details = v.gateway_details,
+        failure_code = v.failure_code,
         failure_message = v.failure_message, next_attempt_at = v.next_attempt_at,
         locked_until = NULL, locked_by = NULL, last_event_sequence = v.sequence,
         last_event_hash = v.head, updated_at = :now
@@ -67,9 +69,9 @@ _PG_FINISH = text(
         CAST(:references AS varchar[]), CAST(:gateway_statuses AS varchar[]),
         CAST(:failure_codes AS varchar[]), CAST(:failure_messages AS text[]),
         CAST(:next_attempts AS timestamptz[]), CAST(:sequences AS integer[]),
-        CAST(:heads AS varchar[])
+        CAST(:heads AS varchar[]), CAST(:gateway_details AS json[])
     ) AS v(id, token, prev_sequence, status, attempts, reference, gateway_status,
-           failure_code, failure_message, next_attempt_at, sequence, head)
+           failure_code, failure_message, next_attempt_at, sequence, head, gateway_details)
     WHERE p.id = v.id AND p.status = 'processing' AND p.locked_by = v.token
       AND p.last_event_sequence = v.prev_sequence
     """
@@ -126,6 +128,10 @@ _PG_LEASE = text(
     WHERE p.id = v.id AND p.status IN ('approved', 'processing')
     """
 ).bindparams(bindparam("now", type_=UtcDateTime()), bindparam("lease_until", type_=UtcDateTime()))
+
+
+def _json_or_none(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False)
 
 
 class ExecutorRepository:
@@ -292,6 +298,12 @@ class ExecutorRepository:
                 "next_attempts": [r["new_next_attempt_at"] for r in rows],
                 "sequences": [r["new_sequence"] for r in rows],
                 "heads": [r["new_hash"] for r in rows],
+                "gateway_details": [
+                    None
+                    if r["new_gateway_details"] is None
+                    else json.dumps(r["new_gateway_details"])
+                    for r in rows
+                ],
             },
         )
 

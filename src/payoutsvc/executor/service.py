@@ -26,7 +26,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -131,6 +131,7 @@ class Outcome:
     failure_message: str | None = None
     detail: str | None = None
     defer_seconds: float = 0.0
+    details: Mapping[str, str] | None = None  # TransferResult.details, kept on the payout
 
 
 @dataclass(slots=True)
@@ -325,7 +326,7 @@ class Executor:
                 calls,
                 "status",
                 {"idempotency_key": job.key},
-                lambda: gateway.get_status(job.key),
+                lambda: gateway.get_status(job.key, reference=job.payout["gateway_reference"]),
             )
             if not isinstance(known, TransferResult):
                 # Even NotDone here only means the *query* was not answered.
@@ -414,6 +415,7 @@ class Executor:
                 calls,
                 reference=answer.reference,
                 gateway_status=answer.gateway_status,
+                details=answer.details,
             )
         if answer.state is TransferState.FAILED:
             return Outcome(
@@ -424,6 +426,7 @@ class Executor:
                 gateway_status=answer.gateway_status,
                 failure_code=answer.failure_code or "gateway_declined",
                 failure_message=answer.failure_message or "The gateway declined it.",
+                details=answer.details,
             )
         # PENDING (or a NOT_FOUND answer to a submit, which no sane gateway gives): ask again.
         return Outcome(
@@ -433,6 +436,7 @@ class Executor:
             reference=answer.reference,
             gateway_status=answer.gateway_status,
             detail=f"gateway reports {answer.state.value}",
+            details=answer.details,
         )
 
     @staticmethod
@@ -496,6 +500,9 @@ class Executor:
             "new_attempts": done if outcome.verdict is Verdict.DEFERRED else done + 1,
             "new_reference": outcome.reference or payout["gateway_reference"],
             "new_gateway_status": outcome.gateway_status or payout["gateway_status"],
+            "new_gateway_details": (
+                dict(outcome.details) if outcome.details else payout.get("gateway_details")
+            ),
             "new_failure_code": None,
             "new_failure_message": None,
             "new_next_attempt_at": None,
@@ -535,6 +542,7 @@ class Executor:
                         "attempts": values["new_attempts"],
                         "gateway_reference": values["new_reference"],
                         "gateway_status": values["new_gateway_status"],
+                        "gateway_details": values["new_gateway_details"],
                         "failure_code": values["new_failure_code"],
                         "failure_message": values["new_failure_message"],
                         "updated_at": now,

@@ -66,6 +66,19 @@ class TransferResult:
     gateway_status: str | None = None  # the provider's own status word, for humans
     failure_code: str | None = None
     failure_message: str | None = None
+    # Provider data the helpdesk needs to act on the transfer (e.g. WeChat Pay's
+    # ``package_info`` for the user's confirmation); shown on the payout as
+    # ``gateway_details``. Never secrets or account numbers.
+    details: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackReply:
+    """The exact answer a provider expects to a notice it sent (Alipay wants the text
+    ``success``); adapters without one get the service's JSON acknowledgement."""
+
+    media_type: str
+    body: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,14 +130,20 @@ class Gateway(Protocol):
     submit with the same key returns the existing transfer and never books another."""
 
     name: str
+    # What to answer a verified notice with, when the provider insists on a format.
+    callback_reply: CallbackReply | None
 
     async def submit(self, request: TransferRequest) -> TransferResult:
         """Ask the provider to pay. Returns PENDING or SUCCEEDED (or FAILED for a decline
         the provider reports as a transfer state); raises Rejected/NotDone/OutcomeUnknown."""
         ...
 
-    async def get_status(self, idempotency_key: str) -> TransferResult:
-        """The provider's state of the transfer booked under this key (NOT_FOUND if none)."""
+    async def get_status(
+        self, idempotency_key: str, *, reference: str | None = None
+    ) -> TransferResult:
+        """The provider's state of the transfer booked under this key (NOT_FOUND if none).
+        ``reference`` is the provider's id from an earlier answer, when one was received
+        (some providers can only be asked by their own id)."""
         ...
 
     async def parse_callback(self, headers: Mapping[str, str], body: bytes) -> CallbackNotice:

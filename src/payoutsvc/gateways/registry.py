@@ -9,6 +9,7 @@ per process (:func:`registry_for`).
 
 from __future__ import annotations
 
+import importlib
 import weakref
 from collections.abc import Callable, Mapping
 
@@ -25,7 +26,24 @@ def _sandbox(runtime: Runtime) -> Gateway:
     return SandboxGateway(runtime.db, latency_ms=runtime.settings.sandbox_latency_ms)
 
 
-_FACTORIES: dict[str, GatewayFactory] = {SANDBOX: _sandbox}
+def _provider(module: str) -> GatewayFactory:
+    """A provider adapter, imported only when a route names it (each module exposes
+    ``create_gateway(runtime)``, which reads its credentials from the environment)."""
+
+    def build(runtime: Runtime) -> Gateway:
+        created: Gateway = importlib.import_module(module).create_gateway(runtime)
+        return created
+
+    return build
+
+
+_FACTORIES: dict[str, GatewayFactory] = {
+    SANDBOX: _sandbox,
+    "wechatpay": _provider("payoutsvc.gateways.wechatpay"),
+    "alipay": _provider("payoutsvc.gateways.alipay"),
+    "stripe": _provider("payoutsvc.gateways.stripe"),
+    "paypal": _provider("payoutsvc.gateways.paypal"),
+}
 
 
 def register_gateway(name: str, factory: GatewayFactory) -> None:

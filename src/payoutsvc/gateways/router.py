@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from payoutsvc.auth.dependencies import Admin
@@ -83,7 +83,7 @@ async def receive_gateway_callback(
     request: Request,
     session: DbSession,
     runtime: RuntimeDep,
-) -> dict[str, Any]:
+) -> Any:
     registry = registry_for(runtime)
     if not registry.is_configured(gateway):
         raise ServiceError(
@@ -92,8 +92,9 @@ async def receive_gateway_callback(
     body = await request.body()
     if len(body) > MAX_CALLBACK_BYTES:
         raise ServiceError(413, "payload_too_large", "Payload too large", "Callbacks are ≤ 64 KiB.")
+    adapter = registry.get(gateway)
     try:
-        notice = await registry.get(gateway).parse_callback(dict(request.headers), body)
+        notice = await adapter.parse_callback(dict(request.headers), body)
     except InvalidSignature as exc:
         raise ServiceError(
             401, "invalid_signature", "Callback signature invalid", exc.message
@@ -101,6 +102,10 @@ async def receive_gateway_callback(
     except InvalidCallback as exc:
         raise ServiceError(400, "invalid_callback", "Malformed callback", exc.message) from None
     result = await CallbackService(session, runtime).apply(gateway, notice)
+    if adapter.callback_reply is not None:
+        # Providers such as Alipay retry a notice until they read their own exact answer.
+        reply = adapter.callback_reply
+        return Response(content=reply.body, media_type=reply.media_type)
     return {"received": True, "result": result.value}
 
 

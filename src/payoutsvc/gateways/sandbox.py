@@ -41,6 +41,7 @@ from payoutsvc.db.engine import Database
 from payoutsvc.executor.batching import GroupCommit
 from payoutsvc.gateways.base import (
     CallbackNotice,
+    CallbackReply,
     InvalidCallback,
     InvalidSignature,
     OutcomeUnknown,
@@ -110,6 +111,7 @@ def _result_of(status: str, reference: str) -> TransferResult:
 
 class SandboxGateway:
     name = NAME
+    callback_reply: CallbackReply | None = None
 
     def __init__(self, db: Database, *, latency_ms: float = 0.0) -> None:
         self._db = db
@@ -142,7 +144,9 @@ class SandboxGateway:
             # real provider sees when the connection drops mid-request.
             raise OutcomeUnknown(f"sandbox ledger error: {type(exc).__name__}") from exc
 
-    async def get_status(self, idempotency_key: str) -> TransferResult:
+    async def get_status(
+        self, idempotency_key: str, *, reference: str | None = None
+    ) -> TransferResult:
         await self._network()
         async with self._db.transaction() as session:
             ledger = SandboxLedgerRepository(session)

@@ -56,6 +56,9 @@ class Payout(Base):
     gateway_idempotency_key: Mapped[str] = mapped_column(String(64), unique=True)
     gateway_reference: Mapped[str | None] = mapped_column(String(128), default=None)
     gateway_status: Mapped[str | None] = mapped_column(String(64), default=None)
+    gateway_details: Mapped[dict[str, str] | None] = mapped_column(
+        JSON(none_as_null=True), default=None
+    )
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     failure_code: Mapped[str | None] = mapped_column(String(64), default=None)
     failure_message: Mapped[str | None] = mapped_column(Text, default=None)

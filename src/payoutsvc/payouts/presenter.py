@@ -62,6 +62,7 @@ def payout_json(
         "gateway": payout.gateway,
         "gateway_reference": payout.gateway_reference,
         "gateway_status": payout.gateway_status,
+        "gateway_details": payout.gateway_details,
         "attempts": payout.attempts,
         "failure": failure,
         "created_at": rfc3339(payout.created_at),

@@ -185,6 +185,12 @@ class PayoutOut(BaseModel):
     gateway: str
     gateway_reference: str | None
     gateway_status: str | None
+    gateway_details: dict[str, str] | None = Field(
+        default=None,
+        description="What the gateway asks the helpdesk to act on, e.g. WeChat Pay's "
+        "`package_info` for the recipient's confirmation while `gateway_status` is "
+        "`WAIT_USER_CONFIRM`. Null for most gateways.",
+    )
     attempts: int
     failure: FailureOut | None
     created_at: datetime

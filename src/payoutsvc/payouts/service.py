@@ -185,6 +185,7 @@ class PayoutService:
             "gateway_idempotency_key": uuid.uuid4().hex,
             "gateway_reference": None,
             "gateway_status": None,
+            "gateway_details": None,
             "attempts": 0,
             "failure_code": None,
             "failure_message": None,
