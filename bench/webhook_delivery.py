@@ -111,7 +111,7 @@ async def seed(runtime: Runtime, url: str, count: int) -> str:
                     at=now - timedelta(seconds=1),
                     prev_hash=GENESIS_HASH,
                     payout_snapshot={"id": payout_id, **SNAPSHOT},
-                ).with_id()
+                )
             )
         async with runtime.db.transaction() as session:
             await enqueue_deliveries(session, events)
@@ -155,7 +155,7 @@ async def bodies_for(count: int) -> list[tuple[str, bytes]]:
                 at=now,
                 prev_hash=GENESIS_HASH,
                 payout_snapshot={"id": payout_id, **SNAPSHOT},
-            ).with_id()
+            )
         )
     return [(e.id, webhook_body(e).encode()) for e in events]
 

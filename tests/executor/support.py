@@ -283,7 +283,7 @@ def approved_rows(
             at=now,
             prev_hash=GENESIS_HASH,
             payout_snapshot={},
-        ).with_id()
+        )
         digest = hash_of(event)
         payouts.append(
             {

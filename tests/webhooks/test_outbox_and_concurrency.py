@@ -40,7 +40,7 @@ def _event(integration_id: str, payout_id: str, sequence: int, type_: str) -> Ne
         at=utcnow(),
         prev_hash=GENESIS_HASH,
         payout_snapshot={"id": payout_id, "status": type_.removeprefix("payout.")},
-    ).with_id()
+    )
 
 
 async def test_enqueue_uses_one_lookup_and_one_insert_for_a_batch(

@@ -264,7 +264,7 @@ class Executor:
                         data={"status": PayoutStatus.PROCESSING.value, "gateway": row.gateway},
                         at=now,
                         prev_hash=row.last_event_hash,
-                        payout_snapshot=payout_json(SimpleNamespace(**payout), approvals[row.id]),
+                        payout_snapshot=functools.partial(_snapshot, payout, approvals[row.id]),
                     )
                 )
             # The payouts are ours (row-locked, or already moved by the conditional UPDATE),
@@ -534,20 +534,19 @@ class Executor:
         event = None
         if status is not PayoutStatus.PROCESSING:
             event_data = {"status": status.value, "attempts": values["new_attempts"], **event_data}
-            snapshot = payout_json(
-                SimpleNamespace(
-                    **{
-                        **payout,
-                        "status": status.value,
-                        "attempts": values["new_attempts"],
-                        "gateway_reference": values["new_reference"],
-                        "gateway_status": values["new_gateway_status"],
-                        "gateway_details": values["new_gateway_details"],
-                        "failure_code": values["new_failure_code"],
-                        "failure_message": values["new_failure_message"],
-                        "updated_at": now,
-                    }
-                ),
+            snapshot = functools.partial(
+                _snapshot,
+                {
+                    **payout,
+                    "status": status.value,
+                    "attempts": values["new_attempts"],
+                    "gateway_reference": values["new_reference"],
+                    "gateway_status": values["new_gateway_status"],
+                    "gateway_details": values["new_gateway_details"],
+                    "failure_code": values["new_failure_code"],
+                    "failure_message": values["new_failure_message"],
+                    "updated_at": now,
+                },
                 job.approvals,
             )
             event = NewEvent(
@@ -597,6 +596,11 @@ def _attempts_counter(gateway: str, operation: str, outcome: str) -> Any:
 @functools.cache
 def _latency_histogram(gateway: str, operation: str) -> Any:
     return GATEWAY_LATENCY.labels(gateway, operation)
+
+
+def _snapshot(payout: dict[str, Any], approvals: list[PayoutApproval]) -> dict[str, Any]:
+    """The masked payout a webhook carries (built only when an endpoint wants the event)."""
+    return payout_json(SimpleNamespace(**payout), approvals)
 
 
 def _outcome_word(answer: TransferResult | GatewayError) -> str:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
@@ -33,12 +34,19 @@ class NewEvent:
     data: dict[str, Any]
     at: datetime
     prev_hash: str
-    # The masked payout as it is after this change: what webhooks carry.
-    payout_snapshot: dict[str, Any]
+    # The masked payout as it is after this change: what webhooks carry. Given as a
+    # function when building it is not free (the executor's events), so it is only built
+    # when an endpoint subscribes to the event.
+    payout_snapshot: dict[str, Any] | Callable[[], dict[str, Any]]
     id: str = ""
 
-    def with_id(self) -> NewEvent:
-        return self if self.id else replace(self, id=new_id("evt", int(self.at.timestamp() * 1000)))
+    def snapshot(self) -> dict[str, Any]:
+        built = self.payout_snapshot
+        return built() if callable(built) else built
+
+    def __post_init__(self) -> None:
+        if not self.id:  # frozen: the id is minted once, here, with the event's own time
+            object.__setattr__(self, "id", new_id("evt", int(self.at.timestamp() * 1000)))
 
 
 def canonical_json(value: Any) -> str:
@@ -96,7 +104,7 @@ async def append_events(
         return []
     from payoutsvc.webhooks.outbox import enqueue_deliveries
 
-    hashed = [(e, hash_of(e)) for e in (ev.with_id() for ev in events)]
+    hashed = [(e, hash_of(e)) for e in events]
     await session.execute(
         _INSERT_EVENT,
         [

@@ -216,7 +216,7 @@ class PayoutService:
             at=now,
             prev_hash=GENESIS_HASH,
             payout_snapshot=snapshot,
-        ).with_id()
+        )
         events = [event]
         if auto_approved:
             # Every payout that becomes approved emits payout.approved, so a helpdesk can
@@ -238,7 +238,7 @@ class PayoutService:
                     at=now,
                     prev_hash=hash_of(event),
                     payout_snapshot=snapshot,
-                ).with_id()
+                )
             )
         values["last_event_hash"] = hash_of(events[-1])
         await self.repo.insert_payout(values)

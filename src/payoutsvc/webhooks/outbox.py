@@ -29,7 +29,7 @@ def webhook_body(event: NewEvent) -> str:
     body: dict[str, Any] = {
         "type": event.type,
         "timestamp": rfc3339(event.at),
-        "data": {"payout": event.payout_snapshot, "sequence": event.sequence},
+        "data": {"payout": event.snapshot(), "sequence": event.sequence},
     }
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
 
