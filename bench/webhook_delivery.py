@@ -4,11 +4,11 @@
 * A: ``WebhookSender.run`` in this process on PostgreSQL, draining ``--deliveries`` pending
   deliveries (one event each of distinct payouts, enqueued through the real outbox): claim
   with SKIP LOCKED + lease, sign, SSRF-checked pinned POST, record outcome + attempt log.
-* B (client-side ceiling): a bare httpx loop posting the same bodies, signed the same way, to
-  the same receiver with the same concurrency, in three variants: stock httpx with keep-alive;
-  stock httpx with a new connection per request; and httpx over the sender's own transport
-  (``webhooks/transport.py``, keep-alive per hostname and address). The fastest of the three
-  is the ceiling.
+* B (client-side ceiling): a bare loop posting the same bodies, signed the same way, to the
+  same receiver with the same concurrency, in three variants: stock httpx with keep-alive;
+  stock httpx with a new connection per request; and the sender's own HTTP client
+  (``webhooks/transport.py``, keep-alive per hostname and address) with nothing around it.
+  The fastest of the three is the ceiling.
 
 The three alternate over ``--rounds`` (the order rotating each round); prints each rate and
 the median ratio A/ceiling. Run: ``.venv/bin/python bench/webhook_delivery.py``.
@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -46,7 +47,7 @@ from payoutsvc.webhooks.repository import WebhookRepository
 from payoutsvc.webhooks.sender import WebhookSender
 from payoutsvc.webhooks.service import seal_secret
 from payoutsvc.webhooks.signing import build_headers, generate_secret
-from payoutsvc.webhooks.transport import PinnedHttp11Transport
+from payoutsvc.webhooks.transport import PinnedHttp11Client
 
 SNAPSHOT: dict[str, Any] = {
     "status": "succeeded",
@@ -160,12 +161,10 @@ async def bodies_for(count: int) -> list[tuple[str, bytes]]:
     return [(e.id, webhook_body(e).encode()) for e in events]
 
 
-BARE_VARIANTS = ("httpx keep-alive", "httpx new-conn", "httpx+transport")
+BARE_VARIANTS = ("httpx keep-alive", "httpx new-conn", "sender's client")
 
 
 def bare_client(variant: str, concurrency: int) -> httpx.AsyncClient:
-    if variant == "httpx+transport":
-        return httpx.AsyncClient(transport=PinnedHttp11Transport(), trust_env=False, timeout=15)
     reuse = variant == "httpx keep-alive"
     limits = httpx.Limits(
         max_connections=concurrency, max_keepalive_connections=concurrency if reuse else 0
@@ -178,6 +177,8 @@ async def run_bare(
 ) -> float:
     secret = generate_secret()
     queue = list(reversed(payloads))
+    if variant == "sender's client":
+        return await run_bare_pinned(url, queue, secret, concurrency)
     async with bare_client(variant, concurrency) as client:
 
         async def worker() -> None:
@@ -193,6 +194,41 @@ async def run_bare(
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         return len(payloads) / (time.perf_counter() - started)
+
+
+async def run_bare_pinned(
+    url: str, queue: list[tuple[str, bytes]], secret: str, concurrency: int
+) -> float:
+    """The sender's HTTP client alone: same signing, no DNS/SSRF check, no database."""
+    total = len(queue)
+    target = httpx.URL(url)
+    client = PinnedHttp11Client()
+
+    async def worker() -> None:
+        while queue:
+            event_id, body = queue.pop()
+            headers = build_headers([secret], event_id, utcnow(), body)
+            reply = await client.post(
+                scheme="http",
+                address=str(target.host),
+                port=int(target.port or 80),
+                host_header=target.netloc.decode("ascii"),
+                server_name=str(target.host),
+                target=target.raw_path.decode("ascii"),
+                headers=headers,
+                body=body,
+                max_response_bytes=4096,
+                keep_alive=True,
+            )
+            if reply.status_code != 204:
+                raise RuntimeError(f"receiver answered {reply.status_code}")
+
+    try:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return total / (time.perf_counter() - started)
+    finally:
+        await client.aclose()
 
 
 async def receiver_count(base: str) -> dict[str, int]:
@@ -280,4 +316,7 @@ if __name__ == "__main__":
             "--no-access-log",
         ]
         with server(receiver_argv, {}, f"{base}/count", "webhook_receiver.log"):
+            # The sender runs on uvloop in production (`payoutsvc worker` installs it, uvicorn
+            # picks it for `serve`); sender and bare loops alike run on it here.
+            uvloop.install()
             sys.exit(asyncio.run(main(arguments, url, base)))

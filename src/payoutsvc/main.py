@@ -22,6 +22,7 @@ from payoutsvc.crypto import load_cipher
 from payoutsvc.db.engine import Database
 from payoutsvc.db.migrate import current_revisions, head_revisions, upgrade_to_head
 from payoutsvc.executor.router import router as executor_router
+from payoutsvc.gateways.registry import registry_for
 from payoutsvc.gateways.router import router as gateways_router
 from payoutsvc.http_errors import install_error_handlers
 from payoutsvc.logging import configure_logging
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
         configure_logging(settings)
         db = Database.connect(settings.database_url)
         loops = BackgroundLoops()
+        runtime: Runtime | None = None
         try:
             app.state.schema_heads = await _prepare_schema(db, settings)
             runtime = Runtime(settings=settings, db=db, cipher=load_cipher(settings))
@@ -85,6 +87,8 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
             yield
         finally:
             await loops.stop()
+            if runtime is not None:  # adapters built for callbacks hold HTTP connections
+                await registry_for(runtime).aclose()
             await db.dispose()
 
     app = FastAPI(

@@ -12,11 +12,13 @@ from payoutsvc.executor.service import Executor
 from payoutsvc.gateways.sandbox import POLLS_UNTIL_SUCCESS, SandboxGateway
 from payoutsvc.runtime import Runtime
 from tests.executor.support import (
+    NEVER_RESOLVES,
     PENDING_THEN_SUCCESS,
     SUCCEED,
     approved_payout,
     assert_exactly_once,
     attempts_of,
+    drain,
     statuses,
 )
 from tests.helpers import new_integration_client
@@ -191,3 +193,22 @@ async def test_sandbox_ledger_is_admin_only_and_pages(
     reader = await new_integration_client(client, "helpdesk", ["payouts:read", "payouts:write"])
     async with reader:
         assert (await reader.get("/v1/sandbox/transfers")).status_code == 403
+
+
+async def test_a_verified_notice_settles_a_payout_the_executor_gave_up_on(
+    client: httpx.AsyncClient, runtime: Runtime, executor: Executor
+) -> None:
+    payout = await approved_payout(client, runtime, NEVER_RESOLVES)
+    await drain(executor, executor.clock)  # type: ignore[arg-type]
+    assert (await statuses(runtime.db))[payout["id"]] == "needs_review"
+    key = (await client.get(f"/v1/sandbox/transfers?payout_id={payout['id']}")).json()["data"][0][
+        "idempotency_key"
+    ]
+    notice = {"idempotency_key": key, "status": "succeeded", "reference": "tr_late"}
+    answer = await post_notice(client, runtime, notice)
+    assert answer.json()["result"] == "applied"
+    got = (await client.get(f"/v1/payouts/{payout['id']}")).json()
+    assert got["status"] == "succeeded"
+    events = (await client.get(f"/v1/payouts/{payout['id']}/events")).json()["data"]
+    assert [e["type"] for e in events][-2:] == ["payout.needs_review", "payout.succeeded"]
+    assert (await post_notice(client, runtime, notice)).json()["result"] == "duplicate"

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -18,7 +17,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from payoutsvc.webhooks.ssrf import DEFAULT_MAX_RESPONSE_BYTES, DeliveryResult, deliver
-from payoutsvc.webhooks.transport import PinnedHttp11Transport, make_webhook_client
+from payoutsvc.webhooks.transport import (
+    PinnedHttp11Client,
+    TransportConnectError,
+    make_webhook_client,
+)
 from tests.webhooks.receiver import Receiver, always
 
 BODY = b'{"type":"payout.created"}'
@@ -41,7 +44,7 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
+async def client() -> AsyncIterator[PinnedHttp11Client]:
     http = make_webhook_client()
     try:
         yield http
@@ -50,7 +53,7 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def send(
-    client: httpx.AsyncClient, url: str, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    client: PinnedHttp11Client, url: str, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
 ) -> DeliveryResult:
     return await deliver(
         url,
@@ -66,7 +69,7 @@ async def send(
 
 
 async def test_connections_are_reused_only_for_the_same_hostname_and_address(
-    receiver: Receiver, client: httpx.AsyncClient
+    receiver: Receiver, client: PinnedHttp11Client
 ) -> None:
     port = receiver.port
     for url in (
@@ -88,7 +91,7 @@ async def test_connections_are_reused_only_for_the_same_hostname_and_address(
 
 
 async def test_a_response_cut_at_the_size_cap_is_not_reused(
-    receiver: Receiver, client: httpx.AsyncClient
+    receiver: Receiver, client: PinnedHttp11Client
 ) -> None:
     receiver.on("/big", always(200, body=b"x" * 200_000))
     url = f"http://a.test:{receiver.port}/big"
@@ -101,7 +104,7 @@ async def test_a_response_cut_at_the_size_cap_is_not_reused(
 
 
 async def test_connection_close_from_the_receiver_is_respected(
-    receiver: Receiver, client: httpx.AsyncClient
+    receiver: Receiver, client: PinnedHttp11Client
 ) -> None:
     receiver.on("/bye", always(204, headers={"connection": "close"}))
     url = f"http://a.test:{receiver.port}/bye"
@@ -111,7 +114,7 @@ async def test_connection_close_from_the_receiver_is_respected(
     assert first.client_port != second.client_port
 
 
-async def test_redirects_are_not_followed(receiver: Receiver, client: httpx.AsyncClient) -> None:
+async def test_redirects_are_not_followed(receiver: Receiver, client: PinnedHttp11Client) -> None:
     receiver.on("/moved", always(302, headers={"location": "http://169.254.169.254/"}))
     result = await send(client, f"http://a.test:{receiver.port}/moved")
     assert result.status_code == 302
@@ -119,7 +122,7 @@ async def test_redirects_are_not_followed(receiver: Receiver, client: httpx.Asyn
     assert len(receiver.received()) == 1
 
 
-async def test_a_server_that_hangs_up_without_answering(client: httpx.AsyncClient) -> None:
+async def test_a_server_that_hangs_up_without_answering(client: PinnedHttp11Client) -> None:
     async def hang_up(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.close()
 
@@ -135,10 +138,20 @@ async def test_a_server_that_hangs_up_without_answering(client: httpx.AsyncClien
 
 
 async def test_only_ip_addresses_are_dialled() -> None:
-    transport = PinnedHttp11Transport()
-    async with httpx.AsyncClient(transport=transport) as http:
-        with pytest.raises(httpx.UnsupportedProtocol, match="checked IP addresses"):
-            await http.post("http://localhost:9/", content=b"{}")
+    http = make_webhook_client()
+    with pytest.raises(TransportConnectError, match="checked IP addresses"):
+        await http.post(
+            scheme="http",
+            address="localhost",
+            port=9,
+            host_header="localhost:9",
+            server_name="localhost",
+            target="/",
+            headers={},
+            body=b"{}",
+            max_response_bytes=100,
+            keep_alive=True,
+        )
 
 
 # -- TLS ---------------------------------------------------------------------------------------
@@ -216,3 +229,116 @@ async def test_tls_is_verified_against_the_hostname_while_connecting_to_the_addr
     assert first.headers["host"] == f"hooks.test:{server.port}"
     assert first.client_port == second.client_port
     assert len(server.received()) == 2
+
+
+# -- framing, against a raw server that answers exactly what each test scripts -----------------
+
+
+async def _raw_server(answers: list[bytes]) -> tuple[asyncio.Server, list[int]]:
+    """Answers each request on a connection with the next scripted bytes; records, per
+    request, the client port it came from."""
+    ports: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while answers:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":", 1)[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                await reader.readexactly(length)
+                ports.append(writer.get_extra_info("peername")[1])
+                writer.write(answers.pop(0))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, ports
+
+
+async def test_chunked_bodies_are_read_and_the_connection_reused(
+    client: PinnedHttp11Client,
+) -> None:
+    chunked = (
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n"
+    )
+    server, ports = await _raw_server([chunked, chunked])
+    port = server.sockets[0].getsockname()[1]
+    try:
+        first = await send(client, f"http://a.test:{port}/")
+        second = await send(client, f"http://a.test:{port}/")
+    finally:
+        server.close()
+    assert first.ok
+    assert first.response_excerpt == "hello world"
+    assert second.response_excerpt == "hello world"
+    assert ports[0] == ports[1]
+
+
+async def test_interim_answers_are_skipped_and_unframed_bodies_end_the_connection(
+    client: PinnedHttp11Client,
+) -> None:
+    answers = [
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 503 Busy\r\nretry-after: 7\r\n\r\nlater",
+    ]
+    server, _ = await _raw_server(answers)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        # The body has no length: it runs to EOF, so the client must not wait for more
+        # than the cap and must not reuse the connection.
+        result = await send(client, f"http://a.test:{port}/", max_response_bytes=5)
+    finally:
+        server.close()
+    assert result.status_code == 503
+    assert result.retry_after == "7"
+    assert result.response_excerpt == "later"
+
+
+async def test_http_1_0_answers_are_not_reused(client: PinnedHttp11Client) -> None:
+    answer = b"HTTP/1.0 204 No Content\r\n\r\n"
+    server, ports = await _raw_server([answer, answer])
+    port = server.sockets[0].getsockname()[1]
+    try:
+        assert (await send(client, f"http://a.test:{port}/")).ok
+        assert (await send(client, f"http://a.test:{port}/")).ok
+    finally:
+        server.close()
+    assert ports[0] != ports[1]
+
+
+async def test_garbage_and_conflicting_lengths_are_protocol_errors(
+    client: PinnedHttp11Client,
+) -> None:
+    for answer in (
+        b"SSH-2.0-OpenSSH\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nabc",
+    ):
+        server, _ = await _raw_server([answer])
+        port = server.sockets[0].getsockname()[1]
+        try:
+            result = await send(client, f"http://a.test:{port}/")
+        finally:
+            server.close()
+        assert result.error_code == "protocol_error", (answer, result)
+
+
+async def test_header_values_cannot_inject_lines(client: PinnedHttp11Client) -> None:
+    with pytest.raises(TransportConnectError, match="line breaks"):
+        await client.post(
+            scheme="http",
+            address="127.0.0.1",
+            port=9,
+            host_header="a.test",
+            server_name="a.test",
+            target="/",
+            headers={"webhook-id": "evt_1\r\nx-injected: 1"},
+            body=b"{}",
+            max_response_bytes=100,
+            keep_alive=True,
+        )

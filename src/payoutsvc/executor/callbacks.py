@@ -1,7 +1,8 @@
 """Applying verified gateway notices to payouts.
 
-A notice can only finish a payout that is still ``processing``: the same conditional status
-change as everywhere else (processing → succeeded/failed), so a duplicate finds the payout
+A notice can only finish a payout that is still ``processing`` (or ``needs_review``, which
+the provider's verified word settles as an operator would): the same conditional status
+change as everywhere else (→ succeeded/failed), so a duplicate finds the payout
 already there, a stale or contradicting one finds it elsewhere, and neither changes
 anything; a payout never moves backwards. Every notice is recorded as a gateway call of the
 payout (operation ``callback``). If an executor holds the payout's lease meanwhile, its own
@@ -41,6 +42,12 @@ _FINAL = {
     TransferState.SUCCEEDED: PayoutStatus.SUCCEEDED,
     TransferState.FAILED: PayoutStatus.FAILED,
 }
+
+
+# A verified notice is the provider's own word, so it also settles a payout the executor
+# gave up on (needs_review): the same arrows an operator's resolve would take.
+_FINISHABLE_STATUSES = frozenset({PayoutStatus.PROCESSING, PayoutStatus.NEEDS_REVIEW})
+_FINISHABLE = frozenset(s.value for s in _FINISHABLE_STATUSES)
 
 
 class CallbackService:
@@ -94,7 +101,7 @@ class CallbackService:
             return CallbackResult.RECORDED
         if payout.status == target.value:
             return CallbackResult.DUPLICATE
-        if payout.status != PayoutStatus.PROCESSING.value:
+        if payout.status not in _FINISHABLE:
             return CallbackResult.STALE
         values: dict[str, Any] = {
             "gateway_reference": found.reference or payout.gateway_reference,
@@ -124,7 +131,7 @@ class CallbackService:
                 action="apply a gateway notice to",
                 event_data=event_data,
                 values=values,
-                from_statuses=frozenset({PayoutStatus.PROCESSING}),
+                from_statuses=_FINISHABLE_STATUSES,
             )
         except ServiceError as exc:
             if exc.code != "invalid_status_transition":

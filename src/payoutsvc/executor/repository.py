@@ -74,14 +74,10 @@ _PG_FINISH = text(
            failure_code, failure_message, next_attempt_at, sequence, head, gateway_details)
     WHERE p.id = v.id AND p.status = 'processing' AND p.locked_by = v.token
       AND p.last_event_sequence = v.prev_sequence
+    RETURNING p.id
     """
 ).bindparams(bindparam("now", type_=UtcDateTime()))
 
-# Row locks in id order, so two transactions locking overlapping sets cannot deadlock.
-_PG_LOCK = text(
-    "SELECT id, status, locked_by, last_event_sequence FROM payouts"
-    " WHERE id = ANY(CAST(:ids AS varchar[])) ORDER BY id FOR UPDATE"
-)
 
 _PG_INSERT_ATTEMPTS = text(
     """
@@ -252,21 +248,13 @@ class ExecutorRepository:
         return result.all()
 
     # -- finishing -----------------------------------------------------------------------
-    async def lock_owned(self, claims: Sequence[tuple[str, str, int]]) -> set[str]:
-        """Of ``(payout id, claim token, event sequence)``, the payouts this worker still
-        owns, row-locked until commit (PostgreSQL): still processing, still under that
-        claim, and no event written since the claim (a callback may have finished it)."""
-        if not claims:
-            return set()
-        expected = {pid: (token, seq) for pid, token, seq in claims}
-        if self.is_postgres:
-            result = await self.session.execute(_PG_LOCK, {"ids": list(expected)})
-        else:
-            result = await self.session.execute(
-                select(_P.c.id, _P.c.status, _P.c.locked_by, _P.c.last_event_sequence).where(
-                    _P.c.id.in_(list(expected))
-                )
+    async def _owned_sqlite(self, rows: Sequence[dict[str, Any]]) -> set[str]:
+        expected = {r["pid"]: (r["token"], r["prev_sequence"]) for r in rows}
+        result = await self.session.execute(
+            select(_P.c.id, _P.c.status, _P.c.locked_by, _P.c.last_event_sequence).where(
+                _P.c.id.in_(list(expected))
             )
+        )
         return {
             row.id
             for row in result.all()
@@ -274,15 +262,24 @@ class ExecutorRepository:
             and (row.locked_by, row.last_event_sequence) == expected[row.id]
         }
 
-    async def finish(self, rows: Sequence[dict[str, Any]], now: datetime) -> None:
+    async def finish(self, rows: Sequence[dict[str, Any]], now: datetime) -> set[str]:
         """Write finished steps (keys: pid, token, prev_sequence and the new_* columns) of
-        payouts :meth:`lock_owned` found still owned."""
+        the payouts this claim still owns; returns their ids. A payout is owned while it is
+        processing under the claim's token with no event written since the claim."""
         if not rows:
-            return
+            return set()
         if not self.is_postgres:
-            await self.session.execute(_FINISH, [{**r, "now": now} for r in rows])
-            return
-        await self.session.execute(
+            # SQLite's write transaction excludes every other writer: read, then write.
+            owned = await self._owned_sqlite(rows)
+            mine = [{**r, "now": now} for r in rows if r["pid"] in owned]
+            if mine:
+                await self.session.execute(_FINISH, mine)
+            return owned
+        # In id order, as every multi-row writer of payouts here, so two overlapping finishes
+        # (only possible after a lease ran out) rarely deadlock; if they do, the loser's
+        # transaction is retried whole and its conditional update then finds nothing.
+        rows = sorted(rows, key=lambda r: str(r["pid"]))
+        result = await self.session.execute(
             _PG_FINISH,
             {
                 "now": now,
@@ -298,14 +295,10 @@ class ExecutorRepository:
                 "next_attempts": [r["new_next_attempt_at"] for r in rows],
                 "sequences": [r["new_sequence"] for r in rows],
                 "heads": [r["new_hash"] for r in rows],
-                "gateway_details": [
-                    None
-                    if r["new_gateway_details"] is None
-                    else json.dumps(r["new_gateway_details"])
-                    for r in rows
-                ],
+                "gateway_details": [_json_or_none(r["new_gateway_details"]) for r in rows],
             },
         )
+        return {row.id for row in result.all()}
 
     async def release(self, claims: Sequence[tuple[str, str]], now: datetime) -> int:
         """Give payouts back (shutdown, unfinished work): due at once for the next claimer,

@@ -48,10 +48,11 @@ from payoutsvc.gateways.base import (
     TransferResult,
     TransferState,
 )
+from payoutsvc.gateways.providers import MissingCredential
 from payoutsvc.gateways.registry import GatewayRegistry, UnknownGateway, registry_for
 from payoutsvc.ids import new_id
 from payoutsvc.metrics import EXECUTOR_FINISHED, GATEWAY_ATTEMPTS, GATEWAY_LATENCY
-from payoutsvc.payouts.events import NewEvent, append_events
+from payoutsvc.payouts.events import NewEvent, append_events, hash_of, insert_hashed_events
 from payoutsvc.payouts.models import PayoutApproval
 from payoutsvc.payouts.presenter import payout_json
 from payoutsvc.payouts.repository import PayoutRepository
@@ -290,13 +291,19 @@ class Executor:
         """Take the payout one step towards a result. Never raises for gateway trouble."""
         try:
             gateway = self.gateways.get(job.gateway)
-        except UnknownGateway:
-            log.error("payout.execute.unknown_gateway", payout_id=job.id, gateway=job.gateway)
+        except (UnknownGateway, MissingCredential) as exc:
+            # Configuration, not the payout, is wrong: it waits (unpenalised) for a fix.
+            log.error(
+                "payout.execute.gateway_unavailable",
+                payout_id=job.id,
+                gateway=job.gateway,
+                error=str(exc) if isinstance(exc, MissingCredential) else "no such adapter",
+            )
             return Outcome(
                 job,
                 Verdict.DEFERRED,
                 defer_seconds=MISCONFIGURED_RETRY_SECONDS,
-                detail=f"no adapter for gateway {job.gateway!r}",
+                detail=f"gateway {job.gateway!r} is not configured",
             )
         try:
             request = self._request(job)
@@ -453,21 +460,17 @@ class Executor:
             return set()
         now = self.clock()
         plans = [self._plan(outcome, now) for outcome in outcomes]
+        hashed = {p.event.payout_id: (p.event, hash_of(p.event)) for p in plans if p.event}
+        rows = [
+            {**p.values, "new_hash": hashed[p.values["pid"]][1] if p.event else p.outcome.job.head}
+            for p in plans
+        ]
         async with self.runtime.db.transaction() as session:
             repo = ExecutorRepository(session)
-            owned = await repo.lock_owned(
-                [(p.outcome.job.id, p.outcome.job.token, p.outcome.job.sequence) for p in plans]
-            )
-            mine = [p for p in plans if p.outcome.job.id in owned]
-            hashed = await append_events(session, [p.event for p in mine if p.event is not None])
-            heads = {event.payout_id: digest for event, digest in hashed}
-            await repo.finish(
-                [
-                    {**p.values, "new_hash": heads.get(p.outcome.job.id, p.outcome.job.head)}
-                    for p in mine
-                ],
-                now,
-            )
+            # Only payouts still ours are written: still processing under this claim, and no
+            # event since (a callback may have finished one meanwhile).
+            owned = await repo.finish(rows, now)
+            await insert_hashed_events(session, [hashed[pid] for pid in hashed if pid in owned])
             await repo.insert_attempts(
                 [
                     _attempt_row(plan.outcome, call, plan.values["new_attempts"])

@@ -12,6 +12,7 @@ from payoutsvc.deps import DbSession, RuntimeDep
 from payoutsvc.errors import ServiceError
 from payoutsvc.executor.callbacks import CallbackResult, CallbackService
 from payoutsvc.gateways.base import InvalidCallback, InvalidSignature
+from payoutsvc.gateways.providers import MissingCredential
 from payoutsvc.gateways.registry import registry_for
 from payoutsvc.gateways.sandbox import NAME as SANDBOX
 from payoutsvc.gateways.sandbox_ledger import SandboxLedgerRepository
@@ -92,7 +93,11 @@ async def receive_gateway_callback(
     body = await request.body()
     if len(body) > MAX_CALLBACK_BYTES:
         raise ServiceError(413, "payload_too_large", "Payload too large", "Callbacks are ≤ 64 KiB.")
-    adapter = registry.get(gateway)
+    try:
+        adapter = registry.get(gateway)
+    except MissingCredential as exc:
+        # Answered as a server-side failure, so the provider retries after the fix.
+        raise ServiceError(503, "gateway_unavailable", "Gateway not configured", str(exc)) from None
     try:
         notice = await adapter.parse_callback(dict(request.headers), body)
     except InvalidSignature as exc:

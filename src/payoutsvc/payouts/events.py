@@ -100,11 +100,18 @@ async def append_events(
     Returns each event with its hash; the caller stores the last hash on the payout row as the
     head of that payout's chain.
     """
-    if not events:
-        return []
+    hashed = [(e, hash_of(e)) for e in events]
+    await insert_hashed_events(session, hashed)
+    return hashed
+
+
+async def insert_hashed_events(session: AsyncSession, hashed: list[tuple[NewEvent, str]]) -> None:
+    """:func:`append_events` for events already hashed (the executor needs the new chain
+    heads before it knows which payouts are still its own)."""
+    if not hashed:
+        return
     from payoutsvc.webhooks.outbox import enqueue_deliveries
 
-    hashed = [(e, hash_of(e)) for e in events]
     await session.execute(
         _INSERT_EVENT,
         [
@@ -124,4 +131,3 @@ async def append_events(
         ],
     )
     await enqueue_deliveries(session, [e for e, _ in hashed])
-    return hashed

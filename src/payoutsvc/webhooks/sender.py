@@ -48,7 +48,7 @@ from payoutsvc.webhooks.schedule import next_delay, retry_after_seconds
 from payoutsvc.webhooks.service import unseal_secret
 from payoutsvc.webhooks.signing import build_headers
 from payoutsvc.webhooks.ssrf import MAX_ADDRESS_ATTEMPTS, DeliveryResult, Resolver, deliver
-from payoutsvc.webhooks.transport import PinnedHttp11Transport, make_webhook_client
+from payoutsvc.webhooks.transport import PinnedHttp11Client, make_webhook_client
 
 log = structlog.get_logger(__name__)
 
@@ -138,7 +138,7 @@ class WebhookSender:
         self,
         runtime: Runtime,
         *,
-        client: httpx.AsyncClient | None = None,
+        client: httpx.AsyncClient | PinnedHttp11Client | None = None,
         resolver: Resolver | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
         batch_size: int = DEFAULT_BATCH_SIZE,
@@ -154,23 +154,20 @@ class WebhookSender:
         self.clock = clock
         self._client = client
         self._owns_client = client is None
-        self._transport: PinnedHttp11Transport | None = None
         self._secrets: dict[tuple[str, bytes], str] = {}
         # After a claim that found nothing, look (read-only) before claiming again.
         self._idle = True
 
     @property
-    def client(self) -> httpx.AsyncClient:
+    def client(self) -> httpx.AsyncClient | PinnedHttp11Client:
         if self._client is None:
-            self._transport = PinnedHttp11Transport()
-            self._client = make_webhook_client(transport=self._transport)
+            self._client = make_webhook_client()
         return self._client
 
     async def aclose(self) -> None:
         if self._owns_client and self._client is not None:
-            await self._client.aclose()  # closes the transport's idle connections too
+            await self._client.aclose()  # closes its idle keep-alive connections
             self._client = None
-            self._transport = None
 
     # -- claim ---------------------------------------------------------------------------------
     async def claim(self, limit: int) -> list[tuple[ClaimedDelivery, Target | None]]:
@@ -431,8 +428,8 @@ class WebhookSender:
                 if len(claimed) < want:
                     # Nothing more is due now: look again after a poll interval, or sooner
                     # when a recorded outcome lets a payout's next event go.
-                    if self._transport is not None:
-                        self._transport.sweep_idle()
+                    if isinstance(self._client, PinnedHttp11Client):
+                        self._client.sweep_idle()
                     state.recorded.clear()
                     await _wait_any((state.recorded, stopping), poll)
         finally:

@@ -27,6 +27,7 @@ shares its IP), stores no cookies and follows no redirects.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import re
 import socket
@@ -39,6 +40,12 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Final, Protocol
 
 import httpx
+
+from payoutsvc.webhooks.transport import (
+    PinnedHttp11Client,
+    TransportConnectError,
+    TransportError,
+)
 
 __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
@@ -203,6 +210,7 @@ def _refuse_private(host: str) -> UnsafeWebhookUrl:
     return UnsafeWebhookUrl("private_address", f"host {host} is a non-public address")
 
 
+@functools.lru_cache(maxsize=4096)  # pure; the sender checks the same few URLs all day
 def check_url_syntax(url: str, allow_private: bool) -> httpx.URL:
     """Validate a webhook URL without any network access and return it parsed.
 
@@ -443,7 +451,7 @@ _HOP_HEADERS: Final = frozenset(
 
 
 async def post_pinned(
-    client: httpx.AsyncClient,
+    client: httpx.AsyncClient | PinnedHttp11Client,
     url: httpx.URL | str,
     ip: str,
     headers: Mapping[str, str],
@@ -462,50 +470,48 @@ async def post_pinned(
 
     ``keep_alive=True`` leaves out ``Connection: close``; use it only with a client that
     reuses a connection for the same hostname *and* address alone (the sender's
-    ``webhooks.transport``), never with a stock pool, which keys connections by address.
+    :class:`~payoutsvc.webhooks.transport.PinnedHttp11Client`), never with a stock pool,
+    which keys connections by address. An ``httpx.AsyncClient`` is accepted too (tests,
+    tools); the sender uses its own client, which costs a fraction of the CPU per attempt.
     """
     target = httpx.URL(url) if isinstance(url, str) else url
     pinned = ipaddress.ip_address(ip)  # ValueError for a non-IP: a programming error
     host = target.raw_host.decode("ascii")
 
     request_headers = {k: v for k, v in headers.items() if k.lower() not in _HOP_HEADERS}
-    request_headers["host"] = target.netloc.decode("ascii")
     request_headers["accept-encoding"] = "identity"
-    if not keep_alive:
-        request_headers["connection"] = "close"
-    extensions: dict[str, object] = {}
-    if target.scheme == "https" and _canonical_ip_literal(host) is None:
-        extensions["sni_hostname"] = host
-    pinned_url = target.copy_with(host=str(pinned), fragment=None)
-
     status: int | None = None
     start = time.perf_counter()
     try:
         async with asyncio.timeout(timeout):
-            request = client.build_request(
-                "POST",
-                pinned_url,
-                headers=request_headers,
-                content=body,
-                timeout=httpx.Timeout(timeout),
-                extensions=extensions,
-            )
-            response = await client.send(request, stream=True, follow_redirects=False)
-            try:
-                status = response.status_code
-                retry_after = response.headers.get("retry-after")
-                raw = await _read_limited(response, max_response_bytes)
-            finally:
-                await response.aclose()
+            if isinstance(client, PinnedHttp11Client):
+                reply = await client.post(
+                    scheme=target.scheme,
+                    address=str(pinned),
+                    port=effective_port(target),
+                    host_header=target.netloc.decode("ascii"),
+                    server_name=host,
+                    target=(target.raw_path or b"/").decode("ascii"),
+                    headers=request_headers,
+                    body=body,
+                    max_response_bytes=max_response_bytes,
+                    keep_alive=keep_alive,
+                )
+                status, retry_after, raw = reply.status_code, reply.retry_after, reply.body
+            else:
+                status, retry_after, raw = await _post_with_httpx(
+                    client, target, pinned, host, request_headers, body, timeout,
+                    max_response_bytes, keep_alive,
+                )  # fmt: skip
     except (TimeoutError, httpx.TimeoutException):
         return DeliveryResult(
             status, _elapsed_ms(start), f"timeout after {float(timeout)}s", "", None, "timeout"
         )
-    except httpx.ConnectError as exc:
+    except (httpx.ConnectError, TransportConnectError) as exc:
         return DeliveryResult(
             None, _elapsed_ms(start), f"connection error: {exc}", "", None, "connect_error"
         )
-    except (httpx.HTTPError, OSError) as exc:
+    except (httpx.HTTPError, TransportError, OSError) as exc:
         return DeliveryResult(
             status,
             _elapsed_ms(start),
@@ -528,6 +534,42 @@ async def post_pinned(
     return DeliveryResult(status, latency, error, excerpt, retry_after, code)
 
 
+async def _post_with_httpx(
+    client: httpx.AsyncClient,
+    target: httpx.URL,
+    pinned: IPv4Address | IPv6Address,
+    host: str,
+    request_headers: dict[str, str],
+    body: bytes,
+    timeout: float,  # noqa: ASYNC109 -- the caller enforces it; httpx wants it too
+    max_response_bytes: int,
+    keep_alive: bool,
+) -> tuple[int, str | None, bytes]:
+    headers = {**request_headers, "host": target.netloc.decode("ascii")}
+    if not keep_alive:
+        headers["connection"] = "close"
+    extensions: dict[str, object] = {}
+    if target.scheme == "https" and _canonical_ip_literal(host) is None:
+        extensions["sni_hostname"] = host
+    request = client.build_request(
+        "POST",
+        target.copy_with(host=str(pinned), fragment=None),
+        headers=headers,
+        content=body,
+        timeout=httpx.Timeout(timeout),
+        extensions=extensions,
+    )
+    response = await client.send(request, stream=True, follow_redirects=False)
+    try:
+        return (
+            response.status_code,
+            response.headers.get("retry-after"),
+            await _read_limited(response, max_response_bytes),
+        )
+    finally:
+        await response.aclose()
+
+
 def _refused(exc: UnsafeWebhookUrl, start: float) -> DeliveryResult:
     prefix = "unresolvable host" if exc.code == "unresolvable_host" else "refused"
     return DeliveryResult(None, _elapsed_ms(start), f"{prefix}: {exc.message}", "", None, exc.code)
@@ -540,7 +582,7 @@ async def deliver(
     *,
     allow_private: bool,
     timeout: float,  # noqa: ASYNC109 -- part of the contract; enforced with asyncio.timeout
-    client: httpx.AsyncClient,
+    client: httpx.AsyncClient | PinnedHttp11Client,
     resolver: Resolver | None = None,
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     keep_alive: bool = False,

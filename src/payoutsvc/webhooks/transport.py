@@ -1,10 +1,11 @@
-"""A lean httpx transport for webhook attempts: HTTP/1.1 to checked IP addresses only.
+"""The sender's HTTP client: one shape of request (a POST of a small JSON body to a checked
+IP address), HTTP/1.1, written and parsed directly on asyncio streams.
 
-``ssrf.post_pinned`` sends each attempt through an ``httpx.AsyncClient`` to the checked IP
-address, with the hostname carried as ``Host`` and TLS SNI. For that one shape of request
-httpcore's general-purpose pool is mostly overhead (a pool scan, several anyio cancel scopes
-per request); this transport opens connections itself, writes the request with h11 and
-streams the response back, several times cheaper per attempt.
+A general-purpose client spends most of a webhook attempt's CPU on generality (httpx's
+request/response models, auth and event hooks, httpcore's pool scan, h11's state machine);
+the sender makes hundreds of attempts per second, so this client does only what an attempt
+needs: write the request bytes, read the status line and headers, read at most the capped
+number of body bytes, and keep the connection when the exchange was complete.
 
 Connections are reused (keep-alive) only for the same scheme, **hostname** (``Host`` and TLS
 server name), address and port: a TLS connection verified for one hostname never carries a
@@ -12,9 +13,9 @@ request for another hostname that happens to share its address, which is why sto
 (keyed by address) are not used with keep-alive. Every attempt still resolves and checks the
 name first (``ssrf``), so a connection is only reused towards an address just checked again.
 A connection goes back to the pool only after a complete exchange; a response cut short (the
-body cap) or ``Connection: close`` from either side closes it. The transport refuses any
-host that is not an IP literal, so it never resolves a name itself; redirects, proxies and
-cookies stay off in the client (``make_webhook_client``).
+body cap), an HTTP/1.0 answer or ``Connection: close`` from either side closes it. The client
+refuses any host that is not an IP literal, so it never resolves a name itself; it follows
+no redirects, uses no proxy and keeps no cookies.
 """
 
 from __future__ import annotations
@@ -23,44 +24,52 @@ import asyncio
 import ipaddress
 import ssl
 import time
-from collections.abc import AsyncIterator
-from http.cookiejar import CookieJar, DefaultCookiePolicy
+from dataclasses import dataclass
 
-import h11
-import httpx
+__all__ = [
+    "HttpReply",
+    "PinnedHttp11Client",
+    "TransportConnectError",
+    "TransportError",
+    "make_webhook_client",
+]
 
-__all__ = ["PinnedHttp11Transport", "make_webhook_client"]
-
-READ_CHUNK_BYTES = 65536
 MAX_HEADER_BYTES = 16384
 IDLE_SECONDS = 30.0  # below the usual 60 s+ server keep-alive, so reuse rarely meets a close
-MAX_IDLE_PER_KEY = 64
+MAX_IDLE_PER_KEY = 256  # ≥ the sender's concurrency: one receiver gets all of it kept alive
 MAX_IDLE_TOTAL = 1024
+_READ_CHUNK = 65536
 
 # scheme, Host header, TLS server name (SNI, "" for http), address, port
 PoolKey = tuple[str, str, str, str, int]
 
 
+class TransportError(Exception):
+    """The exchange failed after connecting (reset, malformed or missing response)."""
+
+
+class TransportConnectError(TransportError):
+    """No connection (refused, unreachable, TLS handshake or certificate failure): the
+    request was certainly not received."""
+
+
+@dataclass(frozen=True, slots=True)
+class HttpReply:
+    status_code: int
+    retry_after: str | None
+    body: bytes  # at most the cap the caller asked for
+
+
 class _Connection:
-    __slots__ = ("h11", "idle_since", "reader", "writer")
+    __slots__ = ("idle_since", "reader", "writer")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
-        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEADER_BYTES)
         self.idle_since = 0.0
 
     def close(self) -> None:
         self.writer.close()
-
-    @property
-    def reusable(self) -> bool:
-        """A complete exchange on a connection neither side asked to close."""
-        return (
-            self.h11.our_state is h11.DONE
-            and self.h11.their_state is h11.DONE
-            and not self.writer.is_closing()
-        )
 
     @property
     def still_open(self) -> bool:
@@ -68,11 +77,11 @@ class _Connection:
         return not self.writer.is_closing() and not self.reader.at_eof()
 
 
-class _StaleConnection(Exception):
-    """A reused connection failed before any response byte: safe to try a fresh one."""
+class _Stale(Exception):
+    """A reused connection ended before any response byte: safe to try a fresh one."""
 
 
-class PinnedHttp11Transport(httpx.AsyncBaseTransport):
+class PinnedHttp11Client:
     def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
         # Certificates are verified against the hostname (SNI), not the address connected to.
         self._ssl_context = ssl_context or ssl.create_default_context()
@@ -99,7 +108,6 @@ class PinnedHttp11Transport(httpx.AsyncBaseTransport):
         if len(idle) >= MAX_IDLE_PER_KEY or self._idle_count >= MAX_IDLE_TOTAL:
             connection.close()
             return
-        connection.h11.start_next_cycle()
         connection.idle_since = now
         idle.append(connection)
         self._idle_count += 1
@@ -124,12 +132,6 @@ class PinnedHttp11Transport(httpx.AsyncBaseTransport):
             else:
                 del self._idle[key]
 
-    def release(self, key: PoolKey, connection: _Connection) -> None:
-        if connection.reusable:
-            self._put(key, connection)
-        else:
-            connection.close()
-
     async def aclose(self) -> None:
         for connections in self._idle.values():
             for connection in connections:
@@ -138,196 +140,205 @@ class PinnedHttp11Transport(httpx.AsyncBaseTransport):
         self._idle_count = 0
 
     # -- one exchange ------------------------------------------------------------------------
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        url = request.url
-        if url.scheme not in ("http", "https"):
-            raise httpx.UnsupportedProtocol(f"unsupported scheme {url.scheme!r}", request=request)
+    async def post(
+        self,
+        *,
+        scheme: str,
+        address: str,
+        port: int,
+        host_header: str,
+        server_name: str,
+        target: str,
+        headers: dict[str, str],
+        body: bytes,
+        max_response_bytes: int,
+        keep_alive: bool,
+    ) -> HttpReply:
+        """POST ``body`` to ``address:port`` with ``Host: host_header`` (TLS to
+        ``server_name`` for https). The caller bounds the whole call with a timeout; a
+        cancelled call closes its connection. ``headers`` must not carry framing headers
+        (host, content-length, connection, transfer-encoding): this client writes those."""
+        if scheme not in ("http", "https"):
+            raise TransportConnectError(f"unsupported scheme {scheme!r}")
         try:
-            ipaddress.ip_address(url.host)
+            ipaddress.ip_address(address)
         except ValueError:
-            raise httpx.UnsupportedProtocol(
-                "the webhook transport connects only to checked IP addresses", request=request
+            raise TransportConnectError(
+                "the webhook client connects only to checked IP addresses"
             ) from None
-        https = url.scheme == "https"
-        port = url.port or (443 if https else 80)
-        sni = request.extensions.get("sni_hostname")
-        server_name = (sni if isinstance(sni, str) and sni else url.host) if https else ""
-        host_header = request.headers.get("host", "").lower()
-        key: PoolKey = (url.scheme, host_header, server_name.lower(), url.host, port)
-        timeouts = request.extensions.get("timeout", {})
-        body = await request.aread()
-        wants_close = request.headers.get("connection", "").lower() == "close"
+        https = scheme == "https"
+        key: PoolKey = (
+            scheme,
+            host_header.lower(),
+            server_name.lower() if https else "",
+            address,
+            port,
+        )
+        request = _request_bytes(target, host_header, headers, body, keep_alive)
 
-        connection = None if wants_close else self._take(key)
+        connection = self._take(key) if keep_alive else None
         if connection is not None:
             try:
-                head = await self._exchange(connection, request, body, timeouts, reused=True)
-            except _StaleConnection:
+                reply, reusable = await self._exchange(connection, request, max_response_bytes)
+            except _Stale:
                 connection = None  # the server had closed it: one fresh try
         if connection is None:
-            connection = await self._connect(request, key, https, timeouts)
-            head = await self._exchange(connection, request, body, timeouts, reused=False)
-        return httpx.Response(
-            status_code=head.status_code,
-            headers=list(head.headers),
-            stream=_ResponseBody(self, key, connection, timeouts.get("read"), request),
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": head.reason},
-            request=request,
-        )
+            connection = await self._connect(key, https)
+            try:
+                reply, reusable = await self._exchange(connection, request, max_response_bytes)
+            except _Stale:
+                raise TransportError("connection closed without a response") from None
+        if keep_alive and reusable:
+            self._put(key, connection)
+        else:
+            connection.close()
+        return reply
 
-    async def _connect(
-        self,
-        request: httpx.Request,
-        key: PoolKey,
-        https: bool,
-        timeouts: dict[str, float | None],
-    ) -> _Connection:
+    async def _connect(self, key: PoolKey, https: bool) -> _Connection:
         _, _, server_name, address, port = key
         try:
-            async with asyncio.timeout(timeouts.get("connect")):
-                reader, writer = await asyncio.open_connection(
-                    address,
-                    port,
-                    ssl=self._ssl_context if https else None,
-                    server_hostname=server_name if https else None,
-                )
-        except TimeoutError:
-            raise httpx.ConnectTimeout("timed out connecting", request=request) from None
+            reader, writer = await asyncio.open_connection(
+                address,
+                port,
+                ssl=self._ssl_context if https else None,
+                server_hostname=server_name if https else None,
+                limit=MAX_HEADER_BYTES,
+            )
         except (OSError, ssl.SSLError) as exc:
-            raise httpx.ConnectError(str(exc) or type(exc).__name__, request=request) from None
+            raise TransportConnectError(str(exc) or type(exc).__name__) from None
         return _Connection(reader, writer)
 
     async def _exchange(
-        self,
-        connection: _Connection,
-        request: httpx.Request,
-        body: bytes,
-        timeouts: dict[str, float | None],
-        *,
-        reused: bool,
-    ) -> h11.Response:
-        conn = connection.h11
+        self, connection: _Connection, request: bytes, cap: int
+    ) -> tuple[HttpReply, bool]:
+        """Send ``request`` and read the answer; returns it and whether the connection can
+        carry another request."""
+        received_any = False
         try:
-            outgoing = (
-                conn.send(
-                    h11.Request(
-                        method=request.method.encode(),
-                        target=url_target(request.url),
-                        headers=list(request.headers.raw),
-                    )
-                )
-                or b""
-            )
-            if body:
-                outgoing += conn.send(h11.Data(data=body)) or b""
-            outgoing += conn.send(h11.EndOfMessage()) or b""
-            connection.writer.write(outgoing)
-            async with asyncio.timeout(timeouts.get("write")):
-                await connection.writer.drain()
-            async with asyncio.timeout(timeouts.get("read")):
-                return await _response_head(connection)
+            connection.writer.write(request)
+            await connection.writer.drain()
+            while True:
+                try:
+                    head = await connection.reader.readuntil(b"\r\n\r\n")
+                except asyncio.IncompleteReadError as exc:
+                    if exc.partial:
+                        raise TransportError("response head cut short") from None
+                    raise _Stale from None
+                except asyncio.LimitOverrunError:
+                    raise TransportError("response head too large") from None
+                received_any = True
+                status, version, fields = _parse_head(head)
+                if status >= 200 or status == 101:
+                    break
+                # 1xx informational (e.g. 100 Continue): the real answer follows.
+            body, complete = await _read_body(connection.reader, status, fields, cap)
         except BaseException as exc:
             connection.close()
-            stale = isinstance(exc, OSError | h11.RemoteProtocolError | _NoResponse)
-            if reused and stale and conn.their_state is h11.SEND_RESPONSE:
-                raise _StaleConnection from None
-            raise _mapped(exc, request) from None
+            if isinstance(exc, _Stale | TransportError):
+                raise
+            if isinstance(exc, OSError | ssl.SSLError):
+                if not received_any:
+                    raise _Stale from None
+                raise TransportError(str(exc) or type(exc).__name__) from None
+            raise  # cancellation / timeout from the caller
+        reusable = (
+            complete
+            and version == b"HTTP/1.1"
+            and b"close" not in fields.get(b"connection", b"").lower()
+        )
+        retry_after = fields.get(b"retry-after")
+        return (
+            HttpReply(status, retry_after.decode("latin-1") if retry_after else None, body),
+            reusable,
+        )
 
 
-def url_target(url: httpx.URL) -> bytes:
-    return url.raw_path or b"/"
+def _request_bytes(
+    target: str, host_header: str, headers: dict[str, str], body: bytes, keep_alive: bool
+) -> bytes:
+    lines = [f"POST {target} HTTP/1.1", f"host: {host_header}"]
+    lines.extend(f"{name}: {value}" for name, value in headers.items())
+    lines.append(f"content-length: {len(body)}")
+    if not keep_alive:
+        lines.append("connection: close")
+    for line in lines:
+        if "\r" in line or "\n" in line:
+            raise TransportConnectError("header values may not contain line breaks")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
-class _NoResponse(Exception):
-    """The connection closed before a response arrived."""
+def _parse_head(head: bytes) -> tuple[int, bytes, dict[bytes, bytes]]:
+    lines = head[:-4].split(b"\r\n")
+    parts = lines[0].split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+        raise TransportError("malformed status line")
+    fields: dict[bytes, bytes] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep or not name or name != name.strip():
+            raise TransportError("malformed header line")
+        name = name.lower()
+        value = value.strip()
+        framing = name in (b"content-length", b"transfer-encoding")
+        if framing and name in fields and fields[name] != value:
+            raise TransportError(f"conflicting {name.decode()} headers")
+        fields[name] = value
+    return int(parts[1]), parts[0], fields
 
 
-async def _next_event(connection: _Connection) -> object:
-    while True:
-        event = connection.h11.next_event()
-        if event is h11.NEED_DATA:
-            data = await connection.reader.read(READ_CHUNK_BYTES)  # b"" is EOF
-            connection.h11.receive_data(data)
-            continue
-        return event
-
-
-async def _response_head(connection: _Connection) -> h11.Response:
-    while True:
+async def _read_body(
+    reader: asyncio.StreamReader, status: int, fields: dict[bytes, bytes], cap: int
+) -> tuple[bytes, bool]:
+    """Up to ``cap`` body bytes, and whether the whole body was consumed (only then may the
+    connection be reused)."""
+    if status in (204, 304) or 100 <= status < 200:
+        return b"", True
+    if b"chunked" in fields.get(b"transfer-encoding", b"").lower():
+        return await _read_chunked(reader, cap)
+    length_field = fields.get(b"content-length")
+    if length_field is not None:
+        if not length_field.isdigit():
+            raise TransportError("malformed content-length")
+        length = int(length_field)
+        wanted = min(length, cap)
         try:
-            event = await _next_event(connection)
-        except h11.RemoteProtocolError:
-            if connection.h11.their_state is h11.SEND_RESPONSE:
-                raise _NoResponse from None  # EOF (or garbage) before a status line
-            raise
-        if isinstance(event, h11.Response):
-            return event
-        if isinstance(event, h11.ConnectionClosed):
-            raise _NoResponse
-        # h11.InformationalResponse (e.g. 100 Continue): keep reading.
+            exact = await reader.readexactly(wanted) if wanted else b""
+        except asyncio.IncompleteReadError:
+            raise TransportError("response body cut short") from None
+        return exact, wanted == length
+    # No framing: the body runs to EOF; read only up to the cap.
+    data = bytearray()
+    while len(data) < cap:
+        chunk = await reader.read(min(_READ_CHUNK, cap - len(data)))
+        if not chunk:
+            break
+        data += chunk
+    return bytes(data), False
 
 
-def _mapped(exc: BaseException, request: httpx.Request) -> BaseException:
-    if isinstance(exc, TimeoutError):
-        return httpx.ReadTimeout("timed out waiting for the response", request=request)
-    if isinstance(exc, _NoResponse):
-        return httpx.RemoteProtocolError("connection closed without a response", request=request)
-    if isinstance(exc, h11.RemoteProtocolError | h11.LocalProtocolError):
-        return httpx.RemoteProtocolError(str(exc), request=request)
-    if isinstance(exc, OSError | ssl.SSLError):
-        return httpx.ReadError(str(exc) or type(exc).__name__, request=request)
-    return exc
-
-
-class _ResponseBody(httpx.AsyncByteStream):
-    """The response body as it arrives; closing it returns the connection to the pool when
-    the exchange was complete, and closes it otherwise."""
-
-    def __init__(
-        self,
-        transport: PinnedHttp11Transport,
-        key: PoolKey,
-        connection: _Connection,
-        read_timeout: float | None,
-        request: httpx.Request,
-    ) -> None:
-        self._transport = transport
-        self._key = key
-        self._connection: _Connection | None = connection
-        self._read_timeout = read_timeout
-        self._request = request
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        connection = self._connection
-        if connection is None:
-            return
+async def _read_chunked(reader: asyncio.StreamReader, cap: int) -> tuple[bytes, bool]:
+    data = bytearray()
+    try:
         while True:
+            size_line = await reader.readuntil(b"\r\n")
             try:
-                async with asyncio.timeout(self._read_timeout):
-                    event = await _next_event(connection)
-            except BaseException as exc:
-                connection.close()
-                self._connection = None
-                raise _mapped(exc, self._request) from None
-            if isinstance(event, h11.Data):
-                yield bytes(event.data)
-            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                return
+                size = int(size_line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise TransportError("malformed chunk size") from None
+            if size == 0:
+                # Trailers (usually none) end with an empty line.
+                while (await reader.readuntil(b"\r\n")) != b"\r\n":
+                    pass
+                return bytes(data), True
+            if len(data) + size > cap:
+                data += await reader.readexactly(cap - len(data))
+                return bytes(data), False
+            data += await reader.readexactly(size)
+            await reader.readexactly(2)  # the chunk's CRLF
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        raise TransportError("chunked body cut short") from None
 
-    async def aclose(self) -> None:
-        if self._connection is not None:
-            self._transport.release(self._key, self._connection)
-            self._connection = None
 
-
-def make_webhook_client(
-    ssl_context: ssl.SSLContext | None = None, transport: PinnedHttp11Transport | None = None
-) -> httpx.AsyncClient:
-    """The client the sender hands to ``ssrf.deliver``: this transport, no proxies from the
-    environment, no redirects, no cookies kept."""
-    return httpx.AsyncClient(
-        transport=transport or PinnedHttp11Transport(ssl_context),
-        trust_env=False,
-        follow_redirects=False,
-        cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
-    )
+def make_webhook_client(ssl_context: ssl.SSLContext | None = None) -> PinnedHttp11Client:
+    """The client the sender hands to ``ssrf.deliver``."""
+    return PinnedHttp11Client(ssl_context)
