@@ -39,6 +39,54 @@ _attempts = cast(Table, WebhookAttempt.__table__)
 
 AnyRow = Row[*tuple[Any, ...]]
 
+# Recording a batch of attempts, built once: SQLite runs it as executemany, PostgreSQL as one
+# statement over arrays (one plan and one round trip for the whole batch).
+_RECORD_OUTCOME = (
+    update(_deliveries)
+    .where(_deliveries.c.id == bindparam("b_id"), _deliveries.c.locked_by == bindparam("b_token"))
+    .values(
+        status=bindparam("b_status"),
+        next_attempt_at=bindparam("b_next_attempt_at"),
+        locked_until=None,
+        locked_by=None,
+        last_attempt_at=bindparam("b_at"),
+        last_status_code=bindparam("b_status_code"),
+        last_latency_ms=bindparam("b_latency_ms"),
+        last_error=bindparam("b_error"),
+        last_response_excerpt=bindparam("b_excerpt"),
+        delivered_at=bindparam("b_delivered_at"),
+    )
+)
+_PG_RECORD_OUTCOMES = text(
+    """
+    UPDATE webhook_deliveries AS d SET
+        status = v.status, next_attempt_at = v.next_attempt_at, locked_until = NULL,
+        locked_by = NULL, last_attempt_at = v.at, last_status_code = v.status_code,
+        last_latency_ms = v.latency_ms, last_error = v.error,
+        last_response_excerpt = v.excerpt, delivered_at = v.delivered_at
+    FROM unnest(
+        CAST(:ids AS varchar[]), CAST(:tokens AS varchar[]), CAST(:statuses AS varchar[]),
+        CAST(:next_attempts AS timestamptz[]), CAST(:ats AS timestamptz[]),
+        CAST(:status_codes AS integer[]), CAST(:latencies AS float8[]),
+        CAST(:errors AS text[]), CAST(:excerpts AS text[]), CAST(:delivered AS timestamptz[])
+    ) AS v(id, token, status, next_attempt_at, at, status_code, latency_ms, error, excerpt,
+           delivered_at)
+    WHERE d.id = v.id AND d.locked_by = v.token
+    """
+)
+_INSERT_ATTEMPT = insert(_attempts)
+_PG_INSERT_ATTEMPTS = text(
+    """
+    INSERT INTO webhook_attempts (delivery_id, attempt, at, status_code, latency_ms, error,
+        response_excerpt)
+    SELECT * FROM unnest(
+        CAST(:delivery_ids AS varchar[]), CAST(:attempts AS integer[]),
+        CAST(:ats AS timestamptz[]), CAST(:status_codes AS integer[]),
+        CAST(:latencies AS float8[]), CAST(:errors AS text[]), CAST(:excerpts AS text[])
+    )
+    """
+)
+
 PENDING = DeliveryStatus.PENDING.value
 
 # What the sender needs of a claimed delivery (never the whole row: no excerpts, no log).
@@ -396,27 +444,37 @@ class WebhookRepository:
         deleted meanwhile takes its deliveries with it)."""
         if not outcomes:
             return []
-        statement = (
-            update(_deliveries)
-            .where(
-                _deliveries.c.id == bindparam("b_id"),
-                _deliveries.c.locked_by == bindparam("b_token"),
+        if self.is_postgres:
+            # In id order, like every batch writer of deliveries here (no lock-order cycles).
+            ordered = sorted(outcomes, key=lambda o: str(o["id"]))
+            await self.session.execute(
+                _PG_RECORD_OUTCOMES,
+                {
+                    "ids": [o["id"] for o in ordered],
+                    "tokens": [o["token"] for o in ordered],
+                    "statuses": [o["status"] for o in ordered],
+                    "next_attempts": [o["next_attempt_at"] for o in ordered],
+                    "ats": [o["at"] for o in ordered],
+                    "status_codes": [o["status_code"] for o in ordered],
+                    "latencies": [o["latency_ms"] for o in ordered],
+                    "errors": [o["error"] for o in ordered],
+                    "excerpts": [o["response_excerpt"] for o in ordered],
+                    "delivered": [o["delivered_at"] for o in ordered],
+                },
             )
-            .values(
-                status=bindparam("b_status"),
-                next_attempt_at=bindparam("b_next_attempt_at"),
-                locked_until=None,
-                locked_by=None,
-                last_attempt_at=bindparam("b_at"),
-                last_status_code=bindparam("b_status_code"),
-                last_latency_ms=bindparam("b_latency_ms"),
-                last_error=bindparam("b_error"),
-                last_response_excerpt=bindparam("b_excerpt"),
-                delivered_at=bindparam("b_delivered_at"),
-            )
+        else:
+            await self._record_outcomes_sqlite(outcomes)
+        # The UPDATE above row-locked the deliveries it found, so none of these can vanish
+        # before we commit; one that is missing now was deleted before us.
+        ids = sorted({o["id"] for o in outcomes})
+        result = await self.session.execute(
+            select(_deliveries.c.id).where(_deliveries.c.id.in_(ids))
         )
+        return list(result.scalars().all())
+
+    async def _record_outcomes_sqlite(self, outcomes: Sequence[Mapping[str, Any]]) -> None:
         await self.session.execute(
-            statement,
+            _RECORD_OUTCOME,
             [
                 {
                     "b_id": o["id"],
@@ -433,17 +491,25 @@ class WebhookRepository:
                 for o in outcomes
             ],
         )
-        # The UPDATE above row-locked the deliveries it found, so none of these can vanish
-        # before we commit; one that is missing now was deleted before us.
-        ids = sorted({o["id"] for o in outcomes})
-        result = await self.session.execute(
-            select(_deliveries.c.id).where(_deliveries.c.id.in_(ids))
-        )
-        return list(result.scalars().all())
 
     async def insert_attempts(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        if rows:
-            await self.session.execute(insert(_attempts), list(rows))
+        if not rows:
+            return
+        if not self.is_postgres:
+            await self.session.execute(_INSERT_ATTEMPT, list(rows))
+            return
+        await self.session.execute(
+            _PG_INSERT_ATTEMPTS,
+            {
+                "delivery_ids": [r["delivery_id"] for r in rows],
+                "attempts": [r["attempt"] for r in rows],
+                "ats": [r["at"] for r in rows],
+                "status_codes": [r["status_code"] for r in rows],
+                "latencies": [r["latency_ms"] for r in rows],
+                "errors": [r["error"] for r in rows],
+                "excerpts": [r["response_excerpt"] for r in rows],
+            },
+        )
 
     async def purge_finished(self, created_before: datetime, batch_size: int) -> int:
         """Delete up to ``batch_size`` finished deliveries created before the cutoff, with

@@ -12,6 +12,7 @@ a receiver accepts the message if any one of them verifies.
 from __future__ import annotations
 
 import base64
+import functools
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -71,12 +72,16 @@ def sign(secrets: Sequence[str], msg_id: str, timestamp: datetime, body: bytes) 
     when = _as_utc(timestamp)
     signatures: list[str] = []
     for secret in unique:
-        try:
-            signer = Webhook(secret)
-        except Exception as exc:  # EmptyWebhookSecretError, binascii.Error, ...
-            raise ValueError(f"invalid webhook secret: {type(exc).__name__}") from None
-        signatures.append(str(signer.sign(msg_id, when, payload)))
+        signatures.append(str(_signer(secret).sign(msg_id, when, payload)))
     return " ".join(signatures)
+
+
+@functools.lru_cache(maxsize=1024)  # one per endpoint secret: decoding it is per-call work
+def _signer(secret: str) -> Webhook:
+    try:
+        return Webhook(secret)
+    except Exception as exc:  # EmptyWebhookSecretError, binascii.Error, ...
+        raise ValueError(f"invalid webhook secret: {type(exc).__name__}") from None
 
 
 def build_headers(

@@ -308,9 +308,13 @@ async def system_resolver(host: str, port: int, /) -> list[str]:
     return [str(info[4][0]) for info in infos]
 
 
+# Address objects are immutable; the sender parses the same few addresses all day.
+_parse_ip = functools.lru_cache(maxsize=4096)(ipaddress.ip_address)
+
+
 def _canonical_ip_literal(host: str) -> IPv4Address | IPv6Address | None:
     try:
-        ip = ipaddress.ip_address(host)
+        ip = _parse_ip(host)
     except ValueError:
         return None
     if isinstance(ip, IPv4Address) and str(ip) != host:
@@ -341,7 +345,7 @@ async def resolve_and_check(
     addresses: list[IPv4Address | IPv6Address] = []
     for text in raw:
         try:
-            ip = ipaddress.ip_address(text)
+            ip = _parse_ip(text)
         except ValueError:
             raise UnsafeWebhookUrl(
                 "unresolvable_host", f"{name} resolved to an unusable address"
@@ -475,7 +479,7 @@ async def post_pinned(
     tools); the sender uses its own client, which costs a fraction of the CPU per attempt.
     """
     target = httpx.URL(url) if isinstance(url, str) else url
-    pinned = ipaddress.ip_address(ip)  # ValueError for a non-IP: a programming error
+    pinned = _parse_ip(ip)  # ValueError for a non-IP: a programming error
     host = target.raw_host.decode("ascii")
 
     request_headers = {k: v for k, v in headers.items() if k.lower() not in _HOP_HEADERS}

@@ -84,10 +84,16 @@ class _Stale(Exception):
 class PinnedHttp11Client:
     def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
         # Certificates are verified against the hostname (SNI), not the address connected to.
-        self._ssl_context = ssl_context or ssl.create_default_context()
+        # Built on first https use: loading the system CA store costs milliseconds.
+        self._ssl_context = ssl_context
         self._idle: dict[PoolKey, list[_Connection]] = {}
         self._idle_count = 0
         self._last_sweep = time.monotonic()
+
+    def _tls(self) -> ssl.SSLContext:
+        if self._ssl_context is None:
+            self._ssl_context = ssl.create_default_context()
+        return self._ssl_context
 
     # -- the pool ----------------------------------------------------------------------------
     def _take(self, key: PoolKey) -> _Connection | None:
@@ -200,7 +206,7 @@ class PinnedHttp11Client:
             reader, writer = await asyncio.open_connection(
                 address,
                 port,
-                ssl=self._ssl_context if https else None,
+                ssl=self._tls() if https else None,
                 server_hostname=server_name if https else None,
                 limit=MAX_HEADER_BYTES,
             )
