@@ -4,15 +4,16 @@
 * A: ``WebhookSender.run`` in this process on PostgreSQL, draining ``--deliveries`` pending
   deliveries (one event each of distinct payouts, enqueued through the real outbox): claim
   with SKIP LOCKED + lease, sign, SSRF-checked pinned POST, record outcome + attempt log.
-* B (client-side ceiling): a bare loop posting the same bodies, signed the same way, to the
-  same receiver with the same concurrency, in three variants: stock httpx with keep-alive;
-  stock httpx with a new connection per request; and the sender's own HTTP client
-  (``webhooks/transport.py``, keep-alive per hostname and address) with nothing around it.
-  The fastest of the three is the ceiling.
+* B (client-side ceiling, as issue 5 defines it): a bare httpx loop posting the same bodies,
+  signed the same way, to the same receiver with the same concurrency, with keep-alive and
+  with a new connection per request; the faster of the two is the ceiling.
+* C (context, stricter than the issue asks): the same bare loop over the sender's own HTTP
+  client (``webhooks/transport.py``) with nothing around it: what the sender's database work,
+  SSRF checks and bookkeeping cost on top of its HTTP.
 
-The three alternate over ``--rounds`` (the order rotating each round); prints each rate and
-the median ratio A/ceiling. Run: ``.venv/bin/python bench/webhook_delivery.py``.
-Targets (issue 5): A >= 1,000 deliveries/s and A/ceiling >= 0.5.
+All alternate over ``--rounds`` (the order rotating each round); prints each rate and the
+median ratios. Run: ``.venv/bin/python bench/webhook_delivery.py``.
+Targets (issue 5): A >= 1,000 deliveries/s and A/B >= 0.5.
 """
 
 from __future__ import annotations
@@ -271,22 +272,21 @@ async def main(args: argparse.Namespace, database_url: str, base: str) -> int:
                 print(f"round {round_no + 1} {which:>15}: {rate:7.0f} /s", flush=True)
     finally:
         await db.dispose()
-    ceilings = [max(values) for values in zip(*(rates[v] for v in BARE_VARIANTS), strict=True)]
     httpx_ceilings = [
         max(a, b) for a, b in zip(rates["httpx keep-alive"], rates["httpx new-conn"], strict=True)
     ]
-    httpx_ratio = statistics.median(
-        a / c for a, c in zip(rates["sender"], httpx_ceilings, strict=True)
+    ratios = [a / c for a, c in zip(rates["sender"], httpx_ceilings, strict=True)]
+    own_client = statistics.median(
+        a / c for a, c in zip(rates["sender"], rates["sender's client"], strict=True)
     )
-    ratios = [a / c for a, c in zip(rates["sender"], ceilings, strict=True)]
     sender = statistics.median(rates["sender"])
     ratio = statistics.median(ratios)
     print(f"\n{args.deliveries} deliveries per run, concurrency {args.concurrency}, medians:")
     for name, values in rates.items():
         print(f"  {name:>15}: {statistics.median(values):7.0f} /s")
     per_round = ", ".join(f"{r:.2f}" for r in ratios)
-    print(f"  sender / fastest bare loop: {ratio:.2f} (per round: {per_round})")
-    print(f"  sender / fastest stock-httpx loop: {httpx_ratio:.2f}")
+    print(f"  sender / bare httpx loop (the ceiling): {ratio:.2f} (per round: {per_round})")
+    print(f"  sender / bare loop over the sender's own client (context): {own_client:.2f}")
     print(
         f"targets: sender >= 1000/s {'met' if sender >= 1000 else 'MISSED'}; "
         f"sender/ceiling >= 0.5 {'met' if ratio >= 0.5 else 'MISSED'}"
