@@ -97,6 +97,7 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         404: "Not found (or belongs to another integration)",
         409: "Conflict with the current state",
         422: "Validation failed; see `errors`",
+        503: "Temporarily unavailable; try again later",
     }
     return {
         status: {

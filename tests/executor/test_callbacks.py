@@ -11,6 +11,7 @@ import pytest
 from payoutsvc.executor.service import Executor
 from payoutsvc.gateways.sandbox import POLLS_UNTIL_SUCCESS, SandboxGateway
 from payoutsvc.runtime import Runtime
+from tests.executor.conftest import AppFactory
 from tests.executor.support import (
     NEVER_RESOLVES,
     PENDING_THEN_SUCCESS,
@@ -212,3 +213,14 @@ async def test_a_verified_notice_settles_a_payout_the_executor_gave_up_on(
     events = (await client.get(f"/v1/payouts/{payout['id']}/events")).json()["data"]
     assert [e["type"] for e in events][-2:] == ["payout.needs_review", "payout.succeeded"]
     assert (await post_notice(client, runtime, notice)).json()["result"] == "duplicate"
+
+
+async def test_callbacks_for_a_routed_provider_without_credentials_ask_to_be_resent(
+    make_app: AppFactory,
+) -> None:
+    _, client = await make_app(gateway_routes="stripe_account=stripe")
+    async with keyless(client) as gateway:
+        answer = await gateway.post("/v1/gateway-callbacks/stripe", content=b"{}")
+    assert answer.status_code == 503
+    assert answer.json()["code"] == "gateway_unavailable"
+    assert "PAYOUTSVC_STRIPE_SECRET_KEY" in answer.json()["detail"]

@@ -223,3 +223,19 @@ async def test_a_payout_for_an_unconfigured_gateway_waits(
     assert row.next_attempt_at is not None
     assert row.next_attempt_at > clock.now
     assert await transfers_by_payout(runtime.db) == {}
+
+
+async def test_a_payout_routed_to_a_provider_without_credentials_waits(
+    client: httpx.AsyncClient, runtime: Runtime, executor: Executor, clock: FakeClock
+) -> None:
+    # Stripe has a real adapter, but no PAYOUTSVC_STRIPE_SECRET_KEY is set here.
+    payout = await approved_payout(client, runtime)
+    async with runtime.db.transaction() as session:
+        await session.execute(
+            update(Payout).where(Payout.id == payout["id"]).values(gateway="stripe")
+        )
+    assert await executor.run_once() == 1
+    row = (await payout_rows(runtime.db))[payout["id"]]
+    assert (row.status, row.attempts, row.failure_code) == ("processing", 0, None)
+    assert row.next_attempt_at is not None
+    assert row.next_attempt_at > clock.now

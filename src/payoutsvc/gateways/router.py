@@ -58,15 +58,20 @@ class CallbackAck(BaseModel):
         "Asynchronous result notices from a bank/wallet gateway. No API key: the notice is "
         "authenticated by the gateway's own signature, verified by that gateway's adapter "
         "(401 `invalid_signature` otherwise). A verified notice can only finish a payout "
-        "that is still `processing`; duplicates and stale or contradicting notices change "
-        "nothing and are answered 200 so the gateway stops retrying.\n\n"
+        "that is still `processing` (or `needs_review`); duplicates and stale or "
+        "contradicting notices change nothing and are answered 200 so the gateway stops "
+        "retrying.\n\n"
         "**Sandbox** (`/v1/gateway-callbacks/sandbox`): a JSON body as in the example, "
         "header `Sandbox-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 over "
         '"<t>.<raw body>">` with the sandbox\'s secret; timestamps older than 5 minutes '
-        "are refused."
+        "are refused.\n\n"
+        "**Providers** (`wechatpay`, `alipay`, `stripe`, `paypal`, when routed to): the "
+        "provider's own notification format and signature (see the README); Alipay is "
+        "answered with the text `success` it expects. 503 `gateway_unavailable` while the "
+        "provider's credentials are missing, so it sends the notice again later."
     ),
     responses={
-        **problem_responses(400, 401, 404),
+        **problem_responses(400, 401, 404, 503),
         413: {
             "description": "Body larger than 64 KiB",
             "content": {"application/problem+json": {}},

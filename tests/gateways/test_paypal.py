@@ -1,0 +1,970 @@
+"""The PayPal Payouts adapter against a fake PayPal served on loopback.
+
+Unit level: the request on the wire, OAuth token handling, amounts and field limits, status
+and error mapping, idempotency on sender_batch_id, webhook verification. Through the real
+executor: each injected fault ends in the right payout status with exactly one booking, and
+notices through ``POST /v1/gateway-callbacks/paypal``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from payoutsvc.gateways.base import (
+    Gateway,
+    InvalidCallback,
+    InvalidSignature,
+    NotDone,
+    OutcomeUnknown,
+    Rejected,
+    TransferRequest,
+    TransferState,
+)
+from payoutsvc.gateways.paypal import PayPalGateway, PayPalSettings, create_gateway
+from payoutsvc.gateways.providers import MissingCredential
+from payoutsvc.gateways.registry import registry_for
+from payoutsvc.runtime import Runtime
+from tests.executor.conftest import AppFactory
+from tests.executor.support import attempts_of, payout_rows
+from tests.gateways.fake_paypal import FakePayPal, Scenario
+from tests.gateways.harness import (
+    approved_payout_to,
+    assert_paid_exactly_once,
+    drain_all,
+    executor_for,
+    provider_app,
+    serve_asgi,
+)
+
+PAYOUTS = "/v1/payments/payouts"
+TOKEN = "/v1/oauth2/token"
+ENV = "PAYOUTSVC_PAYPAL_"
+
+
+@pytest.fixture(scope="module")
+def signing_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(65537, 2048)
+
+
+@pytest.fixture(scope="module")
+def other_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(65537, 2048)
+
+
+class Dispatch:
+    """The unit tests' one loopback server, pointed at each test's own fresh fake (a server
+    per test would cost more than the tests themselves)."""
+
+    def __init__(self) -> None:
+        self.target: Any = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.target(scope, receive, send)
+
+
+@pytest.fixture(scope="module")
+def shared_server() -> Iterator[tuple[Dispatch, str]]:
+    dispatch = Dispatch()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(
+        uvicorn.Config(dispatch, log_level="warning", lifespan="off", access_log=False)
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive(), "fake PayPal did not start"
+        assert time.monotonic() < deadline, "fake PayPal did not start in time"
+        time.sleep(0.005)
+    yield dispatch, f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server.should_exit = True
+    thread.join(10)
+    sock.close()
+
+
+@pytest.fixture
+def fake(signing_key: rsa.RSAPrivateKey, shared_server: tuple[Dispatch, str]) -> FakePayPal:
+    """A fresh fake PayPal behind the shared server (unit tests)."""
+    dispatch, base_url = shared_server
+    paypal = FakePayPal(signing_key)
+    paypal.base_url = base_url
+    dispatch.target = paypal.app
+    return paypal
+
+
+@pytest.fixture
+async def served(signing_key: rsa.RSAPrivateKey) -> AsyncIterator[FakePayPal]:
+    """A fake PayPal served by the harness in the test's own loop (executor tests)."""
+    paypal = FakePayPal(signing_key)
+    async with serve_asgi(paypal.app) as base_url:
+        paypal.base_url = base_url
+        yield paypal
+
+
+def gateway_for(fake: FakePayPal, **overrides: Any) -> PayPalGateway:
+    options: dict[str, Any] = {
+        "client_id": fake.client_id,
+        "client_secret": fake.client_secret,
+        "webhook_id": fake.webhook_id,
+        "base_url": fake.base_url,
+        "timeout_seconds": 5.0,
+        **overrides,
+    }
+    return PayPalGateway(**options)
+
+
+@pytest.fixture
+async def gateway(fake: FakePayPal) -> AsyncIterator[PayPalGateway]:
+    paypal = gateway_for(fake)
+    yield paypal
+    await paypal.aclose()
+
+
+def receiver() -> str:
+    return f"payee-{uuid.uuid4().hex[:12]}@example.com"
+
+
+def transfer(
+    account: str | None = None,
+    *,
+    amount_minor: int = 1250,
+    currency: str = "USD",
+    key: str | None = None,
+    description: str | None = "Refund for order 9931",
+    recipient_type: str = "paypal",
+) -> TransferRequest:
+    return TransferRequest(
+        payout_id=f"po_{uuid.uuid4().hex[:26]}",
+        idempotency_key=key or uuid.uuid4().hex,
+        amount_minor=amount_minor,
+        currency=currency,
+        recipient={"type": recipient_type, "account": account or receiver(), "name": None},
+        description=description,
+    )
+
+
+# -- the request on the wire -------------------------------------------------------------------
+async def test_submit_sends_one_item_batch_under_the_key(
+    fake: FakePayPal, gateway: PayPalGateway
+) -> None:
+    request = transfer()
+    result = await gateway.submit(request)
+
+    batch = fake.batch_for(request.idempotency_key)
+    assert result.state is TransferState.PENDING
+    assert result.reference == batch.payout_batch_id
+    assert result.gateway_status == "PENDING"
+    [token_call] = fake.calls("POST", TOKEN)
+    assert token_call.body == b"grant_type=client_credentials"
+    assert token_call.headers["content-type"] == "application/x-www-form-urlencoded"
+    [create] = fake.calls("POST", PAYOUTS)
+    assert create.headers["paypal-request-id"] == request.idempotency_key
+    assert create.headers["authorization"] == f"Bearer {fake.issued_tokens[0]}"
+    assert create.headers["content-type"] == "application/json"
+    assert create.json() == {
+        "sender_batch_header": {
+            "sender_batch_id": request.idempotency_key,
+            "recipient_type": "EMAIL",
+            "email_subject": "You have a payout",
+        },
+        "items": [
+            {
+                "recipient_type": "EMAIL",
+                "amount": {"value": "12.50", "currency": "USD"},
+                "receiver": request.recipient["account"],
+                "sender_item_id": request.payout_id,
+                "note": "Refund for order 9931",
+            }
+        ],
+    }
+
+
+async def test_a_phone_number_is_sent_as_recipient_type_phone(
+    fake: FakePayPal, gateway: PayPalGateway
+) -> None:
+    request = transfer("+8613800138000", description=None)
+    await gateway.submit(request)
+    [create] = fake.calls("POST", PAYOUTS)
+    body = create.json()
+    assert body["sender_batch_header"]["recipient_type"] == "PHONE"
+    assert body["items"][0]["recipient_type"] == "PHONE"
+    assert body["items"][0]["receiver"] == "+8613800138000"
+    assert "note" not in body["items"][0]
+
+
+async def test_the_fake_refuses_what_paypal_refuses(fake: FakePayPal) -> None:
+    """The checks the adapter's tests rely on: without them a broken adapter would pass."""
+    good = transfer()
+    async with httpx.AsyncClient(base_url=fake.base_url) as http:
+        wrong = await http.post(
+            TOKEN,
+            content=b"grant_type=client_credentials",
+            auth=(fake.client_id, "not-the-secret"),
+        )
+        assert wrong.status_code == 401
+        no_token = await http.post(PAYOUTS, json={})
+        assert no_token.status_code == 401
+        token = (
+            await http.post(
+                TOKEN,
+                content=b"grant_type=client_credentials",
+                auth=(fake.client_id, fake.client_secret),
+            )
+        ).json()["access_token"]
+        bad = {
+            "sender_batch_header": {"sender_batch_id": good.idempotency_key},
+            "items": [
+                {
+                    "recipient_type": "EMAIL",
+                    "amount": {"value": "12.5", "currency": "USD"},
+                    "receiver": "payee@example.com",
+                }
+            ],
+        }
+        refused = await http.post(PAYOUTS, json=bad, headers={"Authorization": f"Bearer {token}"})
+        assert refused.status_code == 400
+        assert refused.json()["name"] == "VALIDATION_ERROR"
+        assert refused.json()["details"][0]["field"] == "items[0].amount.value"
+    assert fake.batches == {}
+
+
+# -- OAuth ---------------------------------------------------------------------------------------
+async def test_the_token_is_cached_until_shortly_before_it_expires(fake: FakePayPal) -> None:
+    fake.token_ttl = 600  # refreshed 300 s early (at most half its life)
+    now = [1000.0]
+    paypal = gateway_for(fake, clock=lambda: now[0])
+    try:
+        await paypal.submit(transfer())
+        await paypal.submit(transfer())
+        assert fake.token_requests == 1
+        now[0] += 299
+        await paypal.submit(transfer())
+        assert fake.token_requests == 1
+        now[0] += 2
+        await paypal.submit(transfer())
+        assert fake.token_requests == 2
+        tokens = {r.headers["authorization"] for r in fake.calls("POST", PAYOUTS)}
+        assert tokens == {f"Bearer {t}" for t in fake.issued_tokens}
+    finally:
+        await paypal.aclose()
+
+
+async def test_concurrent_calls_share_one_token_refresh(
+    fake: FakePayPal, gateway: PayPalGateway
+) -> None:
+    results = await asyncio.gather(*(gateway.submit(transfer()) for _ in range(6)))
+    assert fake.token_requests == 1
+    assert len({r.reference for r in results}) == 6
+    assert len(fake.batches) == 6
+
+
+async def test_a_401_drops_the_token_and_retries_once(
+    fake: FakePayPal, gateway: PayPalGateway
+) -> None:
+    request = transfer()
+    first = await gateway.submit(request)
+    fake.expire_tokens()  # PayPal stopped honouring the cached token
+    found = await gateway.get_status(request.idempotency_key, reference=first.reference)
+    assert found.state is TransferState.SUCCEEDED
+    assert fake.token_requests == 2
+    shows = fake.calls("GET", f"{PAYOUTS}/{first.reference}")
+    assert [r.headers["authorization"] for r in shows] == [
+        f"Bearer {fake.issued_tokens[0]}",
+        f"Bearer {fake.issued_tokens[1]}",
+    ]
+
+
+async def test_a_token_paypal_never_accepts_is_not_done(fake: FakePayPal) -> None:
+    fake.token_ttl = 0  # every token is dead on arrival: every API call answers 401
+    paypal = gateway_for(fake)
+    try:
+        with pytest.raises(NotDone):
+            await paypal.submit(transfer())
+    finally:
+        await paypal.aclose()
+    assert fake.token_requests == 2  # one retry with a fresh token, no more
+    assert len(fake.calls("POST", PAYOUTS)) == 2
+    assert fake.batches == {}
+
+
+async def test_wrong_client_credentials_are_not_done_and_send_nothing(fake: FakePayPal) -> None:
+    paypal = gateway_for(fake, client_secret="wrong")
+    try:
+        with pytest.raises(NotDone) as refused:
+            await paypal.submit(transfer())
+    finally:
+        await paypal.aclose()
+    assert "wrong" not in refused.value.message
+    assert fake.calls("POST", PAYOUTS) == []
+
+
+async def test_an_unreachable_paypal_is_not_done() -> None:
+    paypal = PayPalGateway(
+        client_id="id", client_secret="secret", base_url="http://127.0.0.1:9", timeout_seconds=1
+    )
+    try:
+        with pytest.raises(NotDone):
+            await paypal.submit(transfer())
+    finally:
+        await paypal.aclose()
+
+
+# -- amounts and field limits --------------------------------------------------------------------
+AMOUNTS = [
+    (1250, "USD", "12.50"),
+    (5, "USD", "0.05"),
+    (100000, "EUR", "1000.00"),
+    (1500, "JPY", "1500"),
+    (150000, "HUF", "1500"),  # ISO says 2 decimals; PayPal takes whole forints only
+    (120000, "TWD", "1200"),
+]
+
+
+async def test_amounts_are_major_unit_strings(fake: FakePayPal, gateway: PayPalGateway) -> None:
+    for amount_minor, currency, value in AMOUNTS:
+        request = transfer(amount_minor=amount_minor, currency=currency)
+        result = await gateway.submit(request)
+        assert result.state is TransferState.PENDING  # the fake accepted the format
+        sent = fake.batch_for(request.idempotency_key).item["amount"]
+        assert sent == {"value": value, "currency": currency}
+
+
+REFUSED_BEFORE_SENDING = [
+    (transfer(amount_minor=150050, currency="HUF"), "amount_out_of_range"),
+    (transfer(amount_minor=1250, currency="KWD"), "currency_not_supported"),
+    (transfer(f"{'a' * 120}@example.com"), "recipient_account_invalid"),
+    (transfer("not-an-account"), "recipient_account_invalid"),
+    (transfer("13800138000"), "recipient_account_invalid"),  # a phone without +country
+    (transfer(recipient_type="alipay"), "recipient_account_invalid"),
+]
+
+
+async def test_what_paypal_cannot_take_is_refused_before_sending(
+    fake: FakePayPal, gateway: PayPalGateway
+) -> None:
+    for case, (request, code) in enumerate(REFUSED_BEFORE_SENDING):
+        with pytest.raises(Rejected) as refused:
+            await gateway.submit(request)
+        assert (case, refused.value.code) == (case, code)
+    assert fake.calls("POST", PAYOUTS) == []
+
+
+async def test_a_long_description_is_cut_to_paypals_note_limit(
+    fake: FakePayPal, gateway: PayPalGateway
+) -> None:
+    result = await gateway.submit(transfer(description="x" * 1500))
+    assert result.state is TransferState.PENDING
+    [create] = fake.calls("POST", PAYOUTS)
+    assert create.json()["items"][0]["note"] == "x" * 1000
+
+
+def test_settings_read_credentials_inline_or_from_files(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in ("CLIENT_ID", "CLIENT_SECRET", "WEBHOOK_ID"):
+        monkeypatch.delenv(f"{ENV}{name}", raising=False)
+        monkeypatch.delenv(f"{ENV}{name}_FILE", raising=False)
+    monkeypatch.delenv(f"{ENV}BASE_URL", raising=False)
+    with pytest.raises(MissingCredential):
+        PayPalGateway.from_settings(PayPalSettings())
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("s3cr3t-from-file\n", encoding="utf-8")
+    monkeypatch.setenv(f"{ENV}CLIENT_ID", "client-inline")
+    monkeypatch.setenv(f"{ENV}CLIENT_SECRET", "leftover-inline")
+    monkeypatch.setenv(f"{ENV}CLIENT_SECRET_FILE", str(secret_file))
+    settings = PayPalSettings()
+    assert settings.base_url == "https://api-m.paypal.com"
+    assert settings.timeout_seconds == 15.0
+    built = PayPalGateway.from_settings(settings)
+    assert built._basic == "Basic " + base64.b64encode(b"client-inline:s3cr3t-from-file").decode()
+    assert "s3cr3t" not in repr(built)
+
+
+# -- status mapping ------------------------------------------------------------------------------
+ITEM_STATUSES = [
+    ("SUCCESS", None, TransferState.SUCCEEDED, None),
+    ("PENDING", None, TransferState.PENDING, None),
+    ("UNCLAIMED", "RECEIVER_UNREGISTERED", TransferState.PENDING, None),
+    ("ONHOLD", None, TransferState.PENDING, None),
+    ("FAILED", "RECEIVER_ACCOUNT_INVALID", TransferState.FAILED, "recipient_account_invalid"),
+    ("FAILED", "INSUFFICIENT_FUNDS", TransferState.FAILED, "insufficient_funds"),
+    ("FAILED", None, TransferState.FAILED, "gateway_declined"),
+    ("BLOCKED", None, TransferState.FAILED, "gateway_declined"),
+    ("RETURNED", "RECEIVER_UNREGISTERED", TransferState.FAILED, "recipient_account_invalid"),
+    ("REFUNDED", None, TransferState.FAILED, "gateway_declined"),
+    ("REVERSED", None, TransferState.FAILED, "gateway_declined"),
+    ("DENIED", None, TransferState.FAILED, "gateway_declined"),
+    ("SOMETHING_NEW", None, TransferState.PENDING, None),  # never a success
+]
+
+
+async def test_item_status_mapping(fake: FakePayPal, gateway: PayPalGateway) -> None:
+    for status, error, state, code in ITEM_STATUSES:
+        request = transfer()
+        submitted = await gateway.submit(request)
+        fake.settle(request.idempotency_key, status, error)
+        found = await gateway.get_status(request.idempotency_key, reference=submitted.reference)
+        assert (status, error, found.state, found.failure_code) == (status, error, state, code)
+        assert found.gateway_status == status
+        assert found.reference == submitted.reference
+        if state is TransferState.SUCCEEDED:
+            batch = fake.batch_for(request.idempotency_key)
+            assert found.details == {
+                "payout_item_id": batch.payout_item_id,
+                "transaction_id": batch.transaction_id,
+            }
+
+
+async def test_a_denied_batch_is_failed(fake: FakePayPal, gateway: PayPalGateway) -> None:
+    request = transfer()
+    submitted = await gateway.submit(request)
+    fake.batch_for(request.idempotency_key).batch_status = "DENIED"
+    found = await gateway.get_status(request.idempotency_key, reference=submitted.reference)
+    assert (found.state, found.gateway_status, found.failure_code) == (
+        TransferState.FAILED,
+        "DENIED",
+        "gateway_declined",
+    )
+
+
+async def test_status_without_a_reference_is_not_found_and_asks_nothing(
+    fake: FakePayPal, gateway: PayPalGateway
+) -> None:
+    found = await gateway.get_status(uuid.uuid4().hex)
+    assert found.state is TransferState.NOT_FOUND
+    assert [r for r in fake.requests if r.method == "GET"] == []
+    unknown = await gateway.get_status(uuid.uuid4().hex, reference="NOSUCHBATCH1")
+    assert unknown.state is TransferState.NOT_FOUND
+
+
+async def test_a_status_query_that_fails_is_unknown(
+    fake: FakePayPal, gateway: PayPalGateway
+) -> None:
+    request = transfer()
+    fake.script(str(request.recipient["account"]), Scenario(status_errors=1))
+    submitted = await gateway.submit(request)
+    with pytest.raises(OutcomeUnknown):
+        await gateway.get_status(request.idempotency_key, reference=submitted.reference)
+    again = await gateway.get_status(request.idempotency_key, reference=submitted.reference)
+    assert again.state is TransferState.SUCCEEDED
+
+
+# -- idempotency and untrusted answers -----------------------------------------------------------
+async def test_a_duplicate_submit_replays_the_same_batch(
+    fake: FakePayPal, gateway: PayPalGateway
+) -> None:
+    request = transfer()
+    first = await gateway.submit(request)
+    second = await gateway.submit(request)
+    assert second.reference == first.reference
+    assert len(fake.calls("POST", PAYOUTS)) == 2
+    assert fake.booked_states() == {request.idempotency_key: ["pending"]}
+
+
+async def test_a_duplicate_without_replay_finds_the_batch_by_its_link(
+    fake: FakePayPal, gateway: PayPalGateway
+) -> None:
+    request = transfer()
+    fake.script(str(request.recipient["account"]), Scenario(replay_request_id=False))
+    first = await gateway.submit(request)
+    second = await gateway.submit(request)
+    assert second.reference == first.reference
+    assert second.state is TransferState.SUCCEEDED  # read from GET, not the 400
+    assert len(fake.calls("GET", f"{PAYOUTS}/{first.reference}")) == 1
+    assert fake.booked_states() == {request.idempotency_key: ["succeeded"]}
+
+
+async def test_a_duplicate_paypal_does_not_name_is_unknown(
+    fake: FakePayPal, gateway: PayPalGateway
+) -> None:
+    request = transfer()
+    fake.script(
+        str(request.recipient["account"]),
+        Scenario(replay_request_id=False, duplicate_link=False),
+    )
+    await gateway.submit(request)
+    with pytest.raises(OutcomeUnknown) as unknown:
+        await gateway.submit(request)
+    assert unknown.value.gateway_status == "SENDER_BATCH_ID_ALREADY_USED"
+    assert fake.booked_states() == {request.idempotency_key: ["pending"]}
+
+
+async def test_an_answer_about_another_batch_is_not_trusted(
+    fake: FakePayPal, gateway: PayPalGateway
+) -> None:
+    request = transfer()
+    fake.script(str(request.recipient["account"]), Scenario(wrong_sender_batch_id=True))
+    with pytest.raises(OutcomeUnknown):
+        await gateway.submit(request)
+    # A batch that succeeded under another key is never our success.
+    other = transfer()
+    theirs = await gateway.submit(other)
+    fake.settle(other.idempotency_key, "SUCCESS")
+    with pytest.raises(OutcomeUnknown):
+        await gateway.get_status(request.idempotency_key, reference=theirs.reference)
+
+
+async def test_a_created_answer_without_a_batch_is_unknown(
+    fake: FakePayPal, gateway: PayPalGateway
+) -> None:
+    request = transfer()
+    fake.script(str(request.recipient["account"]), Scenario(refuse=(201, {"links": []})))
+    with pytest.raises(OutcomeUnknown):
+        await gateway.submit(request)
+
+
+CREATE_ERRORS: list[tuple[int, dict[str, Any], type[Exception], str | None]] = [
+    (422, {"name": "INSUFFICIENT_FUNDS"}, Rejected, "insufficient_funds"),
+    (
+        400,
+        {
+            "name": "VALIDATION_ERROR",
+            "details": [{"field": "items[0].receiver", "issue": "Receiver is invalid"}],
+        },
+        Rejected,
+        "recipient_account_invalid",
+    ),
+    (
+        400,
+        {
+            "name": "VALIDATION_ERROR",
+            "details": [{"field": "items[0].amount.value", "issue": "Value is invalid."}],
+        },
+        Rejected,
+        "amount_out_of_range",
+    ),
+    (
+        422,
+        {
+            "name": "UNPROCESSABLE_ENTITY",
+            "details": [{"issue": "CURRENCY_NOT_SUPPORTED_FOR_RECEIVER"}],
+        },
+        Rejected,
+        "currency_not_supported",
+    ),
+    (422, {"name": "RECEIVER_UNREGISTERED"}, Rejected, "recipient_account_invalid"),
+    (403, {"name": "AUTHORIZATION_ERROR"}, Rejected, "gateway_declined"),
+    (400, {"name": "SOMETHING_NEVER_SEEN"}, Rejected, "gateway_declined"),
+    (429, {"name": "RATE_LIMIT_REACHED"}, NotDone, None),
+    (500, {"name": "INTERNAL_SERVER_ERROR"}, OutcomeUnknown, None),
+    (503, {}, OutcomeUnknown, None),
+    (418, {"name": "I_AM_A_TEAPOT"}, OutcomeUnknown, None),
+    (404, {"name": "NOT_FOUND"}, OutcomeUnknown, None),
+]
+
+
+async def test_error_answers_to_create(fake: FakePayPal, gateway: PayPalGateway) -> None:
+    for status, body, error, code in CREATE_ERRORS:
+        request = transfer()
+        fake.script(str(request.recipient["account"]), Scenario(refuse=(status, body)))
+        with pytest.raises(error) as raised:
+            await gateway.submit(request)
+        assert (status, type(raised.value)) == (status, error)
+        if code is not None:
+            assert isinstance(raised.value, Rejected)
+            assert (status, raised.value.code) == (status, code)
+    assert fake.batches == {}
+
+
+# -- webhooks (unit) -----------------------------------------------------------------------------
+async def booked(fake: FakePayPal, gateway: PayPalGateway) -> TransferRequest:
+    request = transfer()
+    await gateway.submit(request)
+    return request
+
+
+ITEM_EVENTS = [
+    ("SUCCESS", None, TransferState.SUCCEEDED, None),
+    ("UNCLAIMED", "RECEIVER_UNREGISTERED", TransferState.PENDING, None),
+    ("ONHOLD", None, TransferState.PENDING, None),
+    ("FAILED", "RECEIVER_ACCOUNT_INVALID", TransferState.FAILED, "recipient_account_invalid"),
+    ("BLOCKED", None, TransferState.FAILED, "gateway_declined"),
+    ("RETURNED", None, TransferState.FAILED, "gateway_declined"),
+]
+
+
+async def test_a_verified_item_event_becomes_a_notice(
+    fake: FakePayPal, gateway: PayPalGateway
+) -> None:
+    for status, error, state, code in ITEM_EVENTS:
+        request = await booked(fake, gateway)
+        fake.settle(request.idempotency_key, status, error)
+        event = fake.item_event(request.idempotency_key)
+        body, headers = fake.signed(event)
+        notice = await gateway.parse_callback(headers, body)
+        assert notice.idempotency_key == request.idempotency_key
+        assert notice.notice_id == event["id"]
+        assert (status, notice.result.state, notice.result.failure_code) == (status, state, code)
+        assert notice.result.reference == fake.batch_for(request.idempotency_key).payout_batch_id
+        verify = fake.calls("POST", "/v1/notifications/verify-webhook-signature")[-1]
+        sent = verify.json()
+        assert sent["webhook_id"] == fake.webhook_id
+        assert sent["webhook_event"] == event
+        assert sent["transmission_sig"] == headers["PAYPAL-TRANSMISSION-SIG"]
+    assert fake.verifications == ["SUCCESS"] * len(ITEM_EVENTS)
+
+
+async def test_batch_events(fake: FakePayPal, gateway: PayPalGateway) -> None:
+    for batch_status, state in (
+        ("DENIED", TransferState.FAILED),
+        ("SUCCESS", TransferState.PENDING),
+    ):
+        request = await booked(fake, gateway)
+        body, headers = fake.signed(fake.batch_event(request.idempotency_key, batch_status))
+        notice = await gateway.parse_callback(headers, body)
+        assert (notice.idempotency_key, notice.result.state) == (request.idempotency_key, state)
+
+
+async def test_forged_and_tampered_events_are_invalid_signatures(
+    fake: FakePayPal, gateway: PayPalGateway, other_key: rsa.RSAPrivateKey
+) -> None:
+    request = await booked(fake, gateway)
+    fake.settle(request.idempotency_key, "FAILED", "RECEIVER_ACCOUNT_INVALID")
+    event = fake.item_event(request.idempotency_key)
+    forged = fake.signed(event, key=other_key)
+    other_webhook = fake.signed(event, webhook_id="SOMEONEELSESWEBHOOK")
+    body, headers = fake.signed(event)
+    tampered = body.replace(b'"transaction_status":"FAILED"', b'"transaction_status":"SUCCESS"')
+    assert tampered != body
+    for forged_body, forged_headers in (forged, other_webhook, (tampered, headers)):
+        with pytest.raises(InvalidSignature):
+            await gateway.parse_callback(forged_headers, forged_body)
+    assert fake.verifications == ["FAILURE", "FAILURE", "FAILURE"]
+    missing = {k: v for k, v in headers.items() if k != "PAYPAL-TRANSMISSION-SIG"}
+    with pytest.raises(InvalidSignature):
+        await gateway.parse_callback(missing, body)
+    assert len(fake.verifications) == 3  # nothing to ask PayPal about
+    unconfigured = gateway_for(fake, webhook_id=None)
+    try:
+        with pytest.raises(InvalidSignature):
+            await unconfigured.parse_callback(headers, body)
+    finally:
+        await unconfigured.aclose()
+
+
+async def test_malformed_and_foreign_events_are_invalid_callbacks(
+    fake: FakePayPal, gateway: PayPalGateway
+) -> None:
+    request = await booked(fake, gateway)
+    _, headers = fake.signed(fake.item_event(request.idempotency_key))
+    with pytest.raises(InvalidCallback) as not_json:
+        await gateway.parse_callback(headers, b"not json")
+    assert not isinstance(not_json.value, InvalidSignature)
+    foreign = {"id": "WH-1", "event_type": "CHECKOUT.ORDER.APPROVED", "resource": {"id": "1"}}
+    with pytest.raises(InvalidCallback):
+        await gateway.parse_callback(*reversed(fake.signed(foreign)))
+    anonymous = fake.item_event(request.idempotency_key)
+    del anonymous["resource"]["sender_batch_id"]
+    with pytest.raises(InvalidCallback):
+        await gateway.parse_callback(*reversed(fake.signed(anonymous)))
+
+
+async def test_an_unavailable_verification_is_not_a_bad_signature(
+    fake: FakePayPal, gateway: PayPalGateway
+) -> None:
+    request = await booked(fake, gateway)
+    body, headers = fake.signed(fake.item_event(request.idempotency_key))
+    fake.verify_status = 503
+    with pytest.raises(OutcomeUnknown):
+        await gateway.parse_callback(headers, body)
+
+
+# -- through the executor ------------------------------------------------------------------------
+async def paypal_app(
+    make_app: AppFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    fake: FakePayPal,
+    *,
+    timeout: float = 5.0,
+    **overrides: Any,
+) -> tuple[Any, httpx.AsyncClient, Runtime]:
+    secret = tmp_path / "paypal-client-secret"
+    secret.write_text(fake.client_secret + "\n", encoding="utf-8")
+    monkeypatch.setenv(f"{ENV}CLIENT_ID", fake.client_id)
+    monkeypatch.delenv(f"{ENV}CLIENT_SECRET", raising=False)
+    monkeypatch.setenv(f"{ENV}CLIENT_SECRET_FILE", str(secret))
+    monkeypatch.setenv(f"{ENV}WEBHOOK_ID", fake.webhook_id)
+    monkeypatch.setenv(f"{ENV}BASE_URL", fake.base_url)
+    monkeypatch.setenv(f"{ENV}TIMEOUT_SECONDS", str(timeout))
+    app, client = await provider_app(
+        make_app, gateway="paypal", recipient_type="paypal", **overrides
+    )
+    return app, client, app.state.runtime
+
+
+async def pay(
+    client: httpx.AsyncClient, runtime: Runtime, account: str, amount: str = "12.34"
+) -> tuple[str, str]:
+    """An approved payout to ``account``: (payout id, its gateway idempotency key)."""
+    payout = await approved_payout_to(
+        client, runtime, {"type": "paypal", "account": account}, amount, "USD"
+    )
+    assert payout["gateway"] == "paypal"
+    row = (await payout_rows(runtime.db))[payout["id"]]
+    return payout["id"], row.gateway_idempotency_key
+
+
+async def test_faults_end_in_the_right_status_with_exactly_one_booking(
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, served: FakePayPal
+) -> None:
+    _app, client, runtime = await paypal_app(make_app, monkeypatch, tmp_path, served)
+    cases: dict[str, tuple[Scenario, str, str | None]] = {
+        "ok": (Scenario(), "succeeded", None),
+        "pending_then_success": (
+            Scenario(pending_polls=3, pending_status="UNCLAIMED"),
+            "succeeded",
+            None,
+        ),
+        "5xx_then_success": (Scenario(errors_before_booking=2), "succeeded", None),
+        "5xx_after_booking": (Scenario(error_after_booking=True), "succeeded", None),
+        "status_5xx": (Scenario(status_errors=2), "succeeded", None),
+        "unknown_error": (
+            Scenario(refuse=(400, {"name": "BRAND_NEW_ERROR"})),
+            "failed",
+            "gateway_declined",
+        ),
+        "insufficient_funds": (
+            Scenario(refuse=(422, {"name": "INSUFFICIENT_FUNDS", "message": "Add funds."})),
+            "failed",
+            "insufficient_funds",
+        ),
+        "item_failed": (
+            Scenario(final_status="FAILED", final_error="RECEIVER_ACCOUNT_INVALID"),
+            "failed",
+            "recipient_account_invalid",
+        ),
+        "batch_denied": (
+            Scenario(final_status="FAILED", final_batch_status="DENIED"),
+            "failed",
+            "gateway_declined",
+        ),
+        "never_settles": (Scenario(final_status=None), "needs_review", None),
+        "unknown_item_status": (Scenario(final_status="MYSTERY"), "needs_review", None),
+        "duplicate_unnamed": (
+            Scenario(error_after_booking=True, duplicate_link=False),
+            "needs_review",
+            None,
+        ),
+    }
+    payouts: dict[str, tuple[str, str]] = {}
+    for name, (scenario, _, _) in cases.items():
+        account = f"{name}-{uuid.uuid4().hex[:8]}@example.com"
+        served.script(account, scenario)
+        payouts[name] = await pay(client, runtime, account)
+
+    final = await drain_all(runtime)
+
+    rows = await payout_rows(runtime.db)
+    for name, (_, status, code) in cases.items():
+        payout_id, _ = payouts[name]
+        assert (name, final[payout_id]) == (name, status)
+        assert (name, rows[payout_id].failure_code) == (name, code)
+    assert await assert_paid_exactly_once(runtime, served.booked_states()) == final
+    booked = served.booked_states()
+    for name in ("unknown_error", "insufficient_funds"):
+        assert payouts[name][1] not in booked, name  # refused: nothing booked
+    assert booked[payouts["duplicate_unnamed"][1]] == ["pending"]
+    assert served.posts[payouts["5xx_then_success"][1]] == 3
+    ok_id, ok_key = payouts["ok"]
+    assert rows[ok_id].gateway_reference == served.batch_for(ok_key).payout_batch_id
+    assert rows[ok_id].gateway_status == "SUCCESS"
+
+
+async def test_accepted_then_timeout_is_resolved_with_the_same_key(
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, served: FakePayPal
+) -> None:
+    _app, client, runtime = await paypal_app(make_app, monkeypatch, tmp_path, served, timeout=0.3)
+    replayed, found = f"replay-{uuid.uuid4().hex[:8]}@example.com", receiver()
+    served.script(replayed, Scenario(slow_after_booking=True, delay=0.6))
+    served.script(found, Scenario(slow_after_booking=True, delay=0.6, replay_request_id=False))
+    replayed_id, replayed_key = await pay(client, runtime, replayed)
+    found_id, found_key = await pay(client, runtime, found)
+
+    final = await drain_all(runtime)
+
+    assert final == {replayed_id: "succeeded", found_id: "succeeded"}
+    assert await assert_paid_exactly_once(runtime, served.booked_states()) == final
+    for payout_id, key in ((replayed_id, replayed_key), (found_id, found_key)):
+        mine = [c for c in served.calls("POST", PAYOUTS) if c.headers["paypal-request-id"] == key]
+        assert len(mine) == 2  # the timed-out one and its re-submit, same key
+        assert {c.json()["sender_batch_header"]["sender_batch_id"] for c in mine} == {key}
+        attempts = await attempts_of(runtime.db, payout_id)
+        assert (attempts[0].operation, attempts[0].outcome) == ("submit", "unknown")
+        assert attempts[0].gateway_status == "timeout"
+    assert served.posts[replayed_key] == 1  # the second POST was answered from the replay
+    assert served.posts[found_key] == 2  # ... this one by the duplicate answer and a GET
+
+
+async def test_callbacks_finish_a_processing_payout_once(
+    make_app: AppFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    served: FakePayPal,
+    other_key: rsa.RSAPrivateKey,
+) -> None:
+    _app, client, runtime = await paypal_app(make_app, monkeypatch, tmp_path, served)
+    paid, declined, unclaimed = receiver(), receiver(), receiver()
+    for account in (paid, declined, unclaimed):
+        served.script(account, Scenario(final_status=None))  # settles only by notice
+    paid_id, paid_key = await pay(client, runtime, paid)
+    declined_id, declined_key = await pay(client, runtime, declined)
+    unclaimed_id, unclaimed_key = await pay(client, runtime, unclaimed)
+    executor, _clock, gateways = executor_for(runtime)
+    try:
+        assert await executor.run_once() == 3
+    finally:
+        await gateways.aclose()
+
+    async def status_of(payout_id: str) -> dict[str, Any]:
+        response = await client.get(f"/v1/payouts/{payout_id}")
+        assert response.status_code == 200
+        return dict(response.json())
+
+    async def events_of(payout_id: str) -> list[Any]:
+        return list((await client.get(f"/v1/payouts/{payout_id}/events")).json()["data"])
+
+    assert (await status_of(paid_id))["status"] == "processing"
+    served.settle(paid_key, "SUCCESS")
+    event = served.item_event(paid_key)
+    body, headers = served.signed(event)
+    url = "/v1/gateway-callbacks/paypal"
+
+    forged_body, forged_headers = served.signed(event, key=other_key)
+    forged = await client.post(url, content=forged_body, headers=forged_headers)
+    tampered = await client.post(url, content=body.replace(b"SUCCESS", b"SUCCESs"), headers=headers)
+    unsigned = {k: v for k, v in headers.items() if not k.startswith("PAYPAL-TRANSMISSION-SIG")}
+    missing = await client.post(url, content=body, headers=unsigned)
+    for answer in (forged, tampered, missing):
+        assert answer.status_code == 401, answer.text
+        assert answer.json()["code"] == "invalid_signature"
+    assert (await status_of(paid_id))["status"] == "processing"
+    served.verify_status = 503  # PayPal cannot verify now: not a 401, so PayPal sends it again
+    unverified = await client.post(url, content=body, headers=headers)
+    assert unverified.status_code == 500
+    assert (await status_of(paid_id))["status"] == "processing"
+    served.verify_status = None
+
+    applied = await client.post(url, content=body, headers=headers)
+    assert applied.status_code == 200, applied.text
+    assert applied.json() == {"received": True, "result": "applied"}
+    after = await status_of(paid_id)
+    assert after["status"] == "succeeded"
+    assert after["gateway_reference"] == served.batch_for(paid_key).payout_batch_id
+    history = await events_of(paid_id)
+
+    duplicate = await client.post(url, content=body, headers=headers)
+    assert duplicate.json() == {"received": True, "result": "duplicate"}
+    assert await status_of(paid_id) == after
+    assert await events_of(paid_id) == history
+
+    served.settle(declined_key, "FAILED", "RECEIVER_ACCOUNT_INVALID")
+    body, headers = served.signed(served.item_event(declined_key))
+    assert (await client.post(url, content=body, headers=headers)).json()["result"] == "applied"
+    failed = await status_of(declined_id)
+    assert failed["status"] == "failed"
+    assert failed["failure"]["code"] == "recipient_account_invalid"
+
+    served.settle(unclaimed_key, "UNCLAIMED", "RECEIVER_UNREGISTERED")
+    body, headers = served.signed(served.item_event(unclaimed_key))
+    assert (await client.post(url, content=body, headers=headers)).json()["result"] == "recorded"
+    assert (await status_of(unclaimed_id))["status"] == "processing"
+    await assert_paid_exactly_once(runtime, served.booked_states())
+
+    # A contradicting notice about a finished payout changes nothing.
+    contradicting = served.item_event(paid_key, "PAYMENT.PAYOUTS-ITEM.FAILED")
+    contradicting["resource"]["transaction_status"] = "FAILED"
+    body, headers = served.signed(contradicting)
+    stale = await client.post(url, content=body, headers=headers)
+    assert stale.json() == {"received": True, "result": "stale"}
+    assert await status_of(paid_id) == after
+    await registry_for(runtime).aclose()
+
+
+async def test_no_secret_or_account_in_logs_or_responses(
+    make_app: AppFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    served: FakePayPal,
+    signing_key: rsa.RSAPrivateKey,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("DEBUG")
+    _app, client, runtime = await paypal_app(
+        make_app, monkeypatch, tmp_path, served, log_level="DEBUG"
+    )
+    paid = f"very.private.person-{uuid.uuid4().hex[:6]}@example.com"
+    refused = f"refused-{uuid.uuid4().hex[:6]}@example.com"
+    served.script(refused, Scenario(refuse=(422, {"name": "INSUFFICIENT_FUNDS"})))
+    paid_id, paid_key = await pay(client, runtime, paid)
+    refused_id, _ = await pay(client, runtime, refused)
+    final = await drain_all(runtime)
+    assert final == {paid_id: "succeeded", refused_id: "failed"}
+    body, headers = served.signed(served.item_event(paid_key))
+    notice = await client.post("/v1/gateway-callbacks/paypal", content=body, headers=headers)
+    assert notice.json()["result"] == "duplicate"
+    await registry_for(runtime).aclose()
+
+    shown = []
+    for payout_id in (paid_id, refused_id):
+        shown.append((await client.get(f"/v1/payouts/{payout_id}")).text)
+        shown.append((await client.get(f"/v1/payouts/{payout_id}/attempts")).text)
+        shown.append(repr([vars(a) for a in await attempts_of(runtime.db, payout_id)]))
+    captured = capsys.readouterr()
+    logs = captured.err + captured.out + caplog.text
+    assert "gateway.paypal.token_fetched" in logs  # the capture did see the adapter's lines
+    pem = signing_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    secrets = [
+        served.client_secret,
+        *served.issued_tokens,
+        base64.b64encode(f"{served.client_id}:{served.client_secret}".encode()).decode(),
+        pem.splitlines()[1],
+        paid,
+        refused,
+    ]
+    assert len(served.issued_tokens) >= 2
+    for text in (logs, *shown):
+        for secret in secrets:
+            assert secret not in text
+    assert "v***@example.com" in shown[0]  # the masked account is what is shown
+    assert json.loads(shown[0])["gateway_status"] == "SUCCESS"
+
+
+async def test_create_gateway_is_registered_under_paypal(
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, served: FakePayPal
+) -> None:
+    _app, _client, runtime = await paypal_app(make_app, monkeypatch, tmp_path, served)
+    registry = registry_for(runtime)
+    assert registry.is_configured("paypal")
+    adapter = registry.get("paypal")
+    assert isinstance(adapter, PayPalGateway)
+    assert isinstance(adapter, Gateway)
+    assert adapter.name == "paypal"
+    direct = create_gateway(runtime)
+    try:
+        result = await direct.submit(transfer())
+        assert result.state is TransferState.PENDING
+    finally:
+        await direct.aclose()
+        await registry.aclose()
