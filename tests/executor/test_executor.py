@@ -225,10 +225,18 @@ async def test_a_payout_for_an_unconfigured_gateway_waits(
     assert await transfers_by_payout(runtime.db) == {}
 
 
+@pytest.mark.parametrize("key_file", [None, "/nonexistent/stripe-key"])
 async def test_a_payout_routed_to_a_provider_without_credentials_waits(
-    client: httpx.AsyncClient, runtime: Runtime, executor: Executor, clock: FakeClock
+    client: httpx.AsyncClient,
+    runtime: Runtime,
+    executor: Executor,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    key_file: str | None,
 ) -> None:
-    # Stripe has a real adapter, but no PAYOUTSVC_STRIPE_SECRET_KEY is set here.
+    # Stripe has a real adapter, but no key is set here, or only a file that is missing.
+    if key_file is not None:
+        monkeypatch.setenv("PAYOUTSVC_STRIPE_SECRET_KEY_FILE", key_file)
     payout = await approved_payout(client, runtime)
     async with runtime.db.transaction() as session:
         await session.execute(

@@ -449,8 +449,10 @@ async def test_status_without_a_reference_is_not_found_and_asks_nothing(
     found = await gateway.get_status(uuid.uuid4().hex)
     assert found.state is TransferState.NOT_FOUND
     assert [r for r in fake.requests if r.method == "GET"] == []
-    unknown = await gateway.get_status(uuid.uuid4().hex, reference="NOSUCHBATCH1")
-    assert unknown.state is TransferState.NOT_FOUND
+    # A batch PayPal named before and cannot show now (wrong account or base URL): never
+    # "not found", which would let the executor submit again elsewhere.
+    with pytest.raises(OutcomeUnknown, match="cannot show batch"):
+        await gateway.get_status(uuid.uuid4().hex, reference="NOSUCHBATCH1")
 
 
 async def test_a_status_query_that_fails_is_unknown(
@@ -559,7 +561,18 @@ CREATE_ERRORS: list[tuple[int, dict[str, Any], type[Exception], str | None]] = [
         "currency_not_supported",
     ),
     (422, {"name": "RECEIVER_UNREGISTERED"}, Rejected, "recipient_account_invalid"),
-    (403, {"name": "AUTHORIZATION_ERROR"}, Rejected, "gateway_declined"),
+    (403, {"name": "AUTHORIZATION_ERROR"}, NotDone, None),
+    # Any issue about our (always well-formed) sender_batch_id may be a duplicate, however
+    # PayPal words it: never a final refusal that could leave a paid batch "failed".
+    (
+        400,
+        {
+            "name": "VALIDATION_ERROR",
+            "details": [{"field": "sender_batch_header.sender_batch_id", "issue": "In use."}],
+        },
+        OutcomeUnknown,
+        None,
+    ),
     (400, {"name": "SOMETHING_NEVER_SEEN"}, Rejected, "gateway_declined"),
     (429, {"name": "RATE_LIMIT_REACHED"}, NotDone, None),
     (500, {"name": "INTERNAL_SERVER_ERROR"}, OutcomeUnknown, None),
@@ -857,7 +870,8 @@ async def test_callbacks_finish_a_processing_payout_once(
     assert (await status_of(paid_id))["status"] == "processing"
     served.verify_status = 503  # PayPal cannot verify now: not a 401, so PayPal sends it again
     unverified = await client.post(url, content=body, headers=headers)
-    assert unverified.status_code == 500
+    assert unverified.status_code == 503
+    assert unverified.json()["code"] == "gateway_unavailable"
     assert (await status_of(paid_id))["status"] == "processing"
     served.verify_status = None
 

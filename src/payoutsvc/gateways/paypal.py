@@ -232,10 +232,12 @@ class PayPalError:
             field = str(detail.get("field") or "").upper()
             issue = str(detail.get("issue") or "").upper()
             # "field": "SENDER_BATCH_ID", "issue": "Batch with given sender_batch_id already
-            # exists"; a malformed sender_batch_id is a different issue on the same field.
-            if "SENDER_BATCH_ID" in field + issue and ("ALREADY" in issue or "DUPLICATE" in issue):
+            # exists". Our sender_batch_id is always well-formed (32 hex digits), so any
+            # issue PayPal raises about that field is taken as a possible duplicate, whatever
+            # its wording: a refusal read as final there could leave a paid batch "failed".
+            if "SENDER_BATCH_ID" in field + issue:
                 return True
-        return False
+        return self.existing_batch_id() is not None
 
     def existing_batch_id(self) -> str | None:
         """The original batch's id from the duplicate answer's HATEOAS link (its path only)."""
@@ -373,7 +375,12 @@ class PayPalGateway:
             return batch_result(idempotency_key, _json_object(response))
         error = PayPalError.of(response)
         if response.status_code == 404:
-            return TransferResult(TransferState.NOT_FOUND, gateway_status=error.name)
+            # PayPal named this batch to us before; not finding it now means a wrong base
+            # URL or account, where a re-submit could pay twice. Never NOT_FOUND here.
+            raise OutcomeUnknown(
+                f"PayPal cannot show batch {reference} it named before: {error.describe()}",
+                gateway_status=error.name,
+            )
         if response.status_code == 429:
             raise NotDone(error.describe(), gateway_status=error.name)
         raise OutcomeUnknown(error.describe(), gateway_status=error.name)
@@ -594,9 +601,11 @@ def payout_body(request: TransferRequest, *, email_subject: str) -> dict[str, An
 # -- answers ------------------------------------------------------------------------------
 def _refusal(error: PayPalError) -> Exception:
     """What a non-2xx answer to create means for the payout."""
-    if error.status == 429:
+    if error.status in (403, 429):
+        # 403: the app lacks the Payouts permission (configuration); 429: throttled. PayPal
+        # acted on neither, and neither is the payout's fault: retried with the same key.
         return NotDone(error.describe(), gateway_status=error.name)
-    if error.status in (400, 403, 422):
+    if error.status in (400, 422):
         log.warning(
             "gateway.paypal.refused", status=error.status, error=error.name, debug_id=error.debug_id
         )

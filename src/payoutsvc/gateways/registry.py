@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 
 from payoutsvc.config import Settings
 from payoutsvc.gateways.base import Gateway
+from payoutsvc.gateways.providers import MissingCredential
 from payoutsvc.gateways.sandbox import NAME as SANDBOX
 from payoutsvc.gateways.sandbox import SandboxGateway
 from payoutsvc.runtime import Runtime
@@ -31,7 +32,18 @@ def _provider(module: str) -> GatewayFactory:
     ``create_gateway(runtime)``, which reads its credentials from the environment)."""
 
     def build(runtime: Runtime) -> Gateway:
-        created: Gateway = importlib.import_module(module).create_gateway(runtime)
+        try:
+            created: Gateway = importlib.import_module(module).create_gateway(runtime)
+        except MissingCredential:
+            raise
+        except (ValueError, OSError, TypeError) as exc:
+            # A malformed key, an unreadable key file, an invalid setting: the payouts wait
+            # as for a missing credential. Only the error's type is echoed (its text could
+            # quote a setting's value).
+            raise MissingCredential(
+                f"the {module.rsplit('.', 1)[1]} adapter could not be configured "
+                f"({type(exc).__name__}); check its PAYOUTSVC_* settings and key files"
+            ) from exc
         return created
 
     return build

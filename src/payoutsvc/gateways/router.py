@@ -11,7 +11,7 @@ from payoutsvc.auth.dependencies import Admin
 from payoutsvc.deps import DbSession, RuntimeDep
 from payoutsvc.errors import ServiceError
 from payoutsvc.executor.callbacks import CallbackResult, CallbackService
-from payoutsvc.gateways.base import InvalidCallback, InvalidSignature
+from payoutsvc.gateways.base import GatewayError, InvalidCallback, InvalidSignature
 from payoutsvc.gateways.providers import MissingCredential
 from payoutsvc.gateways.registry import registry_for
 from payoutsvc.gateways.sandbox import NAME as SANDBOX
@@ -111,6 +111,10 @@ async def receive_gateway_callback(
         ) from None
     except InvalidCallback as exc:
         raise ServiceError(400, "invalid_callback", "Malformed callback", exc.message) from None
+    except GatewayError as exc:  # the provider's own verification service did not answer
+        raise ServiceError(
+            503, "gateway_unavailable", "Callback cannot be verified now", exc.message
+        ) from None
     result = await CallbackService(session, runtime).apply(gateway, notice)
     if adapter.callback_reply is not None:
         # Providers such as Alipay retry a notice until they read their own exact answer.

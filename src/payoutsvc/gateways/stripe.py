@@ -268,7 +268,13 @@ class StripeGateway:
                 return _result_of(transfer)
             if _error_code(response) != "resource_missing":
                 raise _status_error(response)
-            # A reference Stripe no longer knows (another account or mode?): ask by group.
+            # Stripe never deletes a transfer, so an id it gave us and no longer knows means
+            # the key now points at another account or mode: there, asking by group would
+            # find nothing and a re-submit would pay a second time. Only a human can tell.
+            raise OutcomeUnknown(
+                f"Stripe no longer knows transfer {reference} (another account or mode?)",
+                gateway_status="reference_missing",
+            )
         response = await self._get(
             "/v1/transfers", params={"transfer_group": idempotency_key, "limit": "10"}
         )
