@@ -64,6 +64,7 @@ from payoutsvc.gateways.providers import (
     load_private_key,
     load_public_key,
     provider_client,
+    redact_identifiers,
     secret_from,
     send,
     sign_rsa_sha256,
@@ -276,7 +277,7 @@ class AlipayGateway:
         )
         if not verify_rsa_sha256(self._public_key, content.encode(), signature):
             raise InvalidSignature("the notice's signature does not verify with Alipay's key")
-        if params.get("app_id", self._app_id) != self._app_id:
+        if params.get("app_id") != self._app_id:
             raise InvalidCallback("the notice is addressed to another app")
         if params.get("msg_method") != NOTICE_METHOD:
             raise InvalidCallback(f"expected msg_method {NOTICE_METHOD}")
@@ -464,7 +465,7 @@ def _transfer_content(request: TransferRequest) -> dict[str, Any]:
 
 def _check_echo(body: Mapping[str, Any], key: str) -> None:
     echoed = body.get("out_biz_no")
-    if echoed is not None and echoed != key:
+    if echoed != key:  # missing counts too: only an answer naming our key is ours
         raise OutcomeUnknown(
             "Alipay answered about another out_biz_no", gateway_status="mismatched_answer"
         )
@@ -494,7 +495,7 @@ def _result_of(body: Mapping[str, Any]) -> TransferResult:
         reference,
         gateway_status=str(status),
         failure_code=_DECLINES.get(str(error_code), "gateway_declined"),
-        failure_message=(
+        failure_message=redact_identifiers(
             f"Alipay: {reason or status}" + (f" ({error_code})" if error_code else "")
         ),
     )
@@ -506,7 +507,7 @@ def _error_of(body: Mapping[str, Any]) -> GatewayError:
     sub_code = str(body.get("sub_code") or "")
     detail = body.get("sub_msg") or body.get("msg") or "no message"
     word = sub_code or code
-    message = f"Alipay {word}: {detail}"
+    message = redact_identifiers(f"Alipay {word}: {detail}")
     if code == "40004" and sub_code in _DECLINES:
         return Rejected(_DECLINES[sub_code], message, gateway_status=word)
     if code == "40004" and sub_code.startswith(_AMOUNT_LIMIT_PREFIX):

@@ -70,7 +70,13 @@ from payoutsvc.gateways.base import (
     TransferResult,
     TransferState,
 )
-from payoutsvc.gateways.providers import MissingCredential, provider_client, secret_from, send
+from payoutsvc.gateways.providers import (
+    MissingCredential,
+    provider_client,
+    redact_identifiers,
+    secret_from,
+    send,
+)
 from payoutsvc.money import currency_exponent, format_amount
 from payoutsvc.runtime import Runtime
 
@@ -274,7 +280,7 @@ class PayPalError:
             text += f" ({issues[:300]})"
         if self.debug_id:
             text += f" [debug_id {self.debug_id}]"
-        return text
+        return redact_identifiers(text)
 
 
 class PayPalGateway:
@@ -705,7 +711,7 @@ def _item_failure(item: Mapping[str, Any] | None, default: str) -> tuple[str, st
     name = _text(errors.get("name")) or ""
     message = _text(errors.get("message")) or default
     code = FAILURE_CODES.get(name.upper(), "gateway_declined")
-    return code, (f"{name}: {message}" if name else message)[:300]
+    return code, redact_identifiers(f"{name}: {message}" if name else message, 300)
 
 
 def notice_from_event(event: Mapping[str, Any]) -> CallbackNotice:

@@ -11,6 +11,7 @@ failure after the bytes may have left (read/write timeout, reset, protocol error
 from __future__ import annotations
 
 import base64
+import re
 from pathlib import Path
 
 import httpx
@@ -21,6 +22,19 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from pydantic import SecretStr
 
 from payoutsvc.gateways.base import NotDone, OutcomeUnknown
+from payoutsvc.recipients.masking import mask_account
+
+_EMAIL = re.compile(r"[^\s@:;,'\"<>()\[\]]+@[^\s@:;,'\"<>()\[\]]+")
+_LONG_NUMBER = re.compile(r"\+?\d[\d -]{5,}\d")
+
+
+def redact_identifiers(text: str, limit: int = 500) -> str:
+    """A provider's free-text message, safe to store and show: anything shaped like an
+    account (an email address, a phone, user or card number) masked like our own output.
+    Providers may quote the payee in error messages; ours are shown to API users."""
+    text = _EMAIL.sub(lambda m: mask_account(m.group(0)), text)
+    text = _LONG_NUMBER.sub(lambda m: mask_account(m.group(0)), text)
+    return text[:limit]
 
 
 class MissingCredential(RuntimeError):
