@@ -141,24 +141,23 @@ async def insert_hashed_events(session: AsyncSession, hashed: list[tuple[NewEven
                 "hashes": [h for _, h in hashed],
             },
         )
-        await enqueue_deliveries(session, [e for e, _ in hashed])
-        return
-    await session.execute(
-        _INSERT_EVENT,
-        [
-            {
-                "id": e.id,
-                "payout_id": e.payout_id,
-                "integration_id": e.integration_id,
-                "sequence": e.sequence,
-                "type": e.type,
-                "actor": e.actor,
-                "data": e.data,
-                "at": e.at,
-                "prev_hash": e.prev_hash,
-                "hash": h,
-            }
-            for e, h in hashed
-        ],
-    )
+    else:
+        await session.execute(
+            _INSERT_EVENT,
+            [
+                {
+                    "id": e.id,
+                    "payout_id": e.payout_id,
+                    "integration_id": e.integration_id,
+                    "sequence": e.sequence,
+                    "type": e.type,
+                    "actor": e.actor,
+                    "data": e.data,
+                    "at": e.at,
+                    "prev_hash": e.prev_hash,
+                    "hash": h,
+                }
+                for e, h in hashed
+            ],
+        )
     await enqueue_deliveries(session, [e for e, _ in hashed])
