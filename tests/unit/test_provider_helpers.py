@@ -29,3 +29,23 @@ def test_an_alipay_answer_that_does_not_name_our_key_is_not_ours() -> None:
     for body in ({"status": "SUCCESS"}, {"out_biz_no": "k2", "status": "SUCCESS"}):
         with pytest.raises(OutcomeUnknown):
             _check_echo(body, "k1")
+
+
+def test_a_misconfigured_adapter_is_not_rebuilt_for_every_payout() -> None:
+    from typing import Any, cast
+
+    from payoutsvc.gateways.providers import MissingCredential
+    from payoutsvc.gateways.registry import GatewayRegistry
+
+    builds = 0
+
+    def broken(_runtime: Any) -> Any:
+        nonlocal builds
+        builds += 1
+        raise MissingCredential("PAYOUTSVC_STRIPE_SECRET_KEY is not configured")
+
+    registry = GatewayRegistry(cast(Any, None), factories={"stripe": broken})
+    for _ in range(3):
+        with pytest.raises(MissingCredential):
+            registry.get("stripe")
+    assert builds == 1

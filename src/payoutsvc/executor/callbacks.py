@@ -46,8 +46,7 @@ _FINAL = {
 
 # A verified notice is the provider's own word, so it also settles a payout the executor
 # gave up on (needs_review): the same arrows an operator's resolve would take.
-_FINISHABLE_STATUSES = frozenset({PayoutStatus.PROCESSING, PayoutStatus.NEEDS_REVIEW})
-_FINISHABLE = frozenset(s.value for s in _FINISHABLE_STATUSES)
+_FINISHABLE = frozenset({PayoutStatus.PROCESSING, PayoutStatus.NEEDS_REVIEW})
 
 
 class CallbackService:
@@ -131,7 +130,7 @@ class CallbackService:
                 action="apply a gateway notice to",
                 event_data=event_data,
                 values=values,
-                from_statuses=_FINISHABLE_STATUSES,
+                from_statuses=_FINISHABLE,
             )
         except ServiceError as exc:
             if exc.code != "invalid_status_transition":

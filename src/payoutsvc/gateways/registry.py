@@ -10,6 +10,7 @@ per process (:func:`registry_for`).
 from __future__ import annotations
 
 import importlib
+import time
 import weakref
 from collections.abc import Callable, Mapping
 
@@ -21,6 +22,7 @@ from payoutsvc.gateways.sandbox import SandboxGateway
 from payoutsvc.runtime import Runtime
 
 GatewayFactory = Callable[[Runtime], Gateway]
+FAILED_BUILD_RETRY_SECONDS = 30.0  # a fixed key file is picked up within this
 
 
 def _sandbox(runtime: Runtime) -> Gateway:
@@ -34,8 +36,6 @@ def _provider(module: str) -> GatewayFactory:
     def build(runtime: Runtime) -> Gateway:
         try:
             created: Gateway = importlib.import_module(module).create_gateway(runtime)
-        except MissingCredential:
-            raise
         except (ValueError, OSError, TypeError) as exc:
             # A malformed key, an unreadable key file, an invalid setting: the payouts wait
             # as for a missing credential. Only the error's type is echoed (its text could
@@ -56,11 +56,6 @@ _FACTORIES: dict[str, GatewayFactory] = {
     "stripe": _provider("payoutsvc.gateways.stripe"),
     "paypal": _provider("payoutsvc.gateways.paypal"),
 }
-
-
-def register_gateway(name: str, factory: GatewayFactory) -> None:
-    """Make an adapter available under ``name`` (real provider modules call this)."""
-    _FACTORIES[name] = factory
 
 
 class UnknownGateway(LookupError):
@@ -86,6 +81,9 @@ class GatewayRegistry:
         self._runtime = runtime
         self._factories = dict(_FACTORIES if factories is None else factories)
         self._instances: dict[str, Gateway] = dict(instances or {})
+        # A misconfigured adapter is not rebuilt (key files read, keys parsed) for every
+        # payout and callback that needs it: its failure is answered for a while.
+        self._failed: dict[str, tuple[float, MissingCredential]] = {}
 
     @property
     def settings(self) -> Settings:
@@ -97,7 +95,14 @@ class GatewayRegistry:
             factory = self._factories.get(name)
             if factory is None:
                 raise UnknownGateway(name)
-            gateway = self._instances[name] = factory(self._runtime)
+            failed = self._failed.get(name)
+            if failed is not None and time.monotonic() < failed[0]:
+                raise failed[1]
+            try:
+                gateway = self._instances[name] = factory(self._runtime)
+            except MissingCredential as exc:
+                self._failed[name] = (time.monotonic() + FAILED_BUILD_RETRY_SECONDS, exc)
+                raise
         return gateway
 
     def for_recipient_type(self, recipient_type: str) -> Gateway:
