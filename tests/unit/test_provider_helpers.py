@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import pytest
 
 from payoutsvc.gateways.alipay import _check_echo
 from payoutsvc.gateways.base import OutcomeUnknown
-from payoutsvc.gateways.providers import redact_identifiers
+from payoutsvc.gateways.providers import MissingCredential, redact_identifiers
+from payoutsvc.gateways.registry import GatewayRegistry
 
 
 def test_provider_messages_lose_every_account_shaped_token() -> None:
@@ -32,11 +35,6 @@ def test_an_alipay_answer_that_does_not_name_our_key_is_not_ours() -> None:
 
 
 def test_a_misconfigured_adapter_is_not_rebuilt_for_every_payout() -> None:
-    from typing import Any, cast
-
-    from payoutsvc.gateways.providers import MissingCredential
-    from payoutsvc.gateways.registry import GatewayRegistry
-
     builds = 0
 
     def broken(_runtime: Any) -> Any:
