@@ -315,7 +315,7 @@ def approved_rows(
                 "attempts": 0,
                 "failure_code": None,
                 "failure_message": None,
-                "next_attempt_at": None,
+                "next_attempt_at": now,
                 "locked_until": None,
                 "locked_by": None,
                 "last_event_sequence": 1,

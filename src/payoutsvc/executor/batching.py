@@ -26,13 +26,13 @@ Flush = Callable[[list[T]], Awaitable[Sequence[R | BaseException]]]
 
 
 class GroupCommit(Generic[T, R]):
-    def __init__(
-        self, name: str, flush: Flush[T, R], *, max_batch: int, max_concurrent_flushes: int = 1
-    ) -> None:
+    def __init__(self, name: str, flush: Flush[T, R], *, max_batch: int) -> None:
         self._name = name
         self._flush = flush
         self._max_batch = max_batch
-        self._slots = asyncio.Semaphore(max_concurrent_flushes)
+        # One batch in flight: the next one fills up meanwhile. Two overlapping flushes
+        # would only halve each other's batches (more statements for the same rows).
+        self._slots = asyncio.Semaphore(1)
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._wakeup = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None

@@ -52,18 +52,15 @@ class ExecutorLoop:
         self._jobs: dict[str, Job] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._slot_freed = asyncio.Event()
-        sqlite = executor.runtime.db.dialect == "sqlite"
-        # PostgreSQL claims with SKIP LOCKED, so two claims can overlap: one is being
-        # written while the next already selects (SQLite would only queue them).
-        self._claim_parallelism = 1 if sqlite else 2
-        self._claims: set[asyncio.Task[None]] = set()
-        self._reserved = 0  # slots promised to claims still running
+        # One claim and one finishing write in flight per worker: on PostgreSQL a second
+        # overlapping claim mostly skips rows the first one holds, and two concurrent flushes
+        # halve each other's batches; on a 2-core machine each cost 5-15 % CPU per payout
+        # (bench/executor_drain.py). Throughput comes from batch size, not overlap.
+        self._claim: asyncio.Task[None] | None = None
+        self._reserved = 0  # slots promised to the claim still running
         self._idle_until = 0.0  # after a claim found the queue empty, the next look
         self._finisher: GroupCommit[Outcome, None] = GroupCommit(
-            "executor-finish",
-            self._write,
-            max_batch=max(self.batch_size, 100),
-            max_concurrent_flushes=1 if sqlite else 2,
+            "executor-finish", self._write, max_batch=max(self.batch_size, 100)
         )
 
     @property
@@ -83,7 +80,7 @@ class ExecutorLoop:
                 free = self.concurrency - len(self._jobs) - self._reserved
                 now = loop.time()
                 if (
-                    len(self._claims) < self._claim_parallelism
+                    self._claim is None
                     and now >= self._idle_until
                     and free > 0
                     and (free >= self._claim_threshold or not self._jobs)
@@ -92,7 +89,7 @@ class ExecutorLoop:
                     continue
                 waits = [stopping.wait()]
                 timeout = self.poll_interval
-                if now < self._idle_until and not self._claims:
+                if now < self._idle_until and self._claim is None:
                     timeout = self._idle_until - now  # the queue was empty: look again later
                 else:
                     # Wait for a finished payout to free a slot, or a claim to come back.
@@ -100,16 +97,15 @@ class ExecutorLoop:
                     waits.append(self._slot_freed.wait())
                 await _first_of(waits, timeout)
         finally:
-            await asyncio.gather(*self._claims, return_exceptions=True)
+            if self._claim is not None:
+                await asyncio.gather(self._claim, return_exceptions=True)
             await self._shutdown()
 
     def _spawn_claim(self, wanted: int) -> None:
         self._reserved += wanted
-        claim = asyncio.create_task(self._claim(wanted))
-        self._claims.add(claim)
-        claim.add_done_callback(self._claims.discard)
+        self._claim = asyncio.create_task(self._claim_and_start(wanted))
 
-    async def _claim(self, wanted: int) -> None:
+    async def _claim_and_start(self, wanted: int) -> None:
         """One claim; its payouts start at once."""
         try:
             jobs = await self.executor.claim(wanted)
@@ -118,6 +114,7 @@ class ExecutorLoop:
             jobs = []
         finally:
             self._reserved -= wanted
+            self._claim = None
         for job in jobs:
             self._start(job)
         if len(jobs) < wanted:

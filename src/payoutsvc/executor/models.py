@@ -1,4 +1,4 @@
-"""Executor tables: one row per gateway call, plus the index the claim query walks."""
+"""Executor tables: one row per gateway call."""
 
 from __future__ import annotations
 
@@ -9,12 +9,6 @@ from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from payoutsvc.db.base import Base, UtcDateTime
-from payoutsvc.payouts.models import Payout
-
-# Claims take due `approved` payouts oldest first (`WHERE status = 'approved' ORDER BY id`);
-# the foundation's (status, next_attempt_at) index cannot give that order because every
-# approved payout has next_attempt_at NULL, so a backlog would be sorted on every claim.
-Index("ix_payouts_status_id", Payout.__table__.c.status, Payout.__table__.c.id)
 
 
 class PayoutAttempt(Base):

@@ -1,10 +1,11 @@
 """All SQL of the executor: claiming due payouts, finishing them, recording gateway calls.
 
 The payouts table is the queue. A payout is the executor's job while it is ``approved`` (due
-at once) or ``processing`` (due at ``next_attempt_at``). While a worker holds it,
-``locked_by`` carries that claim's token and ``locked_until`` its lease; ``next_attempt_at``
-is set to the lease's end too, so one index range (status, next_attempt_at) finds both
-payouts whose retry is due and payouts whose worker died.
+since ``next_attempt_at``, the time it was created approved or got approved) or
+``processing`` (due at ``next_attempt_at``). While a worker holds it, ``locked_by`` carries
+that claim's token and ``locked_until`` its lease; ``next_attempt_at`` is set to the lease's
+end too, so the one (status, next_attempt_at) index gives approved payouts oldest first, and
+finds payouts whose retry is due and payouts whose worker died.
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ class ExecutorRepository:
         retry is due or whose lease ran out, most overdue first."""
         query = select(_P).limit(limit).with_for_update(skip_locked=True)
         if status == APPROVED:
-            query = query.where(_P.c.status == APPROVED).order_by(_P.c.id)
+            query = query.where(_P.c.status == APPROVED).order_by(_P.c.next_attempt_at)
         else:
             query = query.where(_P.c.status == PROCESSING, _P.c.next_attempt_at <= now).order_by(
                 _P.c.next_attempt_at
@@ -194,7 +195,12 @@ class ExecutorRepository:
         """Move up to ``limit`` approved payouts to processing under this claim's lease and
         return their rows. Only payouts still ``approved`` here are taken, so a cancel that
         committed first wins and is never paid."""
-        due = select(_P.c.id).where(_P.c.status == APPROVED).order_by(_P.c.id).limit(limit)
+        due = (
+            select(_P.c.id)
+            .where(_P.c.status == APPROVED)
+            .order_by(_P.c.next_attempt_at)
+            .limit(limit)
+        )
         if paused_gateways:
             due = due.where(_P.c.gateway.not_in(list(paused_gateways)))
         result = await self.session.execute(
@@ -351,7 +357,7 @@ class ExecutorRepository:
         )
         depth = {status: int(count) for status, count in depth_rows.all()}
         approved = await self.session.execute(
-            select(func.min(_P.c.updated_at)).where(_P.c.status == APPROVED)
+            select(func.min(_P.c.next_attempt_at)).where(_P.c.status == APPROVED)
         )
         retries = await self.session.execute(
             select(func.count(), func.min(_P.c.next_attempt_at)).where(

@@ -120,7 +120,6 @@ class SandboxGateway:
             "sandbox-bookings",
             self._write_bookings,
             max_batch=MAX_BOOKING_BATCH,
-            max_concurrent_flushes=1 if db.dialect == "sqlite" else 2,
         )
         self._secret: bytes | None = None
 
