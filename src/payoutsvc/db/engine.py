@@ -23,6 +23,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import NullPool
 
+from payoutsvc.db.signals import Signals, notify_others, take_pending
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
@@ -92,15 +94,24 @@ class Database:
     def __post_init__(self) -> None:
         self._write_sessions = async_sessionmaker(self.write_engine, expire_on_commit=False)
         self._read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
+        self.signals = Signals(self.write_engine)
 
     @asynccontextmanager
     async def transaction(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
-        """One unit of work: commits when the block ends normally, rolls back on any error."""
+        """One unit of work: commits when the block ends normally, rolls back on any error.
+        Wake-ups the work asked for (:func:`signal_on_commit`) go out once it committed."""
         factory = self._write_sessions if write else self._read_sessions
-        async with factory() as session, session.begin():
-            yield session
+        async with factory() as session:
+            async with session.begin():
+                yield session
+                signals = take_pending(session)
+                if signals and self.is_postgres:
+                    await notify_others(session, signals)
+            if signals:
+                self.signals.fire(signals)
 
     async def dispose(self) -> None:
+        await self.signals.aclose()
         await self.write_engine.dispose()
         if self.read_engine is not self.write_engine:
             await self.read_engine.dispose()

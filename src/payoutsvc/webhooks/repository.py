@@ -26,6 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from payoutsvc.db.signals import signal_on_commit
 from payoutsvc.webhooks.models import (
     DeliveryStatus,
     WebhookAttempt,
@@ -88,6 +89,8 @@ _PG_INSERT_ATTEMPTS = text(
 )
 
 PENDING = DeliveryStatus.PENDING.value
+# The wake-up name for "deliveries became due" (db/signals.py): the sender waits on it.
+DELIVERIES_DUE = "webhook-deliveries"
 
 # What the sender needs of a claimed delivery (never the whole row: no excerpts, no log).
 CLAIM_COLUMNS = (
@@ -245,6 +248,7 @@ class WebhookRepository:
     async def insert_deliveries(self, rows: Sequence[Mapping[str, Any]]) -> None:
         if rows:
             await self.session.execute(insert(_deliveries), list(rows))
+            signal_on_commit(self.session, DELIVERIES_DUE)
 
     async def cancel_pending(self, endpoint_ids: Iterable[str], reason: str, now: datetime) -> int:
         """Give up the pending deliveries of these endpoints (they were disabled or deleted)."""
@@ -284,6 +288,7 @@ class WebhookRepository:
             )
             .returning(*_deliveries.c)
         )
+        signal_on_commit(self.session, DELIVERIES_DUE)
         return result.first()
 
     async def requeue_given_up(
@@ -306,6 +311,7 @@ class WebhookRepository:
                 locked_by=None,
             )
         )
+        signal_on_commit(self.session, DELIVERIES_DUE)
         return int(getattr(result, "rowcount", 0) or 0)
 
     # -- deliveries: reading -------------------------------------------------------------------

@@ -43,7 +43,7 @@ from payoutsvc.metrics import (
 )
 from payoutsvc.runtime import Runtime
 from payoutsvc.webhooks.models import DeliveryStatus
-from payoutsvc.webhooks.repository import WebhookRepository
+from payoutsvc.webhooks.repository import DELIVERIES_DUE, WebhookRepository
 from payoutsvc.webhooks.schedule import next_delay, retry_after_seconds
 from payoutsvc.webhooks.service import unseal_secret
 from payoutsvc.webhooks.signing import build_headers
@@ -66,6 +66,9 @@ PURGE_BATCH_SIZE = 1000
 RECORD_COALESCE_SECONDS = 0.005
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 STOP_GRACE_SECONDS = 5.0
+# An idle sender's longest gap between looks of its own: how late a retry may start, or a
+# delivery whose wake-up was missed (commits wake the sender at once: db/signals.py).
+IDLE_LOOK_MAX_SECONDS = 2.0
 _SECRET_CACHE_LIMIT = 4096
 
 GONE_REASON = "the receiver answered 410 Gone"
@@ -405,6 +408,10 @@ class WebhookSender:
         recorder = asyncio.create_task(self._record_loop(state), name="webhook-recorder")
         stop_watch = asyncio.create_task(_set_when(stopping, state.wake))
         poll = self.settings.worker_poll_interval
+        signals = self.runtime.db.signals
+        signals.start()
+        due = signals.subscribe(DELIVERIES_DUE)
+        idle_wait = poll  # grows while looks keep finding nothing
         # Claim in batches rather than one slot at a time, unless the queue ran dry.
         min_claim = max(1, self.batch_size // 4)
         try:
@@ -415,6 +422,7 @@ class WebhookSender:
                 if free < min_claim or backlog >= self.concurrency:
                     await _wait(state.wake, poll)
                     continue
+                due.clear()  # a commit announced from here on triggers the next look
                 try:
                     want = min(free, self.batch_size)
                     claimed = await self.claim(want)
@@ -425,14 +433,24 @@ class WebhookSender:
                 for delivery, target in claimed:
                     self._launch(state, delivery, target)
                 WEBHOOK_IN_FLIGHT.set(len(state.in_flight))
+                if claimed:
+                    idle_wait = poll
                 if len(claimed) < want:
-                    # Nothing more is due now: look again after a poll interval, or sooner
-                    # when a recorded outcome lets a payout's next event go.
+                    # Nothing more is due now. Look again when a commit makes deliveries due
+                    # (any process: db/signals.py), when a recorded outcome lets a payout's
+                    # next event go, or on our own: retries and expired leases fall due with
+                    # nobody writing. An idle queue is looked at ever less often, down to
+                    # every IDLE_LOOK_MAX_SECONDS, unless wake-ups from other processes are
+                    # not arriving (listener down); then at the poll interval.
                     if isinstance(self._client, PinnedHttp11Client):
                         self._client.sweep_idle()
                     state.recorded.clear()
-                    await _wait_any((state.recorded, stopping), poll)
+                    wait = idle_wait if signals.reliable else poll
+                    await _wait_any((state.recorded, stopping, due), wait)
+                    if not claimed:
+                        idle_wait = min(idle_wait * 2, max(poll, IDLE_LOOK_MAX_SECONDS))
         finally:
+            signals.unsubscribe(DELIVERIES_DUE, due)
             stop_watch.cancel()
             if state.in_flight:
                 await asyncio.wait(state.in_flight, timeout=STOP_GRACE_SECONDS)
