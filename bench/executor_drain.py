@@ -41,9 +41,11 @@ from tests.executor.support import approved_rows
 from payoutsvc.crypto import generate_key
 from payoutsvc.db.base import utcnow
 from payoutsvc.db.migrate import upgrade_to_head
+from payoutsvc.db.signals import CHANNEL as SIGNALS_CHANNEL
 from payoutsvc.gateways.models import SandboxTransfer
 from payoutsvc.ids import new_id
 from payoutsvc.payouts.models import Payout, PayoutEvent
+from payoutsvc.payouts.repository import PAYOUTS_DUE
 
 LATENCY_MS = 50
 WORKER_COUNTS = (1, 2, 4)
@@ -83,12 +85,18 @@ async def reset_and_prepare(url: str) -> str:
 
 
 async def publish(url: str, payouts: list[dict[str, Any]], events: list[dict[str, Any]]) -> float:
-    """Insert the backlog in one transaction; returns the time it became visible."""
+    """Insert the backlog in one transaction; returns the time it became visible. Like an
+    approval, the transaction announces approved payouts (db/signals.py): idle workers wake
+    at once rather than at their next look of their own."""
     engine = create_async_engine(url)
     try:
         async with engine.begin() as conn:
             await conn.execute(insert(Payout), payouts)
             await conn.execute(insert(PayoutEvent), events)
+            await conn.execute(
+                text("SELECT pg_notify(:channel, :name)"),
+                {"channel": SIGNALS_CHANNEL, "name": PAYOUTS_DUE},
+            )
         return time.time()
     finally:
         await engine.dispose()

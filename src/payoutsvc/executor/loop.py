@@ -23,10 +23,14 @@ from payoutsvc.background import BackgroundLoops
 from payoutsvc.executor.batching import GroupCommit
 from payoutsvc.executor.service import Executor, Job, Outcome
 from payoutsvc.metrics import EXECUTOR_IN_FLIGHT
+from payoutsvc.payouts.repository import PAYOUTS_DUE
 from payoutsvc.runtime import Runtime
 
 log = structlog.get_logger(__name__)
 
+# An idle executor's longest gap between looks of its own (approvals wake it at once, and it
+# knows when the next retry is due): the safety net for a missed wake-up.
+IDLE_LOOK_MAX_SECONDS = 2.0
 GRACE_SECONDS = 5.0  # below BackgroundLoops.stop's default, so leases get released in time
 FINISH_RETRIES = 3
 
@@ -59,6 +63,8 @@ class ExecutorLoop:
         self._claim: asyncio.Task[None] | None = None
         self._reserved = 0  # slots promised to the claim still running
         self._idle_until = 0.0  # after a claim found the queue empty, the next look
+        self._signals = executor.runtime.db.signals
+        self._due = self._signals.subscribe(PAYOUTS_DUE)  # a commit approved payouts
         self._finisher: GroupCommit[Outcome, None] = GroupCommit(
             "executor-finish", self._write, max_batch=max(self.batch_size, 100)
         )
@@ -75,28 +81,36 @@ class ExecutorLoop:
             batch_size=self.batch_size,
         )
         loop = asyncio.get_running_loop()
+        self._signals.start()
         try:
             while not stopping.is_set():
                 free = self.concurrency - len(self._jobs) - self._reserved
                 now = loop.time()
+                if self._due.is_set():
+                    self._idle_until = 0.0  # payouts were approved since the last claim
                 if (
                     self._claim is None
                     and now >= self._idle_until
                     and free > 0
                     and (free >= self._claim_threshold or not self._jobs)
                 ):
+                    self._due.clear()  # an approval from here on triggers the next look
                     self._spawn_claim(min(self.batch_size, free))
                     continue
                 waits = [stopping.wait()]
                 timeout = self.poll_interval
                 if now < self._idle_until and self._claim is None:
-                    timeout = self._idle_until - now  # the queue was empty: look again later
+                    # The queue was empty: look again when payouts get approved, or when the
+                    # next retry or lease end falls due.
+                    timeout = self._idle_until - now
+                    waits.append(self._due.wait())
                 else:
                     # Wait for a finished payout to free a slot, or a claim to come back.
                     self._slot_freed.clear()
                     waits.append(self._slot_freed.wait())
                 await _first_of(waits, timeout)
         finally:
+            self._signals.unsubscribe(PAYOUTS_DUE, self._due)
             if self._claim is not None:
                 await asyncio.gather(self._claim, return_exceptions=True)
             await self._shutdown()
@@ -118,8 +132,26 @@ class ExecutorLoop:
         for job in jobs:
             self._start(job)
         if len(jobs) < wanted:
-            self._idle_until = asyncio.get_running_loop().time() + self.poll_interval
+            self._idle_until = asyncio.get_running_loop().time() + await self._idle_wait()
         self._slot_freed.set()
+
+    async def _idle_wait(self) -> float:
+        """How long to wait before looking again after a claim found too little: until the
+        next retry or lease end is due (approvals wake the loop at once), at least a poll
+        interval and at most IDLE_LOOK_MAX_SECONDS. While approvals in other processes
+        cannot reach this one (PostgreSQL listener down), simply the poll interval."""
+        if not self._signals.reliable:
+            return self.poll_interval
+        try:
+            next_due = await self.executor.next_due_at()
+        except Exception:  # database hiccup: the claim will tell
+            return self.poll_interval
+        if next_due is None:
+            return max(self.poll_interval, IDLE_LOOK_MAX_SECONDS)
+        until_due = (next_due - self.executor.clock()).total_seconds()
+        return min(
+            max(until_due, self.poll_interval), max(self.poll_interval, IDLE_LOOK_MAX_SECONDS)
+        )
 
     def _start(self, job: Job) -> None:
         self._jobs[job.id] = job

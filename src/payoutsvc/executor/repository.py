@@ -19,8 +19,10 @@ from sqlalchemy import JSON, Row, Table, bindparam, func, insert, select, text, 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payoutsvc.db.base import UtcDateTime
+from payoutsvc.db.signals import signal_on_commit
 from payoutsvc.executor.models import PayoutAttempt
 from payoutsvc.payouts.models import Payout
+from payoutsvc.payouts.repository import PAYOUTS_DUE
 from payoutsvc.payouts.status import PayoutStatus
 
 _P = cast(Table, Payout.__table__)
@@ -274,6 +276,9 @@ class ExecutorRepository:
         processing under the claim's token with no event written since the claim."""
         if not rows:
             return set()
+        if any(r["new_status"] == PROCESSING for r in rows):
+            # A retry is scheduled: idle executors learn its time (their next look) at once.
+            signal_on_commit(self.session, PAYOUTS_DUE)
         if not self.is_postgres:
             # SQLite's write transaction excludes every other writer: read, then write.
             owned = await self._owned_sqlite(rows)
@@ -318,7 +323,23 @@ class ExecutorRepository:
                 .values(locked_by=None, locked_until=None, next_attempt_at=now, updated_at=now)
             )
             released += int(getattr(result, "rowcount", 0) or 0)
+        if released:
+            signal_on_commit(self.session, PAYOUTS_DUE)  # other workers take them at once
         return released
+
+    async def next_due_at(self) -> datetime | None:
+        """When the earliest approved or processing payout is, or was, due: an idle
+        executor's next look (a processing payout's lease end counts: it is taken over then)."""
+        earliest = [
+            select(_P.c.next_attempt_at)
+            .where(_P.c.status == status, _P.c.next_attempt_at.is_not(None))
+            .order_by(_P.c.next_attempt_at)
+            .limit(1)
+            .scalar_subquery()
+            for status in (APPROVED, PROCESSING)
+        ]
+        times = (await self.session.execute(select(*earliest))).one()
+        return min((t for t in times if t is not None), default=None)
 
     async def insert_attempts(self, rows: Sequence[dict[str, Any]]) -> None:
         if not rows:

@@ -581,6 +581,10 @@ class Executor:
                 [(job.id, job.token) for job in jobs], self.clock()
             )
 
+    async def next_due_at(self) -> datetime | None:
+        async with self.runtime.db.transaction(write=False) as session:
+            return await ExecutorRepository(session).next_due_at()
+
     async def run_once(self, limit: int | None = None) -> int:
         """Claim one batch, execute it concurrently and finish it; returns how many payouts
         were worked on. For tests and tools: the service runs ExecutorLoop."""

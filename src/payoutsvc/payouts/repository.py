@@ -16,8 +16,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import TextClause
 
 from payoutsvc.db.base import UtcDateTime
+from payoutsvc.db.signals import signal_on_commit
 from payoutsvc.payouts.models import IdempotencyRecord, Payout, PayoutApproval, PayoutEvent
 from payoutsvc.payouts.status import PayoutStatus
+
+# The wake-up name for "a payout became approved" (db/signals.py): executors wait on it.
+PAYOUTS_DUE = "payouts-due"
 
 _PAYOUTS = cast(Table, Payout.__table__)
 _INSERT_PAYOUT = insert(_PAYOUTS)
@@ -108,6 +112,8 @@ class PayoutRepository:
         # A Core insert with the values as parameters compiles once and is reused; building
         # `insert(Payout).values(**values)` per call re-derives its cache key every time.
         await self.session.execute(_INSERT_PAYOUT, [values])
+        if values["status"] == PayoutStatus.APPROVED.value:
+            signal_on_commit(self.session, PAYOUTS_DUE)
 
     async def get(self, payout_id: str, integration_id: str | None) -> Payout | None:
         query = select(Payout).where(Payout.id == payout_id)
@@ -180,7 +186,10 @@ class PayoutRepository:
             .returning(*Payout.__table__.c)
             .execution_options(synchronize_session=False)
         )
-        return result.first()
+        changed = result.first()
+        if changed is not None and values.get("status") == PayoutStatus.APPROVED.value:
+            signal_on_commit(self.session, PAYOUTS_DUE)
+        return changed
 
     async def set_chain_head(self, heads: Sequence[tuple[str, str]]) -> None:
         """Store each payout's newest event hash (the head of its audit chain)."""
