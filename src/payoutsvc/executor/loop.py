@@ -120,20 +120,24 @@ class ExecutorLoop:
         self._claim = asyncio.create_task(self._claim_and_start(wanted))
 
     async def _claim_and_start(self, wanted: int) -> None:
-        """One claim; its payouts start at once."""
+        """One claim; its payouts start at once. After a short claim it also decides when
+        to look again, still counting as the claim in flight so no other one starts."""
         try:
-            jobs = await self.executor.claim(wanted)
-        except Exception:  # database hiccup: try again after a poll interval
-            log.exception("executor.claim_failed")
-            jobs = []
+            try:
+                jobs = await self.executor.claim(wanted)
+            except Exception:  # database hiccup: try again after a poll interval
+                log.exception("executor.claim_failed")
+                jobs = []
+            finally:
+                self._reserved -= wanted
+            for job in jobs:
+                self._start(job)
+            if len(jobs) < wanted:
+                wait = await self._idle_wait()
+                self._idle_until = asyncio.get_running_loop().time() + wait
         finally:
-            self._reserved -= wanted
             self._claim = None
-        for job in jobs:
-            self._start(job)
-        if len(jobs) < wanted:
-            self._idle_until = asyncio.get_running_loop().time() + await self._idle_wait()
-        self._slot_freed.set()
+            self._slot_freed.set()
 
     async def _idle_wait(self) -> float:
         """How long to wait before looking again after a claim found too little: until the
