@@ -94,27 +94,30 @@ class Signals:
         self.fire((name,))
 
     async def _listen(self) -> None:
-        delay = 1.0
+        loop = asyncio.get_running_loop()
+        delay = 1.0  # before the next attempt; doubles while attempts keep failing quickly
         while True:
+            started = loop.time()
             try:
                 connection = await self._engine.connect()  # held for as long as it lives
             except Exception as exc:  # the listener must outlive any database outage
                 log.warning("db.signals.connect_failed", error=repr(exc), retry_in=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RECONNECT_MAX_SECONDS)
-                continue
-            delay = 1.0
-            try:
-                raw = await connection.get_raw_connection()
-                await self._serve(raw.driver_connection)
-            except Exception as exc:
-                log.warning("db.signals.listener_lost", error=repr(exc))
-            finally:
-                self._listening = False
-                with contextlib.suppress(Exception):
-                    await connection.invalidate()  # never hand a LISTENing one to the pool
-                with contextlib.suppress(Exception):
-                    await connection.close()
+            else:
+                try:
+                    raw = await connection.get_raw_connection()
+                    await self._serve(raw.driver_connection)
+                except Exception as exc:
+                    log.warning("db.signals.listener_lost", error=repr(exc))
+                finally:
+                    self._listening = False
+                    with contextlib.suppress(Exception):
+                        await connection.invalidate()  # never hand a LISTENing one back
+                    with contextlib.suppress(Exception):
+                        await connection.close()
+            if loop.time() - started > KEEPALIVE_SECONDS:
+                delay = 1.0  # it had been working: try again soon
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX_SECONDS)
 
     async def _serve(self, connection: Any) -> None:
         """Listen on one connection until it is lost (checked every KEEPALIVE_SECONDS)."""
