@@ -18,6 +18,7 @@ from payoutsvc.auth.models import Integration
 from payoutsvc.crypto import RecipientCipher, derive_fingerprint_key
 from payoutsvc.db.base import utcnow
 from payoutsvc.db.engine import Database
+from payoutsvc.db.signals import signal_on_commit
 from payoutsvc.executor.models import PayoutAttempt
 from payoutsvc.executor.service import Executor
 from payoutsvc.gateways.base import (
@@ -32,6 +33,7 @@ from payoutsvc.gateways.models import SandboxTransfer
 from payoutsvc.ids import new_id
 from payoutsvc.payouts.events import GENESIS_HASH, NewEvent, hash_of
 from payoutsvc.payouts.models import Payout, PayoutEvent
+from payoutsvc.payouts.repository import PAYOUTS_DUE
 from payoutsvc.payouts.service import PayoutService
 from payoutsvc.payouts.status import ALLOWED_TRANSITIONS, PayoutStatus
 from payoutsvc.recipients.storage import public_view, seal
@@ -357,4 +359,5 @@ async def insert_approved(db: Database, encryption_key: str, amounts_minor: list
         )
         await session.execute(insert(cast(Table, Payout.__table__)), payouts)
         await session.execute(insert(cast(Table, PayoutEvent.__table__)), events)
+        signal_on_commit(session, PAYOUTS_DUE)  # as approvals announce themselves
     return [p["id"] for p in payouts]

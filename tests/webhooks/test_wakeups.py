@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import text
 
 from payoutsvc.db.engine import Database
-from payoutsvc.db.signals import signal_on_commit
+from payoutsvc.db.signals import Signals, signal_on_commit
 from payoutsvc.runtime import Runtime
 from payoutsvc.webhooks.sender import IDLE_LOOK_MAX_SECONDS, WebhookSender
 from tests.helpers import create_operator, create_payout
@@ -46,8 +46,11 @@ async def test_a_commit_wakes_subscribers_once_committed_and_a_rollback_does_not
         other_process_db.signals.start()
         mine = writer.signals.subscribe("deliveries")
         theirs = other_process_db.signals.subscribe("deliveries")
-        await eventually(lambda: other_process_db.signals.reliable, timeout=5, what="listener")
-        theirs.clear()  # (a listener that starts wakes everyone once: it may have missed some)
+        if backend == "postgres":
+            await eventually(lambda: other_process_db.signals.reliable, timeout=5, what="listener")
+            theirs.clear()  # (a listener that starts wakes everyone once: it may have missed some)
+        else:
+            assert not other_process_db.signals.reliable  # other processes go unannounced
 
         with pytest.raises(RuntimeError):
             await _signal_then_fail(writer, "deliveries")
@@ -99,15 +102,21 @@ async def test_an_idle_sender_looks_rarely_yet_sends_a_new_webhook_at_once(
     stop = asyncio.Event()
     running = asyncio.create_task(sender.run(stop))
     try:
-        await eventually(lambda: sender_db.signals.reliable, timeout=5, what="listener")
-        # Idle for a while: at the 0.05 s poll interval that would be ~70 looks.
-        await asyncio.sleep(3.5)
-        idle_looks = len(looks)
-        assert idle_looks <= 10, f"an idle sender looked {idle_looks} times in 3.5 s"
-
-        # It now waits IDLE_LOOK_MAX_SECONDS between looks of its own. Right after one of
-        # them, a new payout's webhook still goes out as soon as the payout commits.
-        await eventually(lambda: len(looks) > idle_looks, timeout=IDLE_LOOK_MAX_SECONDS + 1)
+        if backend == "postgres":
+            await eventually(lambda: sender_db.signals.reliable, timeout=5, what="listener")
+            idle_from = len(looks)
+            await asyncio.sleep(3.5)
+            # At the 0.05 s poll interval that would be ~70 looks.
+            idle_looks = len(looks) - idle_from
+            assert idle_looks <= 10, f"an idle sender looked {idle_looks} times in 3.5 s"
+            # It now waits IDLE_LOOK_MAX_SECONDS between looks of its own. Right after one
+            # of them, a new payout's webhook still goes out as soon as the payout commits.
+            seen = len(looks)
+            await eventually(lambda: len(looks) > seen, timeout=IDLE_LOOK_MAX_SECONDS + 1)
+        else:
+            # SQLite: another process's commits would go unannounced, so an idle sender
+            # looks every poll interval; the API's commits beside it still wake it.
+            await asyncio.sleep(0.5)
         created_at = time.monotonic()
         response = await create_payout(client)
         assert response.status_code == 201, response.text
@@ -153,13 +162,14 @@ async def test_a_killed_listener_loses_no_webhook_and_comes_back(
         await asyncio.sleep(2.5)  # the sender has backed off to its longest idle wait
         async with runtime.db.transaction() as session:
             await session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": listener})
-        # A payout committed while nobody listens still gets its webhook promptly: the
-        # listener's return wakes the sender, and without it the sender polls.
+        # The listener waits a second before reconnecting; meanwhile the sender knows that
+        # other processes' commits cannot reach it and looks every poll interval.
+        await eventually(lambda: not other_process_db.signals.reliable, what="the loss noticed")
+        created_at = time.monotonic()
         response = await create_payout(client)
         assert response.status_code == 201, response.text
-        await eventually(
-            lambda: len(receiver.received("/hooks")) == 1, timeout=IDLE_LOOK_MAX_SECONDS
-        )
+        await eventually(lambda: len(receiver.received("/hooks")) == 1, what="the webhook")
+        assert time.monotonic() - created_at < IDLE_LOOK_MAX_SECONDS / 2
 
         async def replaced() -> bool:
             pids = await _listener_pids(runtime)
@@ -175,3 +185,22 @@ async def test_a_killed_listener_loses_no_webhook_and_comes_back(
         stop.set()
         await running
         await sender.aclose()
+
+
+async def test_a_listener_that_keeps_failing_retries_ever_more_slowly(
+    backend: str, other_process_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if backend != "postgres":
+        pytest.skip("the cross-process listener is PostgreSQL's")
+    attempts: list[float] = []
+
+    async def refused(self: Signals, connection: Any) -> None:
+        attempts.append(time.monotonic())
+        raise RuntimeError("LISTEN refused")
+
+    monkeypatch.setattr(Signals, "_serve", refused)
+    other_process_db.signals.start()
+    await asyncio.sleep(3.5)
+    # Attempts at 0, 1 and 3 s (the wait doubles), not one per connect round trip.
+    assert 2 <= len(attempts) <= 3, attempts
+    assert not other_process_db.signals.reliable

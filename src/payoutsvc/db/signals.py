@@ -7,8 +7,14 @@ commit). A loop can then sleep long between looks at an idle queue instead of po
 database many times a second from every worker.
 
 A wake-up is a hint, never the only path to the work: a loop still looks on its own now and
-then (retries fall due with nobody writing), and while the PostgreSQL listener is down
-(:attr:`Signals.reliable` is false) it should look at its normal poll interval.
+then (retries fall due with nobody writing), and while other processes' commits cannot reach
+it (:attr:`Signals.reliable` is false: SQLite, or the PostgreSQL listener is down) it looks
+at its normal poll interval; its own process's commits still wake it at once.
+
+The listener holds one connection of the process's pool for as long as it lives, and needs
+a real session: behind PgBouncer in transaction mode, LISTEN seems to work but nothing
+arrives (loops would then look only every few seconds), so point it at PostgreSQL or a
+session-mode pool.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ log = structlog.get_logger(__name__)
 CHANNEL = "payoutsvc_signals"
 _PENDING = "payoutsvc.signals"  # session.info key: names to announce once it commits
 _NOTIFY = text("SELECT pg_notify(:channel, :name)")
-KEEPALIVE_SECONDS = 30.0  # a dead listener connection is noticed within this
+KEEPALIVE_SECONDS = 10.0  # a silently dead listener connection is noticed within ~2x this
 RECONNECT_MAX_SECONDS = 30.0
 
 
@@ -60,8 +66,10 @@ class Signals:
 
     @property
     def reliable(self) -> bool:
-        """Whether a commit in any process reaches this one (SQLite: one process writes)."""
-        return not self._postgres or self._listening
+        """Whether a commit in any other process reaches this one: PostgreSQL while the
+        listener is up. Never on SQLite: nothing stops a second process on the same file
+        (say `payoutsvc worker` beside `serve`), and its commits would go unannounced."""
+        return self._listening
 
     def subscribe(self, name: str) -> asyncio.Event:
         """An event set by every later wake-up on ``name``; the subscriber clears it."""

@@ -422,7 +422,9 @@ class WebhookSender:
                 if free < min_claim or backlog >= self.concurrency:
                     await _wait(state.wake, poll)
                     continue
-                due.clear()  # a commit announced from here on triggers the next look
+                # A commit announced, or an outcome recorded, from here on triggers the next look.
+                due.clear()
+                state.recorded.clear()
                 try:
                     want = min(free, self.batch_size)
                     claimed = await self.claim(want)
@@ -444,7 +446,6 @@ class WebhookSender:
                     # not arriving (listener down); then at the poll interval.
                     if isinstance(self._client, PinnedHttp11Client):
                         self._client.sweep_idle()
-                    state.recorded.clear()
                     wait = idle_wait if signals.reliable else poll
                     await _wait_any((state.recorded, stopping, due), wait)
                     if not claimed:
