@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from payoutsvc.db.engine import Database
-from payoutsvc.executor.loop import IDLE_LOOK_MAX_SECONDS, ExecutorLoop
+from payoutsvc.db.signals import IDLE_LOOK_MAX_SECONDS
+from payoutsvc.executor.loop import ExecutorLoop
 from payoutsvc.executor.service import Executor
 from payoutsvc.gateways.registry import GatewayRegistry
 from payoutsvc.runtime import Runtime

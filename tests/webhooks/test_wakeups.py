@@ -14,9 +14,9 @@ import pytest
 from sqlalchemy import text
 
 from payoutsvc.db.engine import Database
-from payoutsvc.db.signals import Signals, signal_on_commit
+from payoutsvc.db.signals import IDLE_LOOK_MAX_SECONDS, Signals, signal_on_commit
 from payoutsvc.runtime import Runtime
-from payoutsvc.webhooks.sender import IDLE_LOOK_MAX_SECONDS, WebhookSender
+from payoutsvc.webhooks.sender import WebhookSender
 from tests.helpers import create_operator, create_payout
 from tests.webhooks.conftest import create_endpoint, eventually
 from tests.webhooks.receiver import Receiver

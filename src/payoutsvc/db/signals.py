@@ -33,6 +33,9 @@ log = structlog.get_logger(__name__)
 CHANNEL = "payoutsvc_signals"
 _PENDING = "payoutsvc.signals"  # session.info key: names to announce once it commits
 _NOTIFY = text("SELECT pg_notify(:channel, :name)")
+# The longest an idle loop waits between looks of its own while wake-ups can reach it: how
+# late a retry or an expired lease is noticed, or work whose wake-up got lost.
+IDLE_LOOK_MAX_SECONDS = 2.0
 KEEPALIVE_SECONDS = 10.0  # a silently dead listener connection is noticed within ~2x this
 RECONNECT_MAX_SECONDS = 30.0
 

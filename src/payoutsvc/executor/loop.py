@@ -20,6 +20,7 @@ from typing import Any
 import structlog
 
 from payoutsvc.background import BackgroundLoops
+from payoutsvc.db.signals import IDLE_LOOK_MAX_SECONDS
 from payoutsvc.executor.batching import GroupCommit
 from payoutsvc.executor.service import Executor, Job, Outcome
 from payoutsvc.metrics import EXECUTOR_IN_FLIGHT
@@ -28,9 +29,6 @@ from payoutsvc.runtime import Runtime
 
 log = structlog.get_logger(__name__)
 
-# An idle executor's longest gap between looks of its own (approvals wake it at once, and it
-# knows when the next retry is due): the safety net for a missed wake-up.
-IDLE_LOOK_MAX_SECONDS = 2.0
 GRACE_SECONDS = 5.0  # below BackgroundLoops.stop's default, so leases get released in time
 FINISH_RETRIES = 3
 

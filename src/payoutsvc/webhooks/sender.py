@@ -34,6 +34,7 @@ import structlog
 
 from payoutsvc.background import BackgroundLoops
 from payoutsvc.db.base import utcnow
+from payoutsvc.db.signals import IDLE_LOOK_MAX_SECONDS
 from payoutsvc.metrics import (
     WEBHOOK_ATTEMPT_LATENCY,
     WEBHOOK_DELIVERIES,
@@ -66,9 +67,6 @@ PURGE_BATCH_SIZE = 1000
 RECORD_COALESCE_SECONDS = 0.005
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 STOP_GRACE_SECONDS = 5.0
-# An idle sender's longest gap between looks of its own: how late a retry may start, or a
-# delivery whose wake-up was missed (commits wake the sender at once: db/signals.py).
-IDLE_LOOK_MAX_SECONDS = 2.0
 _SECRET_CACHE_LIMIT = 4096
 
 GONE_REASON = "the receiver answered 410 Gone"
@@ -442,8 +440,8 @@ class WebhookSender:
                     # (any process: db/signals.py), when a recorded outcome lets a payout's
                     # next event go, or on our own: retries and expired leases fall due with
                     # nobody writing. An idle queue is looked at ever less often, down to
-                    # every IDLE_LOOK_MAX_SECONDS, unless wake-ups from other processes are
-                    # not arriving (listener down); then at the poll interval.
+                    # every IDLE_LOOK_MAX_SECONDS, unless other processes' wake-ups cannot
+                    # arrive (SQLite, or the listener is down); then at the poll interval.
                     if isinstance(self._client, PinnedHttp11Client):
                         self._client.sweep_idle()
                     wait = idle_wait if signals.reliable else poll
