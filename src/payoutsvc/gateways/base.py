@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
@@ -60,6 +61,33 @@ class TransferRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class ProviderHold:
+    """The provider keeps a transfer pending for a reason of its own (a user who must
+    confirm it, a receiver who must claim it, a bank channel still dealing with it) and has
+    its own deadline for that. Pending is then not "outcome unknown": the executor checks
+    the payout on its slow schedule (``PAYOUTSVC_EXECUTOR_HOLD_CHECK_SECONDS``) without
+    using up the unknown-outcome retry schedule, until the deadline has passed, and only
+    then sets ``needs_review``. A verified callback settles it at any time.
+
+    Once a payout is held, it stays on the slow schedule until it finishes or the deadline
+    passes, whatever the later checks answer (a timeout while a user has hours left to
+    confirm is no reason to give up)."""
+
+    reason: str  # the provider's own status word, e.g. "WAIT_USER_CONFIRM", "UNCLAIMED"
+    patience: timedelta  # how long the provider may hold the transfer
+    # When the provider's clock started (its own create time for the transfer), if it says;
+    # otherwise the deadline counts from the first answer that reported the hold.
+    since: datetime | None = None
+    # Re-sending under the same idempotency key is documented as safe and moves a stuck
+    # transfer on (WeChat Pay: a bill stuck in ACCEPTED/PROCESSING): each slow check
+    # re-submits instead of only asking.
+    resend: bool = False
+    # An ordinary in-flight state that only counts as a hold once the normal retry schedule
+    # is used up (a transfer stuck in processing), rather than from the first answer.
+    after_schedule: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class TransferResult:
     state: TransferState
     reference: str | None = None  # the provider's id for the transfer
@@ -70,6 +98,8 @@ class TransferResult:
     # ``package_info`` for the user's confirmation); shown on the payout as
     # ``gateway_details``. Never secrets or account numbers.
     details: Mapping[str, str] | None = None
+    # Only with PENDING: the provider holds the transfer for a reason of its own.
+    hold: ProviderHold | None = None
 
 
 @dataclass(frozen=True, slots=True)
