@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import httpx
+
+from payoutsvc.db.base import utcnow
+from payoutsvc.payouts import transitions
+from payoutsvc.payouts.service import PayoutService
+from payoutsvc.payouts.status import PayoutStatus
+from payoutsvc.runtime import Runtime
 
 
 def payout_body(**overrides: Any) -> dict[str, Any]:
@@ -58,3 +65,34 @@ async def new_integration_client(
         base_url=str(client.base_url),
         headers={"Authorization": f"Bearer {key.json()['key']}"},
     )
+
+
+# The arrow each target is reached by when a test walks a payout along the lifecycle by hand
+# (as the approval flow and the executor would), through the transitions module.
+_ARROW_TO = {
+    PayoutStatus.APPROVED: transitions.APPROVE,
+    PayoutStatus.PROCESSING: transitions.CLAIM,
+    PayoutStatus.SUCCEEDED: transitions.FINISH,
+    PayoutStatus.FAILED: transitions.FINISH,
+    PayoutStatus.NEEDS_REVIEW: transitions.FINISH,
+    PayoutStatus.REJECTED: transitions.REJECT,
+    PayoutStatus.CANCELED: transitions.CANCEL,
+}
+
+
+async def walk(runtime: Runtime, payout_id: str, *targets: PayoutStatus, actor: str) -> None:
+    """Move a payout along ``targets``, one transaction each, as the service would."""
+    for target in targets:
+        lease = None
+        if target is PayoutStatus.PROCESSING:
+            lease = transitions.Lease(f"{actor}/test", utcnow() + timedelta(seconds=60))
+        async with runtime.db.transaction() as session:
+            await PayoutService(session, runtime).transition(
+                payout_id,
+                None,
+                _ARROW_TO[target],
+                target,
+                actor=actor,
+                event_data={},
+                lease=lease,
+            )

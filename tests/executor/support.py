@@ -31,6 +31,7 @@ from payoutsvc.gateways.base import (
 )
 from payoutsvc.gateways.models import SandboxTransfer
 from payoutsvc.ids import new_id
+from payoutsvc.payouts import transitions
 from payoutsvc.payouts.events import GENESIS_HASH, NewEvent, hash_of
 from payoutsvc.payouts.models import Payout, PayoutEvent
 from payoutsvc.payouts.repository import PAYOUTS_DUE
@@ -82,9 +83,9 @@ async def approve_if_pending(runtime: Runtime, payout: dict[str, Any]) -> dict[s
         return await PayoutService(session, runtime).transition(
             payout["id"],
             None,
+            transitions.APPROVE,
             PayoutStatus.APPROVED,
             actor=APPROVER,
-            action="approve",
             event_data={},
         )
 

@@ -9,9 +9,8 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from payoutsvc.payouts.models import Payout
-from payoutsvc.payouts.service import PayoutService
 from payoutsvc.payouts.status import PayoutStatus
-from tests.helpers import new_integration_client
+from tests.helpers import new_integration_client, walk
 from tests.policy.support import (
     approve,
     body,
@@ -241,12 +240,13 @@ async def test_approve_racing_cancel_ends_consistently(client: httpx.AsyncClient
 
 async def _to_needs_review(app: FastAPI, payout_id: str) -> None:
     """Walk the executor's arrows (approved -> processing -> needs_review) as it would."""
-    runtime = app.state.runtime
-    for target in (PayoutStatus.PROCESSING, PayoutStatus.NEEDS_REVIEW):
-        async with runtime.db.transaction() as session:
-            await PayoutService(session, runtime).transition(
-                payout_id, None, target, actor="system", action=target.value, event_data={}
-            )
+    await walk(
+        app.state.runtime,
+        payout_id,
+        PayoutStatus.PROCESSING,
+        PayoutStatus.NEEDS_REVIEW,
+        actor="executor",
+    )
 
 
 async def test_resolve_needs_review(client: httpx.AsyncClient, app: FastAPI) -> None:

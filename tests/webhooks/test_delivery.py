@@ -13,11 +13,10 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from payoutsvc.db.base import utcnow
-from payoutsvc.payouts.service import PayoutService
 from payoutsvc.payouts.status import PayoutStatus
 from payoutsvc.runtime import Runtime
 from payoutsvc.webhooks.sender import WebhookSender
-from tests.helpers import create_operator, create_payout, new_integration_client
+from tests.helpers import create_operator, create_payout, new_integration_client, walk
 from tests.webhooks.conftest import (
     create_endpoint,
     deliveries_of,
@@ -57,11 +56,7 @@ async def events_of(client: httpx.AsyncClient, payout_id: str) -> list[dict[str,
 
 async def advance(runtime: Runtime, payout_id: str, *targets: PayoutStatus) -> None:
     """Move a payout along the lifecycle the way the approval flow and executor do."""
-    for target in targets:
-        async with runtime.db.transaction() as session:
-            await PayoutService(session, runtime).transition(
-                payout_id, None, target, actor="sup-2", action=target.value, event_data={}
-            )
+    await walk(runtime, payout_id, *targets, actor="sup-2")
 
 
 async def approve_if_pending(client: httpx.AsyncClient, runtime: Runtime, payout_id: str) -> None:

@@ -23,6 +23,7 @@ from payoutsvc.executor.repository import ExecutorRepository
 from payoutsvc.gateways.base import CallbackNotice, TransferState
 from payoutsvc.ids import new_id
 from payoutsvc.metrics import GATEWAY_CALLBACKS
+from payoutsvc.payouts import transitions
 from payoutsvc.payouts.service import PayoutService
 from payoutsvc.payouts.status import PayoutStatus
 from payoutsvc.runtime import Runtime
@@ -42,11 +43,6 @@ _FINAL = {
     TransferState.SUCCEEDED: PayoutStatus.SUCCEEDED,
     TransferState.FAILED: PayoutStatus.FAILED,
 }
-
-
-# A verified notice is the provider's own word, so it also settles a payout the executor
-# gave up on (needs_review): the same arrows an operator's resolve would take.
-_FINISHABLE = frozenset({PayoutStatus.PROCESSING, PayoutStatus.NEEDS_REVIEW})
 
 
 class CallbackService:
@@ -100,14 +96,11 @@ class CallbackService:
             return CallbackResult.RECORDED
         if payout.status == target.value:
             return CallbackResult.DUPLICATE
-        if payout.status not in _FINISHABLE:
+        if payout.status not in transitions.SETTLE.sources:
             return CallbackResult.STALE
         values: dict[str, Any] = {
             "gateway_reference": found.reference or payout.gateway_reference,
             "gateway_status": found.gateway_status or payout.gateway_status,
-            "locked_by": None,
-            "locked_until": None,
-            "next_attempt_at": None,
             "gateway_hold_until": None,
         }
         if found.details:
@@ -126,12 +119,11 @@ class CallbackService:
             await PayoutService(self.session, self.runtime).transition(
                 payout.id,
                 None,
+                transitions.SETTLE,
                 target,
                 actor=f"gateway:{gateway}",
-                action="apply a gateway notice to",
                 event_data=event_data,
                 values=values,
-                from_statuses=_FINISHABLE,
             )
         except InvalidStatusTransition:
             # Finished by someone else between our read and the conditional update.

@@ -11,55 +11,70 @@ finds payouts whose retry is due and payouts whose worker died.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import JSON, Row, Table, bindparam, func, insert, select, text, update
+from sqlalchemy import (
+    JSON,
+    Row,
+    Table,
+    bindparam,
+    func,
+    insert,
+    literal_column,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payoutsvc.db.base import UtcDateTime
 from payoutsvc.db.signals import signal_on_commit
 from payoutsvc.executor.models import PayoutAttempt
+from payoutsvc.payouts import transitions
 from payoutsvc.payouts.models import Payout
 from payoutsvc.payouts.repository import PAYOUTS_DUE
 from payoutsvc.payouts.status import PayoutStatus
+from payoutsvc.payouts.transitions import ChainHead, Lease, Move
 
 _P = cast(Table, Payout.__table__)
+_FINISH_SOURCES_SQL = [f"'{status}'" for status in transitions.FINISH.source_values]
 _A = cast(Table, PayoutAttempt.__table__)
 APPROVED = PayoutStatus.APPROVED.value
 PROCESSING = PayoutStatus.PROCESSING.value
 
-# SQLite: one executemany statement for the finished steps of a batch.
+# SQLite: one executemany statement for the finished steps of a batch (FinishRow fields).
 _FINISH = (
     update(_P)
     .where(
         _P.c.id == bindparam("pid"),
-        _P.c.status == PROCESSING,
+        _P.c.status.in_([literal_column(v) for v in _FINISH_SOURCES_SQL]),
         _P.c.locked_by == bindparam("token"),
         _P.c.last_event_sequence == bindparam("prev_sequence"),
     )
     .values(
-        status=bindparam("new_status"),
-        attempts=bindparam("new_attempts"),
-        gateway_reference=bindparam("new_reference"),
-        gateway_status=bindparam("new_gateway_status"),
-        gateway_details=bindparam("new_gateway_details", type_=JSON(none_as_null=True)),
-        failure_code=bindparam("new_failure_code"),
-        failure_message=bindparam("new_failure_message"),
-        next_attempt_at=bindparam("new_next_attempt_at"),
-        gateway_hold_until=bindparam("new_hold_until", type_=UtcDateTime()),
+        status=bindparam("status"),
+        attempts=bindparam("attempts"),
+        gateway_reference=bindparam("reference"),
+        gateway_status=bindparam("gateway_status"),
+        gateway_details=bindparam("gateway_details", type_=JSON(none_as_null=True)),
+        failure_code=bindparam("failure_code"),
+        failure_message=bindparam("failure_message"),
+        next_attempt_at=bindparam("next_attempt_at"),
+        gateway_hold_until=bindparam("hold_until", type_=UtcDateTime()),
         locked_until=None,
         locked_by=None,
-        last_event_sequence=bindparam("new_sequence"),
-        last_event_hash=bindparam("new_hash"),
+        last_event_sequence=bindparam("sequence"),
+        last_event_hash=bindparam("head"),
         updated_at=bindparam("now"),
     )
 )
 
 # PostgreSQL: the same as one statement over arrays (one plan, one round trip).
 _PG_FINISH = text(
-    """
+    f"""
     UPDATE payouts AS p SET
         status = v.status, attempts = v.attempts, gateway_reference = v.reference,
         gateway_status = v.gateway_status, gateway_details = v.gateway_details,
@@ -79,10 +94,10 @@ _PG_FINISH = text(
     ) AS v(id, token, prev_sequence, status, attempts, reference, gateway_status,
            failure_code, failure_message, next_attempt_at, sequence, head, gateway_details,
            hold_until)
-    WHERE p.id = v.id AND p.status = 'processing' AND p.locked_by = v.token
-      AND p.last_event_sequence = v.prev_sequence
+    WHERE p.id = v.id AND p.status IN ({transitions.FINISH.sql_sources})
+      AND p.locked_by = v.token AND p.last_event_sequence = v.prev_sequence
     RETURNING p.id
-    """
+    """  # noqa: S608  (the statuses are PayoutStatus literals, not input)
 ).bindparams(bindparam("now", type_=UtcDateTime()))
 
 
@@ -115,22 +130,62 @@ _ATTEMPT_COLUMNS = (
     "started_at",
 )
 
-# PostgreSQL: lease the payouts this transaction has locked; approved ones move to
-# processing with the head of their event chain (the payout.processing event's hash) in
-# the same row write.
+# Lease the payouts this transaction has locked: approved ones move to processing (their
+# new status and chain head come from the claim's transitions), taken-over ones keep theirs.
+_LEASABLE = sorted({*transitions.CLAIM.source_values, PROCESSING})
 _PG_LEASE = text(
     """
     UPDATE payouts AS p SET
-        status = 'processing',
-        last_event_sequence = p.last_event_sequence + v.new_events,
-        last_event_hash = COALESCE(v.head, p.last_event_hash),
+        status = v.status,
+        last_event_sequence = v.sequence,
+        last_event_hash = v.head,
         locked_by = :token, locked_until = :lease_until, next_attempt_at = :lease_until,
         updated_at = :now
-    FROM unnest(CAST(:ids AS varchar[]), CAST(:heads AS varchar[]), CAST(:new_events AS integer[]))
-        AS v(id, head, new_events)
-    WHERE p.id = v.id AND p.status IN ('approved', 'processing')
-    """
+    FROM unnest(CAST(:ids AS varchar[]), CAST(:statuses AS varchar[]),
+                CAST(:sequences AS integer[]), CAST(:heads AS varchar[]))
+        AS v(id, status, sequence, head)
+    WHERE p.id = v.id AND p.status IN ({leasable})
+    """.format(leasable=", ".join(f"'{s}'" for s in _LEASABLE))
 ).bindparams(bindparam("now", type_=UtcDateTime()), bindparam("lease_until", type_=UtcDateTime()))
+_SQLITE_LEASE = (
+    update(_P)
+    .where(
+        _P.c.id == bindparam("pid"), _P.c.status.in_([literal_column(f"'{s}'") for s in _LEASABLE])
+    )
+    .values(
+        status=bindparam("new_status"),
+        last_event_sequence=bindparam("sequence"),
+        last_event_hash=bindparam("head"),
+        locked_by=bindparam("token"),
+        locked_until=bindparam("lease_until", type_=UtcDateTime()),
+        next_attempt_at=bindparam("lease_until", type_=UtcDateTime()),
+        updated_at=bindparam("now", type_=UtcDateTime()),
+    )
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FinishRow:
+    """One payout's finishing write: applied only while the payout is still processing
+    under ``token`` at ``prev_sequence`` (no event written since the claim)."""
+
+    pid: str
+    token: str
+    prev_sequence: int
+    status: str
+    attempts: int
+    reference: str | None
+    gateway_status: str | None
+    gateway_details: Mapping[str, str] | None
+    failure_code: str | None
+    failure_message: str | None
+    next_attempt_at: datetime | None
+    hold_until: datetime | None
+    sequence: int
+    head: str
+
+
+_FINISH_FIELDS = tuple(f.name for f in fields(FinishRow))
 
 
 def _json_or_none(value: Any) -> str | None:
@@ -166,102 +221,53 @@ class ExecutorRepository:
     async def lease(
         self,
         *,
-        token: str,
         now: datetime,
-        lease_until: datetime,
-        heads: Sequence[tuple[str, str | None]],
+        lease: Lease,
+        taken: Sequence[tuple[str, ChainHead]],
+        moves: Sequence[Move],
     ) -> None:
-        """Lease locked payouts to ``token``. ``heads`` pairs each id with the hash of the
-        event written for it now (approved → processing), or None when it has no new event."""
-        if not heads:
+        """Lease locked payouts to the claim: ``taken`` ones (already processing) keep their
+        status and chain; ``moves`` (approved → processing) write what their transition
+        planned, in the same row write."""
+        rows = [
+            *((pid, PROCESSING, head.sequence, head.hash) for pid, head in taken),
+            *((m.payout_id, m.target.value, m.head.sequence, m.head.hash) for m in moves),
+        ]
+        if not rows:
+            return
+        if self.is_postgres:
+            await self.session.execute(
+                _PG_LEASE,
+                {
+                    "ids": [r[0] for r in rows],
+                    "statuses": [r[1] for r in rows],
+                    "sequences": [r[2] for r in rows],
+                    "heads": [r[3] for r in rows],
+                    "token": lease.token,
+                    "lease_until": lease.until,
+                    "now": now,
+                },
+            )
             return
         await self.session.execute(
-            _PG_LEASE,
-            {
-                "ids": [pid for pid, _ in heads],
-                "heads": [head for _, head in heads],
-                "new_events": [0 if head is None else 1 for _, head in heads],
-                "token": token,
-                "lease_until": lease_until,
-                "now": now,
-            },
+            _SQLITE_LEASE,
+            [
+                {
+                    "pid": pid,
+                    "new_status": status,
+                    "sequence": sequence,
+                    "head": head,
+                    "token": lease.token,
+                    "lease_until": lease.until,
+                    "now": now,
+                }
+                for pid, status, sequence, head in rows
+            ],
         )
-
-    # -- claiming, SQLite: the write transaction (BEGIN IMMEDIATE) already excludes every
-    # other writer, so one conditional UPDATE … RETURNING is the whole claim.
-    async def claim_approved(
-        self,
-        *,
-        now: datetime,
-        lease_until: datetime,
-        token: str,
-        limit: int,
-        paused_gateways: Collection[str] = (),
-    ) -> Sequence[Row[Any]]:
-        """Move up to ``limit`` approved payouts to processing under this claim's lease and
-        return their rows. Only payouts still ``approved`` here are taken, so a cancel that
-        committed first wins and is never paid."""
-        due = (
-            select(_P.c.id)
-            .where(_P.c.status == APPROVED)
-            .order_by(_P.c.next_attempt_at)
-            .limit(limit)
-        )
-        if paused_gateways:
-            due = due.where(_P.c.gateway.not_in(list(paused_gateways)))
-        result = await self.session.execute(
-            update(_P)
-            .where(_P.c.id.in_(due.scalar_subquery()), _P.c.status == APPROVED)
-            .values(
-                status=PROCESSING,
-                last_event_sequence=_P.c.last_event_sequence + 1,
-                locked_by=token,
-                locked_until=lease_until,
-                next_attempt_at=lease_until,
-                updated_at=now,
-            )
-            .returning(*_P.c)
-        )
-        return result.all()
-
-    async def claim_due_processing(
-        self,
-        *,
-        now: datetime,
-        lease_until: datetime,
-        token: str,
-        limit: int,
-        paused_gateways: Collection[str] = (),
-    ) -> Sequence[Row[Any]]:
-        """Take over processing payouts whose retry is due or whose lease ran out."""
-        due = (
-            select(_P.c.id)
-            .where(_P.c.status == PROCESSING, _P.c.next_attempt_at <= now)
-            .order_by(_P.c.next_attempt_at)
-            .limit(limit)
-        )
-        if paused_gateways:
-            due = due.where(_P.c.gateway.not_in(list(paused_gateways)))
-        result = await self.session.execute(
-            update(_P)
-            .where(
-                _P.c.id.in_(due.scalar_subquery()),
-                _P.c.status == PROCESSING,
-                _P.c.next_attempt_at <= now,
-            )
-            .values(
-                locked_by=token,
-                locked_until=lease_until,
-                next_attempt_at=lease_until,
-                updated_at=now,
-            )
-            .returning(*_P.c)
-        )
-        return result.all()
 
     # -- finishing -----------------------------------------------------------------------
-    async def _owned_sqlite(self, rows: Sequence[dict[str, Any]]) -> set[str]:
-        expected = {r["pid"]: (r["token"], r["prev_sequence"]) for r in rows}
+    async def _owned_sqlite(self, rows: Sequence[FinishRow]) -> set[str]:
+        expected = {r.pid: (r.token, r.prev_sequence) for r in rows}
         result = await self.session.execute(
             select(_P.c.id, _P.c.status, _P.c.locked_by, _P.c.last_event_sequence).where(
                 _P.c.id.in_(list(expected))
@@ -270,48 +276,52 @@ class ExecutorRepository:
         return {
             row.id
             for row in result.all()
-            if row.status == PROCESSING
+            if row.status in transitions.FINISH.source_values
             and (row.locked_by, row.last_event_sequence) == expected[row.id]
         }
 
-    async def finish(self, rows: Sequence[dict[str, Any]], now: datetime) -> set[str]:
-        """Write finished steps (keys: pid, token, prev_sequence and the new_* columns) of
-        the payouts this claim still owns; returns their ids. A payout is owned while it is
-        processing under the claim's token with no event written since the claim."""
+    async def finish(self, rows: Sequence[FinishRow], now: datetime) -> set[str]:
+        """Write finished steps of the payouts this claim still owns; returns their ids. A
+        payout is owned while it is processing under the claim's token with no event written
+        since the claim."""
         if not rows:
             return set()
-        if any(r["new_status"] == PROCESSING for r in rows):
+        if any(r.status == PROCESSING for r in rows):
             # A retry is scheduled: idle executors learn its time (their next look) at once.
             signal_on_commit(self.session, PAYOUTS_DUE)
         if not self.is_postgres:
             # SQLite's write transaction excludes every other writer: read, then write.
             owned = await self._owned_sqlite(rows)
-            mine = [{**r, "now": now} for r in rows if r["pid"] in owned]
+            mine = [
+                {**{name: getattr(r, name) for name in _FINISH_FIELDS}, "now": now}
+                for r in rows
+                if r.pid in owned
+            ]
             if mine:
                 await self.session.execute(_FINISH, mine)
             return owned
         # In id order, as every multi-row writer of payouts here, so two overlapping finishes
         # (only possible after a lease ran out) rarely deadlock; if they do, the loser's
         # transaction is retried whole and its conditional update then finds nothing.
-        rows = sorted(rows, key=lambda r: str(r["pid"]))
+        rows = sorted(rows, key=lambda r: r.pid)
         result = await self.session.execute(
             _PG_FINISH,
             {
                 "now": now,
-                "ids": [r["pid"] for r in rows],
-                "tokens": [r["token"] for r in rows],
-                "prev_sequences": [r["prev_sequence"] for r in rows],
-                "statuses": [r["new_status"] for r in rows],
-                "attempts": [r["new_attempts"] for r in rows],
-                "references": [r["new_reference"] for r in rows],
-                "gateway_statuses": [r["new_gateway_status"] for r in rows],
-                "failure_codes": [r["new_failure_code"] for r in rows],
-                "failure_messages": [r["new_failure_message"] for r in rows],
-                "next_attempts": [r["new_next_attempt_at"] for r in rows],
-                "sequences": [r["new_sequence"] for r in rows],
-                "heads": [r["new_hash"] for r in rows],
-                "gateway_details": [_json_or_none(r["new_gateway_details"]) for r in rows],
-                "hold_untils": [r["new_hold_until"] for r in rows],
+                "ids": [r.pid for r in rows],
+                "tokens": [r.token for r in rows],
+                "prev_sequences": [r.prev_sequence for r in rows],
+                "statuses": [r.status for r in rows],
+                "attempts": [r.attempts for r in rows],
+                "references": [r.reference for r in rows],
+                "gateway_statuses": [r.gateway_status for r in rows],
+                "failure_codes": [r.failure_code for r in rows],
+                "failure_messages": [r.failure_message for r in rows],
+                "next_attempts": [r.next_attempt_at for r in rows],
+                "sequences": [r.sequence for r in rows],
+                "heads": [r.head for r in rows],
+                "gateway_details": [_json_or_none(r.gateway_details) for r in rows],
+                "hold_untils": [r.hold_until for r in rows],
             },
         )
         return {row.id for row in result.all()}

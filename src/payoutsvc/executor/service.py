@@ -30,14 +30,13 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from types import SimpleNamespace
 from typing import Any
 
 import structlog
 
 from payoutsvc.db.base import utcnow
 from payoutsvc.executor.breaker import BreakerConfig, CircuitBreaker
-from payoutsvc.executor.repository import ExecutorRepository
+from payoutsvc.executor.repository import ExecutorRepository, FinishRow
 from payoutsvc.gateways.base import (
     Gateway,
     GatewayError,
@@ -53,17 +52,20 @@ from payoutsvc.gateways.providers import MissingCredential
 from payoutsvc.gateways.registry import GatewayRegistry, UnknownGateway, registry_for
 from payoutsvc.ids import new_id
 from payoutsvc.metrics import EXECUTOR_FINISHED, GATEWAY_ATTEMPTS, GATEWAY_LATENCY
-from payoutsvc.payouts.events import NewEvent, append_events, hash_of, insert_hashed_events
+from payoutsvc.payouts import transitions
+from payoutsvc.payouts.events import insert_hashed_events
 from payoutsvc.payouts.models import PayoutApproval
-from payoutsvc.payouts.presenter import payout_json
+from payoutsvc.payouts.presenter import payout_json_of
 from payoutsvc.payouts.repository import PayoutRepository
-from payoutsvc.payouts.status import EVENT_FOR_STATUS, PayoutStatus
+from payoutsvc.payouts.status import PayoutStatus
 from payoutsvc.recipients.storage import unseal
 from payoutsvc.runtime import Runtime
 
 log = structlog.get_logger(__name__)
 
 ACTOR = "executor"
+APPROVED = PayoutStatus.APPROVED.value
+PROCESSING = PayoutStatus.PROCESSING.value
 # A payout that cannot be sent for a reason an operator must fix (unknown gateway name,
 # undecryptable recipient) waits this long between tries instead of failing.
 MISCONFIGURED_RETRY_SECONDS = 60.0
@@ -137,12 +139,12 @@ class Outcome:
     hold: ProviderHold | None = None  # TransferResult.hold: the provider's own pending
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Plan:
     outcome: Outcome
     status: PayoutStatus
-    values: dict[str, Any]
-    event: NewEvent | None
+    row: FinishRow
+    move: transitions.Move | None
 
 
 class Executor:
@@ -191,102 +193,72 @@ class Executor:
         if limit <= 0:
             return []
         now = self.clock()
-        lease_until = now + self.lease
-        token = f"{self.worker_id}/{next(self._claims)}"
+        lease = transitions.Lease(f"{self.worker_id}/{next(self._claims)}", now + self.lease)
         paused = self.paused_gateways()
         async with self.runtime.db.transaction() as session:
             repo = ExecutorRepository(session)
-            payouts = PayoutRepository(session)
-            if repo.is_postgres:
-                taken = await repo.lock_due(
-                    PayoutStatus.PROCESSING.value, now=now, limit=limit, paused_gateways=paused
+            taken = await repo.lock_due(PROCESSING, now=now, limit=limit, paused_gateways=paused)
+            fresh = (
+                await repo.lock_due(
+                    APPROVED, now=now, limit=limit - len(taken), paused_gateways=paused
                 )
-                fresh = (
-                    await repo.lock_due(
-                        PayoutStatus.APPROVED.value,
-                        now=now,
-                        limit=limit - len(taken),
-                        paused_gateways=paused,
-                    )
-                    if len(taken) < limit
-                    else []
-                )
-                added = 1  # locked rows still carry the sequence before payout.processing
-            else:
-                taken = await repo.claim_due_processing(
-                    now=now,
-                    lease_until=lease_until,
-                    token=token,
-                    limit=limit,
-                    paused_gateways=paused,
-                )
-                fresh = (
-                    await repo.claim_approved(
-                        now=now,
-                        lease_until=lease_until,
-                        token=token,
-                        limit=limit - len(taken),
-                        paused_gateways=paused,
-                    )
-                    if len(taken) < limit
-                    else []
-                )
-                added = 0  # the conditional UPDATE already counted payout.processing
+                if len(taken) < limit
+                else []
+            )
             if not taken and not fresh:
                 return []
-            approvals = await payouts.approvals_for([r.id for r in (*taken, *fresh)])
-            jobs = [
+            ids = [row.id for row in (*taken, *fresh)]
+            approvals = await PayoutRepository(session).approvals_for(ids)
+            fresh_payouts = [dict(row._mapping) for row in fresh]
+            moves = [
+                transitions.move(
+                    transitions.CLAIM,
+                    payout,
+                    PayoutStatus.PROCESSING,
+                    actor=ACTOR,
+                    data={"gateway": payout["gateway"]},
+                    at=now,
+                    present=functools.partial(payout_json_of, approvals=approvals[payout["id"]]),
+                    lease=lease,
+                )
+                for payout in fresh_payouts
+            ]
+            # The payouts are ours (row-locked on PostgreSQL; SQLite's write transaction
+            # excludes every other writer), so their events go in first and the leases follow.
+            await insert_hashed_events(session, [(m.event, m.head.hash) for m in moves])
+            await repo.lease(
+                now=now,
+                lease=lease,
+                taken=[
+                    (row.id, transitions.ChainHead(row.last_event_sequence, row.last_event_hash))
+                    for row in taken
+                ],
+                moves=moves,
+            )
+        return [
+            *(
                 Job(
                     dict(row._mapping),
                     approvals[row.id],
-                    token,
+                    lease.token,
                     False,
                     row.last_event_sequence,
                     row.last_event_hash,
                 )
                 for row in taken
-            ]
-            events: list[NewEvent] = []
-            fresh_payouts: list[dict[str, Any]] = []
-            for row in fresh:
-                sequence = row.last_event_sequence + added
-                payout = {
-                    **row._mapping,
-                    "status": PayoutStatus.PROCESSING.value,
-                    "last_event_sequence": sequence,
-                    "updated_at": now,
-                }
-                fresh_payouts.append(payout)
-                events.append(
-                    NewEvent(
-                        payout_id=row.id,
-                        integration_id=row.integration_id,
-                        sequence=sequence,
-                        type=EVENT_FOR_STATUS[PayoutStatus.PROCESSING],
-                        actor=ACTOR,
-                        data={"status": PayoutStatus.PROCESSING.value, "gateway": row.gateway},
-                        at=now,
-                        prev_hash=row.last_event_hash,
-                        payout_snapshot=functools.partial(_snapshot, payout, approvals[row.id]),
-                    )
+            ),
+            *(
+                Job(
+                    {**payout, **m.values},
+                    approvals[m.payout_id],
+                    lease.token,
+                    True,
+                    m.head.sequence,
+                    m.head.hash,
                 )
-            # The payouts are ours (row-locked, or already moved by the conditional UPDATE),
-            # so their events are written first and the chain heads follow.
-            hashed = await append_events(session, events)
-            for payout, (event, digest) in zip(fresh_payouts, hashed, strict=True):
-                jobs.append(
-                    Job(payout, approvals[event.payout_id], token, True, event.sequence, digest)
-                )
-            if repo.is_postgres:
-                await repo.lease(
-                    token=token,
-                    now=now,
-                    lease_until=lease_until,
-                    heads=[(j.id, j.head if j.fresh else None) for j in jobs],
-                )
-            else:
-                await payouts.set_chain_head([(j.id, j.head) for j in jobs if j.fresh])
-        return jobs
+                for payout, m in zip(fresh_payouts, moves, strict=True)
+            ),
+        ]
 
     # -- execute ----------------------------------------------------------------------------
     async def execute(self, job: Job) -> Outcome:
@@ -463,20 +435,22 @@ class Executor:
             return set()
         now = self.clock()
         plans = [self._plan(outcome, now) for outcome in outcomes]
-        hashed = {p.event.payout_id: (p.event, hash_of(p.event)) for p in plans if p.event}
-        rows = [
-            {**p.values, "new_hash": hashed[p.values["pid"]][1] if p.event else p.outcome.job.head}
-            for p in plans
-        ]
         async with self.runtime.db.transaction() as session:
             repo = ExecutorRepository(session)
             # Only payouts still ours are written: still processing under this claim, and no
             # event since (a callback may have finished one meanwhile).
-            owned = await repo.finish(rows, now)
-            await insert_hashed_events(session, [hashed[pid] for pid in hashed if pid in owned])
+            owned = await repo.finish([plan.row for plan in plans], now)
+            await insert_hashed_events(
+                session,
+                [
+                    (plan.move.event, plan.move.head.hash)
+                    for plan in plans
+                    if plan.move is not None and plan.row.pid in owned
+                ],
+            )
             await repo.insert_attempts(
                 [
-                    _attempt_row(plan.outcome, call, plan.values["new_attempts"])
+                    _attempt_row(plan.outcome, call, plan.row.attempts)
                     for plan in plans
                     for call in plan.outcome.calls
                 ]
@@ -492,108 +466,102 @@ class Executor:
                     "payout.execute.finished",
                     payout_id=job.id,
                     status=plan.status.value,
-                    failure_code=plan.values["new_failure_code"],
+                    failure_code=plan.row.failure_code,
                     detail=plan.outcome.detail,
                 )
         return owned
 
     def _plan(self, outcome: Outcome, now: datetime) -> _Plan:
+        """What this step writes: the result (a status change, planned by the transitions
+        module) or, while the payout stays processing, when it is due again."""
         job = outcome.job
         payout = job.payout
         done = int(payout["attempts"])
-        values: dict[str, Any] = {
-            "new_status": PayoutStatus.PROCESSING.value,
-            "new_attempts": done if outcome.verdict is Verdict.DEFERRED else done + 1,
-            "new_reference": outcome.reference or payout["gateway_reference"],
-            "new_gateway_status": outcome.gateway_status or payout["gateway_status"],
-            "new_gateway_details": (
+        columns: dict[str, Any] = {
+            "attempts": done if outcome.verdict is Verdict.DEFERRED else done + 1,
+            "gateway_reference": outcome.reference or payout["gateway_reference"],
+            "gateway_status": outcome.gateway_status or payout["gateway_status"],
+            "gateway_details": (
                 dict(outcome.details) if outcome.details else payout.get("gateway_details")
             ),
-            "new_failure_code": None,
-            "new_failure_message": None,
-            "new_next_attempt_at": None,
-            "new_hold_until": payout.get("gateway_hold_until"),
+            "gateway_hold_until": payout.get("gateway_hold_until"),
+            "failure_code": None,
+            "failure_message": None,
         }
-        event_data: dict[str, Any] = {}
-        status = PayoutStatus.PROCESSING
-        hold_until = self._hold_deadline(outcome, done, now)
+        target, next_attempt_at, event_data = self._decide(outcome, done, now, columns)
+        if target is PayoutStatus.PROCESSING:
+            row = _finish_row(job, columns, target.value, next_attempt_at, job.sequence, job.head)
+            return _Plan(outcome, target, row, None)
+        planned = transitions.move(
+            transitions.FINISH,
+            {**payout, "last_event_sequence": job.sequence, "last_event_hash": job.head},
+            target,
+            actor=ACTOR,
+            data={"attempts": columns["attempts"], **event_data},
+            at=now,
+            present=functools.partial(payout_json_of, approvals=job.approvals),
+            values=columns,
+        )
+        values = planned.values
+        row = _finish_row(
+            job,
+            values,
+            values["status"],
+            values["next_attempt_at"],
+            planned.head.sequence,
+            planned.head.hash,
+        )
+        return _Plan(outcome, target, row, planned)
+
+    def _decide(
+        self, outcome: Outcome, done: int, now: datetime, columns: dict[str, Any]
+    ) -> tuple[PayoutStatus, datetime | None, dict[str, Any]]:
+        """The payout's status after this step, when it is due again if it stays
+        processing, and what its event says otherwise. Sets the columns that go with it."""
         if outcome.verdict is Verdict.DEFERRED:
-            values["new_next_attempt_at"] = now + timedelta(seconds=outcome.defer_seconds)
-        elif outcome.verdict is Verdict.SUCCEEDED:
-            status = PayoutStatus.SUCCEEDED
-            values["new_hold_until"] = None
-            event_data = {"gateway_reference": values["new_reference"]}
-        elif outcome.verdict is Verdict.FAILED:
-            status = PayoutStatus.FAILED
-            values["new_hold_until"] = None
-            values["new_failure_code"] = outcome.failure_code
-            values["new_failure_message"] = outcome.failure_message
-            event_data = {
-                "failure": {"code": outcome.failure_code, "message": outcome.failure_message}
-            }
-        elif hold_until is not None and now < hold_until:
-            # The provider holds it for a reason of its own: checked on the slow schedule,
-            # and never handed back to the unknown-outcome schedule.
-            values["new_hold_until"] = hold_until
-            delay = self.settings.executor_hold_check_seconds * self._rng.uniform(
-                1 - JITTER, 1 + JITTER
+            return PayoutStatus.PROCESSING, now + timedelta(seconds=outcome.defer_seconds), {}
+        if outcome.verdict is Verdict.SUCCEEDED:
+            columns["gateway_hold_until"] = None
+            return PayoutStatus.SUCCEEDED, None, {"gateway_reference": columns["gateway_reference"]}
+        if outcome.verdict is Verdict.FAILED:
+            columns.update(
+                gateway_hold_until=None,
+                failure_code=outcome.failure_code,
+                failure_message=outcome.failure_message,
             )
-            values["new_next_attempt_at"] = min(now + timedelta(seconds=delay), hold_until)
-        elif hold_until is not None:
-            status = PayoutStatus.NEEDS_REVIEW
-            values["new_hold_until"] = hold_until
-            event_data = {
-                "reason": "provider_deadline_passed",
-                "detail": f"still pending at the gateway after its deadline "
-                f"{hold_until.isoformat()}: {outcome.detail}",
-            }
-        elif done < len(self.schedule):
-            delay = self.schedule[done] * self._rng.uniform(1 - JITTER, 1 + JITTER)
-            values["new_next_attempt_at"] = now + timedelta(seconds=delay)
-        else:
-            status = PayoutStatus.NEEDS_REVIEW
-            event_data = {
+            failure = {"code": outcome.failure_code, "message": outcome.failure_message}
+            return PayoutStatus.FAILED, None, {"failure": failure}
+        hold_until = self._hold_deadline(outcome, done, now)
+        if hold_until is not None:
+            columns["gateway_hold_until"] = hold_until
+            if now < hold_until:
+                # The provider holds it for a reason of its own: checked on the slow
+                # schedule, and never handed back to the unknown-outcome schedule.
+                delay = self.settings.executor_hold_check_seconds * self._jitter()
+                return PayoutStatus.PROCESSING, min(now + timedelta(seconds=delay), hold_until), {}
+            return (
+                PayoutStatus.NEEDS_REVIEW,
+                None,
+                {
+                    "reason": "provider_deadline_passed",
+                    "detail": f"still pending at the gateway after its deadline "
+                    f"{hold_until.isoformat()}: {outcome.detail}",
+                },
+            )
+        if done < len(self.schedule):
+            delay = self.schedule[done] * self._jitter()
+            return PayoutStatus.PROCESSING, now + timedelta(seconds=delay), {}
+        return (
+            PayoutStatus.NEEDS_REVIEW,
+            None,
+            {
                 "reason": "outcome_unknown",
                 "detail": f"still unresolved after {done + 1} attempts: {outcome.detail}",
-            }
-        values["new_status"] = status.value
-        event = None
-        if status is not PayoutStatus.PROCESSING:
-            event_data = {"status": status.value, "attempts": values["new_attempts"], **event_data}
-            snapshot = functools.partial(
-                _snapshot,
-                {
-                    **payout,
-                    "status": status.value,
-                    "attempts": values["new_attempts"],
-                    "gateway_reference": values["new_reference"],
-                    "gateway_status": values["new_gateway_status"],
-                    "gateway_details": values["new_gateway_details"],
-                    "gateway_hold_until": values["new_hold_until"],
-                    "failure_code": values["new_failure_code"],
-                    "failure_message": values["new_failure_message"],
-                    "updated_at": now,
-                },
-                job.approvals,
-            )
-            event = NewEvent(
-                payout_id=job.id,
-                integration_id=str(payout["integration_id"]),
-                sequence=job.sequence + 1,
-                type=EVENT_FOR_STATUS[status],
-                actor=ACTOR,
-                data=event_data,
-                at=now,
-                prev_hash=job.head,
-                payout_snapshot=snapshot,
-            )
-        values.update(
-            pid=job.id,
-            token=job.token,
-            prev_sequence=job.sequence,
-            new_sequence=job.sequence + (event is not None),
+            },
         )
-        return _Plan(outcome, status, values, event)
+
+    def _jitter(self) -> float:
+        return self._rng.uniform(1 - JITTER, 1 + JITTER)
 
     def _hold_deadline(self, outcome: Outcome, done: int, now: datetime) -> datetime | None:
         """The provider's deadline when this step leaves (or keeps) the payout on the slow
@@ -643,9 +611,30 @@ def _latency_histogram(gateway: str, operation: str) -> Any:
     return GATEWAY_LATENCY.labels(gateway, operation)
 
 
-def _snapshot(payout: dict[str, Any], approvals: list[PayoutApproval]) -> dict[str, Any]:
-    """The masked payout a webhook carries (built only when an endpoint wants the event)."""
-    return payout_json(SimpleNamespace(**payout), approvals)
+def _finish_row(
+    job: Job,
+    columns: Mapping[str, Any],
+    status: str,
+    next_attempt_at: datetime | None,
+    sequence: int,
+    head: str,
+) -> FinishRow:
+    return FinishRow(
+        pid=job.id,
+        token=job.token,
+        prev_sequence=job.sequence,
+        status=status,
+        attempts=columns["attempts"],
+        reference=columns["gateway_reference"],
+        gateway_status=columns["gateway_status"],
+        gateway_details=columns["gateway_details"],
+        failure_code=columns["failure_code"],
+        failure_message=columns["failure_message"],
+        next_attempt_at=next_attempt_at,
+        hold_until=columns["gateway_hold_until"],
+        sequence=sequence,
+        head=head,
+    )
 
 
 def _resend_now(job: Job, known: TransferResult) -> bool:

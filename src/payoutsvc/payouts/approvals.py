@@ -18,10 +18,10 @@ from payoutsvc.errors import (
     AlreadyApproved,
     ApprovalLimitExceeded,
     SelfApprovalForbidden,
-    invalid_status_transition,
     not_found,
 )
 from payoutsvc.operators.service import OperatorService
+from payoutsvc.payouts import transitions
 from payoutsvc.payouts.models import Payout
 from payoutsvc.payouts.presenter import approval_json, payout_json
 from payoutsvc.payouts.repository import PayoutRepository
@@ -49,14 +49,13 @@ class ApprovalService:
         self.operators = OperatorService(session)
 
     async def _pending_payout(
-        self, payout_id: str, visible_integration: str | None, action: str
+        self, payout_id: str, visible_integration: str | None, arrow: transitions.Arrow
     ) -> Payout:
         """The payout, row-locked, while it still awaits a decision (409 otherwise)."""
         payout = await self.repo.get_for_update(payout_id, visible_integration)
         if payout is None:
             raise not_found("Payout", payout_id)
-        if payout.status != PayoutStatus.PENDING_APPROVAL:
-            raise invalid_status_transition(payout_id, payout.status, action)
+        arrow.require(payout_id, payout.status)
         return payout
 
     async def approve(
@@ -66,7 +65,7 @@ class ApprovalService:
         payout becomes ``approved`` (and the executor's job). The approver's role and limits
         are those of the current policy: a role change applies to later decisions only."""
         operator = await self.operators.require_active(operator_id)
-        payout = await self._pending_payout(payout_id, visible_integration, "approve")
+        payout = await self._pending_payout(payout_id, visible_integration, transitions.APPROVE)
         if payout.requested_by == operator.id:
             raise SelfApprovalForbidden(
                 f"{operator.id} requested this payout and cannot approve it; another operator must."
@@ -123,9 +122,10 @@ class ApprovalService:
         return await self.payouts.transition(
             payout.id,
             visible_integration,
+            transitions.APPROVE,
             PayoutStatus.APPROVED,
+            locked=payout,
             actor=operator.id,
-            action="approve",
             event_data={
                 "comment": comment,
                 "approver_role": operator.role,
@@ -133,7 +133,6 @@ class ApprovalService:
                 "required_approvals": payout.required_approvals,
                 "approvals": [approval_json(a) for a in approvals],
             },
-            values={"next_attempt_at": now},
         )
 
     async def reject(
@@ -142,7 +141,7 @@ class ApprovalService:
         """``pending_approval`` → ``rejected``. Money never moves, so any active operator may
         reject (the key's ``payouts:approve`` scope is the gate), even after approving."""
         operator = await self.operators.require_active(operator_id)
-        payout = await self._pending_payout(payout_id, visible_integration, "reject")
+        payout = await self._pending_payout(payout_id, visible_integration, transitions.REJECT)
         approvals = (await self.repo.approvals_for([payout.id]))[payout.id]
         if not any(a.operator_id == operator.id for a in approvals):
             # One row per operator: an approver who now rejects keeps their earlier row, and
@@ -160,9 +159,10 @@ class ApprovalService:
         return await self.payouts.transition(
             payout.id,
             visible_integration,
+            transitions.REJECT,
             PayoutStatus.REJECTED,
+            locked=payout,
             actor=operator.id,
-            action="reject",
             event_data={"reason": reason, "approvals": [approval_json(a) for a in approvals]},
         )
 
@@ -178,7 +178,7 @@ class ApprovalService:
         gateway what really happened."""
         operator = await self.operators.require_active(operator_id)
         target = PayoutStatus(outcome)
-        values: dict[str, Any] = {"next_attempt_at": None, "locked_until": None, "locked_by": None}
+        values: dict[str, Any] = {}
         if target is PayoutStatus.SUCCEEDED:
             values.update(failure_code=None, failure_message=None)
         else:
@@ -189,10 +189,9 @@ class ApprovalService:
         return await self.payouts.transition(
             payout_id,
             visible_integration,
+            transitions.RESOLVE,
             target,
             actor=operator.id,
-            action="resolve",
             event_data={"resolution": outcome, "comment": comment},
             values=values,
-            from_statuses=frozenset({PayoutStatus.NEEDS_REVIEW}),
         )

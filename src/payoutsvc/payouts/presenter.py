@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
 from payoutsvc.money import format_amount
@@ -71,6 +72,14 @@ def payout_json(
         "created_at": rfc3339(payout.created_at),
         "updated_at": rfc3339(payout.updated_at),
     }
+
+
+def payout_json_of(
+    payout: Mapping[str, Any], approvals: Sequence[PayoutApproval | Mapping[str, Any]] = ()
+) -> dict[str, Any]:
+    """:func:`payout_json` for the payout's columns as a mapping (a returned row, the
+    values a transition is about to write)."""
+    return payout_json(SimpleNamespace(**payout), approvals)
 
 
 def event_json(event: PayoutEvent) -> dict[str, Any]:

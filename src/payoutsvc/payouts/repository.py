@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import builtins
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Row, Table, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import Table, bindparam, delete, func, insert, inspect, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import TextClause
 
@@ -20,11 +20,15 @@ from payoutsvc.db.signals import signal_on_commit
 from payoutsvc.payouts.models import IdempotencyRecord, Payout, PayoutApproval, PayoutEvent
 from payoutsvc.payouts.status import PayoutStatus
 
+if TYPE_CHECKING:
+    from payoutsvc.payouts.transitions import Move
+
 # The wake-up name for "a payout became approved" (db/signals.py): executors wait on it.
 PAYOUTS_DUE = "payouts-due"
 
 _PAYOUTS = cast(Table, Payout.__table__)
 _INSERT_PAYOUT = insert(_PAYOUTS)
+_COLUMN_ATTRS = tuple(inspect(Payout).column_attrs)
 
 
 def _claim_key_statement(guard: str) -> TextClause:
@@ -166,43 +170,30 @@ class PayoutRepository:
             query = query.where(*conditions)
         return (await self.session.execute(query)).scalars().all()
 
-    async def transition(
-        self,
-        payout_id: str,
-        integration_id: str | None,
-        from_statuses: Iterable[PayoutStatus],
-        values: dict[str, Any],
-    ) -> Row[Any] | None:
-        """Conditional status change: only applies while the payout is in ``from_statuses``,
-        so two racing actions end in exactly one outcome. Claims the next event sequence in
-        the same statement; returns the updated row, or None when the condition failed."""
-        condition = [Payout.id == payout_id, Payout.status.in_([s.value for s in from_statuses])]
-        if integration_id is not None:
-            condition.append(Payout.integration_id == integration_id)
-        result = await self.session.execute(
-            update(Payout)
-            .where(*condition)
-            .values(last_event_sequence=Payout.last_event_sequence + 1, **values)
-            .returning(*Payout.__table__.c)
-            .execution_options(synchronize_session=False)
-        )
-        changed = result.first()
-        if changed is not None and values.get("status") == PayoutStatus.APPROVED.value:
-            signal_on_commit(self.session, PAYOUTS_DUE)
-        return changed
+    @staticmethod
+    def columns_of(payout: Payout) -> dict[str, Any]:
+        """A loaded payout as its columns by name (``metadata``, not the attribute's
+        ``metadata_``): what a transition plans from."""
+        return {attr.columns[0].name: getattr(payout, attr.key) for attr in _COLUMN_ATTRS}
 
-    async def set_chain_head(self, heads: Sequence[tuple[str, str]]) -> None:
-        """Store each payout's newest event hash (the head of its audit chain)."""
-        if not heads:
-            return
-        # Core UPDATE (not ORM bulk-by-primary-key): one executemany for the batch.
-        payouts_table = cast(Table, Payout.__table__)
-        await self.session.execute(
-            update(payouts_table)
-            .where(payouts_table.c.id == bindparam("pid"))
-            .values(last_event_hash=bindparam("head_hash")),
-            [{"pid": pid, "head_hash": h} for pid, h in heads],
+    async def apply_move(self, move: Move) -> bool:
+        """Write a planned status change, conditional on the payout still being where the
+        plan started (its status and event sequence), so two racing actions end in exactly
+        one outcome. False when the condition failed and nothing was written."""
+        result = await self.session.execute(
+            update(_PAYOUTS)
+            .where(
+                _PAYOUTS.c.id == move.payout_id,
+                _PAYOUTS.c.status == move.source.value,
+                _PAYOUTS.c.last_event_sequence == move.prev_sequence,
+            )
+            .values(**move.values)
+            .returning(_PAYOUTS.c.id)
         )
+        applied = result.first() is not None
+        if applied and move.target is PayoutStatus.APPROVED:
+            signal_on_commit(self.session, PAYOUTS_DUE)
+        return applied
 
     async def current_status(self, payout_id: str, integration_id: str | None) -> str | None:
         query = select(Payout.status).where(Payout.id == payout_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import uuid
@@ -28,17 +29,13 @@ from payoutsvc.ids import new_id
 from payoutsvc.metrics import PAYOUTS_CREATED
 from payoutsvc.money import parse_amount
 from payoutsvc.operators.service import OperatorService
-from payoutsvc.payouts.events import (
-    GENESIS_HASH,
-    NewEvent,
-    append_events,
-    canonical_json,
-    hash_of,
-)
-from payoutsvc.payouts.presenter import event_json, payout_json
+from payoutsvc.payouts import transitions
+from payoutsvc.payouts.events import append_events, canonical_json, insert_hashed_events
+from payoutsvc.payouts.models import Payout
+from payoutsvc.payouts.presenter import event_json, payout_json, payout_json_of
 from payoutsvc.payouts.repository import PayoutRepository
 from payoutsvc.payouts.schemas import PayoutCreate
-from payoutsvc.payouts.status import EVENT_FOR_STATUS, PayoutStatus, sources_of
+from payoutsvc.payouts.status import PayoutStatus
 from payoutsvc.policy.service import PayoutRequest, PolicyService
 from payoutsvc.recipients.storage import public_view, seal
 from payoutsvc.recipients.validation import (
@@ -191,54 +188,43 @@ class PayoutService:
             "next_attempt_at": now if auto_approved else None,
             "locked_until": None,
             "locked_by": None,
-            "last_event_sequence": 2 if auto_approved else 1,
             "created_at": now,
             "updated_at": now,
         }
-        row = _RowView(values)
-        snapshot = payout_json(row)
-        event = NewEvent(
-            payout_id=payout_id,
-            integration_id=integration_id,
-            sequence=1,
-            type="payout.created",
+        snapshot = payout_json(_RowView(values))
+        created, head = transitions.open_chain(
+            values,
             actor=body.requested_by,
             data={
-                "status": status.value,
                 "policy": decision.as_json(),
                 "required_approvals": decision.required_approvals,
                 "warnings": [w.as_dict() for w in check.warnings],
                 # Seals the payouts row's immutable fields into the chain (audit verify).
                 "payout_digest": payout_digest(values),
             },
-            at=now,
-            prev_hash=GENESIS_HASH,
-            payout_snapshot=snapshot,
+            snapshot=snapshot,
         )
-        events = [event]
+        events = [created]
+        values.update(last_event_sequence=head.sequence, last_event_hash=head.hash)
         if auto_approved:
             # Every payout that becomes approved emits payout.approved, so a helpdesk can
             # react to that one event whether a person or the policy approved it.
-            events.append(
-                NewEvent(
-                    payout_id=payout_id,
-                    integration_id=integration_id,
-                    sequence=2,
-                    type="payout.approved",
-                    actor=SYSTEM_ACTOR,
-                    data={
-                        "status": status.value,
-                        "auto_approved": True,
-                        "policy_version": decision.version,
-                        "reasons": [r.as_json() for r in decision.reasons],
-                        "approvals": [],
-                    },
-                    at=now,
-                    prev_hash=hash_of(event),
-                    payout_snapshot=snapshot,
-                )
+            approval = transitions.move(
+                transitions.APPROVE,
+                {**values, "status": PayoutStatus.PENDING_APPROVAL.value},
+                PayoutStatus.APPROVED,
+                actor=SYSTEM_ACTOR,
+                data={
+                    "auto_approved": True,
+                    "policy_version": decision.version,
+                    "reasons": [r.as_json() for r in decision.reasons],
+                    "approvals": [],
+                },
+                at=now,
+                present=lambda _after: snapshot,
             )
-        values["last_event_hash"] = hash_of(events[-1])
+            values.update(approval.values)
+            events.append(approval.event)
         await self.repo.insert_payout(values)
         await append_events(self.session, events)
         PAYOUTS_CREATED.labels(status=status.value).inc()
@@ -318,46 +304,41 @@ class PayoutService:
         self,
         payout_id: str,
         visible_integration: str | None,
+        arrow: transitions.Arrow,
         target: PayoutStatus,
         *,
         actor: str,
-        action: str,
         event_data: dict[str, Any],
         values: dict[str, Any] | None = None,
-        from_statuses: frozenset[PayoutStatus] | None = None,
+        locked: Payout | None = None,
+        lease: transitions.Lease | None = None,
     ) -> dict[str, Any]:
-        """Move a payout along one arrow with a conditional update, writing its event (and,
-        through the outbox, its webhooks) in the same transaction. Returns the new payout."""
-        now = utcnow()
-        sources = from_statuses if from_statuses is not None else sources_of(target)
-        row = await self.repo.transition(
-            payout_id,
-            visible_integration,
-            sources,
-            {"status": target.value, "updated_at": now, **(values or {})},
-        )
-        if row is None:
-            current = await self.repo.current_status(payout_id, visible_integration)
-            if current is None:
-                raise not_found("Payout", payout_id)
-            raise invalid_status_transition(payout_id, current, action)
-        approvals = await self.repo.approvals_for([payout_id])
-        snapshot = payout_json(row, approvals[payout_id])
-        event = NewEvent(
-            payout_id=payout_id,
-            integration_id=row.integration_id,
-            sequence=row.last_event_sequence,
-            type=EVENT_FOR_STATUS[target],
+        """Move a payout along one of ``arrow``'s arrows, writing its event (and, through
+        the outbox, its webhooks) in the same transaction. ``locked`` is the payout when the
+        caller already holds its row lock. Returns the payout as it is now."""
+        payout = locked or await self.repo.get_for_update(payout_id, visible_integration)
+        if payout is None:
+            raise not_found("Payout", payout_id)
+        approvals = (await self.repo.approvals_for([payout.id]))[payout.id]
+        planned = transitions.move(
+            arrow,
+            self.repo.columns_of(payout),
+            target,
             actor=actor,
-            data={"status": target.value, **event_data},
-            at=now,
-            prev_hash=row.last_event_hash,
-            payout_snapshot=snapshot,
+            data=event_data,
+            at=utcnow(),
+            present=functools.partial(payout_json_of, approvals=approvals),
+            values=values,
+            lease=lease,
         )
-        ((_, head),) = await append_events(self.session, [event])
-        await self.repo.set_chain_head([(payout_id, head)])
+        if not await self.repo.apply_move(planned):
+            # The row is locked (PostgreSQL) or every writer waits (SQLite), so only a
+            # caller that passed a stale ``locked`` row gets here.
+            current = await self.repo.current_status(payout_id, visible_integration)
+            raise invalid_status_transition(payout_id, current or "unknown", arrow.action)
+        await insert_hashed_events(self.session, [(planned.event, planned.head.hash)])
         log.info("payout.status_changed", payout_id=payout_id, status=target.value, actor=actor)
-        return snapshot
+        return planned.event.snapshot()
 
     async def cancel(
         self, payout_id: str, visible_integration: str | None, operator_id: str, reason: str | None
@@ -366,9 +347,9 @@ class PayoutService:
         return await self.transition(
             payout_id,
             visible_integration,
+            transitions.CANCEL,
             PayoutStatus.CANCELED,
             actor=operator_id,
-            action="cancel",
             event_data={"reason": reason},
         )
 
