@@ -1205,3 +1205,88 @@ async def test_certificate_mode_through_the_executor_pays_exactly_once(
         assert attempts[0].gateway_status == case.first_answer, fault
     open_id_payee = cert_fake.biz_contents(TRANSFER)[0]["payee_info"]
     assert open_id_payee["identity_type"] == "ALIPAY_OPEN_ID"
+
+
+# -- DEALING through the real executor: a hold, not an unknown outcome ---------------------------
+
+HOLD_CHECK_SECONDS = 600.0
+PATIENCE_HOURS = 2
+
+
+async def test_dealing_is_held_on_the_slow_schedule_until_alipays_patience_runs_out(
+    make_app: AppFactory,
+    alipay_env: None,
+    fake: FakeAlipay,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Three payouts Alipay answers DEALING: one stays DEALING (needs_review only once the
+    configured patience has passed, never after the quick retry schedule), one finishes
+    after more status checks than the retry schedule has steps, one is settled by Alipay's
+    notice in the middle of its hold. At most one booking each."""
+    monkeypatch.setenv("PAYOUTSVC_ALIPAY_DEALING_PATIENCE_HOURS", str(PATIENCE_HOURS))
+    fake.scripts["10.01"] = Script(status="DEALING", then="SUCCESS", polls=10**6)  # stuck
+    fake.scripts["10.02"] = Script(status="DEALING", then="SUCCESS", polls=9)  # > 6 retries
+    fake.scripts["10.03"] = Script(status="DEALING", then="SUCCESS", polls=10**6)  # notice
+    app, client = await provider_app(
+        make_app,
+        gateway="alipay",
+        recipient_type="alipay",
+        executor_hold_check_seconds=HOLD_CHECK_SECONDS,
+    )
+    runtime = app.state.runtime
+    stuck, slow, noticed = [
+        await approved_payout_to(client, runtime, RECIPIENT, amount, "CNY")
+        for amount in ("10.01", "10.02", "10.03")
+    ]
+    executor, clock, gateways = executor_for(runtime)
+    started = clock.now
+    deadline = started + timedelta(hours=PATIENCE_HOURS)
+    try:
+        assert await executor.run_once() == 3
+        rows = await payout_rows(runtime.db)
+        for payout in (stuck, slow, noticed):
+            row = rows[payout["id"]]
+            assert (row.status, row.gateway_status) == ("processing", "DEALING")
+            # The slow schedule (give or take the executor's jitter), not the 1 s retries.
+            assert row.next_attempt_at - clock.now >= timedelta(seconds=HOLD_CHECK_SECONDS / 2)
+            assert abs(row.gateway_hold_until - deadline) < timedelta(seconds=5)
+        shown = (await client.get(f"/v1/payouts/{stuck['id']}")).json()
+        assert shown["gateway_hold_until"] is not None
+
+        checks = 0
+        while (await payout_rows(runtime.db))[stuck["id"]].status == "processing":
+            due = min(
+                r.next_attempt_at
+                for r in (await payout_rows(runtime.db)).values()
+                if r.status == "processing" and r.next_attempt_at is not None
+            )
+            clock.now = max(clock.now, due)
+            await executor.run_once()
+            checks += 1
+            if checks == 3:  # Alipay finishes the third one and says so
+                key = await gateway_key(runtime, noticed["id"])
+                fake.finish(key)
+                answer = await client.post(CALLBACKS, content=fake.notice(key))
+                assert (answer.status_code, answer.text) == (200, "success")
+            assert checks < 100
+    finally:
+        await gateways.aclose()
+
+    final = {
+        p["id"]: (await client.get(f"/v1/payouts/{p['id']}")).json() for p in (stuck, slow, noticed)
+    }
+    assert final[slow["id"]]["status"] == "succeeded"
+    assert final[noticed["id"]]["status"] == "succeeded"
+    assert final[stuck["id"]]["status"] == "needs_review"
+    assert clock.now >= deadline  # not before Alipay's patience ran out
+    review = (await events_by_payout(runtime.db))[stuck["id"]][-1]
+    assert (review.type, review.data["reason"]) == (
+        "payout.needs_review",
+        "provider_deadline_passed",
+    )
+    # Far more status checks than the unknown-outcome schedule (6 steps) would have allowed.
+    assert len(await attempts_of(runtime.db, stuck["id"])) > 6
+    ledger = fake.booked_states()
+    await assert_paid_exactly_once(runtime, ledger)
+    for payout in (stuck, slow, noticed):
+        assert len(ledger[await gateway_key(runtime, payout["id"])]) == 1
