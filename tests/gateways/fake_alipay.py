@@ -7,6 +7,26 @@ time), JSON answers ``{"<method>_response": {...}, "sign": "…"}`` signed with 
 UTF-8 Chinese (as Alipay sends it) and, unlike Alipay's compact answers, spaces after ``:``
 and ``,``: an adapter that re-serialized the parsed JSON before verifying fails every answer.
 
+Certificate mode (公钥证书模式), when the fake is given :class:`FakeCertificates`: like
+Alipay for the fund APIs of newer apps, every request must carry ``app_cert_sn`` and
+``alipay_root_cert_sn``, or it is refused ``40002 isv.missing-app-cert-sn`` /
+``isv.missing-alipay-root-cert-sn`` (the answer real apps report for a public-key-mode
+transfer, e.g. the aliyun developer Q&A https://developer.aliyun.com/ask/285112); an SN other
+than the one the fake computes from the certificates it holds is refused
+``isv.app-cert-not-exist`` (https://developer.aliyun.com/ask/285114) or
+``isv.invalid-alipay-root-cert-sn`` (https://developer.aliyun.com/ask/285113). Answers carry
+``alipay_cert_sn``, the SN of the certificate the fake signs with, as Alipay's do
+(``{"…_response": {...}, "alipay_cert_sn": "…", "sign": "…"}``). The fake computes SNs
+its own way (``cryptography``'s RFC 4514 issuer string, which equals Java's RFC 2253 string
+for these names) following the Java SDK (alipay/alipay-sdk-java-all
+``AntCertificationUtil.getRootCertSN``, ``AbstractAlipayClient.getCertSN``) and the Node SDK
+(alipay/alipay-sdk-nodejs-all ``src/antcertutil.ts``): md5 hex of issuer DN + decimal serial;
+root: RSA-signed certificates only, ``_``-joined.
+
+Notices are signed like Alipay's signer does (Java ``AlipaySignature.getSignContent``): the
+sorted ``k=v`` of the non-empty parameters; without ``sign_type`` by default, with it when
+asked (the SDKs' ``rsaCheckV1``/``rsaCheckV2`` accept either).
+
 Methods: ``alipay.fund.trans.uni.transfer`` (idempotent on ``out_biz_no``: the same content
 answers the original order, other content ``PAYMENT_INFO_INCONSISTENCY``) and
 ``alipay.fund.trans.common.query`` (``ORDER_NOT_EXIST`` when nothing was booked). It keeps a
@@ -18,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import json
 import re
@@ -25,14 +46,16 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from enum import Enum
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -48,6 +71,8 @@ NOTICE = "alipay.fund.trans.order.changed"
 TIMESTAMP_SKEW = timedelta(minutes=10)
 _AMOUNT = re.compile(r"(0|[1-9]\d{0,8})(\.\d{1,2})?")
 _USER_ID = re.compile(r"2088\d{12}")
+_OPEN_ID = re.compile(r"0[0-9A-Za-z]{1,63}")
+RSA_SIGNATURE_OID_PREFIX = "1.2.840.113549.1.1."
 _order_numbers = itertools.count(1)
 
 # How the ledger reports an order's status (for assert_paid_exactly_once).
@@ -80,6 +105,9 @@ class Fault(Enum):
     HTTP_5XX = "http_5xx"  # answer 502 Bad Gateway
     ERROR_CODE = "error_code"  # answer `Script.code`/`Script.sub_code` instead of the order
     BAD_SIGNATURE = "bad_signature"  # answer the order, signed with a key that is not Alipay's
+    # Certificate mode: answer the order signed with Alipay's next (rotated) certificate, one
+    # the adapter has not been given yet.
+    ROTATED_CERT = "rotated_cert"
 
 
 @dataclass(frozen=True)
@@ -108,6 +136,128 @@ class Script:
         return cls(
             fault=Fault.ERROR_CODE, faults=10**6, fault_books=False, code=code, sub_code=sub_code
         )
+
+
+def certificate_sn(certificate: x509.Certificate) -> str:
+    """md5 hex of the issuer DN (RDNs last first, ``CN=…,OU=…,O=…,C=…``) + decimal serial."""
+    issuer = certificate.issuer.rfc4514_string()
+    return hashlib.md5((issuer + str(certificate.serial_number)).encode()).hexdigest()
+
+
+def pem_of(*certificates: x509.Certificate) -> str:
+    return "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in certificates)
+
+
+@dataclass(frozen=True)
+class FakeCertificates:
+    """What Alipay holds for an app in certificate mode, as PEM files an operator downloads."""
+
+    app_cert: str  # appCertPublicKey_<app_id>.crt
+    alipay_cert: str  # alipayCertPublicKey_RSA2.crt
+    alipay_root_cert: str  # alipayRootCert.crt
+    rotated_alipay_cert: str  # Alipay's next certificate, after a rotation
+
+    def _first(self, pem: str) -> x509.Certificate:
+        return x509.load_pem_x509_certificates(pem.encode())[0]
+
+    @property
+    def app_cert_sn(self) -> str:
+        return certificate_sn(self._first(self.app_cert))
+
+    @property
+    def alipay_cert_sn(self) -> str:
+        return certificate_sn(self._first(self.alipay_cert))
+
+    @property
+    def rotated_alipay_cert_sn(self) -> str:
+        return certificate_sn(self._first(self.rotated_alipay_cert))
+
+    @property
+    def alipay_root_cert_sn(self) -> str:
+        return "_".join(
+            certificate_sn(c)
+            for c in x509.load_pem_x509_certificates(self.alipay_root_cert.encode())
+            if c.signature_algorithm_oid.dotted_string.startswith(RSA_SIGNATURE_OID_PREFIX)
+        )
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Fake Ant Financial"),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "Certification Authority"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+def _certificate(
+    subject: x509.Name,
+    public_key: Any,
+    issuer: x509.Name,
+    issuer_key: Any,
+    algorithm: hashes.HashAlgorithm,
+    serial_number: int,
+) -> x509.Certificate:
+    now = datetime.now(UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(serial_number)
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=365))
+        .sign(issuer_key, algorithm)
+    )
+
+
+def make_certificates(
+    *,
+    app_key: rsa.RSAPrivateKey,
+    alipay_key: rsa.RSAPrivateKey,
+    rotated_key: rsa.RSAPrivateKey,
+    ca_key: rsa.RSAPrivateKey,
+    app_id: str,
+) -> FakeCertificates:
+    """An RSA root (sha256WithRSA) issuing the app's and Alipay's certificates, and an ECDSA
+    root beside it in the bundle, which the root SN must skip, as it skips Alipay's E1 root."""
+    root_name = _name("Fake Ant Financial Certification Authority R1")
+    root = _certificate(
+        root_name, ca_key.public_key(), root_name, ca_key, hashes.SHA256(), 2292228364100439313
+    )
+    ec_key = ec.generate_private_key(ec.SECP384R1())
+    ec_name = _name("Fake Ant Financial Certification Authority E1")
+    ec_root = _certificate(
+        ec_name, ec_key.public_key(), ec_name, ec_key, hashes.SHA384(), 4719484692854726474
+    )
+    app_subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "测试商户有限公司"),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "Alipay"),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"2088000000000001-{app_id}"),
+        ]
+    )
+
+    def issued(subject: x509.Name, key: rsa.RSAPrivateKey) -> x509.Certificate:
+        return _certificate(
+            subject,
+            key.public_key(),
+            root_name,
+            ca_key,
+            hashes.SHA256(),
+            x509.random_serial_number(),
+        )
+
+    alipay_subject = _name("支付宝(中国)网络技术有限公司-2088000000000002")
+    return FakeCertificates(
+        app_cert=pem_of(issued(app_subject, app_key)),
+        alipay_cert=pem_of(issued(alipay_subject, alipay_key)),
+        alipay_root_cert=pem_of(ec_root, root),
+        rotated_alipay_cert=pem_of(issued(alipay_subject, rotated_key)),
+    )
 
 
 def _beijing_now() -> str:
@@ -175,6 +325,8 @@ class FakeAlipay:
         key: rsa.RSAPrivateKey | None = None,
         impostor_key: rsa.RSAPrivateKey | None = None,
         delay_seconds: float = 10.0,
+        certificates: FakeCertificates | None = None,
+        rotated_key: rsa.RSAPrivateKey | None = None,
     ) -> None:
         """``key`` is "Alipay's" private key, ``impostor_key`` anyone else's (both generated
         when not given; tests pass keys generated once to stay fast)."""
@@ -185,6 +337,9 @@ class FakeAlipay:
             public_exponent=65537, key_size=2048
         )
         self.delay_seconds = delay_seconds  # the longest a DELAY answer is held
+        # Certificate mode: requests must carry these SNs; answers name the signing cert's.
+        self.certificates = certificates
+        self.rotated_key = rotated_key  # the key of certificates.rotated_alipay_cert
         self._released = asyncio.Event()
         self.scripts: dict[str, Script] = {}  # by trans_amount, e.g. "10.02"
         self.orders: dict[str, Order] = {}  # by out_biz_no: Alipay's idempotency
@@ -231,10 +386,12 @@ class FakeAlipay:
         fields: Mapping[str, str] | None = None,
         tamper: Mapping[str, str] | None = None,
         notify_id: str | None = None,
+        sign_type_signed: bool = False,
     ) -> bytes:
         """The form body of an ``alipay.fund.trans.order.changed`` notice about an order,
-        signed with ``key`` (default: Alipay's). ``fields`` override common fields before
-        signing, ``tamper`` after."""
+        signed with ``key`` (default: Alipay's) over its non-empty fields, ``sign_type``
+        included when ``sign_type_signed``. ``fields`` override common fields before
+        signing (an empty value is sent but not signed), ``tamper`` after."""
         order = self.orders[out_biz_no]
         content: dict[str, Any] = {
             "action_type": "FINISH",
@@ -261,8 +418,12 @@ class FakeAlipay:
             "biz_content": json.dumps(content, ensure_ascii=False),
             **(fields or {}),
         }
-        signed = "&".join(f"{k}={params[k]}" for k in sorted(params))
         params["sign_type"] = "RSA2"
+        signed = "&".join(
+            f"{k}={params[k]}"
+            for k in sorted(params)
+            if params[k] != "" and (sign_type_signed or k != "sign_type")
+        )
         params["sign"] = sign_rsa_sha256(key or self.key, signed.encode())
         params.update(tamper or {})
         return urlencode(params).encode()
@@ -306,6 +467,10 @@ class FakeAlipay:
             return "isv.missing-parameter"
         if params["app_id"] != self.app_id:
             return "isv.invalid-app-id"
+        if self.certificates is not None:
+            problem = self._check_certificate_sns(params)
+            if problem is not None:
+                return problem
         if (params["format"], params["charset"], params["sign_type"], params["version"]) != (
             "JSON",
             "utf-8",
@@ -329,6 +494,19 @@ class FakeAlipay:
         except ValueError:
             return "isv.invalid-parameter"
         return None if isinstance(content, dict) else "isv.invalid-parameter"
+
+    def _check_certificate_sns(self, params: Mapping[str, str]) -> str | None:
+        """Certificate mode: the app's certificate names the key to verify the request with."""
+        assert self.certificates is not None
+        if not params.get("app_cert_sn"):
+            return "isv.missing-app-cert-sn"
+        if not params.get("alipay_root_cert_sn"):
+            return "isv.missing-alipay-root-cert-sn"
+        if params["app_cert_sn"] != self.certificates.app_cert_sn:
+            return "isv.app-cert-not-exist"
+        if params["alipay_root_cert_sn"] != self.certificates.alipay_root_cert_sn:
+            return "isv.invalid-alipay-root-cert-sn"
+        return None
 
     async def _transfer(self, node: str, content: dict[str, Any]) -> Response:
         invalid = _invalid_transfer(content)
@@ -358,6 +536,15 @@ class FakeAlipay:
             return PlainTextResponse("Bad Gateway", status_code=502)
         elif fault is Fault.BAD_SIGNATURE:
             return self._answer(node, answer, key=self.impostor_key)
+        elif fault is Fault.ROTATED_CERT:
+            assert self.certificates is not None
+            assert self.rotated_key is not None
+            return self._answer(
+                node,
+                answer,
+                key=self.rotated_key,
+                cert_sn=self.certificates.rotated_alipay_cert_sn,
+            )
         elif fault is Fault.ERROR_CODE:
             answer = _error(script.code, script.sub_code)
         return self._answer(node, answer)
@@ -415,12 +602,21 @@ class FakeAlipay:
         return self._answer(node, _error(code, sub_code))
 
     def _answer(
-        self, node: str, payload: Mapping[str, Any], *, key: rsa.RSAPrivateKey | None = None
+        self,
+        node: str,
+        payload: Mapping[str, Any],
+        *,
+        key: rsa.RSAPrivateKey | None = None,
+        cert_sn: str | None = None,
     ) -> Response:
         # Alipay's spacing and raw UTF-8: the signature covers exactly these characters.
         text = json.dumps(payload, ensure_ascii=False)
         signature = sign_rsa_sha256(key or self.key, text.encode())
-        body = f'{{"{node}": {text}, "sign": "{signature}"}}'
+        if self.certificates is not None:  # the SN of the certificate that signed it
+            sn = cert_sn or self.certificates.alipay_cert_sn
+            body = f'{{"{node}": {text}, "alipay_cert_sn": "{sn}", "sign": "{signature}"}}'
+        else:
+            body = f'{{"{node}": {text}, "sign": "{signature}"}}'
         self.raw_answers.append(body)
         return Response(body.encode(), media_type="text/html;charset=utf-8")
 
@@ -448,6 +644,8 @@ def _invalid_transfer(content: Mapping[str, Any]) -> str | None:
     kind, identity, name = payee.get("identity_type"), payee["identity"], payee.get("name")
     if kind == "ALIPAY_USER_ID":
         return None if _USER_ID.fullmatch(identity) else "PAYEE_NOT_EXIST"
+    if kind == "ALIPAY_OPEN_ID":  # an open id of another app is nobody under this one
+        return None if _OPEN_ID.fullmatch(identity) else "PAYEE_NOT_EXIST"
     if kind == "ALIPAY_LOGON_ID":
         return None if name and len(identity) <= 64 else "INVALID_PARAMETER"
     return "INVALID_PARAMETER"

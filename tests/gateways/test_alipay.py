@@ -8,32 +8,39 @@ callback endpoint, and no secret or full account number in logs or API answers.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
 
 from payoutsvc.gateways.alipay import (
     BEIJING,
     AlipayGateway,
     AlipaySettings,
+    CertificateMode,
     create_gateway,
     response_members,
 )
+from payoutsvc.gateways.alipay_cert import cert_sn, root_cert_sn
 from payoutsvc.gateways.base import (
     InvalidCallback,
     InvalidSignature,
     NotDone,
     OutcomeUnknown,
+    ProviderHold,
     Rejected,
     TransferRequest,
     TransferState,
@@ -47,7 +54,10 @@ from tests.gateways.fake_alipay import (
     FakeAlipay,
     Fault,
     Script,
+    make_certificates,
+    pem_of,
     private_pem,
+    public_pem,
 )
 from tests.gateways.harness import (
     approved_payout_to,
@@ -62,6 +72,13 @@ APP_ID = "2021000000000001"
 # Test keys, generated once for the module: the app's, "Alipay's", and an impostor's.
 APP_KEY, ALIPAY_KEY, IMPOSTOR_KEY = (
     rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(3)
+)
+# Certificate mode: the CA that issues both certificates, and Alipay's next signing key.
+CA_KEY, ROTATED_KEY = (
+    rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(2)
+)
+CERTS = make_certificates(
+    app_key=APP_KEY, alipay_key=ALIPAY_KEY, rotated_key=ROTATED_KEY, ca_key=CA_KEY, app_id=APP_ID
 )
 # The client's timeout: the fake holds DELAY answers until the test ends. Short, yet long
 # enough for a batch of concurrent calls on a busy machine (the fake shares the loop).
@@ -185,9 +202,13 @@ async def test_payee_identity_type_follows_the_account(
         "13800138000": "ALIPAY_LOGON_ID",
         "li.lei@example.com": "ALIPAY_LOGON_ID",
         "20881234123412345": "ALIPAY_LOGON_ID",  # 17 digits: not a user id
+        # Alipay's documented open id example; open ids need no name (only logon ids do)
+        "074a1CcTG1LelxKe4xQC0zgNdId0nxi95b5lsNpazWYoCo5": "ALIPAY_OPEN_ID",
     }
-    for account in cases:
-        await gateway.submit(transfer(account=account))
+    for account, kind in cases.items():
+        await gateway.submit(
+            transfer(account=account, name="张三" if kind == "ALIPAY_LOGON_ID" else None)
+        )
     sent = {c["payee_info"]["identity"]: c["payee_info"] for c in fake.biz_contents(TRANSFER)}
     assert {account: payee["identity_type"] for account, payee in sent.items()} == cases
 
@@ -761,3 +782,511 @@ async def test_no_key_or_full_account_in_logs_or_answers(
         for secret in secrets:
             assert secret not in text, where
     assert re.search(r"139\*+5678", texts["payouts"])  # masked accounts are still shown
+
+
+# -- certificate serial numbers -----------------------------------------------------------------
+
+SDK_VECTORS = Path(__file__).parent / "data" / "alipay"
+
+
+def test_certificate_sns_match_the_alipay_sdk_known_answers() -> None:
+    """The Node SDK's own test vectors (test/antcertutil.test.ts): the root bundle is
+    Alipay's real one, with an SM2 and an ECDSA root that must be skipped."""
+    read = lambda name: (SDK_VECTORS / name).read_text()  # noqa: E731
+    assert cert_sn(read("appCertPublicKey_2021001161683774.crt")) == (
+        "866efef280dec9137a87d047ac446315"
+    )
+    assert cert_sn(read("alipayCertPublicKey_RSA2.crt")) == "7513daaaa48aa3ba2e4018d84402479c"
+    assert root_cert_sn(read("alipayRootCert.crt")) == (
+        "687b59193f3f462dd5336e5abf83c5d8_02941eef3187dddf3d3b83462e1dfcf6"
+    )
+
+
+def _self_signed(
+    name: x509.Name, key: Any, algorithm: hashes.HashAlgorithm, serial: int
+) -> x509.Certificate:
+    now = datetime.now(UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(serial)
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=1))
+        .sign(key, algorithm)
+    )
+
+
+def test_the_issuer_is_written_as_java_writes_it() -> None:
+    """Java's X500Principal.getName() (RFC 2253) is what Alipay hashes: last RDN first, no
+    spaces, ',' '+' '=' '#' escaped, edge spaces escaped, multi-valued RDNs joined by '+',
+    attributes without an RFC 2253 keyword (emailAddress) as OID=#hex of their DER."""
+    issuer = x509.Name(
+        [
+            x509.RelativeDistinguishedName([x509.NameAttribute(NameOID.COUNTRY_NAME, "CN")]),
+            x509.RelativeDistinguishedName(
+                [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "iTrus Co.,Ltd.")]
+            ),
+            x509.RelativeDistinguishedName(
+                [
+                    x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "支付"),
+                    x509.NameAttribute(NameOID.LOCALITY_NAME, "A+B"),
+                ]
+            ),
+            x509.RelativeDistinguishedName(
+                [x509.NameAttribute(NameOID.COMMON_NAME, " Root #1 = R1 ")]
+            ),
+            x509.RelativeDistinguishedName(
+                [x509.NameAttribute(NameOID.EMAIL_ADDRESS, "ca@example.com")]
+            ),
+        ]
+    )
+    certificate = _self_signed(issuer, CA_KEY, hashes.SHA256(), 2**70 + 5)
+    email_der = bytes([0x16, len("ca@example.com")]) + b"ca@example.com"  # IA5String
+    expected_issuer = (
+        f"1.2.840.113549.1.9.1=#{email_der.hex()},"
+        "CN=\\ Root \\#1 \\= R1\\ ,"
+        "L=A\\+B+OU=支付,"  # a multi-valued RDN in its DER (sorted SET) order
+        "O=iTrus Co.\\,Ltd.,"
+        "C=CN"
+    )
+    expected = hashlib.md5((expected_issuer + str(2**70 + 5)).encode()).hexdigest()
+    assert cert_sn(pem_of(certificate)) == expected
+
+
+def test_the_root_sn_joins_the_rsa_signed_roots_in_file_order() -> None:
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    names = [x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"Root {n}")]) for n in range(3)]
+    first = _self_signed(names[0], CA_KEY, hashes.SHA512(), 11)  # any RSA digest counts
+    skipped = _self_signed(names[1], ec_key, hashes.SHA256(), 12)  # ecdsa-with-SHA256
+    last = _self_signed(names[2], CA_KEY, hashes.SHA256(), 13)
+    sn = lambda dn, serial: hashlib.md5(f"{dn}{serial}".encode()).hexdigest()  # noqa: E731
+    assert (
+        root_cert_sn(pem_of(first, skipped, last)) == f"{sn('CN=Root 0', 11)}_{sn('CN=Root 2', 13)}"
+    )
+    # A file whose first certificate is the leaf: cert_sn reads that one, as the SDKs do.
+    assert cert_sn(pem_of(last, first)) == sn("CN=Root 2", 13)
+
+
+# -- certificate mode ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cert_fake() -> FakeAlipay:
+    return FakeAlipay(
+        app_id=APP_ID,
+        app_public_key=APP_KEY.public_key(),
+        key=ALIPAY_KEY,
+        impostor_key=IMPOSTOR_KEY,
+        certificates=CERTS,
+        rotated_key=ROTATED_KEY,
+    )
+
+
+@pytest.fixture
+async def cert_gateway_url(cert_fake: FakeAlipay) -> AsyncIterator[str]:
+    async with serve_asgi(cert_fake.app) as base_url:
+        yield f"{base_url}/gateway.do"
+        cert_fake.release()
+
+
+def cert_settings(gateway_url: str, **overrides: Any) -> AlipaySettings:
+    values: dict[str, Any] = {
+        "app_id": APP_ID,
+        "app_private_key": SecretStr(private_pem(APP_KEY)),
+        "app_cert": SecretStr(CERTS.app_cert),
+        "alipay_cert": SecretStr(CERTS.alipay_cert),
+        "alipay_root_cert": SecretStr(CERTS.alipay_root_cert),
+        "gateway_url": gateway_url,
+        "timeout_seconds": CLIENT_TIMEOUT,
+        **overrides,
+    }
+    return AlipaySettings(**values)
+
+
+@pytest.fixture
+async def cert_gateway(cert_gateway_url: str) -> AsyncIterator[AlipayGateway]:
+    adapter = AlipayGateway.from_settings(cert_settings(cert_gateway_url))
+    yield adapter
+    await adapter.aclose()
+
+
+async def test_certificate_mode_requests_carry_the_certificate_sns(
+    cert_gateway: AlipayGateway, cert_fake: FakeAlipay
+) -> None:
+    request = transfer()
+    result = await cert_gateway.submit(request)
+    assert result.state is TransferState.SUCCEEDED
+    assert (await cert_gateway.get_status(request.idempotency_key)).state is (
+        TransferState.SUCCEEDED
+    )
+    assert cert_fake.refused == []  # both calls passed the SN and signature checks
+    for params in cert_fake.requests:
+        assert params["app_cert_sn"] == CERTS.app_cert_sn
+        assert params["alipay_root_cert_sn"] == CERTS.alipay_root_cert_sn
+    # Alipay's answers named the certificate they were signed with.
+    assert all(f'"alipay_cert_sn": "{CERTS.alipay_cert_sn}"' in a for a in cert_fake.raw_answers)
+
+
+async def test_the_fake_refuses_fund_requests_without_the_right_certificate_sns(
+    cert_fake: FakeAlipay, cert_gateway_url: str
+) -> None:
+    """What Alipay answers a public-key-mode transfer, or SNs it does not hold."""
+    right = CertificateMode.from_pem(
+        app_cert=CERTS.app_cert,
+        alipay_cert=CERTS.alipay_cert,
+        alipay_root_cert=CERTS.alipay_root_cert,
+    )
+    cases = {
+        None: "isv.missing-app-cert-sn",  # public-key mode
+        replace(right, app_cert_sn="0" * 32): "isv.app-cert-not-exist",
+        replace(right, alipay_root_cert_sn="0" * 32): "isv.invalid-alipay-root-cert-sn",
+    }
+    for certificates, sub_code in cases.items():
+        adapter = AlipayGateway(
+            app_id=APP_ID,
+            app_private_key=APP_KEY,
+            alipay_public_key=ALIPAY_KEY.public_key(),
+            gateway_url=cert_gateway_url,
+            timeout_seconds=CLIENT_TIMEOUT,
+            certificates=certificates,
+        )
+        try:
+            with pytest.raises(NotDone) as refused:  # refused before any processing
+                await adapter.submit(transfer())
+        finally:
+            await adapter.aclose()
+        assert refused.value.gateway_status == sub_code
+    assert cert_fake.refused == list(cases.values())
+    assert cert_fake.booked == {}
+
+
+async def test_an_answer_signed_by_an_unconfigured_alipay_certificate_is_unknown(
+    cert_gateway: AlipayGateway, cert_fake: FakeAlipay, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Alipay rotated its certificate: the answer names a new SN. Not trusted (OutcomeUnknown,
+    never Rejected), and the log says what to configure."""
+    cert_fake.scripts["12.50"] = Script(fault=Fault.ROTATED_CERT)
+    request = transfer(1250)
+    with caplog.at_level(logging.ERROR), pytest.raises(OutcomeUnknown) as unknown:
+        await cert_gateway.submit(request)
+    assert type(unknown.value) is OutcomeUnknown
+    assert unknown.value.gateway_status == "unknown_alipay_cert"
+    assert CERTS.rotated_alipay_cert_sn in unknown.value.message
+    assert "alipay.response.unknown_certificate" in caplog.text
+    assert "PAYOUTSVC_ALIPAY_ALIPAY_CERT" in caplog.text
+    # It was booked: the status query, signed with the configured certificate, says so.
+    assert (await cert_gateway.get_status(request.idempotency_key)).state is (
+        TransferState.SUCCEEDED
+    )
+    # The configured SN with another key's signature is no better.
+    cert_fake.scripts["12.51"] = Script(fault=Fault.BAD_SIGNATURE)
+    with pytest.raises(OutcomeUnknown) as forged:
+        await cert_gateway.submit(transfer(1251))
+    assert forged.value.gateway_status == "bad_signature"
+
+
+async def test_certificate_mode_refuses_answers_naming_no_certificate(
+    fake: FakeAlipay, gateway_url: str
+) -> None:
+    """An answer without alipay_cert_sn (here: a public-key-mode gateway) is unverifiable."""
+    adapter = AlipayGateway.from_settings(cert_settings(gateway_url))
+    try:
+        with pytest.raises(OutcomeUnknown) as unknown:
+            await adapter.submit(transfer())
+    finally:
+        await adapter.aclose()
+    assert unknown.value.gateway_status == "no_alipay_cert_sn"
+
+
+def test_certificate_mode_settings(tmp_path: Path) -> None:
+    files = {}
+    for name in ("app_cert", "alipay_cert", "alipay_root_cert"):
+        files[name] = tmp_path / f"{name}.crt"
+        files[name].write_text(getattr(CERTS, name))
+    from_files = AlipaySettings(
+        app_id=APP_ID,
+        app_private_key=SecretStr(private_pem(APP_KEY)),
+        # Alipay's public key is ignored in certificate mode: the certificate carries it.
+        public_key=SecretStr(pem_body(public_pem(IMPOSTOR_KEY))),
+        app_cert_file=files["app_cert"],
+        alipay_cert_file=files["alipay_cert"],
+        alipay_root_cert_file=files["alipay_root_cert"],
+    )
+    for settings in (from_files, cert_settings("http://127.0.0.1:9/gateway.do")):
+        adapter = AlipayGateway.from_settings(settings)
+        assert adapter.certificates == CertificateMode(
+            app_cert_sn=CERTS.app_cert_sn,
+            alipay_root_cert_sn=CERTS.alipay_root_cert_sn,
+            alipay_cert_sn=CERTS.alipay_cert_sn,
+        )
+    # Half-configured certificate mode waits for the rest, never falls back to public keys.
+    half = cert_settings(
+        "http://127.0.0.1:9/gateway.do",
+        alipay_root_cert=None,
+        public_key=SecretStr(pem_body(public_pem(ALIPAY_KEY))),
+    )
+    with pytest.raises(MissingCredential, match="PAYOUTSVC_ALIPAY_ALIPAY_ROOT_CERT"):
+        AlipayGateway.from_settings(half)
+    with pytest.raises(MissingCredential, match="PAYOUTSVC_ALIPAY_APP_CERT"):
+        AlipayGateway.from_settings(
+            cert_settings("http://127.0.0.1:9/gateway.do", app_cert=SecretStr(""))
+        )
+    # The app certificate of another key would make every request fail Alipay's check.
+    with pytest.raises(MissingCredential, match="not the certificate of"):
+        AlipayGateway.from_settings(
+            cert_settings("http://127.0.0.1:9/gateway.do", app_cert=SecretStr(CERTS.alipay_cert))
+        )
+    with pytest.raises(MissingCredential, match="cannot be read"):
+        AlipayGateway.from_settings(
+            cert_settings("http://127.0.0.1:9/gateway.do", alipay_cert=SecretStr("not a cert"))
+        )
+    # Without certificates: public-key mode, as before.
+    plain = AlipayGateway.from_settings(
+        AlipaySettings(
+            app_id=APP_ID,
+            app_private_key=SecretStr(private_pem(APP_KEY)),
+            public_key=SecretStr(pem_body(public_pem(ALIPAY_KEY))),
+        )
+    )
+    assert plain.certificates is None
+
+
+# -- notices: both signing contents ----------------------------------------------------------------
+
+
+async def test_notices_verify_with_or_without_sign_type_and_skip_empty_values(
+    gateway: AlipayGateway, fake: FakeAlipay
+) -> None:
+    request = transfer()
+    await gateway.submit(request)
+    key = request.idempotency_key
+    bodies = {
+        "without sign_type": fake.notice(key),
+        "with sign_type": fake.notice(key, sign_type_signed=True),
+        "an empty field, not signed": fake.notice(key, fields={"auth_app_id": ""}),
+        "both": fake.notice(key, fields={"auth_app_id": ""}, sign_type_signed=True),
+    }
+    for what, body in bodies.items():
+        notice = await gateway.parse_callback({}, body)
+        assert notice.result.state is TransferState.SUCCEEDED, what
+    # Still every non-empty field is covered: tampering shows in either content.
+    for sign_type_signed in (False, True):
+        tampered = fake.notice(key, sign_type_signed=sign_type_signed, tamper={"version": "9"})
+        with pytest.raises(InvalidSignature):
+            await gateway.parse_callback({}, tampered)
+    with pytest.raises(InvalidSignature):  # a value filled in after signing
+        await gateway.parse_callback(
+            {}, fake.notice(key, fields={"auth_app_id": ""}, tamper={"auth_app_id": "x"})
+        )
+
+
+async def test_certificate_mode_notices_verify_with_the_configured_certificate(
+    cert_gateway: AlipayGateway, cert_fake: FakeAlipay
+) -> None:
+    request = transfer()
+    await cert_gateway.submit(request)
+    key = request.idempotency_key
+    notice = await cert_gateway.parse_callback({}, cert_fake.notice(key, sign_type_signed=True))
+    assert notice.result.state is TransferState.SUCCEEDED
+    for other in (IMPOSTOR_KEY, ROTATED_KEY):
+        with pytest.raises(InvalidSignature):
+            await cert_gateway.parse_callback({}, cert_fake.notice(key, key=other))
+
+
+# -- DEALING is a provider hold -----------------------------------------------------------------
+
+
+async def test_dealing_is_a_hold_with_configurable_patience(
+    fake: FakeAlipay, gateway_url: str, gateway: AlipayGateway
+) -> None:
+    fake.scripts["12.50"] = Script(status="DEALING", then="SUCCESS", polls=100)
+    request = transfer(1250)
+    default = ProviderHold(reason="DEALING", patience=timedelta(hours=48))
+    submitted = await gateway.submit(request)
+    assert (submitted.state, submitted.hold) == (TransferState.PENDING, default)
+    assert (await gateway.get_status(request.idempotency_key)).hold == default
+    notice = await gateway.parse_callback({}, fake.notice(request.idempotency_key))
+    assert (notice.result.state, notice.result.hold) == (TransferState.PENDING, default)
+    # PAYOUTSVC_ALIPAY_DEALING_PATIENCE_HOURS
+    configured = AlipayGateway.from_settings(
+        AlipaySettings(
+            app_id=APP_ID,
+            app_private_key=SecretStr(private_pem(APP_KEY)),
+            public_key=SecretStr(fake.alipay_public_pem),
+            gateway_url=gateway_url,
+            dealing_patience_hours=6,
+        )
+    )
+    try:
+        held = await configured.get_status(request.idempotency_key)
+    finally:
+        await configured.aclose()
+    assert held.hold == ProviderHold(reason="DEALING", patience=timedelta(hours=6))
+    # Other in-flight states are no hold; finished ones never are.
+    order = fake.orders[request.idempotency_key]
+    for status in ("INIT", "WAIT_PAY", "SUCCESS", "FAIL"):
+        order.status = status
+        assert (await gateway.get_status(request.idempotency_key)).hold is None, status
+
+
+# -- certificate mode through the real executor ----------------------------------------------------
+
+
+@pytest.fixture
+def alipay_cert_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cert_fake: FakeAlipay, cert_gateway_url: str
+) -> None:
+    """Certificate mode from the environment: certificates as files, no Alipay public key."""
+    key_file = tmp_path / "app_private_key.pem"
+    key_file.write_text(private_pem(APP_KEY))
+    monkeypatch.setenv("PAYOUTSVC_ALIPAY_APP_ID", APP_ID)
+    monkeypatch.setenv("PAYOUTSVC_ALIPAY_APP_PRIVATE_KEY_FILE", str(key_file))
+    for name in ("app_cert", "alipay_cert", "alipay_root_cert"):
+        path = tmp_path / f"{name}.crt"
+        path.write_text(getattr(CERTS, name))
+        monkeypatch.setenv(f"PAYOUTSVC_ALIPAY_{name.upper()}_FILE", str(path))
+    monkeypatch.setenv("PAYOUTSVC_ALIPAY_GATEWAY_URL", cert_gateway_url)
+    monkeypatch.setenv("PAYOUTSVC_ALIPAY_TIMEOUT_SECONDS", str(CLIENT_TIMEOUT))
+
+
+CERT_FAULTS: dict[str, Case] = {
+    "success": Case(Script(), "succeeded"),
+    "rotated-cert-answer-after-booking": Case(
+        Script(fault=Fault.ROTATED_CERT), "succeeded", first_answer="unknown_alipay_cert"
+    ),
+    "rotated-cert-answer-before-booking": Case(
+        Script(fault=Fault.ROTATED_CERT, fault_books=False),
+        "succeeded",
+        first_answer="unknown_alipay_cert",
+    ),
+    "pending-then-success": Case(
+        Script(status="DEALING", then="SUCCESS", polls=2), "succeeded", first_answer="DEALING"
+    ),
+    "declined-account": Case(
+        Script.decline("PAYEE_NOT_EXIST"),
+        "failed",
+        "recipient_account_invalid",
+        booked=(),
+        first_answer="PAYEE_NOT_EXIST",
+    ),
+}
+
+
+async def test_certificate_mode_through_the_executor_pays_exactly_once(
+    make_app: AppFactory, alipay_cert_env: None, cert_fake: FakeAlipay
+) -> None:
+    app, client = await provider_app(make_app, gateway="alipay", recipient_type="alipay")
+    runtime = app.state.runtime
+    payout_of: dict[str, dict[str, Any]] = {}
+    open_id = "074a1CcTG1LelxKe4xQC0zgNdId0nxi95b5lsNpazWYoCo5"
+    for n, (fault, case) in enumerate(CERT_FAULTS.items(), start=1):
+        amount = f"10.{n:02d}"
+        cert_fake.scripts[amount] = case.script
+        recipient = {**RECIPIENT, "account": open_id if n == 1 else f"1390000{n:04d}"}
+        payout_of[fault] = await approved_payout_to(client, runtime, recipient, amount, "CNY")
+
+    final = await drain_all(runtime)
+
+    ledger = cert_fake.booked_states()
+    assert await assert_paid_exactly_once(runtime, ledger) == final
+    assert cert_fake.refused == []  # every request carried the right SNs
+    for fault, case in CERT_FAULTS.items():
+        payout = payout_of[fault]
+        shown = (await client.get(f"/v1/payouts/{payout['id']}")).json()
+        key = await gateway_key(runtime, payout["id"])
+        assert (shown["status"], (shown["failure"] or {}).get("code")) == (
+            case.status,
+            case.failure_code,
+        ), fault
+        assert tuple(ledger.get(key, [])) == case.booked, fault
+        attempts = await attempts_of(runtime.db, payout["id"])
+        assert attempts[0].gateway_status == case.first_answer, fault
+    open_id_payee = cert_fake.biz_contents(TRANSFER)[0]["payee_info"]
+    assert open_id_payee["identity_type"] == "ALIPAY_OPEN_ID"
+
+
+# -- DEALING through the real executor: a hold, not an unknown outcome ---------------------------
+
+HOLD_CHECK_SECONDS = 600.0
+PATIENCE_HOURS = 2
+
+
+async def test_dealing_is_held_on_the_slow_schedule_until_alipays_patience_runs_out(
+    make_app: AppFactory,
+    alipay_env: None,
+    fake: FakeAlipay,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Three payouts Alipay answers DEALING: one stays DEALING (needs_review only once the
+    configured patience has passed, never after the quick retry schedule), one finishes
+    after more status checks than the retry schedule has steps, one is settled by Alipay's
+    notice in the middle of its hold. At most one booking each."""
+    monkeypatch.setenv("PAYOUTSVC_ALIPAY_DEALING_PATIENCE_HOURS", str(PATIENCE_HOURS))
+    fake.scripts["10.01"] = Script(status="DEALING", then="SUCCESS", polls=10**6)  # stuck
+    fake.scripts["10.02"] = Script(status="DEALING", then="SUCCESS", polls=9)  # > 6 retries
+    fake.scripts["10.03"] = Script(status="DEALING", then="SUCCESS", polls=10**6)  # notice
+    app, client = await provider_app(
+        make_app,
+        gateway="alipay",
+        recipient_type="alipay",
+        executor_hold_check_seconds=HOLD_CHECK_SECONDS,
+    )
+    runtime = app.state.runtime
+    stuck, slow, noticed = [
+        await approved_payout_to(client, runtime, RECIPIENT, amount, "CNY")
+        for amount in ("10.01", "10.02", "10.03")
+    ]
+    executor, clock, gateways = executor_for(runtime)
+    started = clock.now
+    deadline = started + timedelta(hours=PATIENCE_HOURS)
+    try:
+        assert await executor.run_once() == 3
+        rows = await payout_rows(runtime.db)
+        for payout in (stuck, slow, noticed):
+            row = rows[payout["id"]]
+            assert (row.status, row.gateway_status) == ("processing", "DEALING")
+            # The slow schedule (give or take the executor's jitter), not the 1 s retries.
+            assert row.next_attempt_at - clock.now >= timedelta(seconds=HOLD_CHECK_SECONDS / 2)
+            assert abs(row.gateway_hold_until - deadline) < timedelta(seconds=5)
+        shown = (await client.get(f"/v1/payouts/{stuck['id']}")).json()
+        assert shown["gateway_hold_until"] is not None
+
+        checks = 0
+        while (await payout_rows(runtime.db))[stuck["id"]].status == "processing":
+            due = min(
+                r.next_attempt_at
+                for r in (await payout_rows(runtime.db)).values()
+                if r.status == "processing" and r.next_attempt_at is not None
+            )
+            clock.now = max(clock.now, due)
+            await executor.run_once()
+            checks += 1
+            if checks == 3:  # Alipay finishes the third one and says so
+                key = await gateway_key(runtime, noticed["id"])
+                fake.finish(key)
+                answer = await client.post(CALLBACKS, content=fake.notice(key))
+                assert (answer.status_code, answer.text) == (200, "success")
+            assert checks < 100
+    finally:
+        await gateways.aclose()
+
+    final = {
+        p["id"]: (await client.get(f"/v1/payouts/{p['id']}")).json() for p in (stuck, slow, noticed)
+    }
+    assert final[slow["id"]]["status"] == "succeeded"
+    assert final[noticed["id"]]["status"] == "succeeded"
+    assert final[stuck["id"]]["status"] == "needs_review"
+    assert clock.now >= deadline  # not before Alipay's patience ran out
+    review = (await events_by_payout(runtime.db))[stuck["id"]][-1]
+    assert (review.type, review.data["reason"]) == (
+        "payout.needs_review",
+        "provider_deadline_passed",
+    )
+    # Far more status checks than the unknown-outcome schedule (6 steps) would have allowed.
+    assert len(await attempts_of(runtime.db, stuck["id"])) > 6
+    ledger = fake.booked_states()
+    await assert_paid_exactly_once(runtime, ledger)
+    for payout in (stuck, slow, noticed):
+        assert len(ledger[await gateway_key(runtime, payout["id"])]) == 1

@@ -68,6 +68,11 @@ def test_test_card_numbers_have_the_expected_luhn_status() -> None:
         ("138-0013-8000", "13800138000"),
         ("2088102122524333", "2088102122524333"),
         ("Zhang.San@Example.COM", "Zhang.San@example.com"),
+        # an open id (Alipay's documented example), kept exactly: it is case-sensitive
+        (
+            "074a1CcTG1LelxKe4xQC0zgNdId0nxi95b5lsNpazWYoCo5",
+            "074a1CcTG1LelxKe4xQC0zgNdId0nxi95b5lsNpazWYoCo5",
+        ),
     ],
 )
 def test_alipay_valid_accounts_are_normalized(account: str, normalized: str) -> None:
@@ -90,6 +95,10 @@ def test_alipay_valid_accounts_are_normalized(account: str, normalized: str) -> 
         ("zhangsan", "invalid_format"),
         ("zhang@", "invalid_format"),
         ("zhang@localhost", "invalid_format"),
+        ("074a1CcTG1Lelx", "invalid_format"),  # too short for an open id
+        ("0" + "a1" * 32, "invalid_format"),  # 65 characters: longer than Alipay's identity
+        ("074a1CcTG1LelxKe4xQC0zgNdId0nxi95b5lsNpazWYoCo_", "invalid_format"),
+        ("074a1CcTG1LelxKe4xQC0zgNdId0nxi95b5lsNpazWYoCo5".lower()[1:], "invalid_format"),
     ],
 )
 def test_alipay_invalid_accounts(account: str, code: str) -> None:

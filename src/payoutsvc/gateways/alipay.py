@@ -23,10 +23,32 @@ with other content ``PAYMENT_INFO_INCONSISTENCY``). ``alipay.fund.trans.common.q
 advice for ``SYSTEM_ERROR`` or a lost answer is exactly that: query, and if there is no
 order, repeat the same request.
 
+Two signing modes, chosen by the credentials configured:
+
+- **Public-key certificate mode** (公钥证书模式), required by Alipay for the fund APIs of
+  newer apps (a public-key-mode call is refused with ``40002 isv.missing-app-cert-sn``):
+  requests also carry (and sign) ``app_cert_sn`` and ``alipay_root_cert_sn``, computed from
+  the app certificate and Alipay's root bundle (:mod:`payoutsvc.gateways.alipay_cert`);
+  answers carry ``alipay_cert_sn``, the SN of the Alipay certificate that signed them. Only
+  the configured Alipay certificate's SN is trusted: when Alipay rotates its certificate the
+  answers name a new SN, and until that certificate is configured they are unverifiable
+  (OutcomeUnknown, logged as ``alipay.response.unknown_certificate``). The Java SDK fetches
+  the new certificate over ``alipay.open.app.alipaycert.download``; this adapter does not
+  trust a certificate it did not get from the operator.
+- **Public-key mode** (公钥模式), for the accounts and APIs that still allow it: Alipay's
+  public key verifies answers, which carry no ``alipay_cert_sn``.
+
 Notices: ``alipay.fund.trans.order.changed``, a form POST (``notify_id``, ``msg_method``,
 ``app_id``, ``biz_content`` JSON with ``out_biz_no``, ``order_id``, ``status``, …, ``sign``,
-``sign_type``) signed by Alipay over the sorted ``k=v`` of every parameter except ``sign``
-and ``sign_type``. Alipay retries a notice for about 25 hours until it reads ``success``.
+``sign_type``) signed by Alipay over the sorted ``k=v`` of its non-empty parameters except
+``sign``, with or without ``sign_type`` "for historical reasons": Alipay's SDKs accept
+either (Java ``AlipaySignature.rsaCheckV1``/``rsaCheckV2``, Node ``checkNotifySign``), and
+so does this adapter, with the configured Alipay key (or certificate). Alipay retries a
+notice for about 25 hours until it reads ``success``.
+
+``DEALING`` (处理中) is Alipay holding the transfer in its own (or a bank channel's)
+processing: a :class:`ProviderHold` with ``PAYOUTSVC_ALIPAY_DEALING_PATIENCE_HOURS`` of
+patience, so it does not use up the unknown-outcome retry schedule.
 """
 
 from __future__ import annotations
@@ -34,6 +56,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -45,6 +68,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from payoutsvc.gateways.alipay_cert import (
+    CertificateError,
+    cert_sn,
+    certificate_public_key,
+    root_cert_sn,
+)
 from payoutsvc.gateways.base import (
     CallbackNotice,
     CallbackReply,
@@ -54,6 +83,7 @@ from payoutsvc.gateways.base import (
     InvalidSignature,
     NotDone,
     OutcomeUnknown,
+    ProviderHold,
     Rejected,
     TransferRequest,
     TransferResult,
@@ -96,6 +126,16 @@ BEIJING = timezone(timedelta(hours=8), "Asia/Shanghai")
 REPLY = CallbackReply(media_type="text/plain", body=b"success")
 
 _USER_ID = re.compile(r"2088\d{12}")
+# An Alipay open id (the per-app user identifier of apps on the openid standard), shaped like
+# Alipay's documentation example "074a1CcTG1LelxKe4xQC0zgNdId0nxi95b5lsNpazWYoCo5": a "0"
+# then letters and digits. Requiring a letter keeps it apart from phone numbers.
+_OPEN_ID = re.compile(r"0(?=[0-9]*[A-Za-z])[0-9A-Za-z]{19,63}")
+# Alipay documents no deadline for DEALING. Transfers to an Alipay balance settle at once;
+# DEALING is a channel (bank card: arrival by T+1) or risk review still working, and Alipay
+# stops re-sending its notice after about 25 hours. Two days covers a business day of channel
+# time plus the whole notice window before a person is asked to look.
+DEFAULT_DEALING_PATIENCE_HOURS = 48.0
+DEALING = "DEALING"
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 
 # Transfer order statuses (uni.transfer answer, common.query, order.changed notices).
@@ -186,9 +226,52 @@ class AlipaySettings(BaseSettings):
     # Alipay's public key (支付宝公钥, not the app's): verifies answers and notices.
     public_key: SecretStr | None = None
     public_key_file: Path | None = None
+    # Certificate mode (all three, each inline PEM or ``…_FILE``, as downloaded from the
+    # console): the app's public-key certificate (appCertPublicKey_<app_id>.crt), Alipay's
+    # public-key certificate (alipayCertPublicKey_RSA2.crt) and Alipay's root bundle
+    # (alipayRootCert.crt). With them, PUBLIC_KEY is not used.
+    app_cert: SecretStr | None = None
+    app_cert_file: Path | None = None
+    alipay_cert: SecretStr | None = None
+    alipay_cert_file: Path | None = None
+    alipay_root_cert: SecretStr | None = None
+    alipay_root_cert_file: Path | None = None
     gateway_url: str = DEFAULT_GATEWAY_URL
     timeout_seconds: float = Field(default=15.0, gt=0)
     notify_url: str | None = None
+    dealing_patience_hours: float = Field(default=DEFAULT_DEALING_PATIENCE_HOURS, gt=0)
+
+    def certificate_mode(self) -> bool:
+        """Certificate mode as soon as any certificate is configured: a half-configured
+        certificate mode is a missing credential, never a silent fall back to public keys."""
+        return any(
+            value is not None
+            for value in (
+                self.app_cert,
+                self.app_cert_file,
+                self.alipay_cert,
+                self.alipay_cert_file,
+                self.alipay_root_cert,
+                self.alipay_root_cert_file,
+            )
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateMode:
+    """The serial numbers of public-key certificate mode."""
+
+    app_cert_sn: str  # sent as app_cert_sn
+    alipay_root_cert_sn: str  # sent as alipay_root_cert_sn
+    alipay_cert_sn: str  # the configured Alipay certificate: answers must name it
+
+    @classmethod
+    def from_pem(cls, *, app_cert: str, alipay_cert: str, alipay_root_cert: str) -> CertificateMode:
+        return cls(
+            app_cert_sn=cert_sn(app_cert),
+            alipay_root_cert_sn=root_cert_sn(alipay_root_cert),
+            alipay_cert_sn=cert_sn(alipay_cert),
+        )
 
 
 def create_gateway(runtime: Runtime) -> Gateway:
@@ -209,10 +292,16 @@ class AlipayGateway:
         gateway_url: str = DEFAULT_GATEWAY_URL,
         timeout_seconds: float = 15.0,
         notify_url: str | None = None,
+        certificates: CertificateMode | None = None,
+        dealing_patience: timedelta = timedelta(hours=DEFAULT_DEALING_PATIENCE_HOURS),
     ) -> None:
+        """``alipay_public_key`` is Alipay's key; in certificate mode (``certificates``
+        given) it must be the key of the certificate whose SN is ``alipay_cert_sn``."""
         self._app_id = app_id
         self._private_key = app_private_key
         self._public_key = alipay_public_key
+        self._certificates = certificates
+        self._dealing_patience = dealing_patience
         self._gateway_url = gateway_url
         self._notify_url = notify_url
         self._client = provider_client(gateway_url, timeout_seconds)
@@ -221,22 +310,38 @@ class AlipayGateway:
     def from_settings(cls, settings: AlipaySettings) -> AlipayGateway:
         if not settings.app_id:
             raise MissingCredential("PAYOUTSVC_ALIPAY_APP_ID is not configured")
-        private = secret_from(
-            settings.app_private_key,
-            settings.app_private_key_file,
-            name="PAYOUTSVC_ALIPAY_APP_PRIVATE_KEY",
+        private_key = load_private_key(
+            secret_from(
+                settings.app_private_key,
+                settings.app_private_key_file,
+                name="PAYOUTSVC_ALIPAY_APP_PRIVATE_KEY",
+            )
         )
-        public = secret_from(
-            settings.public_key, settings.public_key_file, name="PAYOUTSVC_ALIPAY_PUBLIC_KEY"
-        )
+        certificates: CertificateMode | None = None
+        if settings.certificate_mode():
+            certificates, public_key = _certificate_credentials(settings, private_key)
+        else:
+            public_key = load_public_key(
+                secret_from(
+                    settings.public_key,
+                    settings.public_key_file,
+                    name="PAYOUTSVC_ALIPAY_PUBLIC_KEY",
+                )
+            )
         return cls(
             app_id=settings.app_id,
-            app_private_key=load_private_key(private),
-            alipay_public_key=load_public_key(public),
+            app_private_key=private_key,
+            alipay_public_key=public_key,
             gateway_url=settings.gateway_url,
             timeout_seconds=settings.timeout_seconds,
             notify_url=settings.notify_url or None,
+            certificates=certificates,
+            dealing_patience=timedelta(hours=settings.dealing_patience_hours),
         )
+
+    @property
+    def certificates(self) -> CertificateMode | None:
+        return self._certificates
 
     # -- Gateway protocol ---------------------------------------------------------------
     async def submit(self, request: TransferRequest) -> TransferResult:
@@ -244,7 +349,7 @@ class AlipayGateway:
         if body.get("code") != SUCCESS_CODE:
             raise _error_of(body)
         _check_echo(body, request.idempotency_key)
-        return _result_of(body)
+        return self._result_of(body)
 
     async def get_status(
         self, idempotency_key: str, *, reference: str | None = None
@@ -263,7 +368,7 @@ class AlipayGateway:
                 raise OutcomeUnknown(error.message, gateway_status=error.gateway_status)
             raise error
         _check_echo(body, idempotency_key)
-        return _result_of(body)
+        return self._result_of(body)
 
     async def parse_callback(self, headers: Mapping[str, str], body: bytes) -> CallbackNotice:
         params = _form_fields(body)
@@ -272,10 +377,10 @@ class AlipayGateway:
             raise InvalidSignature("the notice carries no sign")
         if params.get("sign_type", "RSA2") != "RSA2":
             raise InvalidSignature("only RSA2 notices are accepted")
-        content = "&".join(
-            f"{key}={params[key]}" for key in sorted(params) if key not in ("sign", "sign_type")
-        )
-        if not verify_rsa_sha256(self._public_key, content.encode(), signature):
+        if not any(
+            verify_rsa_sha256(self._public_key, content.encode(), signature)
+            for content in notice_signing_contents(params)
+        ):
             raise InvalidSignature("the notice's signature does not verify with Alipay's key")
         if params.get("app_id") != self._app_id:
             raise InvalidCallback("the notice is addressed to another app")
@@ -294,7 +399,7 @@ class AlipayGateway:
         if not isinstance(status, str) or not status:
             raise InvalidCallback("biz_content has no status")
         if status in _STATES:
-            result = _result_of(notice)
+            result = self._result_of(notice)
         else:
             # A status word this adapter does not know finishes nothing; the executor's
             # status queries still will.
@@ -321,6 +426,9 @@ class AlipayGateway:
             "notify_url": self._notify_url or "",
             "biz_content": json.dumps(content, ensure_ascii=False, separators=(",", ":")),
         }
+        if self._certificates is not None:  # signed like every other common parameter
+            params["app_cert_sn"] = self._certificates.app_cert_sn
+            params["alipay_root_cert_sn"] = self._certificates.alipay_root_cert_sn
         params = {key: value for key, value in params.items() if value}
         params["sign"] = sign_rsa_sha256(self._private_key, signing_content(params).encode())
         return params
@@ -355,6 +463,8 @@ class AlipayGateway:
         text, body = members.get(node) or members.get("error_response") or ("", None)
         if not isinstance(body, dict):
             raise OutcomeUnknown(f"Alipay's answer has no {node}", gateway_status="unparseable")
+        if self._certificates is not None:
+            _check_certificate(self._certificates, method, members)
         signature = members["sign"][1] if "sign" in members else None
         if not isinstance(signature, str) or not verify_rsa_sha256(
             self._public_key, text.encode("utf-8"), signature
@@ -365,6 +475,103 @@ class AlipayGateway:
                 gateway_status="bad_signature",
             )
         return body
+
+    def _result_of(self, body: Mapping[str, Any]) -> TransferResult:
+        result = _result_of(body)
+        if result.gateway_status != DEALING:
+            return result
+        # Alipay holds the transfer for processing of its own: a hold, not an unknown.
+        # Its create time is not in every answer (common.query has none), so the deadline
+        # counts from the first answer that reported DEALING.
+        return TransferResult(
+            result.state,
+            result.reference,
+            gateway_status=result.gateway_status,
+            hold=ProviderHold(reason=DEALING, patience=self._dealing_patience),
+        )
+
+
+def _check_certificate(
+    certificates: CertificateMode, method: str, members: Mapping[str, tuple[str, Any]]
+) -> None:
+    """In certificate mode an answer names the Alipay certificate it was signed with;
+    only the configured one is trusted (an unknown one may be Alipay's new certificate:
+    unverifiable, not a refusal)."""
+    named = members["alipay_cert_sn"][1] if "alipay_cert_sn" in members else None
+    if named == certificates.alipay_cert_sn:
+        return
+    if not isinstance(named, str) or not named:
+        log.warning("alipay.response.no_certificate", method=method)
+        raise OutcomeUnknown(
+            "Alipay's answer names no alipay_cert_sn: not verifiable in certificate mode",
+            gateway_status="no_alipay_cert_sn",
+        )
+    log.error(
+        "alipay.response.unknown_certificate",
+        method=method,
+        alipay_cert_sn=named[:64],
+        configured_alipay_cert_sn=certificates.alipay_cert_sn,
+        action="Alipay signs with a certificate that is not configured (a rotation?): "
+        "download the new Alipay public certificate (alipayCertPublicKey_RSA2.crt) from "
+        "the open platform console and set PAYOUTSVC_ALIPAY_ALIPAY_CERT(_FILE)",
+    )
+    raise OutcomeUnknown(
+        f"Alipay signed its answer with certificate {named[:64]!r}, not the configured "
+        f"{certificates.alipay_cert_sn!r}: configure Alipay's new public certificate",
+        gateway_status="unknown_alipay_cert",
+    )
+
+
+def _certificate_credentials(
+    settings: AlipaySettings, private_key: rsa.RSAPrivateKey
+) -> tuple[CertificateMode, rsa.RSAPublicKey]:
+    """The SNs and Alipay's key of certificate mode; every certificate must be given."""
+    texts = {
+        name: secret_from(value, path, name=name)
+        for name, value, path in (
+            ("PAYOUTSVC_ALIPAY_APP_CERT", settings.app_cert, settings.app_cert_file),
+            ("PAYOUTSVC_ALIPAY_ALIPAY_CERT", settings.alipay_cert, settings.alipay_cert_file),
+            (
+                "PAYOUTSVC_ALIPAY_ALIPAY_ROOT_CERT",
+                settings.alipay_root_cert,
+                settings.alipay_root_cert_file,
+            ),
+        )
+    }
+    app_cert = texts["PAYOUTSVC_ALIPAY_APP_CERT"]
+    alipay_cert = texts["PAYOUTSVC_ALIPAY_ALIPAY_CERT"]
+    try:
+        certificates = CertificateMode.from_pem(
+            app_cert=app_cert,
+            alipay_cert=alipay_cert,
+            alipay_root_cert=texts["PAYOUTSVC_ALIPAY_ALIPAY_ROOT_CERT"],
+        )
+        app_public_key = certificate_public_key(app_cert)
+        alipay_public_key = certificate_public_key(alipay_cert)
+    except CertificateError as exc:
+        raise MissingCredential(f"an Alipay certificate cannot be read: {exc}") from None
+    if app_public_key.public_numbers() != private_key.public_key().public_numbers():
+        # Alipay would refuse every request as isv.invalid-signature.
+        raise MissingCredential(
+            "PAYOUTSVC_ALIPAY_APP_CERT is not the certificate of PAYOUTSVC_ALIPAY_APP_PRIVATE_KEY"
+        )
+    return certificates, alipay_public_key
+
+
+def notice_signing_contents(params: Mapping[str, str]) -> list[str]:
+    """What a notice's ``sign`` may cover: the sorted ``k=v`` of its non-empty parameters but
+    ``sign``, without ``sign_type`` (Java ``rsaCheckV1``) or with it (``rsaCheckV2``)."""
+
+    def content(excluded: tuple[str, ...]) -> str:
+        return "&".join(
+            f"{key}={params[key]}"
+            for key in sorted(params)
+            if key not in excluded and params[key] != ""
+        )
+
+    without = content(("sign", "sign_type"))
+    with_sign_type = content(("sign",))
+    return [without] if with_sign_type == without else [without, with_sign_type]
 
 
 def signing_content(params: Mapping[str, str]) -> str:
@@ -420,8 +627,13 @@ def response_members(text: str) -> dict[str, tuple[str, Any]]:
 
 
 def identity_type(account: str) -> str:
-    """``ALIPAY_USER_ID`` for a 16-digit ``2088…`` user id, else a login id (mobile, email)."""
-    return "ALIPAY_USER_ID" if _USER_ID.fullmatch(account) else "ALIPAY_LOGON_ID"
+    """``ALIPAY_USER_ID`` for a 16-digit ``2088…`` user id, ``ALIPAY_OPEN_ID`` for an open id
+    (``0`` then letters and digits), else a login id (mobile, email)."""
+    if _USER_ID.fullmatch(account):
+        return "ALIPAY_USER_ID"
+    if _OPEN_ID.fullmatch(account):
+        return "ALIPAY_OPEN_ID"
+    return "ALIPAY_LOGON_ID"
 
 
 def _transfer_content(request: TransferRequest) -> dict[str, Any]:

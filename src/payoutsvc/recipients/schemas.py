@@ -34,7 +34,8 @@ class _RecipientBase(BaseModel):
 class AlipayRecipient(_RecipientBase):
     type: Literal["alipay"]
     account: Account = Field(
-        description="Mainland mobile number, email (logon id) or 16-digit 2088… user id."
+        description="Mainland mobile number, email (logon id), 16-digit 2088… user id, or "
+        'the open id of the payee under the service\'s Alipay app ("0" then letters and digits).'
     )
     name: HolderName
 

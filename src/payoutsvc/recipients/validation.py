@@ -54,6 +54,10 @@ WECHAT_NAME_REQUIRED_FROM_MINOR = 200_000  # 2000.00 CNY, inclusive
 _ACCOUNT = "recipient.account"
 
 _ALIPAY_USER_ID = re.compile(r"2088[0-9]{12}")
+# An Alipay open id (per-app user identifier, e.g. Alipay's documentation example
+# "074a1CcTG1LelxKe4xQC0zgNdId0nxi95b5lsNpazWYoCo5"): "0", then letters and digits with at
+# least one letter (so never a phone number), 20-64 characters.
+_ALIPAY_OPEN_ID = re.compile(r"0(?=[0-9]*[A-Za-z])[0-9A-Za-z]{19,63}")
 _PHONE_CHARS = re.compile(r"\+?[0-9][0-9 ().\-]*")
 _WECHAT_OPENID_CHARS = re.compile(r"[A-Za-z0-9_-]+")
 _WECHAT_APP_ID = re.compile(r"wx[0-9a-zA-Z]{16}")
@@ -238,7 +242,10 @@ def _check_alipay(
     checker: _Checker, recipient: AlipayRecipient, amount_minor: int | None, currency: str | None
 ) -> None:
     account = recipient.account
-    if "@" in account:
+    if _ALIPAY_OPEN_ID.fullmatch(account):
+        # An open id is case-sensitive and scoped to our Alipay app id: kept as given.
+        checker.set("account", account)
+    elif "@" in account:
         email = _normalize_email(account)
         if email is None:
             checker.error(_ACCOUNT, "invalid_format", "The Alipay account is not a valid email.")
@@ -265,8 +272,8 @@ def _check_alipay(
 
 def _check_alipay_mobile(checker: _Checker, account: str) -> None:
     generic = (
-        "The Alipay account must be a mainland China mobile number, an email "
-        "or a 16-digit user id starting with 2088."
+        "The Alipay account must be a mainland China mobile number, an email, "
+        "a 16-digit user id starting with 2088 or an open id starting with 0."
     )
     if not _PHONE_CHARS.fullmatch(account):
         checker.error(_ACCOUNT, "invalid_format", generic)
