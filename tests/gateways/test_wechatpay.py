@@ -905,6 +905,38 @@ async def test_credentials_inline_and_missing(
         config_from(WechatPaySettings())
 
 
+def test_public_key_and_certificates_configuration(
+    keys: WechatKeys, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    set_env(monkeypatch, tmp_path, keys, "http://unused", files=False, trust="both")
+    both = config_from(WechatPaySettings())
+    newest = keys.newest_certificate.serial
+    assert both.request_serial == keys.public_key_id
+    assert set(both.platform_certificates) == {c.serial.lstrip("0") for c in keys.certificates}
+    assert both.newest_certificate_serial == newest.lstrip("0")
+    # The serial is matched however WeChat writes it (case, leading zeros).
+    assert both.verifier_for("00" + newest.lower()) is both.platform_certificates[newest]
+    assert both.verifier_for("PUB_KEY_ID_0000000000000000") is None
+    set_env(monkeypatch, tmp_path, keys, "http://unused", trust="certificate")
+    only_certificates = config_from(WechatPaySettings())
+    assert only_certificates.public_key is None
+    assert only_certificates.request_serial == newest
+    monkeypatch.delenv(ENV + "PLATFORM_CERTIFICATES_FILE")
+    with pytest.raises(MissingCredential, match="PLATFORM_CERTIFICATES"):
+        config_from(WechatPaySettings())
+    monkeypatch.setenv(ENV + "PUBLIC_KEY_ID", keys.public_key_id)  # an id without its key
+    with pytest.raises(MissingCredential, match="PUBLIC_KEY"):
+        config_from(WechatPaySettings())
+    monkeypatch.setenv(ENV + "PUBLIC_KEY", keys.public_key_pem)
+    monkeypatch.setenv(ENV + "PUBLIC_KEY_ID", "5157F09EFDC096DE")  # a certificate serial
+    with pytest.raises(MissingCredential, match="PUB_KEY_ID_"):
+        config_from(WechatPaySettings())
+    monkeypatch.setenv(ENV + "PLATFORM_CERTIFICATES", keys.public_key_pem)  # not certificates
+    monkeypatch.setenv(ENV + "PUBLIC_KEY_ID", keys.public_key_id)
+    with pytest.raises(MissingCredential, match="not PEM certificates"):
+        config_from(WechatPaySettings())
+
+
 async def test_other_scenes_need_their_report_infos(
     keys: WechatKeys, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

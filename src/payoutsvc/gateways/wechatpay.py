@@ -6,18 +6,27 @@ Wire format (pay.weixin.qq.com/doc/v3/merchant, "商家转账"):
   payout's idempotency key: 32 lowercase hex characters fit WeChat's "≤ 32 letters/digits"),
   ``transfer_amount`` in fen, ``openid`` + ``appid``, ``transfer_scene_id``,
   ``transfer_remark`` (≤ 32 characters, shown to the user) and the scene's
-  ``transfer_scene_report_infos``. ``user_name`` (required from 2000 CNY) is RSA-OAEP
-  (SHA-1, as WeChat documents) encrypted with the WeChat Pay public key, whose id goes in the
-  ``Wechatpay-Serial`` header. WeChat is idempotent on ``out_bill_no``: the same number with
-  the same parameters answers the existing bill again.
+  ``transfer_scene_report_infos``. Amounts from 0.10 CNY. ``user_name`` (required from
+  2000 CNY, allowed from 0.30 CNY) is RSA-OAEP (SHA-1, as WeChat documents) encrypted with
+  the WeChat Pay public key (or, without one, the newest platform certificate). WeChat is
+  idempotent on ``out_bill_no``: the same number with the same parameters answers the
+  existing bill again, which its guide asks for when a bill stays ``ACCEPTED``.
 - **status**: ``GET …/transfer-bills/out-bill-no/{out_bill_no}``; 404 ``NOT_FOUND`` means no
   bill under that number.
 - **signatures**: every request carries ``Authorization: WECHATPAY2-SHA256-RSA2048
   mchid=…,nonce_str=…,signature=…,timestamp=…,serial_no=…`` (RSA SHA-256 over
-  ``METHOD\\nURL\\ntimestamp\\nnonce\\nbody\\n`` with the merchant key). Every answer and every
-  notice is signed by WeChat Pay (``Wechatpay-Timestamp/-Nonce/-Signature/-Serial`` over
-  ``timestamp\\nnonce\\nbody\\n``); an answer that does not verify against the configured
-  WeChat Pay public key is never trusted, whatever it says (OutcomeUnknown).
+  ``METHOD\\nURL\\ntimestamp\\nnonce\\nbody\\n`` with the merchant key) and ``Wechatpay-Serial``
+  (the public key's ``PUB_KEY_ID_…``, else the platform certificate's serial): WeChat signs
+  its answer with the key the request names, and with its platform certificate when the
+  header is missing. Every answer and every notice is signed by WeChat Pay
+  (``Wechatpay-Timestamp/-Nonce/-Signature/-Serial`` over ``timestamp\\nnonce\\nbody\\n``) and
+  is verified with the key its own ``Wechatpay-Serial`` names (public key or one of the
+  configured platform certificates: a merchant switching to the public key gets both for
+  days); one that does not verify is never trusted, whatever it says (OutcomeUnknown, also a
+  404 ``NOT_FOUND``: only a verified one means "no such bill").
+- **pending**: ``WAIT_USER_CONFIRM``/``TRANSFERING`` wait for the user and ``ACCEPTED``/
+  ``PROCESSING`` (after the normal schedule; re-sent) for WeChat: :class:`ProviderHold` until
+  24 h after the bill's ``create_time``, plus a margin for WeChat's late closing.
 - **notices**: ``MCHTRANSFER.BILL.FINISHED`` with an AES-256-GCM ``resource`` decrypted with
   the APIv3 key; WeChat accepts any 200/204 answer.
 
