@@ -108,6 +108,7 @@ class CallbackService:
             "locked_by": None,
             "locked_until": None,
             "next_attempt_at": None,
+            "gateway_hold_until": None,
         }
         if found.details:
             values["gateway_details"] = dict(found.details)
