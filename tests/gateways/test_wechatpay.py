@@ -16,7 +16,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -26,6 +26,7 @@ import pytest_asyncio
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from payoutsvc.executor.service import Executor
 from payoutsvc.gateways.base import (
     InvalidCallback,
     InvalidSignature,
@@ -45,9 +46,10 @@ from payoutsvc.gateways.wechatpay import (
     config_from,
     create_gateway,
 )
+from payoutsvc.payouts.models import Payout
 from payoutsvc.runtime import Runtime
 from tests.executor.conftest import AppFactory
-from tests.executor.support import attempts_of, payout_rows
+from tests.executor.support import FakeClock, attempts_of, events_by_payout, payout_rows
 from tests.gateways.fake_wechatpay import (
     SERIAL_MISSING,
     FakeWechatPay,
@@ -1307,3 +1309,117 @@ async def test_an_unsigned_refusal_never_fails_a_payout(
             ("status", "not_found", "NOT_FOUND"),
         ]
         assert steps[4][0] == "submit"
+
+
+# -- provider holds through the executor -----------------------------------------------------
+HOLD_SCHEDULE = {"executor_retry_schedule": "1,1,1", "executor_hold_check_seconds": 600}
+CHINA = timezone(timedelta(hours=8))
+
+
+async def step(executor: Executor, clock: FakeClock, payout_id: str) -> Payout:
+    """Move the clock to the payout's next check, run the executor once, return the row."""
+    row = (await payout_rows(executor.runtime.db))[payout_id]
+    if row.next_attempt_at is not None and row.next_attempt_at > clock.now:
+        clock.now = row.next_attempt_at
+    await executor.run_once()
+    return (await payout_rows(executor.runtime.db))[payout_id]
+
+
+async def test_a_bill_waiting_for_its_user_is_held_until_wechats_deadline(
+    make_app: AppFactory, keys: WechatKeys, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    fake = FakeWechatPay(keys)
+    async with serve_fake(fake) as base_url:
+        client, runtime = await wechat_app(
+            make_app, monkeypatch, tmp_path, keys, base_url, **HOLD_SCHEDULE
+        )
+        confirmed = await approved_payout_to(
+            client, runtime, wechat_recipient(keys), "12.34", "CNY"
+        )
+        expired = await approved_payout_to(client, runtime, wechat_recipient(keys), "9.90", "CNY")
+        executor, clock, gateways = executor_for(runtime)
+        try:
+            await executor.run_once()
+            rows = await payout_rows(runtime.db)
+            keys_of = {pid: rows[pid].gateway_idempotency_key for pid in rows}
+            # WeChat's clock for the second bill started 22 h ago: 4 h of its 24 h + 2 h left.
+            old = fake.bills[keys_of[expired["id"]]]
+            old.create_time = (datetime.now(CHINA) - timedelta(hours=22)).isoformat("T", "seconds")
+            deadline = datetime.fromisoformat(old.create_time) + timedelta(hours=26)
+
+            # The user takes hours to confirm: the payout outlives the retry schedule by far.
+            for _ in range(8):
+                row = await step(executor, clock, confirmed["id"])
+                assert (row.status, row.gateway_status) == ("processing", "WAIT_USER_CONFIRM")
+            created = datetime.fromisoformat(fake.bills[keys_of[confirmed["id"]]].create_time)
+            assert row.gateway_hold_until == created + timedelta(hours=26)
+            shown = (await client.get(f"/v1/payouts/{confirmed['id']}")).json()
+            assert shown["gateway_hold_until"] is not None
+            fake.confirm(keys_of[confirmed["id"]])
+            body, headers = fake.notice(keys_of[confirmed["id"]])
+            answer = await client.post(
+                "/v1/gateway-callbacks/wechatpay", content=body, headers=headers
+            )
+            assert answer.json()["result"] == "applied"
+
+            # Never confirmed: checked every ~10 minutes, then review once the deadline passed.
+            seen = []
+            while clock.now < deadline:
+                row = await step(executor, clock, expired["id"])
+                seen.append(row.status)
+                assert row.gateway_hold_until == deadline
+            assert seen[-1] == "needs_review"
+            assert seen[:-1] == ["processing"] * (len(seen) - 1)
+            assert len(seen) >= 10  # hours after the retry schedule ended
+        finally:
+            await gateways.aclose()
+        events = (await events_by_payout(runtime.db))[expired["id"]]
+        assert events[-1].data["reason"] == "provider_deadline_passed"
+        final = await assert_paid_exactly_once(runtime, fake.booked_states())
+        assert (final[confirmed["id"]], final[expired["id"]]) == ("succeeded", "needs_review")
+        assert len(fake.submits()) == 2  # a user hold is asked about, never re-sent
+
+
+async def test_a_bill_stuck_accepted_is_resent_after_the_schedule_until_it_moves(
+    make_app: AppFactory, keys: WechatKeys, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    fake = FakeWechatPay(keys)
+    async with serve_fake(fake) as base_url:
+        client, runtime = await wechat_app(
+            make_app, monkeypatch, tmp_path, keys, base_url, **HOLD_SCHEDULE
+        )
+        recipient = wechat_recipient(keys)
+        # The operating account was empty: ACCEPTED until a re-send after the top-up.
+        fake.plan(
+            recipient["account"],
+            Plan(initial_state="ACCEPTED", resend_moves_to="WAIT_USER_CONFIRM"),
+        )
+        payout = await approved_payout_to(client, runtime, recipient, "2000.00", "CNY")
+        executor, clock, gateways = executor_for(runtime)
+        try:
+            rows = [await step(executor, clock, payout["id"]) for _ in range(4)]
+            key = rows[0].gateway_idempotency_key
+            # An ordinary in-flight state while the normal schedule lasts: queries only.
+            assert [r.gateway_hold_until is None for r in rows] == [True, True, True, False]
+            assert [r.gateway_status for r in rows] == ["ACCEPTED"] * 4
+            assert (len(fake.submits()), fake.bills[key].resends) == (1, 0)
+            # On the slow schedule each check re-sends the same bill: WeChat answers the
+            # existing one, moved on to the user's confirmation.
+            row = await step(executor, clock, payout["id"])
+            assert (row.status, row.gateway_status) == ("processing", "WAIT_USER_CONFIRM")
+            assert (len(fake.submits()), fake.bills[key].resends) == (2, 1)
+            resent = fake.submits()[-1].json()
+            assert resent["out_bill_no"] == key
+            assert decrypt_oaep_sha1(keys.wechatpay, resent["user_name"]) == "张三"
+            assert row.gateway_details is not None
+            assert row.gateway_details["package_info"]
+            row = await step(executor, clock, payout["id"])  # waiting for the user: no re-send
+            assert row.status == "processing"
+            assert len(fake.submits()) == 2
+            fake.confirm(key)
+            row = await step(executor, clock, payout["id"])
+            assert row.status == "succeeded"
+        finally:
+            await gateways.aclose()
+        final = await assert_paid_exactly_once(runtime, fake.booked_states())
+        assert final[payout["id"]] == "succeeded"
