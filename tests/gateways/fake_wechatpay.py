@@ -2,12 +2,44 @@
 
 It speaks the documented wire format: it checks the merchant's ``Authorization`` signature
 (``WECHATPAY2-SHA256-RSA2048``, RSA SHA-256 over ``METHOD\\nURL\\ntimestamp\\nnonce\\nbody\\n``
-with the merchant key), decrypts ``user_name`` with the platform private key (RSA-OAEP
-SHA-1), validates the body, is idempotent on ``out_bill_no`` (same parameters: the existing
-bill again; different parameters: 400 ``INVALID_REQUEST``), and signs every answer it would
-sign with the platform key (``Wechatpay-Timestamp/-Nonce/-Signature/-Serial`` over
-``timestamp\\nnonce\\nbody\\n``). It builds ``MCHTRANSFER.BILL.FINISHED`` notices (resource
-AES-256-GCM encrypted with the APIv3 key), genuine or forged.
+with the merchant key), decrypts ``user_name`` (RSA-OAEP SHA-1) with the key the request's
+``Wechatpay-Serial`` names, validates the body, is idempotent on ``out_bill_no`` (same
+parameters: the existing bill again, as the docs ask merchants to re-send ACCEPTED bills;
+different parameters: 400 ``INVALID_REQUEST``), and signs every answer it would sign
+(``Wechatpay-Timestamp/-Nonce/-Signature/-Serial`` over ``timestamp\\nnonce\\nbody\\n``). It
+builds ``MCHTRANSFER.BILL.FINISHED`` notices (resource AES-256-GCM encrypted with the APIv3
+key), genuine or forged.
+
+Which key WeChat signs with depends on the merchant's ``mode``:
+
+- ``public_key`` (微信支付公钥): answers to a request whose ``Wechatpay-Serial`` is the
+  ``PUB_KEY_ID_…`` are signed with the public key's private half under that id; without the
+  header WeChat signs with its platform certificate, which such a merchant cannot verify
+  (WeChat staff on developers.weixin.qq.com/community/develop/doc/0000287571ca806b3c23d17ec66c00
+  "不传公钥ID的,商户收到应答时需要用平台证书来验签"; binarywang/WxJava PR #3548; the guide
+  pay.weixin.qq.com/doc/v3/merchant/4012154180). A request carrying an encrypted field
+  without the header is refused: 400 ``PARAM_ERROR`` "HTTP header缺少微信支付平台证书序列号
+  (Wechatpay-Serial)" (the answer quoted in wechatpay-apiv3/wechatpay-apache-httpclient#109
+  and yansongda/pay#546). Notices are signed with the public key.
+- ``certificate`` (平台证书 only): everything is signed with the newest platform certificate,
+  whatever the request names ("未开启切换,即使…传了公钥ID,微信侧也仍会用平台证书返回",
+  community/develop/doc/0004e8c40b09182972936db6d69400).
+- ``switching`` (mid-switch): answers follow the request's header as above; notices
+  alternate between the public key and the certificate (WeChat raises the public key's
+  share day by day over 7 days, community/pay/doc/000a4e6c9a00209af2335313c61400).
+
+Verifiers choose by the ``Wechatpay-Serial`` of the answer, as the official SDKs do
+(wechatpay-apiv3/wechatpay-go core/auth/verifiers/sha256withrsa_combined_verifier.go,
+wechatpay-apiv3/wechatpay-java core/.../cipher/AbstractVerifier.java), and the SDKs send
+``Wechatpay-Serial`` on every request (wechatpay-go core/client.go ``GetAcceptSerial``,
+wechatpay-java core/.../http/AbstractHttpClient.java).
+
+Amounts: below 0.10 CNY 400 ``INVALID_REQUEST`` "超过单笔转账上下限,核实产品设置是否准确"
+(FAQ pay.weixin.qq.com/doc/v3/merchant/4013778940: 单笔转账额度最低为0.1元); a
+``user_name`` below 0.30 CNY is refused with ``PARAM_ERROR`` (the code is an assumption: no
+documented answer was found). Bill states and their meaning: 发起转账 (docs/merchant/apis/
+mch-trans/transfer-bill/transfer-to-user.html), 商户单号查询转账单 (…/get-transfer-bill-by-
+out-no.html: 404 ``NOT_FOUND`` for an unknown number), 关键概念 4012715191 (24 h lifetime).
 
 Behaviour per recipient openid is a :class:`Plan`: the state a new bill starts in, after how
 many status queries it succeeds or fails, and faults injected into the next submits/queries
@@ -21,6 +53,7 @@ many status queries it succeeds or fails, and faults injected into the next subm
 ``429``                    429 ``FREQUENCY_LIMITED``, nothing done
 ``error:<http>:<CODE>``    that error (e.g. ``error:403:NOT_ENOUGH``), nothing booked; an
                            optional ``:<message>`` may quote ``{openid}``
+``unsigned_error:…``       the same error without signature headers (a proxy's answer)
 ``bad_signature``          the normal answer (booking included), with a broken signature
 ``unsigned``               the normal answer without signature headers
 ``wrong_serial``           the normal answer signed by another key id
@@ -44,9 +77,10 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any, Literal
 
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -71,6 +105,13 @@ _SCENE_REPORT_TYPES = {"1000": {"活动名称", "奖励说明"}}
 _bill_numbers = itertools.count(1)
 DUPLICATE_MISMATCH = "单号已存在但信息不一致,请查单后比较确认"
 OPENID_INVALID = "Openid格式错误或者不属于商家公众账号,请检查"
+NAME_ALLOWED_FROM_FEN = 30
+SERIAL_MISSING = "HTTP header缺少微信支付平台证书序列号(Wechatpay-Serial)"
+NOT_CIPHERTEXT = "请确认待处理的消息是否为加密后的密文"
+AMOUNT_OUT_OF_RANGE = "超过单笔转账上下限,核实产品设置是否准确"
+NAME_BELOW_MINIMUM = "转账金额小于0.3元时不支持传入收款用户姓名"
+MerchantMode = Literal["public_key", "certificate", "switching"]
+Signer = Literal["public_key", "certificate", "old_certificate"]
 
 
 def _pem_private(key: rsa.RSAPrivateKey) -> str:
@@ -88,11 +129,47 @@ def _pem_public(key: rsa.RSAPublicKey) -> str:
 
 
 @dataclass(frozen=True)
+class PlatformCertificate:
+    """A WeChat Pay platform certificate (平台证书) and the private key WeChat signs with."""
+
+    key: rsa.RSAPrivateKey
+    certificate: x509.Certificate
+
+    @classmethod
+    def generate(cls, *, valid_days: int) -> PlatformCertificate:
+        key = rsa.generate_private_key(65537, 2048)
+        name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "Tenpay.com Root CA")])
+        start = datetime.now(UTC) - timedelta(days=1)
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(start + timedelta(days=valid_days))
+            .sign(key, hashes.SHA256())
+        )
+        return cls(key, certificate)
+
+    @property
+    def serial(self) -> str:
+        """The serial as WeChat writes it in ``Wechatpay-Serial``: upper-case hex."""
+        return format(self.certificate.serial_number, "X")
+
+    @property
+    def pem(self) -> str:
+        return self.certificate.public_bytes(serialization.Encoding.PEM).decode()
+
+
+@dataclass(frozen=True)
 class WechatKeys:
-    """Test credentials: the merchant's key pair and the WeChat Pay platform key pair."""
+    """Test credentials: the merchant's key pair, the WeChat Pay public key's pair (WeChat
+    keeps the private half) and two platform certificates (an older and a newer one)."""
 
     merchant: rsa.RSAPrivateKey
-    platform: rsa.RSAPrivateKey
+    wechatpay: rsa.RSAPrivateKey  # behind the WeChat Pay public key PUB_KEY_ID_…
+    certificates: tuple[PlatformCertificate, PlatformCertificate]
     apiv3_key: str
     mchid: str = "1900000109"
     merchant_serial_no: str = "5157F09EFDC096DE15EBE81A47057A7232F1B8E1"
@@ -103,7 +180,11 @@ class WechatKeys:
     def generate(cls) -> WechatKeys:
         return cls(
             merchant=rsa.generate_private_key(65537, 2048),
-            platform=rsa.generate_private_key(65537, 2048),
+            wechatpay=rsa.generate_private_key(65537, 2048),
+            certificates=(
+                PlatformCertificate.generate(valid_days=365),
+                PlatformCertificate.generate(valid_days=5 * 365),
+            ),
             apiv3_key=secrets.token_hex(16),  # 32 characters, as WeChat hands it out
         )
 
@@ -112,8 +193,23 @@ class WechatKeys:
         return _pem_private(self.merchant)
 
     @property
-    def platform_public_pem(self) -> str:
-        return _pem_public(self.platform.public_key())
+    def public_key_pem(self) -> str:
+        return _pem_public(self.wechatpay.public_key())
+
+    @property
+    def certificates_pem(self) -> str:
+        return "".join(c.pem for c in self.certificates)
+
+    @property
+    def newest_certificate(self) -> PlatformCertificate:
+        return self.certificates[-1]
+
+    def signing_key(self, signer: Signer) -> tuple[rsa.RSAPrivateKey, str]:
+        """(private key, ``Wechatpay-Serial``) of one of WeChat's signers."""
+        if signer == "public_key":
+            return self.wechatpay, self.public_key_id
+        certificate = self.certificates[0 if signer == "old_certificate" else -1]
+        return certificate.key, certificate.serial
 
 
 @dataclass
@@ -126,6 +222,9 @@ class Plan:
     fail_reason: str = "NAME_NOT_CORRECT"
     submit_faults: list[str] = field(default_factory=list)
     query_faults: list[str] = field(default_factory=list)
+    # A re-send of a bill still ACCEPTED/PROCESSING moves it on to this state (the merchant
+    # topped up its balance and re-sent, as WeChat's guide says to).
+    resend_moves_to: str | None = None
 
 
 @dataclass
@@ -144,6 +243,7 @@ class Bill:
     package_info: str | None = None
     fail_reason: str | None = None
     queries: int = 0
+    resends: int = 0  # submits of this out_bill_no answered with the existing bill
 
     def parameters(self) -> tuple[Any, ...]:
         return (
@@ -170,6 +270,10 @@ class Seen:
         return json.loads(self.body)
 
 
+def _package_info() -> str:
+    return "ABBQO+oYAAABAAAAAAAk+yPtrAAAAAAAAAAA" + secrets.token_hex(8)
+
+
 def _now_text() -> str:
     return datetime.now(_CHINA).isoformat(timespec="seconds")
 
@@ -187,12 +291,17 @@ class FakeWechatPay:
         self,
         keys: WechatKeys,
         *,
+        mode: MerchantMode = "public_key",
         hang_seconds: float = 1.0,
         balance_fen: int | None = None,
         app_ids: set[str] | None = None,
         invalid_openids: set[str] | None = None,
     ) -> None:
         self.keys = keys
+        self.mode = mode
+        self._notice_signers: itertools.cycle[Signer] = itertools.cycle(
+            ["public_key", "certificate"]
+        )
         self.merchant_public = keys.merchant.public_key()
         self.hang_seconds = hang_seconds
         self.app_ids = app_ids if app_ids is not None else {keys.app_id}
@@ -265,10 +374,12 @@ class FakeWechatPay:
         mchid: str | None = None,
         tamper: bool = False,
         signature: str | None = None,
+        signer: Signer | None = None,
     ) -> tuple[bytes, dict[str, str]]:
         """A ``MCHTRANSFER.BILL.FINISHED`` notice about the bill, as WeChat Pay sends it
         (or forged: another signing key, serial or APIv3 key, a body changed after signing,
-        an old timestamp, a given signature)."""
+        an old timestamp, a given signature). ``signer`` defaults to the merchant's mode
+        (alternating while switching)."""
         bill = self.bills[out_bill_no]
         resource: dict[str, Any] = {
             "mch_id": mchid or self.keys.mchid,
@@ -301,8 +412,19 @@ class FakeWechatPay:
             },
         }
         body = json.dumps(payload, ensure_ascii=False).encode()
+        if signer is None:
+            signer = {
+                "public_key": "public_key",
+                "certificate": "certificate",
+                "switching": next(self._notice_signers),
+            }[self.mode]
+        key, signer_serial = self.keys.signing_key(signer)
         headers = self._signature_headers(
-            body, timestamp=timestamp, key=signing_key, serial=serial, signature=signature
+            body,
+            timestamp=timestamp,
+            key=signing_key or key,
+            serial=serial or signer_serial,
+            signature=signature,
         )
         if tamper:
             body = body.replace(b'"encrypt-resource"', b'"encrypt-resource" ')
@@ -310,13 +432,13 @@ class FakeWechatPay:
         return body, headers
 
     # -- signing ----------------------------------------------------------------------------
+    @staticmethod
     def _signature_headers(
-        self,
         body: bytes,
         *,
+        key: rsa.RSAPrivateKey,
+        serial: str,
         timestamp: int | None = None,
-        key: rsa.RSAPrivateKey | None = None,
-        serial: str | None = None,
         signature: str | None = None,
     ) -> dict[str, str]:
         stamp = str(int(time.time()) if timestamp is None else timestamp)
@@ -325,20 +447,44 @@ class FakeWechatPay:
         return {
             "Wechatpay-Timestamp": stamp,
             "Wechatpay-Nonce": nonce,
-            "Wechatpay-Signature": signature or sign_rsa_sha256(key or self.keys.platform, message),
-            "Wechatpay-Serial": serial or self.keys.public_key_id,
+            "Wechatpay-Signature": signature or sign_rsa_sha256(key, message),
+            "Wechatpay-Serial": serial,
             "Wechatpay-Signature-Type": "WECHATPAY2-SHA256-RSA2048",
         }
 
+    def answer_signer(self, request_serial: str | None) -> Signer:
+        """Who signs the answer to a request naming ``request_serial`` (see the module doc)."""
+        if self.mode != "certificate" and request_serial == self.keys.public_key_id:
+            return "public_key"
+        return "certificate"
+
+    def _decryption_key(self, request_serial: str) -> rsa.RSAPrivateKey | None:
+        """The private key behind the ``Wechatpay-Serial`` a request names for its
+        encrypted fields: the public key (not for a merchant without one) or a platform
+        certificate."""
+        if request_serial == self.keys.public_key_id:
+            return self.keys.wechatpay if self.mode != "certificate" else None
+        for certificate in self.keys.certificates:
+            if certificate.serial == request_serial.upper():
+                return certificate.key
+        return None
+
     def _answer(
-        self, status: int, payload: Mapping[str, Any], fault: str | None = None
+        self,
+        request: Request,
+        status: int,
+        payload: Mapping[str, Any],
+        fault: str | None = None,
     ) -> Response:
         body = json.dumps(dict(payload), ensure_ascii=False).encode()
         headers = {"Request-ID": uuid.uuid4().hex}
         if fault != "unsigned":
-            signed = self._signature_headers(
-                body, serial="PUB_KEY_ID_0000000000000000" if fault == "wrong_serial" else None
+            key, serial = self.keys.signing_key(
+                self.answer_signer(request.headers.get("wechatpay-serial"))
             )
+            if fault == "wrong_serial":
+                serial = "PUB_KEY_ID_0000000000000000"
+            signed = self._signature_headers(body, key=key, serial=serial)
             if fault == "bad_signature":
                 raw = bytearray(base64.b64decode(signed["Wechatpay-Signature"]))
                 raw[0] ^= 0xFF
@@ -392,32 +538,38 @@ class FakeWechatPay:
         body, ok = await self._received(request)
         if not ok:
             # WeChat cannot sign for a merchant it did not authenticate.
-            return self._answer(401, {"code": "SIGN_ERROR", "message": "签名错误"}, "unsigned")
+            return self._answer(
+                request, 401, {"code": "SIGN_ERROR", "message": "签名错误"}, "unsigned"
+            )
         try:
             data = json.loads(body)
         except ValueError:
-            return self._answer(*self._error(400, "PARAM_ERROR", "请求体不是合法的JSON"))
+            return self._answer(request, *self._error(400, "PARAM_ERROR", "请求体不是合法的JSON"))
         if not isinstance(data, dict):
-            return self._answer(*self._error(400, "PARAM_ERROR", "请求体不是合法的JSON"))
+            return self._answer(request, *self._error(400, "PARAM_ERROR", "请求体不是合法的JSON"))
         plan = self.plans.get(str(data.get("openid")), Plan())
         fault = plan.submit_faults.pop(0) if plan.submit_faults else None
         if fault == "429":
-            return self._answer(*self._error(429, "FREQUENCY_LIMITED", "频率超限"))
+            return self._answer(request, *self._error(429, "FREQUENCY_LIMITED", "频率超限"))
         if fault == "500":
-            return self._answer(*self._error(500, "SYSTEM_ERROR", "系统繁忙,请稍后重试"))
+            return self._answer(request, *self._error(500, "SYSTEM_ERROR", "系统繁忙,请稍后重试"))
         if fault == "unknown_error":
-            return self._answer(*self._error(400, "BRAND_NEW_ERROR", "一个新的错误码"))
-        if fault and fault.startswith("error:"):
-            _, http_status, code, *text = fault.split(":", 3)
+            return self._answer(request, *self._error(400, "BRAND_NEW_ERROR", "一个新的错误码"))
+        if fault and fault.startswith(("error:", "unsigned_error:")):
+            kind, http_status, code, *text = fault.split(":", 3)
             message = text[0] if text else f"注入的错误 {code}"
             message = message.replace("{openid}", str(data.get("openid")))
-            return self._answer(*self._error(int(http_status), code, message))
+            return self._answer(
+                request,
+                *self._error(int(http_status), code, message),
+                "unsigned" if kind == "unsigned_error" else None,
+            )
         status, payload = self._book(request, data, plan)
         if status == 200 and fault == "timeout_after_booking":
             await self._hang()
         if status == 200 and fault == "500_after_booking":
-            return self._answer(*self._error(500, "SYSTEM_ERROR", "系统繁忙,请稍后重试"))
-        return self._answer(status, payload, fault)
+            return self._answer(request, *self._error(500, "SYSTEM_ERROR", "系统繁忙,请稍后重试"))
+        return self._answer(request, status, payload, fault)
 
     def _book(
         self, request: Request, data: dict[str, Any], plan: Plan
@@ -426,7 +578,11 @@ class FakeWechatPay:
         if invalid is not None:
             return invalid
         out_bill_no = data["out_bill_no"]
-        user_name = self._decrypt(data["user_name"]) if "user_name" in data else None
+        user_name = (
+            self._decrypt(data["user_name"], request.headers.get("wechatpay-serial", ""))
+            if "user_name" in data
+            else None
+        )
         existing = self.bills.get(out_bill_no)
         parameters = (
             data["appid"],
@@ -438,14 +594,16 @@ class FakeWechatPay:
         )
         if existing is not None:
             if existing.parameters() != parameters:
-                return self._error(
-                    400, "INVALID_REQUEST", "单号已存在但信息不一致,请查单后比较确认"
-                )
+                return self._error(400, "INVALID_REQUEST", DUPLICATE_MISMATCH)
+            # The documented re-send: the existing bill again, moved on if it was stuck.
+            existing.resends += 1
+            if existing.state in ("ACCEPTED", "PROCESSING") and plan.resend_moves_to:
+                self.set_state(out_bill_no, plan.resend_moves_to)
+                if existing.state in ("WAIT_USER_CONFIRM", "TRANSFERING"):
+                    existing.package_info = _package_info()
             return 200, self._bill_answer(existing)
         if data["openid"] in self.invalid_openids:
-            return self._error(
-                400, "INVALID_REQUEST", "Openid格式错误或者不属于商家公众账号,请检查"
-            )
+            return self._error(400, "INVALID_REQUEST", OPENID_INVALID)
         if self.balance_fen is not None:
             if data["transfer_amount"] > self.balance_fen:
                 return self._error(403, "NOT_ENOUGH", "商户运营账户资金不足")
@@ -465,7 +623,7 @@ class FakeWechatPay:
             update_time=now,
         )
         if bill.state in ("WAIT_USER_CONFIRM", "TRANSFERING"):
-            bill.package_info = "ABBQO+oYAAABAAAAAAAk+yPtrAAAAAAAAAAA" + secrets.token_hex(8)
+            bill.package_info = _package_info()
         if bill.state in ("FAIL", "CANCELLED"):
             bill.fail_reason = plan.fail_reason
         self.bills[out_bill_no] = bill
@@ -502,19 +660,25 @@ class FakeWechatPay:
         ):
             return self._error(400, "PARAM_ERROR", "需传入转账场景报备信息,请检查")
         if data["transfer_amount"] < MIN_AMOUNT_FEN:
-            return self._error(400, "INVALID_REQUEST", "超过单笔转账上下限,核实产品设置是否准确")
+            return self._error(400, "INVALID_REQUEST", AMOUNT_OUT_OF_RANGE)
         if "user_name" in data:
-            if request.headers.get("wechatpay-serial") != self.keys.public_key_id:
-                return self._error(400, "PARAM_ERROR", "Wechatpay-Serial与加密公钥不匹配")
-            if self._decrypt(data["user_name"]) is None:
-                return self._error(400, "PARAM_ERROR", "user_name解密失败")
+            serial = request.headers.get("wechatpay-serial")
+            if not serial:
+                return self._error(400, "PARAM_ERROR", SERIAL_MISSING)
+            if self._decrypt(data["user_name"], serial) is None:
+                return self._error(400, "PARAM_ERROR", NOT_CIPHERTEXT)
+            if data["transfer_amount"] < NAME_ALLOWED_FROM_FEN:
+                return self._error(400, "PARAM_ERROR", NAME_BELOW_MINIMUM)
         elif data["transfer_amount"] >= NAME_REQUIRED_FROM_FEN:
             return self._error(400, "PARAM_ERROR", "转账金额>=2000元时收款用户姓名必填")
         return None
 
-    def _decrypt(self, value: Any) -> str | None:
+    def _decrypt(self, value: Any, serial: str) -> str | None:
+        key = self._decryption_key(serial)
+        if key is None:
+            return None
         try:
-            plain = self.keys.platform.decrypt(
+            plain = key.decrypt(
                 base64.b64decode(value, validate=True),
                 padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None),
             )
@@ -539,7 +703,9 @@ class FakeWechatPay:
     async def _query(self, request: Request) -> Response:
         _, ok = await self._received(request)
         if not ok:
-            return self._answer(401, {"code": "SIGN_ERROR", "message": "签名错误"}, "unsigned")
+            return self._answer(
+                request, 401, {"code": "SIGN_ERROR", "message": "签名错误"}, "unsigned"
+            )
         out_bill_no = request.path_params["out_bill_no"]
         bill = self.bills.get(out_bill_no)
         plan = self.plans.get(bill.openid if bill else "", Plan())
@@ -548,13 +714,13 @@ class FakeWechatPay:
         else:
             fault = plan.query_faults.pop(0) if plan.query_faults else None
         if fault == "429":
-            return self._answer(*self._error(429, "FREQUENCY_LIMITED", "频率超限"))
+            return self._answer(request, *self._error(429, "FREQUENCY_LIMITED", "频率超限"))
         if fault == "500":
-            return self._answer(*self._error(500, "SYSTEM_ERROR", "系统繁忙,请稍后重试"))
+            return self._answer(request, *self._error(500, "SYSTEM_ERROR", "系统繁忙,请稍后重试"))
         if fault == "timeout":
             await self._hang()
         if bill is None:
-            return self._answer(404, {"code": "NOT_FOUND", "message": "记录不存在"}, fault)
+            return self._answer(request, 404, {"code": "NOT_FOUND", "message": "记录不存在"}, fault)
         bill.queries += 1
         if bill.state in _PENDING:
             if (
@@ -578,7 +744,7 @@ class FakeWechatPay:
         }
         if bill.fail_reason:
             answer["fail_reason"] = bill.fail_reason
-        return self._answer(200, answer, fault)
+        return self._answer(request, 200, answer, fault)
 
 
 @asynccontextmanager

@@ -14,9 +14,11 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import httpx
 import pytest
@@ -24,11 +26,13 @@ import pytest_asyncio
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from payoutsvc.executor.service import Executor
 from payoutsvc.gateways.base import (
     InvalidCallback,
     InvalidSignature,
     NotDone,
     OutcomeUnknown,
+    ProviderHold,
     Rejected,
     TransferRequest,
     TransferState,
@@ -42,10 +46,18 @@ from payoutsvc.gateways.wechatpay import (
     config_from,
     create_gateway,
 )
+from payoutsvc.payouts.models import Payout
 from payoutsvc.runtime import Runtime
 from tests.executor.conftest import AppFactory
-from tests.executor.support import attempts_of, payout_rows
-from tests.gateways.fake_wechatpay import FakeWechatPay, Plan, WechatKeys, serve_fake
+from tests.executor.support import FakeClock, attempts_of, events_by_payout, payout_rows
+from tests.gateways.fake_wechatpay import (
+    SERIAL_MISSING,
+    FakeWechatPay,
+    MerchantMode,
+    Plan,
+    WechatKeys,
+    serve_fake,
+)
 from tests.gateways.harness import (
     approved_payout_to,
     assert_paid_exactly_once,
@@ -82,6 +94,9 @@ def new_key() -> str:
     return uuid.uuid4().hex
 
 
+Trust = Literal["public_key", "certificate", "both"]
+
+
 def set_env(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
@@ -91,19 +106,24 @@ def set_env(
     files: bool = True,
     timeout: float = 0.3,
     private_key_pem: str | None = None,
+    trust: Trust = "public_key",
 ) -> None:
-    """The adapter's credentials, as files (the ``_FILE`` variants) or inline."""
+    """The adapter's credentials, as files (the ``_FILE`` variants) or inline; ``trust``
+    says what verifies WeChat: its public key, its platform certificates, or both."""
     private_pem = private_key_pem or keys.merchant_private_pem
     monkeypatch.setenv(ENV + "MCHID", keys.mchid)
     monkeypatch.setenv(ENV + "MERCHANT_SERIAL_NO", keys.merchant_serial_no)
-    monkeypatch.setenv(ENV + "PUBLIC_KEY_ID", keys.public_key_id)
     monkeypatch.setenv(ENV + "BASE_URL", base_url)
     monkeypatch.setenv(ENV + "TIMEOUT_SECONDS", str(timeout))
-    secrets = {
-        "PRIVATE_KEY": private_pem,
-        "APIV3_KEY": keys.apiv3_key,
-        "PUBLIC_KEY": keys.platform_public_pem,
-    }
+    secrets = {"PRIVATE_KEY": private_pem, "APIV3_KEY": keys.apiv3_key}
+    for name in ("PUBLIC_KEY_ID", "PUBLIC_KEY", "PLATFORM_CERTIFICATES"):
+        monkeypatch.delenv(ENV + name, raising=False)
+        monkeypatch.delenv(ENV + name + "_FILE", raising=False)
+    if trust in ("public_key", "both"):
+        monkeypatch.setenv(ENV + "PUBLIC_KEY_ID", keys.public_key_id)
+        secrets["PUBLIC_KEY"] = keys.public_key_pem
+    if trust in ("certificate", "both"):
+        secrets["PLATFORM_CERTIFICATES"] = keys.certificates_pem
     for name, value in secrets.items():
         if files:
             path = tmp_path / f"wechatpay_{name.lower()}.pem"
@@ -174,7 +194,33 @@ async def shared(
 def wx(keys: WechatKeys, shared: tuple[FakeWechatPay, WechatPayGateway, str]) -> Wx:
     fake, gateway, base_url = shared
     fake.reset()
+    fake.mode = "public_key"
     return Wx(fake, gateway, keys, base_url)
+
+
+@pytest.fixture(scope="module")
+def configs(
+    keys: WechatKeys, base_config: WechatPayConfig, tmp_path_factory: pytest.TempPathFactory
+) -> dict[Trust, WechatPayConfig]:
+    """The adapter's configuration for each way of trusting WeChat (read from the env)."""
+    found: dict[Trust, WechatPayConfig] = {"public_key": base_config}
+    for trust in ("certificate", "both"):
+        with pytest.MonkeyPatch.context() as patch:
+            folder = tmp_path_factory.mktemp(f"wechatpay_{trust}")
+            set_env(patch, folder, keys, "http://unused", trust=trust)
+            found[trust] = config_from(WechatPaySettings())
+    return found
+
+
+@asynccontextmanager
+async def gateway_trusting(
+    wx: Wx, configs: dict[Trust, WechatPayConfig], trust: Trust
+) -> AsyncIterator[WechatPayGateway]:
+    gateway = WechatPayGateway(replace(configs[trust], base_url=wx.base_url))
+    try:
+        yield gateway
+    finally:
+        await gateway.aclose()
 
 
 # Unit tests share the module's event loop, where the shared fake server runs.
@@ -201,7 +247,8 @@ async def test_submit_sends_a_signed_transfer_with_the_documented_fields(wx: Wx)
     assert auth["serial"] == wx.keys.merchant_serial_no
     assert abs(int(auth["ts"]) - time.time()) < 60
     assert seen.headers["accept"] == "application/json"
-    assert "wechatpay-serial" not in seen.headers  # nothing encrypted below 2000 CNY
+    # Named on every request, encrypted field or not: WeChat signs its answer with that key.
+    assert seen.headers["wechatpay-serial"] == wx.keys.public_key_id
     body = seen.json()
     assert body == {
         "appid": wx.keys.app_id,
@@ -230,7 +277,7 @@ async def test_submit_sends_a_signed_transfer_with_the_documented_fields(wx: Wx)
 @pytest.mark.parametrize(
     ("amount_minor", "description", "remark"),
     [
-        (30, None, "客服补偿"),  # the smallest WeChat transfer; the default remark
+        (10, None, "客服补偿"),  # the smallest WeChat transfer (0.10 CNY); the default remark
         (1234, "  line one\n line two  ", "line one line two"),
         (99_999_99, "x" * 40, "x" * 32),
     ],
@@ -245,13 +292,13 @@ async def test_amount_in_fen_and_remark_limits(
 
 
 @unit
-async def test_user_name_is_encrypted_with_the_platform_key_from_2000_cny(wx: Wx) -> None:
+async def test_user_name_is_encrypted_with_the_public_key_from_2000_cny(wx: Wx) -> None:
     request = wx.transfer(200_000, name="张三")
     await wx.gateway.submit(request)
     [seen] = wx.fake.submits()
     encrypted = seen.json()["user_name"]
     assert "张三" not in encrypted
-    assert decrypt_oaep_sha1(wx.keys.platform, encrypted) == "张三"
+    assert decrypt_oaep_sha1(wx.keys.wechatpay, encrypted) == "张三"
     assert seen.headers["wechatpay-serial"] == wx.keys.public_key_id
     assert wx.fake.bills[request.idempotency_key].user_name == "张三"
     # Just below the threshold the name is not sent (nor required).
@@ -265,7 +312,7 @@ async def test_user_name_is_encrypted_with_the_platform_key_from_2000_cny(wx: Wx
     ("overrides", "code"),
     [
         ({"currency": "USD"}, "currency_not_supported"),
-        ({"amount_minor": 29}, "amount_out_of_range"),
+        ({"amount_minor": 9}, "amount_out_of_range"),
         ({"openid": "not an openid!"}, "recipient_account_invalid"),
         ({"key": "key-with-dashes-is-no-bill-number"}, "invalid_idempotency_key"),
         ({"amount_minor": 200_000, "name": None}, "recipient_name_required"),
@@ -534,7 +581,7 @@ async def test_a_forged_notice_is_refused(wx: Wx, intruder: WechatKeys, forgery:
     wx.fake.confirm(request.idempotency_key)
     key = request.idempotency_key
     forgeries: dict[str, dict[str, Any]] = {
-        "other_key": {"signing_key": intruder.platform},
+        "other_key": {"signing_key": intruder.wechatpay},
         "tampered_body": {"tamper": True},
         "stale": {"timestamp": int(time.time()) - 301},
         "future": {"timestamp": int(time.time()) + 600},
@@ -567,6 +614,273 @@ async def test_a_signed_but_unusable_notice_is_invalid(wx: Wx, options: dict[str
     assert not isinstance(invalid.value, InvalidSignature)
 
 
+# -- the WeChat Pay public key, platform certificates, a merchant switching -----------------
+async def signed_raw(
+    wx: Wx, method: str, path: str, body: bytes = b"", **headers: str
+) -> httpx.Response:
+    """A request the merchant signed, sent as is (to see what the fake itself answers)."""
+    async with httpx.AsyncClient(base_url=wx.base_url) as http:
+        return await http.request(
+            method,
+            path,
+            content=body or None,
+            headers={
+                "Authorization": wx.gateway.authorization(method, path, body),
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                "User-Agent": "test",
+                **headers,
+            },
+        )
+
+
+def transfer_body(wx: Wx, amount: int, **extra: Any) -> bytes:
+    body = {
+        "appid": wx.keys.app_id,
+        "out_bill_no": new_key(),
+        "transfer_scene_id": "1000",
+        "openid": new_openid(),
+        "transfer_amount": amount,
+        "transfer_remark": "test",
+        "transfer_scene_report_infos": [
+            {"info_type": "活动名称", "info_content": "a"},
+            {"info_type": "奖励说明", "info_content": "b"},
+        ],
+        **extra,
+    }
+    return json.dumps(body, ensure_ascii=False).encode()
+
+
+def encrypt_oaep_sha1(key: rsa.RSAPublicKey, text: str) -> str:
+    oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None)
+    return base64.b64encode(key.encrypt(text.encode(), oaep)).decode()
+
+
+@unit
+async def test_the_fake_signs_with_its_certificate_when_the_public_key_is_not_named(
+    wx: Wx,
+) -> None:
+    # What WeChat does for a merchant on the public key: without the header, the answer
+    # is signed with the platform certificate, which such a merchant cannot verify.
+    unnamed = await signed_raw(wx, "POST", TRANSFER_PATH, transfer_body(wx, 100))
+    assert unnamed.status_code == 200
+    assert unnamed.headers["wechatpay-serial"] == wx.keys.newest_certificate.serial
+    named = await signed_raw(
+        wx,
+        "POST",
+        TRANSFER_PATH,
+        transfer_body(wx, 100),
+        **{"Wechatpay-Serial": wx.keys.public_key_id},
+    )
+    assert named.headers["wechatpay-serial"] == wx.keys.public_key_id
+    # An encrypted field without the header: WeChat's documented refusal.
+    sealed = encrypt_oaep_sha1(wx.keys.wechatpay.public_key(), "张三")
+    refused = await signed_raw(wx, "POST", TRANSFER_PATH, transfer_body(wx, 100, user_name=sealed))
+    assert refused.status_code == 400
+    assert refused.json() == {"code": "PARAM_ERROR", "message": SERIAL_MISSING}
+    assert len(wx.fake.ledger) == 2
+
+
+@unit
+async def test_every_request_names_the_public_key_so_answers_verify(wx: Wx) -> None:
+    request = wx.transfer(1234, name=None)  # nothing encrypted
+    submitted = await wx.gateway.submit(request)
+    found = await wx.gateway.get_status(request.idempotency_key)
+    assert (submitted.state, found.state) == (TransferState.PENDING, TransferState.PENDING)
+    assert {r.headers["wechatpay-serial"] for r in wx.fake.requests} == {wx.keys.public_key_id}
+
+
+@unit
+async def test_a_merchant_switching_verifies_the_public_key_and_its_certificates(
+    wx: Wx, configs: dict[Trust, WechatPayConfig], intruder: WechatKeys
+) -> None:
+    wx.fake.mode = "switching"
+    async with gateway_trusting(wx, configs, "both") as gateway:
+        request = wx.transfer(250_000, name="王五")
+        submitted = await gateway.submit(request)
+        [seen] = wx.fake.submits()
+        assert seen.headers["wechatpay-serial"] == wx.keys.public_key_id
+        assert wx.fake.bills[request.idempotency_key].user_name == "王五"
+        wx.fake.confirm(request.idempotency_key)
+        # Notices come signed either way while WeChat moves the merchant over.
+        for signer in ("public_key", "certificate", "old_certificate"):
+            body, headers = wx.fake.notice(request.idempotency_key, signer=signer)
+            notice = await gateway.parse_callback(headers, body)
+            assert notice.result.reference == submitted.reference, signer
+        # A certificate's serial with another key's signature is still a forgery.
+        body, headers = wx.fake.notice(
+            request.idempotency_key,
+            signing_key=intruder.newest_certificate.key,
+            serial=wx.keys.newest_certificate.serial,
+        )
+        with pytest.raises(InvalidSignature):
+            await gateway.parse_callback(headers, body)
+        # The public key alone cannot check what the certificate signed.
+        body, headers = wx.fake.notice(request.idempotency_key, signer="certificate")
+        with pytest.raises(InvalidSignature):
+            await wx.gateway.parse_callback(headers, body)
+
+
+@unit
+@pytest.mark.parametrize("trust", ["certificate", "both"])
+async def test_a_merchant_still_on_platform_certificates(
+    wx: Wx, configs: dict[Trust, WechatPayConfig], trust: Trust
+) -> None:
+    # "both": the public key configured before WeChat switched the merchant over; WeChat
+    # keeps signing with the certificate whatever the request names.
+    wx.fake.mode = "certificate"
+    async with gateway_trusting(wx, configs, trust) as gateway:
+        # (Until WeChat has switched the merchant over it cannot decrypt what the public
+        # key sealed, so the "both" case sends no name.)
+        request = wx.transfer(200_000 if trust == "certificate" else 1234, name="张三")
+        submitted = await gateway.submit(request)
+        assert submitted.state is TransferState.PENDING
+        [seen] = wx.fake.submits()
+        if trust == "certificate":
+            # Encrypted with the newest certificate, whose serial the header names.
+            newest = wx.keys.newest_certificate
+            assert seen.headers["wechatpay-serial"] == newest.serial
+            assert decrypt_oaep_sha1(newest.key, seen.json()["user_name"]) == "张三"
+            assert wx.fake.bills[request.idempotency_key].user_name == "张三"
+        else:
+            assert seen.headers["wechatpay-serial"] == wx.keys.public_key_id
+        found = await gateway.get_status(request.idempotency_key)
+        assert found.reference == submitted.reference
+        missing = await gateway.get_status(new_key())
+        assert missing.state is TransferState.NOT_FOUND
+        body, headers = wx.fake.notice(request.idempotency_key)
+        assert (await gateway.parse_callback(headers, body)).idempotency_key == (
+            request.idempotency_key
+        )
+
+
+@unit
+@pytest.mark.parametrize("fault", ["unsigned", "bad_signature", "wrong_serial"])
+async def test_only_a_verified_not_found_means_not_found(wx: Wx, fault: str) -> None:
+    key = new_key()
+    wx.fake.next_query_faults = [fault]
+    with pytest.raises(OutcomeUnknown) as unknown:
+        await wx.gateway.get_status(key)
+    assert unknown.value.gateway_status == "http_404"
+    found = await wx.gateway.get_status(key)
+    assert (found.state, found.gateway_status) == (TransferState.NOT_FOUND, "NOT_FOUND")
+
+
+@unit
+async def test_an_unsigned_refusal_is_never_final(wx: Wx) -> None:
+    request = wx.transfer()
+    wx.fake.plan(
+        request.recipient["account"] or "",
+        Plan(submit_faults=["unsigned_error:403:NOT_ENOUGH"]),
+    )
+    with pytest.raises(OutcomeUnknown) as unknown:
+        await wx.gateway.submit(request)
+    assert not isinstance(unknown.value, Rejected)
+    assert unknown.value.gateway_status == "http_403"
+    # Only WeChat's signed answer to the query tells that nothing was booked.
+    found = await wx.gateway.get_status(request.idempotency_key)
+    assert found.state is TransferState.NOT_FOUND
+
+
+@unit
+async def test_amount_minimums_and_names(wx: Wx) -> None:
+    # 0.10 CNY is WeChat's floor; below it nothing is sent.
+    smallest = await wx.gateway.submit(wx.transfer(10, name=None))
+    assert smallest.state is TransferState.PENDING
+    with pytest.raises(Rejected) as refused:
+        await wx.gateway.submit(wx.transfer(9))
+    assert refused.value.code == "amount_out_of_range"
+    # The fake refuses what WeChat refuses.
+    below = await signed_raw(
+        wx,
+        "POST",
+        TRANSFER_PATH,
+        transfer_body(wx, 9),
+        **{"Wechatpay-Serial": wx.keys.public_key_id},
+    )
+    assert (below.status_code, below.json()["code"]) == (400, "INVALID_REQUEST")
+    sealed = encrypt_oaep_sha1(wx.keys.wechatpay.public_key(), "张三")
+    named = await signed_raw(
+        wx,
+        "POST",
+        TRANSFER_PATH,
+        transfer_body(wx, 29, user_name=sealed),
+        **{"Wechatpay-Serial": wx.keys.public_key_id},
+    )
+    assert (named.status_code, named.json()["code"]) == (400, "PARAM_ERROR")
+
+
+@unit
+async def test_a_name_is_sent_only_from_030_cny(wx: Wx) -> None:
+    always = replace(wx.gateway._config, send_name_always=True)
+    gateway = WechatPayGateway(always)
+    try:
+        below = await gateway.submit(wx.transfer(29, name="张三"))
+        at = await gateway.submit(wx.transfer(30, name="张三"))
+    finally:
+        await gateway.aclose()
+    assert below.state is at.state is TransferState.PENDING
+    first, second = wx.fake.submits()
+    assert "user_name" not in first.json()
+    assert decrypt_oaep_sha1(wx.keys.wechatpay, second.json()["user_name"]) == "张三"
+
+
+@unit
+@pytest.mark.parametrize(
+    ("state", "resend", "after_schedule"),
+    [
+        ("WAIT_USER_CONFIRM", False, False),
+        ("TRANSFERING", False, False),
+        ("ACCEPTED", True, True),
+        ("PROCESSING", True, True),
+    ],
+)
+async def test_wechat_holds_a_pending_bill_until_its_own_deadline(
+    wx: Wx, state: str, resend: bool, after_schedule: bool
+) -> None:
+    request = wx.transfer()
+    wx.fake.plan(request.recipient["account"] or "", Plan(initial_state=state))
+    submitted = await wx.gateway.submit(request)
+    bill = wx.fake.bills[request.idempotency_key]
+    found = await wx.gateway.get_status(request.idempotency_key)
+    created = datetime.fromisoformat(bill.create_time)
+    for result in (submitted, found):
+        assert result.state is TransferState.PENDING
+        assert result.hold == ProviderHold(
+            reason=state,
+            patience=timedelta(hours=26),  # 24 h bill lifetime + WeChat's closing lag
+            since=created,
+            resend=resend,
+            after_schedule=after_schedule,
+        )
+
+
+@unit
+@pytest.mark.parametrize("state", ["CANCELING", "A_STATE_ADDED_LATER", "SUCCESS", "FAIL"])
+async def test_other_states_are_no_hold(wx: Wx, state: str) -> None:
+    request = wx.transfer()
+    await wx.gateway.submit(request)
+    wx.fake.set_state(request.idempotency_key, state)
+    assert (await wx.gateway.get_status(request.idempotency_key)).hold is None
+
+
+@unit
+async def test_a_resend_of_a_stuck_bill_answers_the_existing_bill(wx: Wx) -> None:
+    request = wx.transfer(250_000, name="王五")
+    wx.fake.plan(
+        request.recipient["account"] or "",
+        Plan(initial_state="ACCEPTED", resend_moves_to="WAIT_USER_CONFIRM"),
+    )
+    first = await wx.gateway.submit(request)
+    again = await wx.gateway.submit(request)
+    assert (first.gateway_status, again.gateway_status) == ("ACCEPTED", "WAIT_USER_CONFIRM")
+    assert again.reference == first.reference
+    assert again.details is not None
+    assert again.details["package_info"]
+    assert wx.fake.booked_states() == {request.idempotency_key: ["pending"]}
+    assert wx.fake.bills[request.idempotency_key].resends == 1
+
+
 # -- configuration -------------------------------------------------------------------------
 async def test_credentials_inline_and_missing(
     keys: WechatKeys, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
@@ -590,6 +904,38 @@ async def test_credentials_inline_and_missing(
     monkeypatch.setenv(ENV + "APIV3_KEY", keys.apiv3_key)
     monkeypatch.delenv(ENV + "PRIVATE_KEY")
     with pytest.raises(MissingCredential, match="PRIVATE_KEY"):
+        config_from(WechatPaySettings())
+
+
+def test_public_key_and_certificates_configuration(
+    keys: WechatKeys, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    set_env(monkeypatch, tmp_path, keys, "http://unused", files=False, trust="both")
+    both = config_from(WechatPaySettings())
+    newest = keys.newest_certificate.serial
+    assert both.request_serial == keys.public_key_id
+    assert set(both.platform_certificates) == {c.serial.lstrip("0") for c in keys.certificates}
+    assert both.newest_certificate_serial == newest.lstrip("0")
+    # The serial is matched however WeChat writes it (case, leading zeros).
+    assert both.verifier_for("00" + newest.lower()) is both.platform_certificates[newest]
+    assert both.verifier_for("PUB_KEY_ID_0000000000000000") is None
+    set_env(monkeypatch, tmp_path, keys, "http://unused", trust="certificate")
+    only_certificates = config_from(WechatPaySettings())
+    assert only_certificates.public_key is None
+    assert only_certificates.request_serial == newest
+    monkeypatch.delenv(ENV + "PLATFORM_CERTIFICATES_FILE")
+    with pytest.raises(MissingCredential, match="PLATFORM_CERTIFICATES"):
+        config_from(WechatPaySettings())
+    monkeypatch.setenv(ENV + "PUBLIC_KEY_ID", keys.public_key_id)  # an id without its key
+    with pytest.raises(MissingCredential, match="PUBLIC_KEY"):
+        config_from(WechatPaySettings())
+    monkeypatch.setenv(ENV + "PUBLIC_KEY", keys.public_key_pem)
+    monkeypatch.setenv(ENV + "PUBLIC_KEY_ID", "5157F09EFDC096DE")  # a certificate serial
+    with pytest.raises(MissingCredential, match="PUB_KEY_ID_"):
+        config_from(WechatPaySettings())
+    monkeypatch.setenv(ENV + "PLATFORM_CERTIFICATES", keys.public_key_pem)  # not certificates
+    monkeypatch.setenv(ENV + "PUBLIC_KEY_ID", keys.public_key_id)
+    with pytest.raises(MissingCredential, match="not PEM certificates"):
         config_from(WechatPaySettings())
 
 
@@ -622,7 +968,7 @@ async def test_other_scenes_need_their_report_infos(
     assert body["transfer_scene_report_infos"] == infos
     assert body["user_recv_perception"] == "劳务报酬"
     assert body["notify_url"].endswith("/v1/gateway-callbacks/wechatpay")
-    assert decrypt_oaep_sha1(keys.platform, body["user_name"]) == "张三"
+    assert decrypt_oaep_sha1(keys.wechatpay, body["user_name"]) == "张三"
 
 
 # -- through the executor ------------------------------------------------------------------
@@ -636,10 +982,12 @@ async def wechat_app(
     tmp_path: Path,
     keys: WechatKeys,
     base_url: str,
+    *,
+    trust: Trust = "public_key",
     **settings: Any,
 ) -> tuple[httpx.AsyncClient, Runtime]:
     """The service with ``wechat`` recipients routed to this adapter and the fake."""
-    set_env(monkeypatch, tmp_path, keys, base_url)
+    set_env(monkeypatch, tmp_path, keys, base_url, trust=trust)
     app, client = await provider_app(
         make_app, gateway="wechatpay", recipient_type="wechat", **settings
     )
@@ -730,6 +1078,8 @@ async def test_faults_end_with_one_booking_and_the_right_status(
         # The name went encrypted and arrived.
         named = rows[payouts["name_required"][0]].gateway_idempotency_key
         assert fake.bills[named].user_name == "张三"
+        # Every request named the public key, so every answer could be verified.
+        assert {r.headers.get("wechatpay-serial") for r in fake.requests} == {keys.public_key_id}
         # What the helpdesk sees.
         confirmed = (await client.get(f"/v1/payouts/{payouts['confirmed'][0]}")).json()
         assert confirmed["gateway_details"]["package_info"].startswith("ABBQO")
@@ -774,7 +1124,7 @@ async def test_callbacks_through_the_endpoint(
         # Forged and stale notices: 401, nothing changes.
         fake.confirm(paid_key)
         for forged in (
-            fake.notice(paid_key, signing_key=intruder.platform),
+            fake.notice(paid_key, signing_key=intruder.wechatpay),
             fake.notice(paid_key, timestamp=int(time.time()) - 3600),
             fake.notice(paid_key, tamper=True),
         ):
@@ -876,3 +1226,200 @@ async def test_no_secret_or_account_in_logs_or_responses(
     }
     leaked = [what for what, value in forbidden.items() if value in everything]
     assert leaked == []
+
+
+@pytest.mark.parametrize(
+    ("mode", "trust"),
+    [("switching", "both"), ("certificate", "certificate"), ("certificate", "both")],
+)
+async def test_merchants_on_certificates_or_switching_through_the_executor(
+    make_app: AppFactory,
+    keys: WechatKeys,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    mode: MerchantMode,
+    trust: Trust,
+) -> None:
+    fake = FakeWechatPay(keys, mode=mode)
+    async with serve_fake(fake) as base_url:
+        client, runtime = await wechat_app(
+            make_app, monkeypatch, tmp_path, keys, base_url, trust=trust
+        )
+        # A name only where the key that seals it is one WeChat can use for this merchant.
+        named = mode == "switching" or trust == "certificate"
+        amounts = ["2000.00" if named else "12.34", "12.34", "0.30", "9.90"]
+        plans = [Plan(succeed_after_queries=1), Plan(succeed_after_queries=2), Plan(), Plan()]
+        ids = []
+        for amount, plan in zip(amounts, plans, strict=True):
+            recipient = wechat_recipient(keys)
+            fake.plan(recipient["account"], plan)
+            ids.append((await approved_payout_to(client, runtime, recipient, amount, "CNY"))["id"])
+        executor, _clock, gateways = executor_for(runtime)
+        try:
+            await executor.run_once()
+        finally:
+            await gateways.aclose()
+        rows = await payout_rows(runtime.db)
+        # The last two wait for their users; their notices come signed by whichever key
+        # WeChat uses for this merchant (alternating while it switches).
+        for pid in ids[2:]:
+            key = rows[pid].gateway_idempotency_key
+            fake.confirm(key)
+            body, headers = fake.notice(key)
+            answer = await client.post(
+                "/v1/gateway-callbacks/wechatpay", content=body, headers=headers
+            )
+            assert answer.status_code == 200, answer.text
+        final = await drain_all(runtime)
+        assert await assert_paid_exactly_once(runtime, fake.booked_states()) == final
+        assert [final[pid] for pid in ids] == ["succeeded"] * 4
+        if named:
+            assert fake.bills[rows[ids[0]].gateway_idempotency_key].user_name == "张三"
+        serials = {r.headers.get("wechatpay-serial") for r in fake.requests}
+        expected = keys.newest_certificate.serial if trust == "certificate" else keys.public_key_id
+        assert serials == {expected}
+
+
+async def test_an_unsigned_refusal_never_fails_a_payout(
+    make_app: AppFactory, keys: WechatKeys, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    fake = FakeWechatPay(keys)
+    async with serve_fake(fake) as base_url:
+        client, runtime = await wechat_app(make_app, monkeypatch, tmp_path, keys, base_url)
+        recipient = wechat_recipient(keys)
+        fake.plan(
+            recipient["account"],
+            Plan(submit_faults=["unsigned_error:403:NOT_ENOUGH"], succeed_after_queries=1),
+        )
+        # The first status queries' "no such bill" is not WeChat's (unsigned, badly
+        # signed): unknown, not a licence to submit; the signed one is.
+        fake.next_query_faults = ["unsigned", "bad_signature"]
+        payout = await approved_payout_to(client, runtime, recipient, "12.34", "CNY")
+        final = await drain_all(runtime)
+        assert await assert_paid_exactly_once(runtime, fake.booked_states()) == final
+        assert final[payout["id"]] == "succeeded"
+        steps = [
+            (a.operation, a.outcome, a.gateway_status)
+            for a in await attempts_of(runtime.db, payout["id"])
+        ]
+        assert steps[:4] == [
+            ("submit", "unknown", "http_403"),
+            ("status", "unknown", "http_404"),
+            ("status", "unknown", "http_404"),
+            ("status", "not_found", "NOT_FOUND"),
+        ]
+        assert steps[4][0] == "submit"
+
+
+# -- provider holds through the executor -----------------------------------------------------
+HOLD_SCHEDULE = {"executor_retry_schedule": "1,1,1", "executor_hold_check_seconds": 600}
+CHINA = timezone(timedelta(hours=8))
+
+
+async def step(executor: Executor, clock: FakeClock, payout_id: str) -> Payout:
+    """Move the clock to the payout's next check, run the executor once, return the row."""
+    row = (await payout_rows(executor.runtime.db))[payout_id]
+    if row.next_attempt_at is not None and row.next_attempt_at > clock.now:
+        clock.now = row.next_attempt_at
+    await executor.run_once()
+    return (await payout_rows(executor.runtime.db))[payout_id]
+
+
+async def test_a_bill_waiting_for_its_user_is_held_until_wechats_deadline(
+    make_app: AppFactory, keys: WechatKeys, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    fake = FakeWechatPay(keys)
+    async with serve_fake(fake) as base_url:
+        client, runtime = await wechat_app(
+            make_app, monkeypatch, tmp_path, keys, base_url, **HOLD_SCHEDULE
+        )
+        confirmed = await approved_payout_to(
+            client, runtime, wechat_recipient(keys), "12.34", "CNY"
+        )
+        expired = await approved_payout_to(client, runtime, wechat_recipient(keys), "9.90", "CNY")
+        executor, clock, gateways = executor_for(runtime)
+        try:
+            await executor.run_once()
+            rows = await payout_rows(runtime.db)
+            keys_of = {pid: rows[pid].gateway_idempotency_key for pid in rows}
+            # WeChat's clock for the second bill started 22 h ago: 4 h of its 24 h + 2 h left.
+            old = fake.bills[keys_of[expired["id"]]]
+            old.create_time = (datetime.now(CHINA) - timedelta(hours=22)).isoformat("T", "seconds")
+            deadline = datetime.fromisoformat(old.create_time) + timedelta(hours=26)
+
+            # The user takes hours to confirm: the payout outlives the retry schedule by far.
+            for _ in range(8):
+                row = await step(executor, clock, confirmed["id"])
+                assert (row.status, row.gateway_status) == ("processing", "WAIT_USER_CONFIRM")
+            created = datetime.fromisoformat(fake.bills[keys_of[confirmed["id"]]].create_time)
+            assert row.gateway_hold_until == created + timedelta(hours=26)
+            shown = (await client.get(f"/v1/payouts/{confirmed['id']}")).json()
+            assert shown["gateway_hold_until"] is not None
+            fake.confirm(keys_of[confirmed["id"]])
+            body, headers = fake.notice(keys_of[confirmed["id"]])
+            answer = await client.post(
+                "/v1/gateway-callbacks/wechatpay", content=body, headers=headers
+            )
+            assert answer.json()["result"] == "applied"
+
+            # Never confirmed: checked every ~10 minutes, then review once the deadline passed.
+            seen = []
+            while clock.now < deadline:
+                row = await step(executor, clock, expired["id"])
+                seen.append(row.status)
+                assert row.gateway_hold_until == deadline
+            assert seen[-1] == "needs_review"
+            assert seen[:-1] == ["processing"] * (len(seen) - 1)
+            assert len(seen) >= 10  # hours after the retry schedule ended
+        finally:
+            await gateways.aclose()
+        events = (await events_by_payout(runtime.db))[expired["id"]]
+        assert events[-1].data["reason"] == "provider_deadline_passed"
+        final = await assert_paid_exactly_once(runtime, fake.booked_states())
+        assert (final[confirmed["id"]], final[expired["id"]]) == ("succeeded", "needs_review")
+        assert len(fake.submits()) == 2  # a user hold is asked about, never re-sent
+
+
+async def test_a_bill_stuck_accepted_is_resent_after_the_schedule_until_it_moves(
+    make_app: AppFactory, keys: WechatKeys, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    fake = FakeWechatPay(keys)
+    async with serve_fake(fake) as base_url:
+        client, runtime = await wechat_app(
+            make_app, monkeypatch, tmp_path, keys, base_url, **HOLD_SCHEDULE
+        )
+        recipient = wechat_recipient(keys)
+        # The operating account was empty: ACCEPTED until a re-send after the top-up.
+        fake.plan(
+            recipient["account"],
+            Plan(initial_state="ACCEPTED", resend_moves_to="WAIT_USER_CONFIRM"),
+        )
+        payout = await approved_payout_to(client, runtime, recipient, "2000.00", "CNY")
+        executor, clock, gateways = executor_for(runtime)
+        try:
+            rows = [await step(executor, clock, payout["id"]) for _ in range(4)]
+            key = rows[0].gateway_idempotency_key
+            # An ordinary in-flight state while the normal schedule lasts: queries only.
+            assert [r.gateway_hold_until is None for r in rows] == [True, True, True, False]
+            assert [r.gateway_status for r in rows] == ["ACCEPTED"] * 4
+            assert (len(fake.submits()), fake.bills[key].resends) == (1, 0)
+            # On the slow schedule each check re-sends the same bill: WeChat answers the
+            # existing one, moved on to the user's confirmation.
+            row = await step(executor, clock, payout["id"])
+            assert (row.status, row.gateway_status) == ("processing", "WAIT_USER_CONFIRM")
+            assert (len(fake.submits()), fake.bills[key].resends) == (2, 1)
+            resent = fake.submits()[-1].json()
+            assert resent["out_bill_no"] == key
+            assert decrypt_oaep_sha1(keys.wechatpay, resent["user_name"]) == "张三"
+            assert row.gateway_details is not None
+            assert row.gateway_details["package_info"]
+            row = await step(executor, clock, payout["id"])  # waiting for the user: no re-send
+            assert row.status == "processing"
+            assert len(fake.submits()) == 2
+            fake.confirm(key)
+            row = await step(executor, clock, payout["id"])
+            assert row.status == "succeeded"
+        finally:
+            await gateways.aclose()
+        final = await assert_paid_exactly_once(runtime, fake.booked_states())
+        assert final[payout["id"]] == "succeeded"
