@@ -59,6 +59,9 @@ class Settings(BaseSettings):
         120,
         300,
     )
+    # How often a payout the provider holds pending (WeChat Pay WAIT_USER_CONFIRM, PayPal
+    # UNCLAIMED, Alipay DEALING) is checked until the provider's own deadline.
+    executor_hold_check_seconds: float = Field(default=900, gt=0)
     executor_batch_size: int = Field(default=200, ge=1, le=5000)
     executor_concurrency: int = Field(default=256, ge=1, le=4096)
     executor_lease_seconds: float = Field(default=60, gt=0)

@@ -7,8 +7,8 @@ snake_case ``code`` and a list of field-level ``errors``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://payoutsvc.dev/problems/"
@@ -26,22 +26,187 @@ class FieldError:
         return {"field": self.field, "code": self.code, "message": self.message}
 
 
-@dataclass(eq=False)
 class ServiceError(Exception):
-    """An error a client can act on; carries its HTTP status and stable machine code."""
+    """An error a client can act on. Each subclass is one error of the API: its HTTP
+    ``status``, stable machine ``code`` and ``title`` are class attributes, so callers
+    catch the class they mean (never match on a code string) and the OpenAPI document lists
+    each operation's errors from the classes it names (:func:`error_codes`)."""
 
-    status: int
-    code: str
-    title: str
-    detail: str = ""
-    errors: list[FieldError] = field(default_factory=list)
-    headers: dict[str, str] = field(default_factory=dict)
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+    title: str = "Internal error"
 
-    def __post_init__(self) -> None:
-        super().__init__(self.detail or self.title)
+    def __init__(
+        self,
+        detail: str = "",
+        *,
+        errors: list[FieldError] | None = None,
+        headers: dict[str, str] | None = None,
+        title: str | None = None,
+    ) -> None:
+        if title is not None:
+            self.title = title
+        super().__init__(detail or self.title)
+        self.detail = detail
+        self.errors = list(errors or [])
+        self.headers = dict(headers or {})
 
     def to_problem(self) -> dict[str, Any]:
         return problem_body(self.status, self.code, self.title, self.detail, self.errors)
+
+
+# -- 400 ---------------------------------------------------------------------------------
+class InvalidJson(ServiceError):
+    """The body (or a JSON-valued field) is not valid JSON."""
+
+    status, code, title = 400, "invalid_json", "Malformed JSON"
+
+
+class IdempotencyKeyMissing(ServiceError):
+    status, code, title = 400, "idempotency_key_missing", "Idempotency-Key header missing"
+
+
+class IdempotencyKeyInvalid(ServiceError):
+    status, code, title = 400, "idempotency_key_invalid", "Invalid Idempotency-Key"
+
+
+class CallbackMalformed(ServiceError):
+    """A gateway notice whose signature checked out but whose content is not understood."""
+
+    status, code, title = 400, "invalid_callback", "Malformed callback"
+
+
+# -- 401 / 403 ----------------------------------------------------------------------------
+class Unauthorized(ServiceError):
+    status, code, title = 401, "unauthorized", "Missing or invalid API key"
+
+
+class CallbackSignatureInvalid(ServiceError):
+    status, code, title = 401, "invalid_signature", "Invalid callback signature"
+
+
+class InsufficientScope(ServiceError):
+    status, code, title = 403, "insufficient_scope", "Insufficient scope"
+
+
+class OperatorDisabled(ServiceError):
+    status, code, title = 403, "operator_disabled", "Operator disabled"
+
+
+class SelfApprovalForbidden(ServiceError):
+    """Four eyes: the requester of a payout can never approve it."""
+
+    status, code, title = 403, "self_approval_forbidden", "Self-approval forbidden"
+
+
+class ApprovalLimitExceeded(ServiceError):
+    status, code, title = 403, "approval_limit_exceeded", "Approval limit exceeded"
+
+
+# -- 404 ----------------------------------------------------------------------------------
+class NotFound(ServiceError):
+    """Also what another integration's object answers (never 403, never data)."""
+
+    status, code, title = 404, "not_found", "Not found"
+
+
+# -- 409 ----------------------------------------------------------------------------------
+class InvalidStatusTransition(ServiceError):
+    """The action is not allowed from the payout's current status (payouts/transitions.py)."""
+
+    status, code, title = (
+        409,
+        "invalid_status_transition",
+        "Action not allowed in the current status",
+    )
+
+
+class IdempotencyKeyInUse(ServiceError):
+    status, code, title = 409, "idempotency_key_in_use", "Idempotency key in use"
+
+
+class AlreadyApproved(ServiceError):
+    status, code, title = 409, "already_approved", "Already approved by this operator"
+
+
+class IntegrationExists(ServiceError):
+    status, code, title = 409, "integration_exists", "Integration exists"
+
+
+class OperatorExists(ServiceError):
+    status, code, title = 409, "operator_exists", "Operator exists"
+
+
+class PolicyVersionConflict(ServiceError):
+    status, code, title = 409, "policy_version_conflict", "Policy version conflict"
+
+
+class EndpointDisabled(ServiceError):
+    status, code, title = 409, "endpoint_disabled", "Endpoint disabled"
+
+
+class RecipientAlreadyBlocked(ServiceError):
+    status, code, title = 409, "recipient_already_blocked", "Recipient already blocked"
+
+
+# -- 413 ----------------------------------------------------------------------------------
+class PayloadTooLarge(ServiceError):
+    status, code, title = 413, "payload_too_large", "Payload too large"
+
+
+# -- 422 ----------------------------------------------------------------------------------
+class ValidationFailed(ServiceError):
+    status, code, title = 422, "validation_failed", "Request validation failed"
+
+
+class IdempotencyKeyReused(ServiceError):
+    status, code, title = 422, "idempotency_key_reused", "Idempotency key reused"
+
+
+class InvalidRecipient(ServiceError):
+    status, code, title = 422, "invalid_recipient", "Invalid recipient"
+
+
+class PolicyViolation(ServiceError):
+    """The policy forbids the payout outright; each violated rule is in ``errors``."""
+
+    status, code, title = 422, "policy_violation", "Policy violation"
+
+
+class UnknownOperator(ServiceError):
+    status, code, title = 422, "unknown_operator", "Unknown operator"
+
+
+class InvalidCursor(ServiceError):
+    status, code, title = 422, "invalid_cursor", "Invalid cursor"
+
+
+class WebhookUrlRefused(ServiceError):
+    status, code, title = 422, "webhook_url_refused", "Webhook URL refused"
+
+
+# -- 503 ----------------------------------------------------------------------------------
+class PolicyChanging(ServiceError):
+    status, code, title = 503, "policy_changing", "Policy is being changed"
+
+
+class GatewayUnavailable(ServiceError):
+    status, code, title = 503, "gateway_unavailable", "Gateway not configured"
+
+
+def error_classes() -> list[type[ServiceError]]:
+    """Every error of the API, once each: the single list of its error codes."""
+    found: list[type[ServiceError]] = []
+    pending = list(ServiceError.__subclasses__())
+    while pending:
+        cls = pending.pop(0)
+        found.append(cls)
+        pending.extend(cls.__subclasses__())
+    return found
+
+
+def error_codes() -> dict[str, type[ServiceError]]:
+    return {cls.code: cls for cls in error_classes()}
 
 
 def problem_body(
@@ -57,24 +222,15 @@ def problem_body(
     }
 
 
-def validation_failed(errors: list[FieldError], detail: str = "") -> ServiceError:
-    return ServiceError(
-        422,
-        "validation_failed",
-        "Request validation failed",
-        detail or "; ".join(f"{e.field}: {e.message}" for e in errors),
-        errors,
+def validation_failed(errors: list[FieldError], detail: str = "") -> ValidationFailed:
+    return ValidationFailed(
+        detail or "; ".join(f"{e.field}: {e.message}" for e in errors), errors=errors
     )
 
 
-def not_found(what: str, object_id: str) -> ServiceError:
-    return ServiceError(404, "not_found", f"{what} not found", f"No {what.lower()} {object_id!r}.")
+def not_found(what: str, object_id: str) -> NotFound:
+    return NotFound(f"No {what.lower()} {object_id!r}.", title=f"{what} not found")
 
 
-def invalid_status_transition(object_id: str, status: str, action: str) -> ServiceError:
-    return ServiceError(
-        409,
-        "invalid_status_transition",
-        "Action not allowed in the current status",
-        f"Cannot {action} {object_id}: its status is {status!r}.",
-    )
+def invalid_status_transition(object_id: str, status: str, action: str) -> InvalidStatusTransition:
+    return InvalidStatusTransition(f"Cannot {action} {object_id}: its status is {status!r}.")

@@ -13,7 +13,14 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from payoutsvc.errors import PROBLEM_CONTENT_TYPE, FieldError, ServiceError, problem_body
+from payoutsvc.errors import (
+    PROBLEM_CONTENT_TYPE,
+    FieldError,
+    InvalidJson,
+    ServiceError,
+    ValidationFailed,
+    problem_body,
+)
 from payoutsvc.recipients.schemas import RECIPIENT_TYPES
 from payoutsvc.schemas_common import Problem
 
@@ -93,17 +100,13 @@ async def _service_error(_request: Request, exc: Exception) -> JSONResponse:
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = field_errors_from_pydantic(exc.errors())
-    if any(e.code == "invalid_json" for e in errors):
-        return _problem(
-            400,
-            problem_body(
-                400, "invalid_json", "Malformed JSON", "The request body is not valid JSON."
-            ),
-        )
-    detail = "; ".join(f"{e.field}: {e.message}" for e in errors[:5])
-    return _problem(
-        422, problem_body(422, "validation_failed", "Request validation failed", detail, errors)
-    )
+    failure: ServiceError
+    if any(e.code == InvalidJson.code for e in errors):
+        failure = InvalidJson("The request body is not valid JSON.")
+    else:
+        detail = "; ".join(f"{e.field}: {e.message}" for e in errors[:5])
+        failure = ValidationFailed(detail, errors=errors)
+    return _problem(failure.status, failure.to_problem())
 
 
 _HTTP_CODES = {

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Generic, TypeVar
 from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from payoutsvc.errors import FieldError, ServiceError
+from payoutsvc.errors import FieldError, InvalidCursor, ServiceError
 
 T = TypeVar("T")
 
@@ -68,12 +68,9 @@ def decode_cursor(cursor: str | None) -> str | None:
         raw = ""
     last_id = raw.removeprefix(_CURSOR_MARKER)
     if last_id == raw or not last_id or not last_id.isascii() or not last_id.isprintable():
-        raise ServiceError(
-            422,
-            "invalid_cursor",
-            "Invalid cursor",
+        raise InvalidCursor(
             "Use the next_cursor of a previous page.",
-            [FieldError("cursor", "invalid_cursor", "Not a cursor returned by this API.")],
+            errors=[FieldError("cursor", "invalid_cursor", "Not a cursor returned by this API.")],
         )
     return last_id
 
@@ -88,22 +85,17 @@ def page_of(items: list[Any], limit: int, id_of: Any) -> dict[str, Any]:
     }
 
 
-def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI documentation of the problem+json error responses an operation can return."""
-    descriptions = {
-        400: "Bad request (e.g. a missing header)",
-        401: "Missing or invalid API key",
-        403: "The key lacks a scope, or the operator may not do this",
-        404: "Not found (or belongs to another integration)",
-        409: "Conflict with the current state",
-        422: "Validation failed; see `errors`",
-        503: "Temporarily unavailable; try again later",
-    }
+def problem_responses(*errors: type[ServiceError]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI documentation of the problem+json errors an operation can answer, from the
+    error classes it names: one response per status, listing each ``code`` it may carry."""
+    by_status: dict[int, list[type[ServiceError]]] = {}
+    for error in errors:
+        by_status.setdefault(error.status, []).append(error)
     return {
         status: {
             "model": Problem,
-            "description": descriptions.get(status, "Error"),
+            "description": "; ".join(f"`{e.code}`: {e.title}" for e in found),
             "content": {"application/problem+json": {}},
         }
-        for status in statuses
+        for status, found in sorted(by_status.items())
     }

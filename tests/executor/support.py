@@ -314,6 +314,7 @@ def approved_rows(
                 "gateway_reference": None,
                 "gateway_status": None,
                 "gateway_details": None,
+                "gateway_hold_until": None,
                 "attempts": 0,
                 "failure_code": None,
                 "failure_message": None,

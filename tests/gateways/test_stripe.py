@@ -30,6 +30,7 @@ from payoutsvc.gateways.base import (
 )
 from payoutsvc.gateways.providers import MissingCredential
 from payoutsvc.gateways.stripe import (
+    DEFAULT_API_VERSION,
     StripeGateway,
     StripeSettings,
     create_gateway,
@@ -107,7 +108,7 @@ async def test_submit_posts_a_form_encoded_transfer_under_the_payout_key(
 ) -> None:
     account = fake.new_account()
     request = transfer_request(account)
-    async with gateway_on(fake, api_version=API_VERSION) as gateway:
+    async with gateway_on(fake) as gateway:  # no version given: the pinned default
         result = await gateway.submit(request)
     (create,) = fake.creates()
     assert create.headers["authorization"] == f"Bearer {SECRET_KEY}"
@@ -456,6 +457,26 @@ async def test_webhook_signatures(fake: FakeStripe) -> None:
             await delivered(unconfigured, fake.signed(event))
 
 
+async def test_an_event_rendered_in_another_api_version_is_read_and_flagged(
+    fake: FakeStripe, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Stripe renders events in the webhook endpoint's version, not the request's pin."""
+    account = fake.new_account()
+    async with gateway_on(fake) as gateway:
+        await gateway.submit(transfer_request(account))
+        transfer = fake.transfer_for(fake.creates()[0].headers["idempotency-key"])
+        pinned = fake.event(transfer, "transfer.created")
+        notice = await delivered(gateway, fake.signed(pinned))
+        assert notice.result.state is TransferState.SUCCEEDED
+        assert "webhook_version_differs" not in logged(caplog, capsys)
+        older = dict(pinned, api_version="2024-06-20")
+        notice = await delivered(gateway, fake.signed(older))
+        assert notice.result.state is TransferState.SUCCEEDED
+        logs = logged(caplog, capsys)
+    assert "gateway.stripe.webhook_version_differs" in logs
+    assert "2024-06-20" in logs
+
+
 async def delivered(gateway: StripeGateway, delivery: tuple[bytes, dict[str, str]]) -> Any:
     body, headers = delivery
     return await gateway.parse_callback(headers, body)
@@ -476,6 +497,15 @@ async def test_settings_read_secrets_inline_or_from_files(
     assert gateway._headers["Authorization"] == f"Bearer {SECRET_KEY}"  # the file wins
     await gateway.aclose()
     assert StripeSettings().timeout_seconds == 15.0
+    # Pinned by default: an upgrade of the account's default version changes nothing here.
+    assert gateway._headers["Stripe-Version"] == DEFAULT_API_VERSION == API_VERSION
+    monkeypatch.setenv("PAYOUTSVC_STRIPE_API_VERSION", "2025-09-30.clover")
+    assert StripeSettings().api_version == "2025-09-30.clover"
+    for version in ("latest", "", "2025-09-30 clover"):
+        monkeypatch.setenv("PAYOUTSVC_STRIPE_API_VERSION", version)
+        with pytest.raises(ValidationError):
+            StripeSettings()
+    monkeypatch.delenv("PAYOUTSVC_STRIPE_API_VERSION")
     assert StripeSettings().base_url == "https://api.stripe.com"
     for wrong in ("http://api.stripe.com", "ftp://127.0.0.1"):
         monkeypatch.setenv("PAYOUTSVC_STRIPE_BASE_URL", wrong)
@@ -497,7 +527,6 @@ def configure(
     monkeypatch.setenv("PAYOUTSVC_STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
     monkeypatch.setenv("PAYOUTSVC_STRIPE_BASE_URL", base_url)
     monkeypatch.setenv("PAYOUTSVC_STRIPE_TIMEOUT_SECONDS", "0.3")
-    monkeypatch.setenv("PAYOUTSVC_STRIPE_API_VERSION", API_VERSION)
 
 
 async def stripe_app(make_app: AppFactory, **overrides: Any) -> tuple[Any, httpx.AsyncClient]:

@@ -14,7 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from payoutsvc.auth.keys import hash_secret
 from payoutsvc.auth.repository import AuthRepository
 from payoutsvc.deps import DbSession
-from payoutsvc.errors import ServiceError
+from payoutsvc.errors import InsufficientScope, ServiceError, Unauthorized
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer psk_…`")
 
@@ -67,13 +67,7 @@ class ApiKeyCache:
 
 
 def _unauthorized(detail: str) -> ServiceError:
-    return ServiceError(
-        401,
-        "unauthorized",
-        "Missing or invalid API key",
-        detail,
-        headers={"WWW-Authenticate": "Bearer"},
-    )
+    return Unauthorized(detail, headers={"WWW-Authenticate": "Bearer"})
 
 
 async def authenticate(
@@ -105,11 +99,9 @@ def require_scope(*accepted: str) -> Callable[[Caller], Awaitable[Caller]]:
     async def dependency(caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
         if caller.is_admin or caller.scopes.intersection(accepted):
             return caller
-        raise ServiceError(
-            403,
-            "insufficient_scope",
-            "The API key lacks a required scope",
+        raise InsufficientScope(
             f"This call needs one of the scopes: {', '.join(accepted)}.",
+            title="The API key lacks a required scope",
         )
 
     return dependency

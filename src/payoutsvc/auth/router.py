@@ -15,6 +15,14 @@ from payoutsvc.auth.schemas import (
 )
 from payoutsvc.auth.service import AuthService
 from payoutsvc.deps import DbSession
+from payoutsvc.errors import (
+    InsufficientScope,
+    IntegrationExists,
+    InvalidCursor,
+    NotFound,
+    Unauthorized,
+    ValidationFailed,
+)
 from payoutsvc.schemas_common import (
     CursorQuery,
     LimitQuery,
@@ -51,7 +59,9 @@ def _key_json(key: ApiKey) -> dict[str, Any]:
     summary="Create an integration",
     description="An integration is one connected helpdesk or console. Its API keys see only "
     "its own payouts, webhook endpoints and deliveries. Scope `admin`.",
-    responses=problem_responses(401, 403, 409, 422),
+    responses=problem_responses(
+        Unauthorized, InsufficientScope, IntegrationExists, ValidationFailed
+    ),
 )
 async def create_integration(
     body: IntegrationCreate, session: DbSession, _caller: Admin
@@ -64,7 +74,7 @@ async def create_integration(
     response_model=Page[IntegrationOut],
     summary="List integrations",
     description="Newest first. Scope `admin`.",
-    responses=problem_responses(401, 403, 422),
+    responses=problem_responses(Unauthorized, InsufficientScope, ValidationFailed, InvalidCursor),
 )
 async def list_integrations(
     session: DbSession, _caller: Admin, limit: LimitQuery = 50, cursor: CursorQuery = None
@@ -80,7 +90,7 @@ async def list_integrations(
     response_model=IntegrationOut,
     summary="Get an integration",
     description="One connected helpdesk or console. Scope `admin`.",
-    responses=problem_responses(401, 403, 404),
+    responses=problem_responses(Unauthorized, InsufficientScope, NotFound),
 )
 async def get_integration(
     integration_id: IntegrationId, session: DbSession, _caller: Admin
@@ -94,7 +104,7 @@ async def get_integration(
     response_model=ApiKeyCreated,
     summary="Create an API key",
     description="Returns the secret `key` once; only its SHA-256 hash is stored. Scope `admin`.",
-    responses=problem_responses(401, 403, 404, 422),
+    responses=problem_responses(Unauthorized, InsufficientScope, NotFound, ValidationFailed),
 )
 async def create_api_key(
     integration_id: IntegrationId, body: ApiKeyCreate, session: DbSession, _caller: Admin
@@ -114,7 +124,7 @@ async def create_api_key(
     response_model=Page[ApiKeyOut],
     summary="List an integration's API keys",
     description="Secrets are never shown again; `hint` tells keys apart. Scope `admin`.",
-    responses=problem_responses(401, 403, 404),
+    responses=problem_responses(Unauthorized, InsufficientScope, NotFound),
 )
 async def list_api_keys(
     integration_id: IntegrationId, session: DbSession, _caller: Admin
@@ -128,7 +138,7 @@ async def list_api_keys(
     response_model=ApiKeyOut,
     summary="Revoke an API key",
     description="The key stops working at once. Scope `admin`.",
-    responses=problem_responses(401, 403, 404),
+    responses=problem_responses(Unauthorized, InsufficientScope, NotFound),
 )
 async def revoke_api_key(
     integration_id: IntegrationId,

@@ -10,7 +10,7 @@ from payoutsvc.auth.keys import SCOPES, generate_secret, hash_secret, secret_hin
 from payoutsvc.auth.models import ApiKey, Integration
 from payoutsvc.auth.repository import AuthRepository
 from payoutsvc.db.base import utcnow
-from payoutsvc.errors import ServiceError, not_found
+from payoutsvc.errors import IntegrationExists, not_found
 from payoutsvc.ids import new_id
 
 DEFAULT_INTEGRATION = "default"
@@ -22,11 +22,8 @@ class AuthService:
 
     async def create_integration(self, name: str) -> Integration:
         if await self.repo.get_integration_by_name(name) is not None:
-            raise ServiceError(
-                409,
-                "integration_exists",
-                "Integration already exists",
-                f"An integration named {name!r} exists already.",
+            raise IntegrationExists(
+                f"An integration named {name!r} exists already.", title="Integration already exists"
             )
         integration = Integration(id=new_id("int"), name=name, created_at=utcnow())
         await self.repo.add_integration(integration)

@@ -18,7 +18,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payoutsvc.db.base import utcnow
-from payoutsvc.errors import ServiceError
+from payoutsvc.errors import InvalidStatusTransition
 from payoutsvc.executor.repository import ExecutorRepository
 from payoutsvc.gateways.base import CallbackNotice, TransferState
 from payoutsvc.ids import new_id
@@ -108,6 +108,7 @@ class CallbackService:
             "locked_by": None,
             "locked_until": None,
             "next_attempt_at": None,
+            "gateway_hold_until": None,
         }
         if found.details:
             values["gateway_details"] = dict(found.details)
@@ -132,9 +133,7 @@ class CallbackService:
                 values=values,
                 from_statuses=_FINISHABLE,
             )
-        except ServiceError as exc:
-            if exc.code != "invalid_status_transition":
-                raise
+        except InvalidStatusTransition:
             # Finished by someone else between our read and the conditional update.
             current = await self.repo.by_gateway_key(gateway, notice.idempotency_key)
             if current is not None and current.status == target.value:

@@ -48,6 +48,7 @@ _FINISH = (
         failure_code=bindparam("new_failure_code"),
         failure_message=bindparam("new_failure_message"),
         next_attempt_at=bindparam("new_next_attempt_at"),
+        gateway_hold_until=bindparam("new_hold_until", type_=UtcDateTime()),
         locked_until=None,
         locked_by=None,
         last_event_sequence=bindparam("new_sequence"),
@@ -64,7 +65,8 @@ _PG_FINISH = text(
         gateway_status = v.gateway_status, gateway_details = v.gateway_details,
         failure_code = v.failure_code,
         failure_message = v.failure_message, next_attempt_at = v.next_attempt_at,
-        locked_until = NULL, locked_by = NULL, last_event_sequence = v.sequence,
+        gateway_hold_until = v.hold_until, locked_until = NULL, locked_by = NULL,
+        last_event_sequence = v.sequence,
         last_event_hash = v.head, updated_at = :now
     FROM unnest(
         CAST(:ids AS varchar[]), CAST(:tokens AS varchar[]), CAST(:prev_sequences AS integer[]),
@@ -72,9 +74,11 @@ _PG_FINISH = text(
         CAST(:references AS varchar[]), CAST(:gateway_statuses AS varchar[]),
         CAST(:failure_codes AS varchar[]), CAST(:failure_messages AS text[]),
         CAST(:next_attempts AS timestamptz[]), CAST(:sequences AS integer[]),
-        CAST(:heads AS varchar[]), CAST(:gateway_details AS json[])
+        CAST(:heads AS varchar[]), CAST(:gateway_details AS json[]),
+        CAST(:hold_untils AS timestamptz[])
     ) AS v(id, token, prev_sequence, status, attempts, reference, gateway_status,
-           failure_code, failure_message, next_attempt_at, sequence, head, gateway_details)
+           failure_code, failure_message, next_attempt_at, sequence, head, gateway_details,
+           hold_until)
     WHERE p.id = v.id AND p.status = 'processing' AND p.locked_by = v.token
       AND p.last_event_sequence = v.prev_sequence
     RETURNING p.id
@@ -307,6 +311,7 @@ class ExecutorRepository:
                 "sequences": [r["new_sequence"] for r in rows],
                 "heads": [r["new_hash"] for r in rows],
                 "gateway_details": [_json_or_none(r["new_gateway_details"]) for r in rows],
+                "hold_untils": [r["new_hold_until"] for r in rows],
             },
         )
         return {row.id for row in result.all()}

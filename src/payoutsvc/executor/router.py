@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from payoutsvc.auth.dependencies import PayoutsReader
 from payoutsvc.deps import DbSession
-from payoutsvc.errors import not_found
+from payoutsvc.errors import InsufficientScope, NotFound, Unauthorized, not_found
 from payoutsvc.executor.repository import ExecutorRepository
 from payoutsvc.payouts.presenter import rfc3339
 from payoutsvc.payouts.repository import PayoutRepository
@@ -47,7 +47,7 @@ class PayoutAttemptList(BaseModel):
     summary="A payout's gateway calls",
     description="Every submit, status query and callback for the payout, oldest first, with "
     "outcome, latency and the gateway's status and reference. Scope `payouts:read`.",
-    responses=problem_responses(401, 403, 404),
+    responses=problem_responses(Unauthorized, InsufficientScope, NotFound),
 )
 async def list_payout_attempts(
     payout_id: Annotated[str, Path(max_length=40)],

@@ -43,6 +43,7 @@ from payoutsvc.gateways.base import (
     GatewayError,
     NotDone,
     OutcomeUnknown,
+    ProviderHold,
     Rejected,
     TransferRequest,
     TransferResult,
@@ -133,6 +134,7 @@ class Outcome:
     detail: str | None = None
     defer_seconds: float = 0.0
     details: Mapping[str, str] | None = None  # TransferResult.details, kept on the payout
+    hold: ProviderHold | None = None  # TransferResult.hold: the provider's own pending
 
 
 @dataclass(slots=True)
@@ -338,7 +340,7 @@ class Executor:
             if not isinstance(known, TransferResult):
                 # Even NotDone here only means the *query* was not answered.
                 return self._retry(job, calls, known)
-            if known.state is not TransferState.NOT_FOUND:
+            if known.state is not TransferState.NOT_FOUND and not _resend_now(job, known):
                 return self._judge(job, calls, known)
         answer = await self._call(
             gateway, job, calls, "submit", request.summary(), lambda: gateway.submit(request)
@@ -442,8 +444,9 @@ class Executor:
             calls,
             reference=answer.reference,
             gateway_status=answer.gateway_status,
-            detail=f"gateway reports {answer.state.value}",
+            detail=f"gateway reports {answer.gateway_status or answer.state.value}",
             details=answer.details,
+            hold=answer.hold if answer.state is TransferState.PENDING else None,
         )
 
     @staticmethod
@@ -509,20 +512,40 @@ class Executor:
             "new_failure_code": None,
             "new_failure_message": None,
             "new_next_attempt_at": None,
+            "new_hold_until": payout.get("gateway_hold_until"),
         }
         event_data: dict[str, Any] = {}
         status = PayoutStatus.PROCESSING
+        hold_until = self._hold_deadline(outcome, done, now)
         if outcome.verdict is Verdict.DEFERRED:
             values["new_next_attempt_at"] = now + timedelta(seconds=outcome.defer_seconds)
         elif outcome.verdict is Verdict.SUCCEEDED:
             status = PayoutStatus.SUCCEEDED
+            values["new_hold_until"] = None
             event_data = {"gateway_reference": values["new_reference"]}
         elif outcome.verdict is Verdict.FAILED:
             status = PayoutStatus.FAILED
+            values["new_hold_until"] = None
             values["new_failure_code"] = outcome.failure_code
             values["new_failure_message"] = outcome.failure_message
             event_data = {
                 "failure": {"code": outcome.failure_code, "message": outcome.failure_message}
+            }
+        elif hold_until is not None and now < hold_until:
+            # The provider holds it for a reason of its own: checked on the slow schedule,
+            # and never handed back to the unknown-outcome schedule.
+            values["new_hold_until"] = hold_until
+            delay = self.settings.executor_hold_check_seconds * self._rng.uniform(
+                1 - JITTER, 1 + JITTER
+            )
+            values["new_next_attempt_at"] = min(now + timedelta(seconds=delay), hold_until)
+        elif hold_until is not None:
+            status = PayoutStatus.NEEDS_REVIEW
+            values["new_hold_until"] = hold_until
+            event_data = {
+                "reason": "provider_deadline_passed",
+                "detail": f"still pending at the gateway after its deadline "
+                f"{hold_until.isoformat()}: {outcome.detail}",
             }
         elif done < len(self.schedule):
             delay = self.schedule[done] * self._rng.uniform(1 - JITTER, 1 + JITTER)
@@ -546,6 +569,7 @@ class Executor:
                     "gateway_reference": values["new_reference"],
                     "gateway_status": values["new_gateway_status"],
                     "gateway_details": values["new_gateway_details"],
+                    "gateway_hold_until": values["new_hold_until"],
                     "failure_code": values["new_failure_code"],
                     "failure_message": values["new_failure_message"],
                     "updated_at": now,
@@ -570,6 +594,20 @@ class Executor:
             new_sequence=job.sequence + (event is not None),
         )
         return _Plan(outcome, status, values, event)
+
+    def _hold_deadline(self, outcome: Outcome, done: int, now: datetime) -> datetime | None:
+        """The provider's deadline when this step leaves (or keeps) the payout on the slow
+        schedule, else None. A payout once held stays held whatever later checks answer;
+        the deadline never moves later than the provider's own clock says."""
+        held: datetime | None = outcome.job.payout.get("gateway_hold_until")
+        hold = outcome.hold
+        if outcome.verdict is not Verdict.RETRY or hold is None:
+            return held
+        if hold.after_schedule and held is None and done < len(self.schedule):
+            return None  # ordinary in-flight state: the normal schedule first
+        if hold.since is not None:
+            return hold.since + hold.patience
+        return held or now + hold.patience
 
     # -- whole steps ------------------------------------------------------------------------
     async def release(self, jobs: Collection[Job]) -> int:
@@ -608,6 +646,18 @@ def _latency_histogram(gateway: str, operation: str) -> Any:
 def _snapshot(payout: dict[str, Any], approvals: list[PayoutApproval]) -> dict[str, Any]:
     """The masked payout a webhook carries (built only when an endpoint wants the event)."""
     return payout_json(SimpleNamespace(**payout), approvals)
+
+
+def _resend_now(job: Job, known: TransferResult) -> bool:
+    """Re-submit under the same key after a status query: only for a payout already on the
+    slow schedule whose provider documents a re-send as what moves a stuck transfer on."""
+    hold = known.hold
+    return (
+        known.state is TransferState.PENDING
+        and hold is not None
+        and hold.resend
+        and job.payout.get("gateway_hold_until") is not None
+    )
 
 
 def _outcome_word(answer: TransferResult | GatewayError) -> str:

@@ -9,7 +9,17 @@ from pydantic import BaseModel, Field
 
 from payoutsvc.auth.dependencies import Admin
 from payoutsvc.deps import DbSession, RuntimeDep
-from payoutsvc.errors import ServiceError
+from payoutsvc.errors import (
+    CallbackMalformed,
+    CallbackSignatureInvalid,
+    GatewayUnavailable,
+    InsufficientScope,
+    InvalidCursor,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+    ValidationFailed,
+)
 from payoutsvc.executor.callbacks import CallbackResult, CallbackService
 from payoutsvc.gateways.base import GatewayError, InvalidCallback, InvalidSignature
 from payoutsvc.gateways.providers import MissingCredential
@@ -71,7 +81,13 @@ class CallbackAck(BaseModel):
         "provider's credentials are missing, so it sends the notice again later."
     ),
     responses={
-        **problem_responses(400, 401, 404, 503),
+        **problem_responses(
+            CallbackMalformed,
+            CallbackSignatureInvalid,
+            NotFound,
+            PayloadTooLarge,
+            GatewayUnavailable,
+        ),
         413: {
             "description": "Body larger than 64 KiB",
             "content": {"application/problem+json": {}},
@@ -92,29 +108,23 @@ async def receive_gateway_callback(
 ) -> Any:
     registry = registry_for(runtime)
     if not registry.is_configured(gateway):
-        raise ServiceError(
-            404, "not_found", "Gateway not found", f"No gateway {gateway!r} is configured."
-        )
+        raise NotFound(f"No gateway {gateway!r} is configured.", title="Gateway not found")
     body = await request.body()
     if len(body) > MAX_CALLBACK_BYTES:
-        raise ServiceError(413, "payload_too_large", "Payload too large", "Callbacks are ≤ 64 KiB.")
+        raise PayloadTooLarge("Callbacks are ≤ 64 KiB.")
     try:
         adapter = registry.get(gateway)
     except MissingCredential as exc:
         # Answered as a server-side failure, so the provider retries after the fix.
-        raise ServiceError(503, "gateway_unavailable", "Gateway not configured", str(exc)) from None
+        raise GatewayUnavailable(str(exc)) from None
     try:
         notice = await adapter.parse_callback(dict(request.headers), body)
     except InvalidSignature as exc:
-        raise ServiceError(
-            401, "invalid_signature", "Callback signature invalid", exc.message
-        ) from None
+        raise CallbackSignatureInvalid(exc.message, title="Callback signature invalid") from None
     except InvalidCallback as exc:
-        raise ServiceError(400, "invalid_callback", "Malformed callback", exc.message) from None
+        raise CallbackMalformed(exc.message) from None
     except GatewayError as exc:  # the provider's own verification service did not answer
-        raise ServiceError(
-            503, "gateway_unavailable", "Callback cannot be verified now", exc.message
-        ) from None
+        raise GatewayUnavailable(exc.message, title="Callback cannot be verified now") from None
     result = await CallbackService(session, runtime).apply(gateway, notice)
     if adapter.callback_reply is not None:
         # Providers such as Alipay retry a notice until they read their own exact answer.
@@ -152,7 +162,9 @@ class SandboxTransferOut(BaseModel):
         "nothing. Only while the sandbox is a configured gateway (404 otherwise). "
         "Scope `admin`."
     ),
-    responses=problem_responses(401, 403, 404, 422),
+    responses=problem_responses(
+        Unauthorized, InsufficientScope, NotFound, ValidationFailed, InvalidCursor
+    ),
 )
 async def list_sandbox_transfers(
     session: DbSession,
@@ -163,11 +175,9 @@ async def list_sandbox_transfers(
     cursor: CursorQuery = None,
 ) -> dict[str, Any]:
     if not registry_for(runtime).is_configured(SANDBOX):
-        raise ServiceError(
-            404,
-            "not_found",
-            "Sandbox not configured",
+        raise NotFound(
             "The sandbox gateway is not configured (PAYOUTSVC_GATEWAY / PAYOUTSVC_GATEWAY_ROUTES).",
+            title="Sandbox not configured",
         )
     rows = await SandboxLedgerRepository(session).list_transfers(
         payout_id=payout_id, limit=limit + 1, before_id=decode_cursor(cursor)

@@ -6,6 +6,14 @@ from fastapi import APIRouter, Path, Query, status
 
 from payoutsvc.auth.dependencies import Admin
 from payoutsvc.deps import DbSession
+from payoutsvc.errors import (
+    InsufficientScope,
+    InvalidCursor,
+    NotFound,
+    OperatorExists,
+    Unauthorized,
+    ValidationFailed,
+)
 from payoutsvc.operators.models import Operator
 from payoutsvc.operators.schemas import OperatorCreate, OperatorOut, OperatorUpdate
 from payoutsvc.operators.service import OperatorService
@@ -33,7 +41,7 @@ def _json(operator: Operator) -> dict[str, Any]:
     summary="Create an operator",
     description="An operator is a person who requests or approves payouts, identified by the "
     "helpdesk's own agent id. The `role` names a role of the policy. Scope `admin`.",
-    responses=problem_responses(401, 403, 409, 422),
+    responses=problem_responses(Unauthorized, InsufficientScope, OperatorExists, ValidationFailed),
 )
 async def create_operator(body: OperatorCreate, session: DbSession, _c: Admin) -> dict[str, Any]:
     return _json(await OperatorService(session).create(body))
@@ -44,7 +52,7 @@ async def create_operator(body: OperatorCreate, session: DbSession, _c: Admin) -
     response_model=Page[OperatorOut],
     summary="List operators",
     description="Ordered by id. Scope `admin`.",
-    responses=problem_responses(401, 403, 422),
+    responses=problem_responses(Unauthorized, InsufficientScope, ValidationFailed, InvalidCursor),
 )
 async def list_operators(
     session: DbSession,
@@ -63,7 +71,7 @@ async def list_operators(
     response_model=OperatorOut,
     summary="Get an operator",
     description="The operator with its role and whether it is disabled. Scope `admin`.",
-    responses=problem_responses(401, 403, 404),
+    responses=problem_responses(Unauthorized, InsufficientScope, NotFound),
 )
 async def get_operator(operator_id: OperatorId, session: DbSession, _c: Admin) -> dict[str, Any]:
     return _json(await OperatorService(session).get(operator_id))
@@ -75,7 +83,7 @@ async def get_operator(operator_id: OperatorId, session: DbSession, _c: Admin) -
     summary="Update an operator",
     description="Change the role, display name or `disabled`. A role change applies to later "
     "decisions only. Scope `admin`.",
-    responses=problem_responses(401, 403, 404, 422),
+    responses=problem_responses(Unauthorized, InsufficientScope, NotFound, ValidationFailed),
 )
 async def update_operator(
     operator_id: OperatorId, body: OperatorUpdate, session: DbSession, _c: Admin
@@ -89,7 +97,7 @@ async def update_operator(
     summary="Disable an operator",
     description="Operators stay referenced by payouts and the audit trail, so deleting one "
     "disables it: it can no longer request or approve. Scope `admin`.",
-    responses=problem_responses(401, 403, 404),
+    responses=problem_responses(Unauthorized, InsufficientScope, NotFound),
 )
 async def delete_operator(operator_id: OperatorId, session: DbSession, _c: Admin) -> dict[str, Any]:
     return _json(await OperatorService(session).disable(operator_id))

@@ -7,7 +7,14 @@ from collections.abc import Sequence
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payoutsvc.db.base import utcnow
-from payoutsvc.errors import FieldError, ServiceError, not_found
+from payoutsvc.errors import (
+    FieldError,
+    OperatorDisabled,
+    OperatorExists,
+    UnknownOperator,
+    ValidationFailed,
+    not_found,
+)
 from payoutsvc.operators.models import Operator
 from payoutsvc.operators.repository import OperatorRepository
 from payoutsvc.operators.schemas import OperatorCreate, OperatorUpdate
@@ -19,11 +26,9 @@ class OperatorService:
 
     async def create(self, body: OperatorCreate) -> Operator:
         if await self.repo.get(body.id) is not None:
-            raise ServiceError(
-                409,
-                "operator_exists",
-                "Operator already exists",
+            raise OperatorExists(
                 f"An operator with id {body.id!r} exists already; PATCH it instead.",
+                title="Operator already exists",
             )
         now = utcnow()
         operator = Operator(
@@ -51,12 +56,9 @@ class OperatorService:
         changes = body.model_dump(exclude_unset=True)
         for field in ("role", "disabled"):
             if field in changes and changes[field] is None:
-                raise ServiceError(
-                    422,
-                    "validation_failed",
-                    "Request validation failed",
+                raise ValidationFailed(
                     f"{field} cannot be null",
-                    [FieldError(field, "null_not_allowed", f"{field} cannot be null.")],
+                    errors=[FieldError(field, "null_not_allowed", f"{field} cannot be null.")],
                 )
         for field, value in changes.items():
             setattr(operator, field, value)
@@ -74,19 +76,15 @@ class OperatorService:
         """The operator acting on a payout: unknown or disabled ones are refused clearly."""
         operator = await self.repo.get(operator_id)
         if operator is None:
-            raise ServiceError(
-                422,
-                "unknown_operator",
-                "Unknown operator",
+            raise UnknownOperator(
                 f"No operator {operator_id!r}; create it with POST /v1/operators.",
-                [FieldError(field, "unknown_operator", f"No operator {operator_id!r}.")],
+                errors=[FieldError(field, "unknown_operator", f"No operator {operator_id!r}.")],
             )
         if operator.disabled:
-            raise ServiceError(
-                403,
-                "operator_disabled",
-                "Operator disabled",
+            raise OperatorDisabled(
                 f"Operator {operator_id!r} is disabled and can do nothing.",
-                [FieldError(field, "operator_disabled", f"Operator {operator_id!r} is disabled.")],
+                errors=[
+                    FieldError(field, "operator_disabled", f"Operator {operator_id!r} is disabled.")
+                ],
             )
         return operator

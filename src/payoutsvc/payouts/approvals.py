@@ -14,7 +14,13 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payoutsvc.db.base import utcnow
-from payoutsvc.errors import ServiceError, invalid_status_transition, not_found
+from payoutsvc.errors import (
+    AlreadyApproved,
+    ApprovalLimitExceeded,
+    SelfApprovalForbidden,
+    invalid_status_transition,
+    not_found,
+)
 from payoutsvc.operators.service import OperatorService
 from payoutsvc.payouts.models import Payout
 from payoutsvc.payouts.presenter import approval_json, payout_json
@@ -62,12 +68,8 @@ class ApprovalService:
         operator = await self.operators.require_active(operator_id)
         payout = await self._pending_payout(payout_id, visible_integration, "approve")
         if payout.requested_by == operator.id:
-            raise ServiceError(
-                403,
-                "self_approval_forbidden",
-                "Self-approval forbidden",
-                f"{operator.id} requested this payout and cannot approve it; another operator "
-                "must.",
+            raise SelfApprovalForbidden(
+                f"{operator.id} requested this payout and cannot approve it; another operator must."
             )
         policy = await PolicyService(self.session, self.runtime.settings).current()
         if not approver_limit_allows(policy, operator.role, payout.amount_minor, payout.currency):
@@ -82,22 +84,16 @@ class ApprovalService:
                 if limit is None
                 else (f"an approval limit of {format_money(limit, payout.currency)}")
             )
-            raise ServiceError(
-                403,
-                "approval_limit_exceeded",
-                "Approval limit exceeded",
+            raise ApprovalLimitExceeded(
                 f"{operator.id} ({operator.role}) has {allowed} under policy version "
                 f"{policy.version}; this payout is "
-                f"{format_money(payout.amount_minor, payout.currency)}.",
+                f"{format_money(payout.amount_minor, payout.currency)}."
             )
         approvals = (await self.repo.approvals_for([payout.id]))[payout.id]
         if any(a.operator_id == operator.id for a in approvals):
-            raise ServiceError(
-                409,
-                "already_approved",
-                "Already approved by this operator",
+            raise AlreadyApproved(
                 f"{operator.id} has already approved this payout; one operator counts once, "
-                f"so another approver is needed ({payout.required_approvals} required).",
+                f"so another approver is needed ({payout.required_approvals} required)."
             )
         now = utcnow()
         await self.repo.insert_approval(

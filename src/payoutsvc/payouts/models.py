@@ -59,6 +59,10 @@ class Payout(Base):
     gateway_details: Mapped[dict[str, str] | None] = mapped_column(
         JSON(none_as_null=True), default=None
     )
+    # Set while the provider holds the transfer pending for a reason of its own (a user who
+    # must confirm, a receiver who must claim): its deadline. Until then the payout is
+    # checked on the slow schedule instead of the unknown-outcome retry schedule.
+    gateway_hold_until: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     failure_code: Mapped[str | None] = mapped_column(String(64), default=None)
     failure_message: Mapped[str | None] = mapped_column(Text, default=None)

@@ -63,6 +63,9 @@ def payout_json(
         "gateway_reference": payout.gateway_reference,
         "gateway_status": payout.gateway_status,
         "gateway_details": payout.gateway_details,
+        "gateway_hold_until": rfc3339(payout.gateway_hold_until)
+        if payout.gateway_hold_until
+        else None,
         "attempts": payout.attempts,
         "failure": failure,
         "created_at": rfc3339(payout.created_at),

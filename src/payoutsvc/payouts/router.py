@@ -8,6 +8,27 @@ from fastapi.responses import JSONResponse
 
 from payoutsvc.auth.dependencies import Admin, PayoutsApprover, PayoutsReader, PayoutsWriter
 from payoutsvc.deps import DbSession, RuntimeDep
+from payoutsvc.errors import (
+    AlreadyApproved,
+    ApprovalLimitExceeded,
+    IdempotencyKeyInUse,
+    IdempotencyKeyInvalid,
+    IdempotencyKeyMissing,
+    IdempotencyKeyReused,
+    InsufficientScope,
+    InvalidCursor,
+    InvalidJson,
+    InvalidRecipient,
+    InvalidStatusTransition,
+    NotFound,
+    OperatorDisabled,
+    PolicyChanging,
+    PolicyViolation,
+    SelfApprovalForbidden,
+    Unauthorized,
+    UnknownOperator,
+    ValidationFailed,
+)
 from payoutsvc.payouts.approvals import ApprovalService
 from payoutsvc.payouts.schemas import (
     EXAMPLE_REQUEST,
@@ -51,7 +72,21 @@ PayoutId = Annotated[str, Path(max_length=40, examples=["po_01jd5x0z3q8m4k2n7p9r
         "Scope `payouts:write`."
     ),
     responses={
-        **problem_responses(400, 401, 403, 409, 422),
+        **problem_responses(
+            IdempotencyKeyMissing,
+            IdempotencyKeyInvalid,
+            InvalidJson,
+            Unauthorized,
+            InsufficientScope,
+            IdempotencyKeyInUse,
+            ValidationFailed,
+            IdempotencyKeyReused,
+            InvalidRecipient,
+            PolicyViolation,
+            UnknownOperator,
+            OperatorDisabled,
+            PolicyChanging,
+        ),
         200: {"description": "Never returned; a replay repeats the original 201 (or 422)."},
     },
     openapi_extra={
@@ -82,7 +117,7 @@ async def create_payout(
     summary="List payouts",
     description="Newest first, filtered by ticket, status, requester and creation time. "
     "Keys without `admin` see only their integration's payouts. Scope `payouts:read`.",
-    responses=problem_responses(401, 403, 422),
+    responses=problem_responses(Unauthorized, InsufficientScope, ValidationFailed, InvalidCursor),
 )
 async def list_payouts(
     session: DbSession,
@@ -122,7 +157,7 @@ def _aware(value: datetime | None) -> datetime | None:
     response_model=PayoutOut,
     summary="Get a payout",
     description="Another integration's payout answers 404. Scope `payouts:read`.",
-    responses=problem_responses(401, 403, 404),
+    responses=problem_responses(Unauthorized, InsufficientScope, NotFound),
 )
 async def get_payout(
     payout_id: PayoutId, session: DbSession, runtime: RuntimeDep, caller: PayoutsReader
@@ -137,7 +172,7 @@ async def get_payout(
     response_model=PayoutEventList,
     summary="A payout's history",
     description="Every event of the payout, oldest first, with its actor. Scope `payouts:read`.",
-    responses=problem_responses(401, 403, 404),
+    responses=problem_responses(Unauthorized, InsufficientScope, NotFound),
 )
 async def list_payout_events(
     payout_id: PayoutId, session: DbSession, runtime: RuntimeDep, caller: PayoutsReader
@@ -154,7 +189,15 @@ async def list_payout_events(
     summary="Cancel a payout",
     description="`pending_approval` or `approved` → `canceled`. Once the executor has taken "
     "the payout (`processing`) it is 409 `invalid_status_transition`. Scope `payouts:write`.",
-    responses=problem_responses(401, 403, 404, 409, 422),
+    responses=problem_responses(
+        Unauthorized,
+        InsufficientScope,
+        OperatorDisabled,
+        NotFound,
+        InvalidStatusTransition,
+        ValidationFailed,
+        UnknownOperator,
+    ),
 )
 async def cancel_payout(
     payout_id: PayoutId,
@@ -181,7 +224,14 @@ async def cancel_payout(
         "with each violated rule in `errors`). Creates nothing; needs no `Idempotency-Key`. "
         "An invalid recipient is 422 `invalid_recipient`, as on create. Scope `payouts:write`."
     ),
-    responses=problem_responses(401, 403, 422),
+    responses=problem_responses(
+        Unauthorized,
+        InsufficientScope,
+        ValidationFailed,
+        InvalidRecipient,
+        UnknownOperator,
+        OperatorDisabled,
+    ),
     openapi_extra={
         "requestBody": {"content": {"application/json": {"example": EXAMPLE_REQUEST}}},
     },
@@ -205,7 +255,18 @@ async def preview_payout(
         "(403 `self_approval_forbidden`); one operator counts once (409 `already_approved`). "
         "Other statuses: 409 `invalid_status_transition`. Scope `payouts:approve`."
     ),
-    responses=problem_responses(401, 403, 404, 409, 422),
+    responses=problem_responses(
+        Unauthorized,
+        InsufficientScope,
+        OperatorDisabled,
+        SelfApprovalForbidden,
+        ApprovalLimitExceeded,
+        NotFound,
+        InvalidStatusTransition,
+        AlreadyApproved,
+        ValidationFailed,
+        UnknownOperator,
+    ),
 )
 async def approve_payout(
     payout_id: PayoutId,
@@ -228,7 +289,15 @@ async def approve_payout(
     description="`pending_approval` → `rejected`; the money never moves. The rejection and its "
     "`reason` are recorded in `approvals` (decision `rejected`) and the payout's events. "
     "Other statuses: 409 `invalid_status_transition`. Scope `payouts:approve`.",
-    responses=problem_responses(401, 403, 404, 409, 422),
+    responses=problem_responses(
+        Unauthorized,
+        InsufficientScope,
+        OperatorDisabled,
+        NotFound,
+        InvalidStatusTransition,
+        ValidationFailed,
+        UnknownOperator,
+    ),
 )
 async def reject_payout(
     payout_id: PayoutId,
@@ -252,7 +321,15 @@ async def reject_payout(
     "the gateway what happened (the executor could not). `failed` sets the failure code "
     "`manual_review_failed` with the comment as message. Other statuses: 409 "
     "`invalid_status_transition`. Scope `admin`.",
-    responses=problem_responses(401, 403, 404, 409, 422),
+    responses=problem_responses(
+        Unauthorized,
+        InsufficientScope,
+        OperatorDisabled,
+        NotFound,
+        InvalidStatusTransition,
+        ValidationFailed,
+        UnknownOperator,
+    ),
 )
 async def resolve_payout(
     payout_id: PayoutId,

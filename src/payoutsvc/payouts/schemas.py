@@ -191,6 +191,13 @@ class PayoutOut(BaseModel):
         "`package_info` for the recipient's confirmation while `gateway_status` is "
         "`WAIT_USER_CONFIRM`. Null for most gateways.",
     )
+    gateway_hold_until: datetime | None = Field(
+        default=None,
+        description="While the provider holds the transfer pending for a reason of its own "
+        "(WeChat Pay `WAIT_USER_CONFIRM`, PayPal `UNCLAIMED`/`ONHOLD`, Alipay `DEALING`): the "
+        "provider's deadline. Until then the payout stays `processing` and is checked on a "
+        "slow schedule; after it, `needs_review`. Null otherwise.",
+    )
     attempts: int
     failure: FailureOut | None
     created_at: datetime

@@ -14,7 +14,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from payoutsvc.audit import payout_digest
 from payoutsvc.db.base import utcnow
-from payoutsvc.errors import ServiceError, invalid_status_transition, not_found
+from payoutsvc.errors import (
+    IdempotencyKeyInUse,
+    IdempotencyKeyInvalid,
+    IdempotencyKeyMissing,
+    IdempotencyKeyReused,
+    InvalidRecipient,
+    ServiceError,
+    invalid_status_transition,
+    not_found,
+)
 from payoutsvc.ids import new_id
 from payoutsvc.metrics import PAYOUTS_CREATED
 from payoutsvc.money import parse_amount
@@ -60,10 +69,7 @@ def request_fingerprint(body: PayoutCreate) -> str:
 
 
 def _key_in_use() -> ServiceError:
-    return ServiceError(
-        409,
-        "idempotency_key_in_use",
-        "Idempotency key in use",
+    return IdempotencyKeyInUse(
         "A request with this Idempotency-Key is still being processed; retry shortly.",
         headers={"Retry-After": "1"},
     )
@@ -71,19 +77,13 @@ def _key_in_use() -> ServiceError:
 
 def check_idempotency_key(key: str | None) -> str:
     if key is None or not key.strip():
-        raise ServiceError(
-            400,
-            "idempotency_key_missing",
-            "Idempotency-Key header missing",
-            "POST /v1/payouts needs an Idempotency-Key header (e.g. a UUID per payout attempt).",
+        raise IdempotencyKeyMissing(
+            "POST /v1/payouts needs an Idempotency-Key header (e.g. a UUID per payout attempt)."
         )
     if len(key) > MAX_IDEMPOTENCY_KEY_LENGTH or not key.isprintable():
-        raise ServiceError(
-            400,
-            "idempotency_key_invalid",
-            "Invalid Idempotency-Key",
+        raise IdempotencyKeyInvalid(
             "Idempotency-Key must be printable and at most "
-            f"{MAX_IDEMPOTENCY_KEY_LENGTH} characters.",
+            f"{MAX_IDEMPOTENCY_KEY_LENGTH} characters."
         )
     return key
 
@@ -128,12 +128,9 @@ class PayoutService:
             if stored is None:
                 raise _key_in_use()  # claimed by a transaction that has not committed yet
             if stored.request_hash != fingerprint:
-                raise ServiceError(
-                    422,
-                    "idempotency_key_reused",
-                    "Idempotency key reused",
+                raise IdempotencyKeyReused(
                     "This Idempotency-Key was used with a different request body; "
-                    "use a new key for a new payout.",
+                    "use a new key for a new payout."
                 )
             return StoredResponse(stored.response_status, json.loads(stored.response_body), True)
 
@@ -186,6 +183,7 @@ class PayoutService:
             "gateway_reference": None,
             "gateway_status": None,
             "gateway_details": None,
+            "gateway_hold_until": None,
             "attempts": 0,
             "failure_code": None,
             "failure_message": None,
@@ -253,12 +251,9 @@ class PayoutService:
         amount_minor = parse_amount(body.amount, body.currency)
         check = validate_recipient(body.recipient, amount_minor, body.currency)
         if not check.valid:
-            raise ServiceError(
-                422,
-                "invalid_recipient",
-                "Invalid recipient",
+            raise InvalidRecipient(
                 "The recipient cannot be paid: " + "; ".join(e.message for e in check.errors),
-                check.errors,
+                errors=check.errors,
             )
         request = PayoutRequest(
             amount_minor=amount_minor,

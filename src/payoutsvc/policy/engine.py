@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from typing import Any, Literal
 
-from payoutsvc.errors import FieldError, ServiceError
+from payoutsvc.errors import FieldError, PolicyViolation, ServiceError
 from payoutsvc.policy.document import Policy
 from payoutsvc.policy.rules import RULES, PayoutFacts, RoleAutoApproveLimit, Rule
 
@@ -81,12 +81,8 @@ class PolicyDecision:
         if not self.forbidden:
             raise ValueError("Only a forbidden decision is an error.")
         errors = self.violation_errors()
-        return ServiceError(
-            422,
-            "policy_violation",
-            "Payout forbidden by policy",
-            "; ".join(e.message for e in errors),
-            errors,
+        return PolicyViolation(
+            "; ".join(e.message for e in errors), errors=errors, title="Payout forbidden by policy"
         )
 
 

@@ -11,7 +11,15 @@ from fastapi.responses import JSONResponse
 
 from payoutsvc.auth.dependencies import Admin
 from payoutsvc.deps import DbSession, RuntimeDep
-from payoutsvc.errors import ServiceError
+from payoutsvc.errors import (
+    InsufficientScope,
+    InvalidJson,
+    NotFound,
+    PolicyChanging,
+    PolicyVersionConflict,
+    Unauthorized,
+    ValidationFailed,
+)
 from payoutsvc.policy.document import DEFAULT_POLICY_DOCUMENT, PolicyDocumentIn
 from payoutsvc.policy.service import PolicyService
 from payoutsvc.schemas_common import problem_responses
@@ -135,7 +143,7 @@ def _json(document: dict[str, Any]) -> JSONResponse:
         "major units keyed by currency; limits are inclusive (exactly the limit passes). "
         "Scope `admin`."
     ),
-    responses={**_RESPONSES, **problem_responses(401, 403)},
+    responses={**_RESPONSES, **problem_responses(Unauthorized, InsufficientScope)},
 )
 async def get_policy(session: DbSession, runtime: RuntimeDep, _caller: Admin) -> JSONResponse:
     policy = await PolicyService(session, runtime.settings).current()
@@ -155,7 +163,17 @@ async def get_policy(session: DbSession, runtime: RuntimeDep, _caller: Admin) ->
         "Optionally send the `version` you based the edit on: if another PUT came first the "
         "answer is 409 `policy_version_conflict` and nothing changes. Scope `admin`."
     ),
-    responses={**_RESPONSES, **problem_responses(400, 401, 403, 409, 422)},
+    responses={
+        **_RESPONSES,
+        **problem_responses(
+            InvalidJson,
+            Unauthorized,
+            InsufficientScope,
+            PolicyVersionConflict,
+            ValidationFailed,
+            PolicyChanging,
+        ),
+    },
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -185,9 +203,7 @@ async def put_policy(
     try:
         data: object = json.loads(await request.body())
     except (ValueError, UnicodeDecodeError):
-        raise ServiceError(
-            400, "invalid_json", "Malformed JSON", "The request body is not valid JSON."
-        ) from None
+        raise InvalidJson("The request body is not valid JSON.") from None
     policy = await PolicyService(session, runtime.settings).replace(data, caller.key_id)
     return _json(policy.to_document())
 
@@ -197,7 +213,7 @@ async def put_policy(
     summary="Get a policy version",
     description="Any stored version, e.g. the one a payout's `policy.version` names. Scope "
     "`admin`.",
-    responses={**_RESPONSES, **problem_responses(401, 403, 404)},
+    responses={**_RESPONSES, **problem_responses(Unauthorized, InsufficientScope, NotFound)},
 )
 async def get_policy_version(
     version: Annotated[int, Path(ge=1, le=2_147_483_647)],

@@ -21,7 +21,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from payoutsvc.config import Settings
 from payoutsvc.db.base import utcnow
 from payoutsvc.db.engine import Database
-from payoutsvc.errors import FieldError, ServiceError, not_found, validation_failed
+from payoutsvc.errors import (
+    FieldError,
+    PolicyChanging,
+    PolicyVersionConflict,
+    ServiceError,
+    not_found,
+    validation_failed,
+)
 from payoutsvc.policy.document import (
     DEFAULT_POLICY_DOCUMENT,
     Policy,
@@ -172,13 +179,13 @@ class PolicyService:
         await self.ensure_initial()
         current = await self.repo.newest_version() or 1
         if expected is not None and expected != current:
-            raise ServiceError(
-                409,
-                "policy_version_conflict",
-                "Policy changed meanwhile",
+            raise PolicyVersionConflict(
                 f"This document was based on version {expected}, but the current version is "
                 f"{current}. GET /v1/policy, re-apply the change and PUT again.",
-                [FieldError("version", "policy_version_conflict", f"Current version: {current}.")],
+                errors=[
+                    FieldError("version", "policy_version_conflict", f"Current version: {current}.")
+                ],
+                title="Policy changed meanwhile",
             )
         version = current + 1
         document = stored_document(doc)
@@ -205,12 +212,10 @@ class PolicyService:
                 return evaluate_policy(_payout_facts(request, facts), policy)
             # The day bounds and duplicate window depend on the policy: read again under it.
             policy = await self.get(facts.policy_version)
-        raise ServiceError(
-            503,
-            "policy_changing",
-            "Policy is changing",
+        raise PolicyChanging(
             "The policy changed repeatedly while this request was evaluated; retry.",
             headers={"Retry-After": "1"},
+            title="Policy is changing",
         )
 
     async def _facts(self, request: PayoutRequest, policy: Policy, now: datetime) -> RequestFacts:

@@ -11,6 +11,15 @@ from pydantic import BaseModel, Field
 
 from payoutsvc.auth.dependencies import Admin, PayoutsWriter
 from payoutsvc.deps import DbSession, RuntimeDep
+from payoutsvc.errors import (
+    InsufficientScope,
+    InvalidCursor,
+    InvalidRecipient,
+    NotFound,
+    RecipientAlreadyBlocked,
+    Unauthorized,
+    ValidationFailed,
+)
 from payoutsvc.payouts.schemas import ProblemFieldErrorOut, RecipientOut
 from payoutsvc.recipients.service import (
     RecipientBlockCreate,
@@ -82,7 +91,7 @@ def _service(session: DbSession, runtime: RuntimeDep) -> RecipientService:
         "`normalized` recipient. A recipient of the wrong shape (missing or unknown fields) is "
         "422 `validation_failed`. Scope `payouts:write`."
     ),
-    responses=problem_responses(401, 403, 422),
+    responses=problem_responses(Unauthorized, InsufficientScope, ValidationFailed),
     openapi_extra={
         "requestBody": {"content": {"application/json": {"example": _VALIDATE_EXAMPLE}}}
     },
@@ -106,7 +115,9 @@ async def validate_recipient(
         "the masked account are stored. Already blocked: 409 `recipient_already_blocked`. "
         "Scope `admin`."
     ),
-    responses=problem_responses(401, 403, 409, 422),
+    responses=problem_responses(
+        Unauthorized, InsufficientScope, RecipientAlreadyBlocked, ValidationFailed, InvalidRecipient
+    ),
     openapi_extra={"requestBody": {"content": {"application/json": {"example": _BLOCK_EXAMPLE}}}},
 )
 async def create_block(
@@ -121,7 +132,7 @@ async def create_block(
     response_model=Page[RecipientBlockOut],
     summary="List blocked recipients",
     description="Newest first. Scope `admin`.",
-    responses=problem_responses(401, 403, 422),
+    responses=problem_responses(Unauthorized, InsufficientScope, ValidationFailed, InvalidCursor),
 )
 async def list_blocks(
     session: DbSession,
@@ -140,7 +151,7 @@ async def list_blocks(
     response_model=RecipientBlockOut,
     summary="Get a blocked recipient",
     description="Scope `admin`.",
-    responses=problem_responses(401, 403, 404),
+    responses=problem_responses(Unauthorized, InsufficientScope, NotFound),
 )
 async def get_block(
     block_id: BlockId, session: DbSession, runtime: RuntimeDep, _caller: Admin
@@ -154,7 +165,7 @@ async def get_block(
     summary="Unblock a recipient",
     description="Later payouts to the account are no longer refused for being blocked. "
     "Scope `admin`.",
-    responses=problem_responses(401, 403, 404),
+    responses=problem_responses(Unauthorized, InsufficientScope, NotFound),
 )
 async def delete_block(
     block_id: BlockId, session: DbSession, runtime: RuntimeDep, _caller: Admin

@@ -15,7 +15,13 @@ from pydantic_core import PydanticCustomError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payoutsvc.db.base import utcnow
-from payoutsvc.errors import FieldError, ServiceError, not_found
+from payoutsvc.errors import (
+    FieldError,
+    InvalidRecipient,
+    RecipientAlreadyBlocked,
+    ServiceError,
+    not_found,
+)
 from payoutsvc.ids import new_id
 from payoutsvc.money import parse_amount
 from payoutsvc.payouts.presenter import rfc3339
@@ -177,12 +183,9 @@ class RecipientService:
         }
         if not await self.repo.insert_block(values):
             existing = await self.repo.get_block_by_fingerprint(fingerprint)
-            raise ServiceError(
-                409,
-                "recipient_already_blocked",
-                "Recipient already blocked",
+            raise RecipientAlreadyBlocked(
                 "This recipient is on the blocklist already"
-                + (f" ({existing.id})." if existing is not None else "."),
+                + (f" ({existing.id})." if existing is not None else ".")
             )
         log.info("recipient.blocked", block_id=values["id"], recipient_type=body.recipient.type)
         block = await self.repo.get_block(str(values["id"]))
@@ -205,13 +208,7 @@ class RecipientService:
 
 
 def _invalid(problems: list[FieldError]) -> ServiceError:
-    return ServiceError(
-        422,
-        "invalid_recipient",
-        "Invalid recipient",
-        "; ".join(p.message for p in problems),
-        problems,
-    )
+    return InvalidRecipient("; ".join(p.message for p in problems), errors=problems)
 
 
 def block_json(block: RecipientBlock) -> dict[str, Any]:

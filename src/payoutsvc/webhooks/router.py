@@ -10,7 +10,15 @@ from fastapi.responses import JSONResponse
 from payoutsvc.auth.dependencies import PayoutsWriter
 from payoutsvc.auth.service import AuthService
 from payoutsvc.deps import DbSession, RuntimeDep
-from payoutsvc.errors import ServiceError
+from payoutsvc.errors import (
+    EndpointDisabled,
+    InsufficientScope,
+    InvalidCursor,
+    NotFound,
+    Unauthorized,
+    ValidationFailed,
+    WebhookUrlRefused,
+)
 from payoutsvc.schemas_common import (
     CursorQuery,
     LimitQuery,
@@ -61,7 +69,9 @@ def _resolver(request: Request) -> Resolver | None:
         "(`https_required`, `private_address`, `non_canonical_ip`, `credentials_in_url`, "
         "`unresolvable_host`, `invalid_url`)." + _SCOPE_NOTE
     ),
-    responses=problem_responses(401, 403, 404, 422),
+    responses=problem_responses(
+        Unauthorized, InsufficientScope, NotFound, ValidationFailed, WebhookUrlRefused
+    ),
 )
 async def create_endpoint(
     body: WebhookEndpointCreate,
@@ -73,11 +83,9 @@ async def create_endpoint(
     owner = caller.integration_id
     if body.integration_id is not None and body.integration_id != caller.integration_id:
         if not caller.is_admin:
-            raise ServiceError(
-                403,
-                "insufficient_scope",
-                "The API key lacks a required scope",
+            raise InsufficientScope(
                 "Only `admin` keys may register endpoints for another integration.",
+                title="The API key lacks a required scope",
             )
         owner = (await AuthService(session).get_integration(body.integration_id)).id
     created = await WebhookService(session, runtime, _resolver(request)).create_endpoint(
@@ -91,7 +99,7 @@ async def create_endpoint(
     response_model=Page[WebhookEndpointOut],
     summary="List webhook endpoints",
     description="Newest first." + _SCOPE_NOTE,
-    responses=problem_responses(401, 403, 422),
+    responses=problem_responses(Unauthorized, InsufficientScope, ValidationFailed, InvalidCursor),
 )
 async def list_endpoints(
     session: DbSession,
@@ -111,7 +119,7 @@ async def list_endpoints(
     response_model=WebhookEndpointOut,
     summary="Get a webhook endpoint",
     description="Its state, including why it was disabled. Never the secret." + _SCOPE_NOTE,
-    responses=problem_responses(401, 403, 404),
+    responses=problem_responses(Unauthorized, InsufficientScope, NotFound),
 )
 async def get_endpoint(
     endpoint_id: EndpointId, session: DbSession, runtime: RuntimeDep, caller: PayoutsWriter
@@ -130,7 +138,9 @@ async def get_endpoint(
         "or `enabled`. Disabling cancels the pending deliveries; enabling clears "
         "`disabled_reason` (re-send what was missed with `…/deliveries/resend`)." + _SCOPE_NOTE
     ),
-    responses=problem_responses(401, 403, 404, 422),
+    responses=problem_responses(
+        Unauthorized, InsufficientScope, NotFound, ValidationFailed, WebhookUrlRefused
+    ),
 )
 async def update_endpoint(
     endpoint_id: EndpointId,
@@ -152,7 +162,7 @@ async def update_endpoint(
     response_class=Response,
     summary="Delete a webhook endpoint",
     description="Deletes the endpoint with its deliveries and their log." + _SCOPE_NOTE,
-    responses=problem_responses(401, 403, 404),
+    responses=problem_responses(Unauthorized, InsufficientScope, NotFound),
 )
 async def delete_endpoint(
     endpoint_id: EndpointId, session: DbSession, runtime: RuntimeDep, caller: PayoutsWriter
@@ -170,7 +180,7 @@ async def delete_endpoint(
         "`grace_period_seconds` 0 - 604800) every delivery is signed with the new and the "
         "previous secret, so receivers can switch without rejecting a message." + _SCOPE_NOTE
     ),
-    responses=problem_responses(401, 403, 404, 422),
+    responses=problem_responses(Unauthorized, InsufficientScope, NotFound, ValidationFailed),
 )
 async def rotate_secret(
     endpoint_id: EndpointId,
@@ -195,7 +205,9 @@ async def rotate_secret(
         "excerpt (≤ 4 KB) and the next attempt; filter by `payout_id` and `status`. "
         "`GET /v1/webhook-deliveries/{id}` has every attempt." + _SCOPE_NOTE
     ),
-    responses=problem_responses(401, 403, 404, 422),
+    responses=problem_responses(
+        Unauthorized, InsufficientScope, NotFound, ValidationFailed, InvalidCursor
+    ),
 )
 async def list_deliveries(
     endpoint_id: EndpointId,
@@ -223,7 +235,9 @@ async def list_deliveries(
         "`since` due again, each with a fresh retry schedule. 409 `endpoint_disabled` while "
         "the endpoint is disabled." + _SCOPE_NOTE
     ),
-    responses=problem_responses(401, 403, 404, 409, 422),
+    responses=problem_responses(
+        Unauthorized, InsufficientScope, NotFound, EndpointDisabled, ValidationFailed
+    ),
 )
 async def resend_deliveries(
     endpoint_id: EndpointId,
@@ -243,7 +257,7 @@ async def resend_deliveries(
     response_model=WebhookDeliveryDetail,
     summary="Get a delivery with every attempt",
     description="The delivery, its exact payload and each attempt, oldest first." + _SCOPE_NOTE,
-    responses=problem_responses(401, 403, 404),
+    responses=problem_responses(Unauthorized, InsufficientScope, NotFound),
 )
 async def get_delivery(
     delivery_id: DeliveryId, session: DbSession, runtime: RuntimeDep, caller: PayoutsWriter
@@ -263,7 +277,7 @@ async def get_delivery(
         "same `webhook-id` is sent, so receivers can de-duplicate. 409 `endpoint_disabled` "
         "while its endpoint is disabled." + _SCOPE_NOTE
     ),
-    responses=problem_responses(401, 403, 404, 409),
+    responses=problem_responses(Unauthorized, InsufficientScope, NotFound, EndpointDisabled),
 )
 async def retry_delivery(
     delivery_id: DeliveryId, session: DbSession, runtime: RuntimeDep, caller: PayoutsWriter

@@ -14,7 +14,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from payoutsvc.crypto import RecipientCipher
 from payoutsvc.db.base import utcnow
-from payoutsvc.errors import FieldError, ServiceError, not_found, validation_failed
+from payoutsvc.errors import (
+    EndpointDisabled,
+    FieldError,
+    ServiceError,
+    WebhookUrlRefused,
+    not_found,
+    validation_failed,
+)
 from payoutsvc.ids import new_id
 from payoutsvc.runtime import Runtime
 from payoutsvc.webhooks.models import DeliveryStatus, WebhookEndpoint
@@ -55,21 +62,15 @@ def unseal_secret(cipher: RecipientCipher, endpoint_id: str, blob: bytes) -> str
 
 
 def url_refused(code: str, message: str) -> ServiceError:
-    return ServiceError(
-        422,
-        "webhook_url_refused",
-        "Webhook URL refused",
-        f"The webhook URL cannot be used: {message}.",
-        [FieldError("url", code, message)],
+    return WebhookUrlRefused(
+        f"The webhook URL cannot be used: {message}.", errors=[FieldError("url", code, message)]
     )
 
 
 def endpoint_disabled(endpoint_id: str) -> ServiceError:
-    return ServiceError(
-        409,
-        "endpoint_disabled",
-        "Webhook endpoint is disabled",
+    return EndpointDisabled(
         f"Endpoint {endpoint_id} is disabled; enable it (PATCH enabled=true) before re-sending.",
+        title="Webhook endpoint is disabled",
     )
 
 
