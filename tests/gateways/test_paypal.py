@@ -1382,3 +1382,63 @@ async def test_create_gateway_is_registered_under_paypal(
     finally:
         await direct.aclose()
         await registry.aclose()
+
+
+# -- provider holds through the executor ---------------------------------------------------------
+async def check_at_next_attempt(executor: Any, clock: Any, payout_id: str) -> Any:
+    """Move the clock to the payout's next check, run the executor once, return the row."""
+    row = (await payout_rows(executor.runtime.db))[payout_id]
+    if row.next_attempt_at is not None and row.next_attempt_at > clock.now:
+        clock.now = row.next_attempt_at
+    await executor.run_once()
+    return (await payout_rows(executor.runtime.db))[payout_id]
+
+
+async def test_an_unclaimed_payout_waits_paypals_30_days_not_the_retry_schedule(
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, served: FakePayPal
+) -> None:
+    _app, client, runtime = await paypal_app(
+        make_app, monkeypatch, tmp_path, served, executor_hold_check_seconds=86400
+    )
+    claimed, never, held = receiver(), receiver(), receiver()
+    served.script(claimed, Scenario(final_status=None, pending_status="UNCLAIMED"))
+    served.script(never, Scenario(final_status=None, pending_status="UNCLAIMED"))
+    served.script(held, Scenario(final_status=None, pending_status="ONHOLD"))
+    claimed_id, claimed_key = await pay(client, runtime, claimed)
+    never_id, never_key = await pay(client, runtime, never)
+    held_id, _ = await pay(client, runtime, held)
+    executor, clock, gateways = executor_for(runtime)
+    try:
+        await executor.run_once()  # submitted: batch PENDING, item not known yet
+        for _ in range(12):  # twice the retry schedule, and days of the fake clock
+            for payout_id in (claimed_id, never_id, held_id):
+                row = await check_at_next_attempt(executor, clock, payout_id)
+                assert row.status == "processing", (payout_id, row.status)
+        rows = await payout_rows(runtime.db)
+        for payout_id, key in ((claimed_id, claimed_key), (never_id, never_key)):
+            assert rows[payout_id].gateway_status == "UNCLAIMED"
+            sent = datetime.fromisoformat(served.batch_for(key).time_processed)
+            assert rows[payout_id].gateway_hold_until == sent + timedelta(days=30)
+        assert rows[held_id].gateway_status == "ONHOLD"
+        assert rows[held_id].gateway_hold_until is not None
+
+        # The receiver claims it: PayPal's notice settles the held payout at once.
+        served.settle(claimed_key, "SUCCESS")
+        body, headers = served.signed(served.item_event(claimed_key))
+        notice = await client.post("/v1/gateway-callbacks/paypal", content=body, headers=headers)
+        assert notice.json()["result"] == "applied"
+
+        # Never claimed: only once PayPal's 30 days are over does it need a human.
+        while (row := await check_at_next_attempt(executor, clock, never_id)).status == (
+            "processing"
+        ):
+            assert clock.now <= row.gateway_hold_until
+        assert row.status == "needs_review"
+        assert clock.now >= row.gateway_hold_until
+    finally:
+        await gateways.aclose()
+        await registry_for(runtime).aclose()
+    review = [e for e in (await events_by_payout(runtime.db))[never_id] if e.actor == "executor"]
+    assert review[-1].data["reason"] == "provider_deadline_passed"
+    statuses = await assert_paid_exactly_once(runtime, served.booked_states())
+    assert statuses[claimed_id] == "succeeded"

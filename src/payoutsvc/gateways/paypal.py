@@ -19,22 +19,34 @@ Wire format (PayPal's published Payouts and Webhooks API reference):
   host is never fetched). Without a link the outcome is unknown (:class:`OutcomeUnknown`);
   if that persists the executor ends the payout in ``needs_review``.
 - **Status.** ``GET /v1/payments/payouts/{payout_batch_id}``: the one item's
-  ``transaction_status``: SUCCESS → succeeded; PENDING, UNCLAIMED, ONHOLD (and NEW) →
-  processing; FAILED, BLOCKED, RETURNED, REFUNDED, REVERSED, DENIED, CANCELED → failed; a
-  DENIED or CANCELED batch → failed. PayPal has no lookup by ``sender_batch_id``, so
-  without a reference :meth:`PayPalGateway.get_status` answers NOT_FOUND: safe, because the
-  executor then re-submits under the same ``sender_batch_id`` + ``PayPal-Request-Id``, which
-  PayPal never books twice.
-- **Errors.** 400/403/422 are definite refusals (:class:`Rejected`, PayPal's error name
-  mapped to our failure code); 429 → :class:`NotDone`; 5xx and anything unexpected →
-  :class:`OutcomeUnknown`. An answer that cannot be tied to our ``sender_batch_id`` is not
-  trusted (OutcomeUnknown, never success).
+  ``transaction_status``: SUCCESS → succeeded; PENDING (and NEW) → processing; UNCLAIMED and
+  ONHOLD → processing under a 30-day :class:`ProviderHold` (PayPal returns unclaimed or held
+  money after 30 days), counted from the item's ``time_processed`` (else the batch's
+  ``time_created``); FAILED, BLOCKED, RETURNED, REFUNDED, REVERSED, DENIED, CANCELED →
+  failed; a DENIED or CANCELED batch → failed. PayPal has no lookup by ``sender_batch_id``,
+  so without a reference :meth:`PayPalGateway.get_status` answers NOT_FOUND: safe, because
+  the executor then re-submits under the same ``sender_batch_id`` + ``PayPal-Request-Id``,
+  which PayPal never books twice; but not while an earlier send may still be in PayPal's
+  hands (one adapter timeout after a lost answer or a concurrent-request refusal), when it
+  answers OutcomeUnknown instead.
+- **Errors.** A 400/422 is :class:`Rejected` only when PayPal documents it as a refusal of
+  this payment (``DEFINITE_REFUSALS``, or a validation error all of whose details are about
+  the item's receiver, amount or currency). Anything naming the request id or a batch id
+  (``DUPLICATE_REQUEST_ID``: PayPal "processes the first request and might fail the second")
+  and every other name → :class:`OutcomeUnknown`, asked again under the same key; 403 and
+  429 → :class:`NotDone`; 5xx and anything unexpected → :class:`OutcomeUnknown`. An answer
+  that cannot be tied to our ``sender_batch_id`` is not trusted (OutcomeUnknown, never
+  success).
 - **Webhooks.** ``PAYMENT.PAYOUTS-ITEM.*`` (resource = the payout item, carrying
   ``sender_batch_id`` and ``transaction_status``) and ``PAYMENT.PAYOUTSBATCH.*``. Verified
   the documented way: ``POST /v1/notifications/verify-webhook-signature`` with the
   ``PAYPAL-TRANSMISSION-*``, ``PAYPAL-CERT-URL`` and ``PAYPAL-AUTH-ALGO`` headers, our
   ``webhook_id`` and the event exactly as received; anything but ``verification_status``
-  SUCCESS is :class:`InvalidSignature`.
+  SUCCESS is :class:`InvalidSignature`. Before that call (so forged notices cannot spend the
+  merchant's API quota): the headers, ``PAYPAL-TRANSMISSION-TIME`` within ±5 minutes, and
+  the event's shape; a transmission already verified (or refused) is answered from memory;
+  at most ``verify_per_minute`` calls a minute, beyond which :class:`NotDone` (503: PayPal
+  delivers the notice again later).
 
 PayPal does not sign its API answers (TLS authenticates them); what this adapter checks
 instead is that every answer is about our ``sender_batch_id``.
