@@ -1,15 +1,41 @@
 """A fake PayPal (OAuth, Payouts, webhook verification) as a Starlette app.
 
-It speaks PayPal's wire format and enforces what the real one does:
+It speaks PayPal's wire format and enforces what the real one does. Sources, read for this
+fake (none of their code is copied):
+
+- Payouts API reference and its OpenAPI document, ``paypal/paypal-rest-api-specifications``
+  ``openapi/payments_payouts_batch_v1.json`` (v1.9): ``recipient_type`` EMAIL, PHONE,
+  PAYPAL_ID ("the encrypted PayPal account number"; "the PayPal sandbox does not support the
+  PHONE recipient type"); ``transaction_status`` SUCCESS, FAILED, PENDING, UNCLAIMED,
+  RETURNED, ONHOLD, BLOCKED, REFUNDED, REVERSED; ``batch_status`` DENIED, PENDING,
+  PROCESSING, SUCCESS, CANCELED; ``PayPal-Request-Id`` kept 30 days; a ``sender_batch_id``
+  used in the last 30 days is refused with a HATEOAS link to the original batch; a 5xx may be
+  retried with the same ``sender_batch_id``; ``batch_header.time_created`` and an item's
+  ``time_processed``.
+- PayPal payer ids: ``^[2-9A-HJ-NP-Z]{13}$`` (``account_id``/``payer_id`` in
+  ``openapi/checkout_orders_v2.json`` and ``payments_payment_v2.json`` of the same repo).
+- https://developer.paypal.com/reference/guidelines/idempotency: "When you send two
+  simultaneous API requests with same PayPal-Request-Id header, PayPal processes the first
+  request and might fail the second request"; error pages
+  https://developer.paypal.com/api/deprecated/payments/v1/errors/duplicate_request_id
+  (``DUPLICATE_REQUEST_ID``, "The value of PayPal-Request-Id header has already been used")
+  and https://developer.paypal.com/api/payment-tokens/v3/errors/paypal_request_id_previously_used.
+- Webhooks: ``openapi/notifications_webhooks_v1.json`` (verify-webhook-signature request
+  fields, ``verification_status`` SUCCESS/FAILURE, one ``PAYPAL-TRANSMISSION-ID`` per HTTP
+  transmission).
+
+What it does:
 
 - ``POST /v1/oauth2/token``: HTTP Basic client credentials, ``grant_type=client_credentials``;
   issues bearer tokens that expire (``token_ttl``) and can be revoked (:meth:`expire_tokens`).
   Every other endpoint answers 401 ``AUTHENTICATION_FAILURE`` without a live token.
-- ``POST /v1/payments/payouts``: validates the request (recipient type, amount format per
-  currency, field limits: 400 ``VALIDATION_ERROR``), books one batch per
-  ``sender_batch_id`` and never a second: a repeat with a known ``PayPal-Request-Id`` replays
-  the first answer; any other repeat answers 400 ``USER_BUSINESS_ERROR`` with a
-  ``SENDER_BATCH_ID`` detail linking to the original batch.
+- ``POST /v1/payments/payouts``: validates the request (recipient type and receiver per
+  type, amount format per currency, field limits: 400 ``VALIDATION_ERROR``), books one batch
+  per ``sender_batch_id`` and never a second: a repeat while the first request with that
+  ``PayPal-Request-Id`` / ``sender_batch_id`` is still being processed answers 422
+  ``DUPLICATE_REQUEST_ID`` (the "might fail the second request" above); a later repeat with a
+  known ``PayPal-Request-Id`` replays the first answer; any other repeat answers 400
+  ``USER_BUSINESS_ERROR`` with a ``SENDER_BATCH_ID`` detail linking to the original batch.
 - ``GET /v1/payments/payouts/{payout_batch_id}``: the batch with its one item.
 - ``POST /v1/notifications/verify-webhook-signature``: really checks the RSA-SHA256
   signature over ``transmission_id|transmission_time|webhook_id|crc32(event)`` with the
@@ -52,6 +78,7 @@ FAILED_STATES = frozenset(
 WHOLE_UNITS = frozenset({"HUF", "JPY", "TWD"})
 _AMOUNT = re.compile(r"^(0|[1-9][0-9]*)(\.[0-9]{2})?$")
 _WHOLE = re.compile(r"^[1-9][0-9]*$")
+_PAYER_ID = re.compile(r"^[2-9A-HJ-NP-Z]{13}$")
 _ids = itertools.count(1)
 
 
@@ -115,6 +142,8 @@ class Batch:
     transaction_status: str = "PENDING"
     error_name: str | None = None
     polls: int = 0
+    time_created: str = field(default_factory=lambda: _now())
+    time_processed: str = field(default_factory=lambda: _now())
 
     @property
     def item(self) -> dict[str, Any]:
@@ -127,6 +156,7 @@ class Recorded:
     path: str
     headers: dict[str, str]
     body: bytes
+    at: float = field(default_factory=time.monotonic)  # when it arrived
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -157,6 +187,9 @@ class FakePayPal:
         self.batches: dict[str, Batch] = {}
         self.by_sender: dict[str, str] = {}
         self.replays: dict[str, tuple[str, dict[str, Any]]] = {}
+        # PayPal-Request-Ids and sender_batch_ids of create requests still being processed.
+        self.in_flight: set[str] = set()
+        self.concurrent_refusals = 0
         self.posts: Counter[str] = Counter()
         self.gets: Counter[str] = Counter()
         self.verifications: list[str] = []
@@ -194,6 +227,7 @@ class FakePayPal:
         batch.transaction_status = status
         batch.error_name = error
         batch.batch_status = "SUCCESS"
+        batch.time_processed = _now()
         if status == "SUCCESS":
             batch.transaction_id = batch.transaction_id or paypal_id("TX")
 
@@ -242,11 +276,13 @@ class FakePayPal:
         *,
         key: rsa.RSAPrivateKey | None = None,
         webhook_id: str | None = None,
+        transmission_time: str | None = None,
     ) -> tuple[bytes, dict[str, str]]:
-        """Body and headers as PayPal sends a notice (``key``/``webhook_id`` to forge one)."""
+        """Body and headers as PayPal sends a notice (``key``/``webhook_id`` to forge one;
+        ``transmission_time`` to send it as if at another moment)."""
         body = canonical(event)
         transmission_id = paypal_id("tx-")
-        transmission_time = _now()
+        transmission_time = transmission_time or _now()
         message = (
             f"{transmission_id}|{transmission_time}|{webhook_id or self.webhook_id}|"
             f"{zlib.crc32(body)}"
@@ -343,11 +379,38 @@ class FakePayPal:
         scenario = self.scenarios.get(body["items"][0]["receiver"], Scenario())
         fingerprint = hashlib.sha256(raw).hexdigest()
         request_id = request.headers.get("paypal-request-id")
+        if (request_id and request_id in self.in_flight) or sender in self.in_flight:
+            # "PayPal processes the first request and might fail the second request."
+            self.concurrent_refusals += 1
+            return _error(
+                422,
+                "DUPLICATE_REQUEST_ID",
+                "The value of PayPal-Request-Id header has already been used.",
+            )
         if request_id and scenario.replay_request_id and request_id in self.replays:
             stored_fingerprint, answer = self.replays[request_id]
             if stored_fingerprint != fingerprint:
-                return _error(422, "DUPLICATE_REQUEST_ID", "The request id was used before.")
+                return _error(
+                    422,
+                    "DUPLICATE_REQUEST_ID",
+                    "The value of PayPal-Request-Id header has already been used.",
+                )
             return JSONResponse(answer, status_code=201)
+        marks = {sender, *([request_id] if request_id else [])}
+        self.in_flight |= marks
+        try:
+            return await self._book(body, sender, scenario, request_id, fingerprint)
+        finally:
+            self.in_flight -= marks
+
+    async def _book(
+        self,
+        body: dict[str, Any],
+        sender: str,
+        scenario: Scenario,
+        request_id: str | None,
+        fingerprint: str,
+    ) -> Response:
         self.posts[sender] += 1
         if scenario.refuse is not None:
             status, payload = scenario.refuse
@@ -385,10 +448,11 @@ class FakePayPal:
             answer["batch_header"]["sender_batch_header"]["sender_batch_id"] = "someone-else"
         if scenario.error_after_booking:
             return _error(500, "INTERNAL_SERVER_ERROR", "An internal error occurred.")
+        if scenario.slow_after_booking:
+            # Booked, still working on the answer: the request stays in flight meanwhile.
+            await asyncio.sleep(scenario.delay)
         if request_id:
             self.replays[request_id] = (fingerprint, answer)
-        if scenario.slow_after_booking:
-            await asyncio.sleep(scenario.delay)
         return JSONResponse(answer, status_code=201)
 
     async def _show(self, request: Request) -> Response:
@@ -405,7 +469,9 @@ class FakePayPal:
         if batch.transaction_status in PENDING_STATES and batch.batch_status == "PENDING":
             batch.polls += 1
             if batch.polls <= scenario.pending_polls or scenario.final_status is None:
-                batch.transaction_status = scenario.pending_status
+                if batch.transaction_status != scenario.pending_status:
+                    batch.transaction_status = scenario.pending_status
+                    batch.time_processed = _now()
             else:
                 self.settle(batch.sender_batch_id, scenario.final_status, scenario.final_error)
                 batch.batch_status = scenario.final_batch_status
@@ -467,7 +533,7 @@ class FakePayPal:
         return {
             "payout_batch_id": batch.payout_batch_id,
             "batch_status": batch.batch_status,
-            "time_created": _now(),
+            "time_created": batch.time_created,
             "sender_batch_header": {
                 "sender_batch_id": header["sender_batch_id"],
                 "email_subject": header.get("email_subject"),
@@ -483,7 +549,7 @@ class FakePayPal:
             "payout_batch_id": batch.payout_batch_id,
             "sender_batch_id": batch.sender_batch_id,
             "payout_item": batch.item,
-            "time_processed": _now(),
+            "time_processed": batch.time_processed,
         }
         if batch.transaction_id:
             view["transaction_id"] = batch.transaction_id
@@ -546,6 +612,8 @@ def _validate(body: Any) -> list[tuple[str, str]]:
             problems.append((f"{where}.receiver", "Receiver is not a valid email."))
         elif kind == "PHONE" and not re.fullmatch(r"\+?[0-9]{7,15}", receiver):
             problems.append((f"{where}.receiver", "Receiver is not a valid phone number."))
+        elif kind == "PAYPAL_ID" and not _PAYER_ID.fullmatch(receiver):
+            problems.append((f"{where}.receiver", "Receiver is not a valid PayPal payer id."))
         amount = item.get("amount")
         if not isinstance(amount, dict):
             problems.append((f"{where}.amount", "MISSING_REQUIRED_PARAMETER"))

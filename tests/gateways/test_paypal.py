@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
+import random
 import socket
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +43,7 @@ from payoutsvc.gateways.providers import MissingCredential
 from payoutsvc.gateways.registry import registry_for
 from payoutsvc.runtime import Runtime
 from tests.executor.conftest import AppFactory
-from tests.executor.support import attempts_of, payout_rows
+from tests.executor.support import active_count, attempts_of, events_by_payout, payout_rows
 from tests.gateways.fake_paypal import FakePayPal, Scenario
 from tests.gateways.harness import (
     approved_payout_to,
@@ -140,6 +143,15 @@ def receiver() -> str:
     return f"payee-{uuid.uuid4().hex[:12]}@example.com"
 
 
+PAYER_ID_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
+
+
+def payer_id() -> str:
+    """A fresh PayPal payer id (13 characters of PayPal's alphabet, starting with a letter)."""
+    rest = "".join(random.choice(PAYER_ID_ALPHABET) for _ in range(12))
+    return random.choice("ABCDEFGHJKLMNPQRSTUVWXYZ") + rest
+
+
 def transfer(
     account: str | None = None,
     *,
@@ -208,6 +220,20 @@ async def test_a_phone_number_is_sent_as_recipient_type_phone(
     assert "note" not in body["items"][0]
 
 
+async def test_a_payer_id_is_sent_as_recipient_type_paypal_id(
+    fake: FakePayPal, gateway: PayPalGateway
+) -> None:
+    account = payer_id()
+    request = transfer(account)
+    result = await gateway.submit(request)
+    assert result.state is TransferState.PENDING  # the fake checked the payer id's form
+    [create] = fake.calls("POST", PAYOUTS)
+    body = create.json()
+    assert body["sender_batch_header"]["recipient_type"] == "PAYPAL_ID"
+    assert body["items"][0]["recipient_type"] == "PAYPAL_ID"
+    assert body["items"][0]["receiver"] == account
+
+
 async def test_the_fake_refuses_what_paypal_refuses(fake: FakePayPal) -> None:
     """The checks the adapter's tests rely on: without them a broken adapter would pass."""
     good = transfer()
@@ -241,7 +267,46 @@ async def test_the_fake_refuses_what_paypal_refuses(fake: FakePayPal) -> None:
         assert refused.status_code == 400
         assert refused.json()["name"] == "VALIDATION_ERROR"
         assert refused.json()["details"][0]["field"] == "items[0].amount.value"
+        not_a_payer_id = {
+            "sender_batch_header": {"sender_batch_id": good.idempotency_key},
+            "items": [
+                {
+                    "recipient_type": "PAYPAL_ID",
+                    "amount": {"value": "12.50", "currency": "USD"},
+                    "receiver": "payee@example.com",
+                }
+            ],
+        }
+        refused = await http.post(
+            PAYOUTS, json=not_a_payer_id, headers={"Authorization": f"Bearer {token}"}
+        )
+        assert refused.status_code == 400
+        assert refused.json()["details"][0]["field"] == "items[0].receiver"
     assert fake.batches == {}
+
+
+async def test_the_fake_refuses_a_resend_while_the_first_is_in_flight(fake: FakePayPal) -> None:
+    """PayPal "processes the first request and might fail the second request" when two
+    arrive with the same PayPal-Request-Id: the fake always fails it, the hard case."""
+    request = transfer()
+    fake.script(str(request.recipient["account"]), Scenario(slow_after_booking=True, delay=0.5))
+    paypal = gateway_for(fake)
+    try:
+        first = asyncio.create_task(paypal.submit(request))
+        while not fake.in_flight:
+            await asyncio.sleep(0.01)
+        second = gateway_for(fake)  # another process: knows nothing of the first send
+        try:
+            with pytest.raises(OutcomeUnknown) as refused:
+                await second.submit(request)
+        finally:
+            await second.aclose()
+        assert refused.value.gateway_status == "DUPLICATE_REQUEST_ID"
+        assert (await first).state is TransferState.PENDING
+    finally:
+        await paypal.aclose()
+    assert fake.concurrent_refusals == 1
+    assert fake.booked_states() == {request.idempotency_key: ["pending"]}
 
 
 # -- OAuth ---------------------------------------------------------------------------------------
@@ -352,6 +417,8 @@ REFUSED_BEFORE_SENDING = [
     (transfer("not-an-account"), "recipient_account_invalid"),
     (transfer("13800138000"), "recipient_account_invalid"),  # a phone without +country
     (transfer(recipient_type="alipay"), "recipient_account_invalid"),
+    (transfer("7X3MBKQ9WZ2LO"), "recipient_account_invalid"),  # O: not a payer id character
+    (transfer("2345678923456"), "recipient_account_invalid"),  # digits only: a bad phone
 ]
 
 
@@ -429,6 +496,45 @@ async def test_item_status_mapping(fake: FakePayPal, gateway: PayPalGateway) -> 
                 "payout_item_id": batch.payout_item_id,
                 "transaction_id": batch.transaction_id,
             }
+
+
+async def test_unclaimed_and_onhold_are_provider_holds_of_30_days(
+    fake: FakePayPal, gateway: PayPalGateway
+) -> None:
+    for status in ("UNCLAIMED", "ONHOLD"):
+        request = transfer()
+        submitted = await gateway.submit(request)
+        fake.settle(request.idempotency_key, status, "RECEIVER_UNREGISTERED")
+        batch = fake.batch_for(request.idempotency_key)
+        batch.time_processed = "2026-03-01T10:17:41Z"
+        found = await gateway.get_status(request.idempotency_key, reference=submitted.reference)
+        assert (status, found.state) == (status, TransferState.PENDING)
+        assert found.hold is not None, status
+        assert found.hold.reason == status
+        assert found.hold.patience == timedelta(days=30)
+        assert found.hold.since == datetime(2026, 3, 1, 10, 17, 41, tzinfo=UTC)
+        assert not found.hold.resend
+        # The same through a notice.
+        body, headers = fake.signed(fake.item_event(request.idempotency_key))
+        notice = await gateway.parse_callback(headers, body)
+        assert notice.result.hold == found.hold
+    # Without an item time, the batch's time_created is PayPal's start.
+    request = transfer()
+    submitted = await gateway.submit(request)
+    fake.settle(request.idempotency_key, "UNCLAIMED")
+    batch = fake.batch_for(request.idempotency_key)
+    batch.time_processed = ""
+    batch.time_created = "2026-03-02T00:00:00Z"
+    found = await gateway.get_status(request.idempotency_key, reference=submitted.reference)
+    assert found.hold is not None
+    assert found.hold.since == datetime(2026, 3, 2, tzinfo=UTC)
+    # Ordinary pending is not a hold.
+    for status in ("PENDING", "SOMETHING_NEW"):
+        request = transfer()
+        submitted = await gateway.submit(request)
+        fake.settle(request.idempotency_key, status)
+        found = await gateway.get_status(request.idempotency_key, reference=submitted.reference)
+        assert (status, found.hold) == (status, None)
 
 
 async def test_a_denied_batch_is_failed(fake: FakePayPal, gateway: PayPalGateway) -> None:
@@ -531,6 +637,63 @@ async def test_a_created_answer_without_a_batch_is_unknown(
         await gateway.submit(request)
 
 
+async def test_no_resend_under_the_key_sooner_than_the_timeout_after_a_timed_out_send(
+    fake: FakePayPal,
+) -> None:
+    request = transfer()
+    key = request.idempotency_key
+    fake.script(str(request.recipient["account"]), Scenario(slow_after_booking=True, delay=0.4))
+    now = [1000.0]
+    paypal = gateway_for(fake, timeout_seconds=0.2, clock=lambda: now[0])
+    try:
+        with pytest.raises(OutcomeUnknown) as timed_out:
+            await paypal.submit(request)
+        assert timed_out.value.gateway_status == "timeout"
+        # What the executor does next: ask, then (on NOT_FOUND) submit. Neither may send
+        # while PayPal may still be working on the first request.
+        now[0] += 0.19
+        with pytest.raises(OutcomeUnknown) as waiting:
+            await paypal.get_status(key)
+        assert waiting.value.gateway_status == "resend_wait"
+        with pytest.raises(OutcomeUnknown):
+            await paypal.submit(request)
+        assert len(fake.calls("POST", PAYOUTS)) == 1
+        await asyncio.sleep(0.4)  # (real time) the fake finishes the first request
+        now[0] += 0.02  # one timeout after the timed-out send
+        assert (await paypal.get_status(key)).state is TransferState.NOT_FOUND
+        resent = await paypal.submit(request)
+        assert resent.reference == fake.batch_for(key).payout_batch_id
+    finally:
+        await paypal.aclose()
+    assert len(fake.calls("POST", PAYOUTS)) == 2
+    assert fake.concurrent_refusals == 0
+    assert fake.booked_states() == {key: ["pending"]}
+
+
+async def test_a_concurrent_refusal_also_holds_resends_back(fake: FakePayPal) -> None:
+    request = transfer()
+    key = request.idempotency_key
+    fake.script(str(request.recipient["account"]), Scenario(slow_after_booking=True, delay=0.5))
+    now = [1000.0]
+    first = gateway_for(fake)
+    paypal = gateway_for(fake, timeout_seconds=0.2, clock=lambda: now[0])
+    try:
+        in_flight = asyncio.create_task(first.submit(request))  # another worker's send
+        while not fake.in_flight:
+            await asyncio.sleep(0.01)
+        with pytest.raises(OutcomeUnknown):
+            await paypal.submit(request)  # DUPLICATE_REQUEST_ID
+        with pytest.raises(OutcomeUnknown, match="not re-sent"):
+            await paypal.get_status(key)
+        await in_flight
+        now[0] += 0.2
+        assert (await paypal.get_status(key)).state is TransferState.NOT_FOUND
+    finally:
+        await first.aclose()
+        await paypal.aclose()
+    assert len(fake.calls("POST", PAYOUTS)) == 2
+
+
 CREATE_ERRORS: list[tuple[int, dict[str, Any], type[Exception], str | None]] = [
     (422, {"name": "INSUFFICIENT_FUNDS"}, Rejected, "insufficient_funds"),
     (
@@ -560,7 +723,54 @@ CREATE_ERRORS: list[tuple[int, dict[str, Any], type[Exception], str | None]] = [
         Rejected,
         "currency_not_supported",
     ),
-    (422, {"name": "RECEIVER_UNREGISTERED"}, Rejected, "recipient_account_invalid"),
+    (422, {"name": "SELF_PAY_NOT_ALLOWED"}, Rejected, "recipient_account_invalid"),
+    (422, {"name": "RECEIVER_REFUSED"}, Rejected, "currency_not_supported"),
+    (
+        400,
+        {
+            "name": "INVALID_REQUEST",
+            "details": [{"field": "items[0].receiver", "issue": "INVALID_PARAMETER_VALUE"}],
+        },
+        Rejected,
+        "recipient_account_invalid",
+    ),
+    # PayPal pays an unregistered or unconfirmed receiver as an UNCLAIMED item; an answer
+    # naming it is no proof that nothing was booked.
+    (422, {"name": "RECEIVER_UNREGISTERED"}, OutcomeUnknown, None),
+    (422, {"name": "RECEIVER_ACCOUNT_LIMITATION"}, OutcomeUnknown, None),  # held, not refused
+    # About the request id, not the payment: a re-send while the first is in flight.
+    (422, {"name": "DUPLICATE_REQUEST_ID"}, OutcomeUnknown, None),
+    (400, {"name": "DUPLICATE_REQUEST_ID"}, OutcomeUnknown, None),
+    (422, {"name": "PAYPAL_REQUEST_ID_PREVIOUSLY_USED"}, OutcomeUnknown, None),
+    (
+        422,
+        {"name": "UNPROCESSABLE_ENTITY", "details": [{"issue": "DUPLICATE_REQUEST_ID"}]},
+        OutcomeUnknown,
+        None,
+    ),
+    (
+        400,
+        {
+            "name": "VALIDATION_ERROR",
+            "details": [
+                {"field": "items[0].receiver", "issue": "Receiver is invalid"},
+                {"field": "PayPal-Request-Id", "location": "header", "issue": "In use."},
+            ],
+        },
+        OutcomeUnknown,
+        None,
+    ),
+    (400, {"name": "USER_BUSINESS_ERROR"}, OutcomeUnknown, None),
+    (400, {"name": "VALIDATION_ERROR"}, OutcomeUnknown, None),  # no detail: about what?
+    (
+        400,
+        {
+            "name": "VALIDATION_ERROR",
+            "details": [{"field": "sender_batch_header.email_subject", "issue": "Too long."}],
+        },
+        OutcomeUnknown,
+        None,
+    ),
     (403, {"name": "AUTHORIZATION_ERROR"}, NotDone, None),
     # Any issue about our (always well-formed) sender_batch_id may be a duplicate, however
     # PayPal words it: never a final refusal that could leave a paid batch "failed".
@@ -573,7 +783,9 @@ CREATE_ERRORS: list[tuple[int, dict[str, Any], type[Exception], str | None]] = [
         OutcomeUnknown,
         None,
     ),
-    (400, {"name": "SOMETHING_NEVER_SEEN"}, Rejected, "gateway_declined"),
+    # Not on the closed list of documented refusals: never a failure.
+    (400, {"name": "SOMETHING_NEVER_SEEN"}, OutcomeUnknown, None),
+    (422, {"name": "SOMETHING_NEVER_SEEN"}, OutcomeUnknown, None),
     (429, {"name": "RATE_LIMIT_REACHED"}, NotDone, None),
     (500, {"name": "INTERNAL_SERVER_ERROR"}, OutcomeUnknown, None),
     (503, {}, OutcomeUnknown, None),
@@ -686,6 +898,7 @@ async def test_malformed_and_foreign_events_are_invalid_callbacks(
     del anonymous["resource"]["sender_batch_id"]
     with pytest.raises(InvalidCallback):
         await gateway.parse_callback(*reversed(fake.signed(anonymous)))
+    assert fake.verifications == []  # refused before PayPal's verify API was asked
 
 
 async def test_an_unavailable_verification_is_not_a_bad_signature(
@@ -696,6 +909,78 @@ async def test_an_unavailable_verification_is_not_a_bad_signature(
     fake.verify_status = 503
     with pytest.raises(OutcomeUnknown):
         await gateway.parse_callback(headers, body)
+
+
+def iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def test_a_notice_outside_the_transmission_window_is_refused_unasked(
+    fake: FakePayPal, gateway: PayPalGateway
+) -> None:
+    request = await booked(fake, gateway)
+    event = fake.item_event(request.idempotency_key)
+    now = datetime.now(UTC)
+    for moment in (now - timedelta(minutes=6), now + timedelta(minutes=6)):
+        body, headers = fake.signed(event, transmission_time=iso(moment))
+        with pytest.raises(InvalidSignature, match="TRANSMISSION-TIME"):
+            await gateway.parse_callback(headers, body)
+    body, headers = fake.signed(event, transmission_time="yesterday")
+    with pytest.raises(InvalidSignature):
+        await gateway.parse_callback(headers, body)
+    assert fake.verifications == []  # PayPal's verify API was never asked
+    body, headers = fake.signed(event, transmission_time=iso(now - timedelta(minutes=4)))
+    notice = await gateway.parse_callback(headers, body)
+    assert notice.idempotency_key == request.idempotency_key
+    assert fake.verifications == ["SUCCESS"]
+
+
+async def test_a_redelivered_notice_is_answered_from_memory(
+    fake: FakePayPal, gateway: PayPalGateway, other_key: rsa.RSAPrivateKey
+) -> None:
+    request = await booked(fake, gateway)
+    fake.settle(request.idempotency_key, "SUCCESS")
+    event = fake.item_event(request.idempotency_key)
+    body, headers = fake.signed(event)
+    first = await gateway.parse_callback(headers, body)
+    again = await gateway.parse_callback(headers, body)
+    assert again == first
+    assert fake.verifications == ["SUCCESS"]
+    # Same transmission headers, other bytes: not the verified notice, so PayPal is asked.
+    tampered = body.replace(b'"transaction_status":"SUCCESS"', b'"transaction_status":"FAILED"')
+    for _ in range(2):
+        with pytest.raises(InvalidSignature):
+            await gateway.parse_callback(headers, tampered)
+    forged_body, forged_headers = fake.signed(event, key=other_key)
+    for _ in range(3):
+        with pytest.raises(InvalidSignature):
+            await gateway.parse_callback(forged_headers, forged_body)
+    # One call per distinct transmission, however often each was sent.
+    assert fake.verifications == ["SUCCESS", "FAILURE", "FAILURE"]
+
+
+async def test_verify_calls_are_bounded_per_minute(fake: FakePayPal) -> None:
+    now = [1000.0]
+    paypal = gateway_for(fake, verify_per_minute=3, clock=lambda: now[0])
+    try:
+        request = await booked(fake, paypal)
+        notices = [fake.signed(fake.item_event(request.idempotency_key)) for _ in range(4)]
+        for body, headers in notices[:3]:
+            await paypal.parse_callback(headers, body)
+        with pytest.raises(NotDone) as throttled:  # answered 503: PayPal sends it again
+            await paypal.parse_callback(notices[3][1], notices[3][0])
+        assert not isinstance(throttled.value, InvalidCallback)
+        assert throttled.value.gateway_status == "verify_throttled"
+        assert len(fake.verifications) == 3
+        await paypal.parse_callback(notices[0][1], notices[0][0])  # known: no call needed
+        foreign = {"id": "WH-1", "event_type": "CHECKOUT.ORDER.APPROVED", "resource": {}}
+        with pytest.raises(InvalidCallback):  # cheap checks still answer at once
+            await paypal.parse_callback(*reversed(fake.signed(foreign)))
+        now[0] += 60
+        await paypal.parse_callback(notices[3][1], notices[3][0])
+    finally:
+        await paypal.aclose()
+    assert len(fake.verifications) == 4
 
 
 # -- through the executor ------------------------------------------------------------------------
@@ -748,10 +1033,17 @@ async def test_faults_end_in_the_right_status_with_exactly_one_booking(
         "5xx_then_success": (Scenario(errors_before_booking=2), "succeeded", None),
         "5xx_after_booking": (Scenario(error_after_booking=True), "succeeded", None),
         "status_5xx": (Scenario(status_errors=2), "succeeded", None),
+        # An error name PayPal does not document as a refusal, or one about the request id:
+        # never "failed" (PayPal might be paying it); needs_review once the schedule is spent.
         "unknown_error": (
             Scenario(refuse=(400, {"name": "BRAND_NEW_ERROR"})),
-            "failed",
-            "gateway_declined",
+            "needs_review",
+            None,
+        ),
+        "request_id_refused": (
+            Scenario(refuse=(422, {"name": "PAYPAL_REQUEST_ID_PREVIOUSLY_USED"})),
+            "needs_review",
+            None,
         ),
         "insufficient_funds": (
             Scenario(refuse=(422, {"name": "INSUFFICIENT_FUNDS", "message": "Add funds."})),
@@ -781,6 +1073,8 @@ async def test_faults_end_in_the_right_status_with_exactly_one_booking(
         account = f"{name}-{uuid.uuid4().hex[:8]}@example.com"
         served.script(account, scenario)
         payouts[name] = await pay(client, runtime, account)
+    cases["payer_id"] = (Scenario(), "succeeded", None)  # recipient_type PAYPAL_ID
+    payouts["payer_id"] = await pay(client, runtime, payer_id())
 
     final = await drain_all(runtime)
 
@@ -791,8 +1085,10 @@ async def test_faults_end_in_the_right_status_with_exactly_one_booking(
         assert (name, rows[payout_id].failure_code) == (name, code)
     assert await assert_paid_exactly_once(runtime, served.booked_states()) == final
     booked = served.booked_states()
-    for name in ("unknown_error", "insufficient_funds"):
+    for name in ("unknown_error", "request_id_refused", "insufficient_funds"):
         assert payouts[name][1] not in booked, name  # refused: nothing booked
+    payer_batch = served.batch_for(payouts["payer_id"][1])
+    assert payer_batch.item["recipient_type"] == "PAYPAL_ID"
     assert booked[payouts["duplicate_unnamed"][1]] == ["pending"]
     assert served.posts[payouts["5xx_then_success"][1]] == 3
     ok_id, ok_key = payouts["ok"]
@@ -800,17 +1096,47 @@ async def test_faults_end_in_the_right_status_with_exactly_one_booking(
     assert rows[ok_id].gateway_status == "SUCCESS"
 
 
+# Enough retries for a payout to wait out the adapter's re-send pause in real time.
+PATIENT_SCHEDULE = {"executor_retry_schedule": ",".join(["1"] * 40)}
+
+
+async def drain_in_real_time(runtime: Runtime, *, pause: float = 0.1) -> dict[str, str]:
+    """Like ``drain_all``, but real time passes between rounds (``pause``), as it does
+    between retries in production: the adapter's wait before a re-send is real time."""
+    executor, clock, gateways = executor_for(runtime)
+    step = max(executor.schedule) * 1.3 + executor.lease.total_seconds()
+    deadline = time.monotonic() + 20
+    try:
+        while True:
+            if await executor.run_once() == 0:
+                if await active_count(runtime.db) == 0:
+                    break
+                await asyncio.sleep(pause)
+                clock.advance(step)
+            assert time.monotonic() < deadline, "payouts still active after draining"
+    finally:
+        await gateways.aclose()
+    return {pid: row.status for pid, row in (await payout_rows(runtime.db)).items()}
+
+
+def posts_under(fake: FakePayPal, key: str) -> list[Any]:
+    return [c for c in fake.calls("POST", PAYOUTS) if c.headers["paypal-request-id"] == key]
+
+
 async def test_accepted_then_timeout_is_resolved_with_the_same_key(
     make_app: AppFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, served: FakePayPal
 ) -> None:
-    _app, client, runtime = await paypal_app(make_app, monkeypatch, tmp_path, served, timeout=0.3)
+    _app, client, runtime = await paypal_app(
+        make_app, monkeypatch, tmp_path, served, timeout=0.3, **PATIENT_SCHEDULE
+    )
     replayed, found = f"replay-{uuid.uuid4().hex[:8]}@example.com", receiver()
-    served.script(replayed, Scenario(slow_after_booking=True, delay=0.6))
-    served.script(found, Scenario(slow_after_booking=True, delay=0.6, replay_request_id=False))
+    # PayPal answers after our timeout, but before we may re-send (one more timeout).
+    served.script(replayed, Scenario(slow_after_booking=True, delay=0.45))
+    served.script(found, Scenario(slow_after_booking=True, delay=0.45, replay_request_id=False))
     replayed_id, replayed_key = await pay(client, runtime, replayed)
     found_id, found_key = await pay(client, runtime, found)
 
-    final = await drain_all(runtime)
+    final = await drain_in_real_time(runtime)
 
     assert final == {replayed_id: "succeeded", found_id: "succeeded"}
     assert await assert_paid_exactly_once(runtime, served.booked_states()) == final
@@ -823,6 +1149,80 @@ async def test_accepted_then_timeout_is_resolved_with_the_same_key(
         assert attempts[0].gateway_status == "timeout"
     assert served.posts[replayed_key] == 1  # the second POST was answered from the replay
     assert served.posts[found_key] == 2  # ... this one by the duplicate answer and a GET
+    assert served.concurrent_refusals == 0  # no re-send raced the first request
+
+
+async def test_a_resend_paypal_refuses_as_concurrent_never_fails_the_payout(
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, served: FakePayPal
+) -> None:
+    """The tracker's case: PayPal books the first create but answers after our timeout;
+    the re-send reaches PayPal while it is still working on the first, and PayPal answers
+    422 DUPLICATE_REQUEST_ID. The payout must end succeeded, paid once, never failed."""
+    timeout = 0.3
+    _app, client, runtime = await paypal_app(
+        make_app, monkeypatch, tmp_path, served, timeout=timeout, **PATIENT_SCHEDULE
+    )
+    account = receiver()
+    served.script(account, Scenario(slow_after_booking=True, delay=1.0))
+    payout_id, key = await pay(client, runtime, account)
+
+    final = await drain_in_real_time(runtime)
+
+    assert final == {payout_id: "succeeded"}
+    assert await assert_paid_exactly_once(runtime, served.booked_states()) == final
+    assert served.concurrent_refusals >= 1  # the race really happened
+    attempts = await attempts_of(runtime.db, payout_id)
+    refused = [a for a in attempts if a.gateway_status == "DUPLICATE_REQUEST_ID"]
+    assert refused
+    assert all(a.outcome == "unknown" for a in refused)
+    assert next(a.gateway_status for a in attempts if a.operation == "submit") == "timeout"
+    # Never re-sent sooner than one timeout after a send whose answer was lost or refused.
+    sent = posts_under(served, key)
+    assert len(sent) >= 3
+    assert all(b.at - a.at >= timeout for a, b in itertools.pairwise(sent))
+    events = (await events_by_payout(runtime.db))[payout_id]
+    assert "failed" not in [e.data["status"] for e in events]
+
+
+async def test_notices_over_the_verify_bound_are_answered_503_and_applied_later(
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, served: FakePayPal
+) -> None:
+    monkeypatch.setenv(f"{ENV}VERIFY_PER_MINUTE", "1")
+    _app, client, runtime = await paypal_app(make_app, monkeypatch, tmp_path, served)
+    paid, other = receiver(), receiver()
+    for account in (paid, other):
+        served.script(account, Scenario(final_status=None))  # settles only by notice
+    paid_id, paid_key = await pay(client, runtime, paid)
+    other_id, other_key = await pay(client, runtime, other)
+    executor, _clock, gateways = executor_for(runtime)
+    try:
+        assert await executor.run_once() == 2
+    finally:
+        await gateways.aclose()
+    url = "/v1/gateway-callbacks/paypal"
+    served.settle(paid_key, "SUCCESS")
+    served.settle(other_key, "SUCCESS")
+    stale_body, stale_headers = served.signed(
+        served.item_event(paid_key), transmission_time=iso(datetime.now(UTC) - timedelta(hours=1))
+    )
+    stale = await client.post(url, content=stale_body, headers=stale_headers)
+    assert stale.status_code == 401, stale.text
+    first = await client.post(url, content=b"", headers={})
+    assert first.status_code == 401  # no transmission headers: nothing to ask PayPal
+    body, headers = served.signed(served.item_event(paid_key))
+    applied = await client.post(url, content=body, headers=headers)
+    assert applied.json()["result"] == "applied"
+    other_body, other_headers = served.signed(served.item_event(other_key))
+    throttled = await client.post(url, content=other_body, headers=other_headers)
+    assert throttled.status_code == 503, throttled.text  # PayPal delivers it again later
+    assert throttled.json()["code"] == "gateway_unavailable"
+    duplicate = await client.post(url, content=body, headers=headers)
+    assert duplicate.json()["result"] == "duplicate"  # from memory, within the bound
+    assert served.verifications == ["SUCCESS"]
+    statuses = {pid: row.status for pid, row in (await payout_rows(runtime.db)).items()}
+    assert statuses == {paid_id: "succeeded", other_id: "processing"}
+    await assert_paid_exactly_once(runtime, served.booked_states())
+    await registry_for(runtime).aclose()
 
 
 async def test_callbacks_finish_a_processing_payout_once(
@@ -982,3 +1382,63 @@ async def test_create_gateway_is_registered_under_paypal(
     finally:
         await direct.aclose()
         await registry.aclose()
+
+
+# -- provider holds through the executor ---------------------------------------------------------
+async def check_at_next_attempt(executor: Any, clock: Any, payout_id: str) -> Any:
+    """Move the clock to the payout's next check, run the executor once, return the row."""
+    row = (await payout_rows(executor.runtime.db))[payout_id]
+    if row.next_attempt_at is not None and row.next_attempt_at > clock.now:
+        clock.now = row.next_attempt_at
+    await executor.run_once()
+    return (await payout_rows(executor.runtime.db))[payout_id]
+
+
+async def test_an_unclaimed_payout_waits_paypals_30_days_not_the_retry_schedule(
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, served: FakePayPal
+) -> None:
+    _app, client, runtime = await paypal_app(
+        make_app, monkeypatch, tmp_path, served, executor_hold_check_seconds=86400
+    )
+    claimed, never, held = receiver(), receiver(), receiver()
+    served.script(claimed, Scenario(final_status=None, pending_status="UNCLAIMED"))
+    served.script(never, Scenario(final_status=None, pending_status="UNCLAIMED"))
+    served.script(held, Scenario(final_status=None, pending_status="ONHOLD"))
+    claimed_id, claimed_key = await pay(client, runtime, claimed)
+    never_id, never_key = await pay(client, runtime, never)
+    held_id, _ = await pay(client, runtime, held)
+    executor, clock, gateways = executor_for(runtime)
+    try:
+        await executor.run_once()  # submitted: batch PENDING, item not known yet
+        for _ in range(12):  # twice the retry schedule, and days of the fake clock
+            for payout_id in (claimed_id, never_id, held_id):
+                row = await check_at_next_attempt(executor, clock, payout_id)
+                assert row.status == "processing", (payout_id, row.status)
+        rows = await payout_rows(runtime.db)
+        for payout_id, key in ((claimed_id, claimed_key), (never_id, never_key)):
+            assert rows[payout_id].gateway_status == "UNCLAIMED"
+            sent = datetime.fromisoformat(served.batch_for(key).time_processed)
+            assert rows[payout_id].gateway_hold_until == sent + timedelta(days=30)
+        assert rows[held_id].gateway_status == "ONHOLD"
+        assert rows[held_id].gateway_hold_until is not None
+
+        # The receiver claims it: PayPal's notice settles the held payout at once.
+        served.settle(claimed_key, "SUCCESS")
+        body, headers = served.signed(served.item_event(claimed_key))
+        notice = await client.post("/v1/gateway-callbacks/paypal", content=body, headers=headers)
+        assert notice.json()["result"] == "applied"
+
+        # Never claimed: only once PayPal's 30 days are over does it need a human.
+        while (row := await check_at_next_attempt(executor, clock, never_id)).status == (
+            "processing"
+        ):
+            assert clock.now <= row.gateway_hold_until
+        assert row.status == "needs_review"
+        assert clock.now >= row.gateway_hold_until
+    finally:
+        await gateways.aclose()
+        await registry_for(runtime).aclose()
+    review = [e for e in (await events_by_payout(runtime.db))[never_id] if e.actor == "executor"]
+    assert review[-1].data["reason"] == "provider_deadline_passed"
+    statuses = await assert_paid_exactly_once(runtime, served.booked_states())
+    assert statuses[claimed_id] == "succeeded"

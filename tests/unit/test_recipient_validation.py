@@ -409,6 +409,8 @@ def test_us_bank_requires_usd() -> None:
         ("+1 415-555-2671", "+14155552671"),
         ("+44 7911 123456", "+447911123456"),
         ("+86 138 0013 8000", "+8613800138000"),
+        ("7X3MBKQ9WZ2LP", "7X3MBKQ9WZ2LP"),  # a PayPal payer id
+        ("7x3mbkq9wz2lp", "7X3MBKQ9WZ2LP"),
     ],
 )
 def test_paypal_valid(account: str, normalized: str) -> None:
@@ -427,6 +429,11 @@ def test_paypal_valid(account: str, normalized: str) -> None:
         "buyer@",
         "buyer@@x.com",
         "paypal-me",
+        "7X3MBKQ9WZ2L",  # 12 characters
+        "7X3MBKQ9WZ2LPQ",  # 14
+        "7X3MBKQ9WZ2LO",  # O is not in PayPal's payer id alphabet
+        "7X3MBKQ9WZ2L1",  # nor is 1
+        "2345678923456",  # 13 digits: a phone number without its "+", not a payer id
     ],
 )
 def test_paypal_invalid(account: str) -> None:

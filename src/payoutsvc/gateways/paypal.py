@@ -19,22 +19,34 @@ Wire format (PayPal's published Payouts and Webhooks API reference):
   host is never fetched). Without a link the outcome is unknown (:class:`OutcomeUnknown`);
   if that persists the executor ends the payout in ``needs_review``.
 - **Status.** ``GET /v1/payments/payouts/{payout_batch_id}``: the one item's
-  ``transaction_status``: SUCCESS → succeeded; PENDING, UNCLAIMED, ONHOLD (and NEW) →
-  processing; FAILED, BLOCKED, RETURNED, REFUNDED, REVERSED, DENIED, CANCELED → failed; a
-  DENIED or CANCELED batch → failed. PayPal has no lookup by ``sender_batch_id``, so
-  without a reference :meth:`PayPalGateway.get_status` answers NOT_FOUND: safe, because the
-  executor then re-submits under the same ``sender_batch_id`` + ``PayPal-Request-Id``, which
-  PayPal never books twice.
-- **Errors.** 400/403/422 are definite refusals (:class:`Rejected`, PayPal's error name
-  mapped to our failure code); 429 → :class:`NotDone`; 5xx and anything unexpected →
-  :class:`OutcomeUnknown`. An answer that cannot be tied to our ``sender_batch_id`` is not
-  trusted (OutcomeUnknown, never success).
+  ``transaction_status``: SUCCESS → succeeded; PENDING (and NEW) → processing; UNCLAIMED and
+  ONHOLD → processing under a 30-day :class:`ProviderHold` (PayPal returns unclaimed or held
+  money after 30 days), counted from the item's ``time_processed`` (else the batch's
+  ``time_created``); FAILED, BLOCKED, RETURNED, REFUNDED, REVERSED, DENIED, CANCELED →
+  failed; a DENIED or CANCELED batch → failed. PayPal has no lookup by ``sender_batch_id``,
+  so without a reference :meth:`PayPalGateway.get_status` answers NOT_FOUND: safe, because
+  the executor then re-submits under the same ``sender_batch_id`` + ``PayPal-Request-Id``,
+  which PayPal never books twice; but not while an earlier send may still be in PayPal's
+  hands (one adapter timeout after a lost answer or a concurrent-request refusal), when it
+  answers OutcomeUnknown instead.
+- **Errors.** A 400/422 is :class:`Rejected` only when PayPal documents it as a refusal of
+  this payment (``DEFINITE_REFUSALS``, or a validation error all of whose details are about
+  the item's receiver, amount or currency). Anything naming the request id or a batch id
+  (``DUPLICATE_REQUEST_ID``: PayPal "processes the first request and might fail the second")
+  and every other name → :class:`OutcomeUnknown`, asked again under the same key; 403 and
+  429 → :class:`NotDone`; 5xx and anything unexpected → :class:`OutcomeUnknown`. An answer
+  that cannot be tied to our ``sender_batch_id`` is not trusted (OutcomeUnknown, never
+  success).
 - **Webhooks.** ``PAYMENT.PAYOUTS-ITEM.*`` (resource = the payout item, carrying
   ``sender_batch_id`` and ``transaction_status``) and ``PAYMENT.PAYOUTSBATCH.*``. Verified
   the documented way: ``POST /v1/notifications/verify-webhook-signature`` with the
   ``PAYPAL-TRANSMISSION-*``, ``PAYPAL-CERT-URL`` and ``PAYPAL-AUTH-ALGO`` headers, our
   ``webhook_id`` and the event exactly as received; anything but ``verification_status``
-  SUCCESS is :class:`InvalidSignature`.
+  SUCCESS is :class:`InvalidSignature`. Before that call (so forged notices cannot spend the
+  merchant's API quota): the headers, ``PAYPAL-TRANSMISSION-TIME`` within ±5 minutes, and
+  the event's shape; a transmission already verified (or refused) is answered from memory;
+  at most ``verify_per_minute`` calls a minute, beyond which :class:`NotDone` (503: PayPal
+  delivers the notice again later).
 
 PayPal does not sign its API answers (TLS authenticates them); what this adapter checks
 instead is that every answer is about our ``sender_batch_id``.
@@ -44,11 +56,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import re
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -65,6 +80,7 @@ from payoutsvc.gateways.base import (
     InvalidSignature,
     NotDone,
     OutcomeUnknown,
+    ProviderHold,
     Rejected,
     TransferRequest,
     TransferResult,
@@ -107,6 +123,10 @@ EMAIL_SUBJECT_MAX = 255
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+# A PayPal payer id ("the encrypted PayPal account number"): 13 characters of PayPal's Base32
+# alphabet (``^[2-9A-HJ-NP-Z]{13}$``, ``account_id`` in PayPal's Orders v2 OpenAPI document).
+# We also require one letter: 13 digits are far likelier a phone number missing its "+".
+_PAYER_ID = re.compile(r"^(?=.*[A-Z])[2-9A-HJ-NP-Z]{13}$")
 _BATCH_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _BATCH_LINK = re.compile(r"/v1/payments/payouts/([A-Za-z0-9_-]{1,64})/?$")
 
@@ -132,6 +152,7 @@ FAILURE_CODES: dict[str, str] = {
     "INVALID_PHONE": "recipient_account_invalid",
     "SELF_PAY_NOT_ALLOWED": "recipient_account_invalid",
     "CURRENCY_NOT_SUPPORTED_FOR_RECEIVER": "currency_not_supported",
+    "RECEIVER_REFUSED": "currency_not_supported",  # "refused this payout in this currency"
     "NON_HOLDING_CURRENCY": "currency_not_supported",
     "CURRENCY_COMPLIANCE": "currency_not_supported",
     "UNSUPPORTED_PAYEE_CURRENCY": "currency_not_supported",
@@ -146,6 +167,54 @@ FAILURE_CODES: dict[str, str] = {
     "DECIMAL_PRECISION": "amount_out_of_range",
 }
 DUPLICATE_NAMES = frozenset({"SENDER_BATCH_ID_ALREADY_USED", "DUPLICATE_SENDER_BATCH_ID"})
+
+# The closed list of create refusals that may fail a payout: PayPal documents each as a
+# refusal of this payment that books nothing (the Payouts "transaction activity log error
+# and reason codes" table, https://developer.paypal.com/payouts/view-transactions, and the
+# Payouts error pages https://developer.paypal.com/api/payments.payouts-batch/v1/errors/).
+# Deliberately NOT here: RECEIVER_UNREGISTERED/RECEIVER_UNCONFIRMED (PayPal pays such
+# receivers as UNCLAIMED items, claimable for 30 days), RECEIVER_ACCOUNT_LIMITATION (the
+# payment is held, not refused), anything about the request or batch id, and every name
+# PayPal may invent tomorrow: those are unknown outcomes, resolved under the same key.
+DEFINITE_REFUSALS = frozenset(
+    {
+        "INSUFFICIENT_FUNDS",  # 1002
+        "USER_COUNTRY_NOT_ALLOWED",  # 1003
+        "USER_FUNDING_SOURCE_INELIGIBLE",  # 1004
+        "SELF_PAY_NOT_ALLOWED",  # 3004
+        "RECEIVER_ACCOUNT_LOCKED",  # 3015 ("money returned to your account")
+        "SPENDING_LIMIT_EXCEEDED",  # 3017
+        "CURRENCY_NOT_SUPPORTED_FOR_RECEIVER",
+        "RECEIVER_REFUSED",
+    }
+)
+# Generic validation answers (the OpenAPI document's 400 INVALID_REQUEST and 422
+# UNPROCESSABLE_ENTITY, and VALIDATION_ERROR) refuse this payment for good only when every
+# detail is about the item's own receiver, amount or currency, or is a listed refusal.
+VALIDATION_NAMES = frozenset({"VALIDATION_ERROR", "INVALID_REQUEST", "UNPROCESSABLE_ENTITY"})
+ITEM_FIELD_WORDS = ("receiver", "recipient_type", "amount", "currency")
+# Any error naming the idempotency fields: DUPLICATE_REQUEST_ID (a second request under a
+# PayPal-Request-Id whose first is still in flight: "PayPal processes the first request and
+# might fail the second", https://developer.paypal.com/reference/guidelines/idempotency),
+# PAYPAL_REQUEST_ID_PREVIOUSLY_USED, batch-id issues. They say nothing about the payment.
+IDEMPOTENCY_WORDS = ("REQUEST_ID", "REQUEST-ID", "BATCH_ID")
+
+# PayPal keeps a transfer pending for reasons of its own (ProviderHold). UNCLAIMED: "these
+# payouts expire in 30 days, and PayPal automatically returns the money"
+# (https://developer.paypal.com/payouts/use-payouts/handle-unclaimed-payouts). ONHOLD: the
+# documented hold (RECEIVER_ACCOUNT_LIMITATION) says "Funds will be returned to your account
+# if the limitation is not resolved within 30 days of the sent payout"; PayPal gives no
+# other deadline for ONHOLD, so it is 30 days too.
+HOLD_PATIENCE = {"UNCLAIMED": timedelta(days=30), "ONHOLD": timedelta(days=30)}
+
+# Notices: PAYPAL-TRANSMISSION-TIME must be within this many seconds of our clock (either
+# way) before PayPal's verify API is asked at all. PayPal retries an unacknowledged notice
+# as a new HTTP transmission with its own id and time, so a refused stale one comes again.
+TRANSMISSION_WINDOW_SECONDS = 300.0
+# Verified (or refused) transmissions are remembered this long, answering a redelivered
+# duplicate without a second verify call; older ones fail the window check anyway.
+VERIFIED_MEMORY_SECONDS = 2 * TRANSMISSION_WINDOW_SECONDS
+VERIFIED_MEMORY_MAX = 10_000
 
 # Webhook headers → fields of the verify-webhook-signature request.
 TRANSMISSION_HEADERS = {
@@ -186,6 +255,10 @@ class PayPalSettings(BaseSettings):
     base_url: str = DEFAULT_BASE_URL
     timeout_seconds: float = Field(default=15.0, gt=0)
     email_subject: str = Field(default="You have a payout", min_length=1, max_length=255)
+    # At most this many verify-webhook-signature calls per minute (per process): forged
+    # notices must not spend the merchant's API quota. Beyond it a notice is answered 503
+    # and PayPal delivers it again later.
+    verify_per_minute: int = Field(default=120, ge=1)
 
 
 def create_gateway(runtime: Runtime) -> PayPalGateway:
@@ -253,6 +326,23 @@ class PayPalError:
                 return match.group(1)
         return None
 
+    def names_idempotency_field(self) -> bool:
+        """Whether the error is about the PayPal-Request-Id or a batch id (not the payment)."""
+        words = [self.name]
+        words += [f"{d.get('field') or ''} {d.get('issue') or ''}" for d in self.details]
+        text = " ".join(words).upper().replace(" ", "_")
+        return any(word in text for word in IDEMPOTENCY_WORDS)
+
+    def is_definite_refusal(self) -> bool:
+        """Whether PayPal documents this answer as a refusal of this payment (closed list)."""
+        if self.names_idempotency_field():
+            return False
+        if self.name.upper() in DEFINITE_REFUSALS:
+            return True
+        if self.name.upper() not in VALIDATION_NAMES or not self.details:
+            return False
+        return all(_detail_refuses_item(detail) for detail in self.details)
+
     def failure_code(self) -> str:
         for word in (self.name, *self.issues()):
             code = FAILURE_CODES.get(word.upper())
@@ -296,7 +386,9 @@ class PayPalGateway:
         base_url: str = DEFAULT_BASE_URL,
         timeout_seconds: float = 15.0,
         email_subject: str = "You have a payout",
+        verify_per_minute: int = 120,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._basic = "Basic " + base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()
         self._webhook_id = webhook_id
@@ -304,9 +396,30 @@ class PayPalGateway:
         self._client = provider_client(self._base_url, timeout_seconds)
         self._email_subject = email_subject[:EMAIL_SUBJECT_MAX]
         self._clock = clock
+        self._wall_clock = wall_clock
         self._token: str | None = None
         self._token_expires_at = 0.0
         self._token_lock = asyncio.Lock()
+        # Wait before re-sending. PayPal may still be processing a create we stopped waiting
+        # for, and then answers a second one under the same PayPal-Request-Id with
+        # DUPLICATE_REQUEST_ID ("processes the first request and might fail the second").
+        # So after a send whose answer we lost (timeout, reset) or that PayPal refused as
+        # concurrent, nothing is sent under that sender_batch_id for one more of our own
+        # timeouts: get_status answers OutcomeUnknown instead of NOT_FOUND (the executor
+        # calls it first for every non-fresh job, so it never reaches submit) and submit
+        # refuses without sending. The memory is in-process (adapters do not see the
+        # database): the executor holds one adapter per process, shared by all its
+        # concurrent jobs. When another worker process takes the payout over, it does not
+        # know of the earlier send and may re-send sooner (the default retry schedule starts
+        # at 1 s, config.py); that is still safe, because PayPal's refusal of a concurrent
+        # re-send is an unknown outcome here, never a failure, and is asked again later.
+        self._timeout_seconds = timeout_seconds
+        self._resend_not_before: OrderedDict[str, float] = OrderedDict()
+        self._sending: set[str] = set()
+        self._verify_per_minute = verify_per_minute
+        self._verify_calls: deque[float] = deque()
+        # digest of a transmission → (forget after, verified?)
+        self._verified: OrderedDict[str, tuple[float, bool]] = OrderedDict()
 
     @classmethod
     def from_settings(cls, settings: PayPalSettings) -> PayPalGateway:
@@ -333,6 +446,7 @@ class PayPalGateway:
             base_url=settings.base_url,
             timeout_seconds=settings.timeout_seconds,
             email_subject=settings.email_subject,
+            verify_per_minute=settings.verify_per_minute,
         )
 
     def __repr__(self) -> str:  # never the credentials
@@ -342,13 +456,18 @@ class PayPalGateway:
     async def submit(self, request: TransferRequest) -> TransferResult:
         body = payout_body(request, email_subject=self._email_subject)
         content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-        response = await self._api(
-            "POST",
-            PAYOUTS_PATH,
-            content=content,
-            headers={REQUEST_ID_HEADER: request.idempotency_key},
-        )
         key = request.idempotency_key
+        self._refuse_early_resend(key)
+        self._sending.add(key)
+        try:
+            response = await self._api(
+                "POST", PAYOUTS_PATH, content=content, headers={REQUEST_ID_HEADER: key}
+            )
+        except OutcomeUnknown:
+            self._hold_resends(key)  # PayPal may still be working on it
+            raise
+        finally:
+            self._sending.discard(key)
         if response.status_code in (200, 201):
             result = batch_result(key, _json_object(response))
             log.info(
@@ -361,6 +480,8 @@ class PayPalGateway:
         error = PayPalError.of(response)
         if error.status in (400, 409, 422) and error.duplicate_batch:
             return await self._existing_batch(key, error)
+        if error.names_idempotency_field():
+            self._hold_resends(key)  # e.g. DUPLICATE_REQUEST_ID: the first is still in flight
         raise _refusal(error)
 
     async def get_status(
@@ -370,7 +491,9 @@ class PayPalGateway:
             # PayPal can only be asked by its payout_batch_id. Without one no answer of
             # PayPal's was read, so the executor re-submits under the same sender_batch_id
             # and PayPal-Request-Id: PayPal replays the first answer or names the batch it
-            # already has, and never books the key twice.
+            # already has, and never books the key twice. Not while an earlier send may
+            # still be in PayPal's hands (see __init__): then this answers "unknown".
+            self._refuse_early_resend(idempotency_key)
             return TransferResult(TransferState.NOT_FOUND, gateway_status="no_reference")
         if not _BATCH_ID.fullmatch(reference):
             raise OutcomeUnknown(
@@ -392,6 +515,8 @@ class PayPalGateway:
         raise OutcomeUnknown(error.describe(), gateway_status=error.name)
 
     async def parse_callback(self, headers: Mapping[str, str], body: bytes) -> CallbackNotice:
+        # Every check that costs nothing comes before PayPal's verify API, so that forged
+        # notices cannot spend the merchant's API quota.
         lowered = {k.lower(): v for k, v in headers.items()}
         transmission = {field: lowered.get(h, "") for field, h in TRANSMISSION_HEADERS.items()}
         missing = [TRANSMISSION_HEADERS[f].upper() for f, v in transmission.items() if not v]
@@ -399,17 +524,98 @@ class PayPalGateway:
             raise InvalidSignature(f"missing {', '.join(missing)}")
         if self._webhook_id is None:
             raise InvalidSignature("no PayPal webhook id is configured to verify notices with")
+        self._check_transmission_time(transmission["transmission_time"])
         try:
             event = json.loads(body)
         except ValueError:
             raise InvalidCallback("body is not JSON") from None
         if not isinstance(event, dict):
             raise InvalidCallback("body is not a JSON object")
-        await self._verify(transmission, body)
-        return notice_from_event(event)
+        notice = notice_from_event(event)  # only parsed here; returned once verified
+        digest = self._transmission_digest(transmission, body)
+        known = self._remembered(digest)
+        if known is None:
+            known = await self._verify(transmission, body)
+            self._remember(digest, verified=known)
+        if not known:
+            raise InvalidSignature("PayPal did not verify the notice")
+        return notice
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    # -- re-sends ---------------------------------------------------------------------------
+    def _refuse_early_resend(self, key: str) -> None:
+        """OutcomeUnknown while a send under ``key`` may still be in PayPal's hands."""
+        now = self._clock()
+        while self._resend_not_before:  # forget what no longer matters (oldest first)
+            oldest, not_before = next(iter(self._resend_not_before.items()))
+            if not_before > now:
+                break
+            del self._resend_not_before[oldest]
+        until = self._resend_not_before.get(key)
+        if key in self._sending or until is not None:
+            wait = max(0.0, (until or now) - now)
+            raise OutcomeUnknown(
+                f"an earlier request under this sender_batch_id may still be processed by "
+                f"PayPal; not re-sent for another {wait:.1f}s",
+                gateway_status="resend_wait",
+            )
+
+    def _hold_resends(self, key: str) -> None:
+        self._resend_not_before[key] = self._clock() + self._timeout_seconds
+        self._resend_not_before.move_to_end(key)
+
+    # -- notices ----------------------------------------------------------------------------
+    def _check_transmission_time(self, value: str) -> None:
+        try:
+            sent = datetime.fromisoformat(value)
+        except ValueError:
+            raise InvalidSignature("PAYPAL-TRANSMISSION-TIME is not a date-time") from None
+        if sent.tzinfo is None:
+            sent = sent.replace(tzinfo=UTC)
+        skew = abs((self._wall_clock() - sent).total_seconds())
+        if skew > TRANSMISSION_WINDOW_SECONDS:
+            raise InvalidSignature(
+                f"PAYPAL-TRANSMISSION-TIME is {skew:.0f}s away from now "
+                f"(at most {TRANSMISSION_WINDOW_SECONDS:.0f}s)"
+            )
+
+    def _transmission_digest(self, transmission: Mapping[str, str], body: bytes) -> str:
+        parts = [transmission[f] for f in sorted(transmission)]
+        hashed = hashlib.sha256("\n".join(parts).encode())
+        hashed.update(b"\n" + body.strip())
+        return hashed.hexdigest()
+
+    def _remembered(self, digest: str) -> bool | None:
+        now = self._clock()
+        while self._verified:
+            oldest, (forget_at, _) = next(iter(self._verified.items()))
+            if forget_at > now:
+                break
+            del self._verified[oldest]
+        found = self._verified.get(digest)
+        return None if found is None else found[1]
+
+    def _remember(self, digest: str, *, verified: bool) -> None:
+        self._verified[digest] = (self._clock() + VERIFIED_MEMORY_SECONDS, verified)
+        self._verified.move_to_end(digest)
+        while len(self._verified) > VERIFIED_MEMORY_MAX:
+            self._verified.popitem(last=False)
+
+    def _spend_verify_call(self) -> None:
+        """Count one verify call against the per-minute bound; NotDone beyond it (answered
+        503, so PayPal delivers the notice again later)."""
+        now = self._clock()
+        while self._verify_calls and self._verify_calls[0] <= now - 60.0:
+            self._verify_calls.popleft()
+        if len(self._verify_calls) >= self._verify_per_minute:
+            log.warning("gateway.paypal.verify_throttled", per_minute=self._verify_per_minute)
+            raise NotDone(
+                f"more than {self._verify_per_minute} PayPal notices to verify in a minute",
+                gateway_status="verify_throttled",
+            )
+        self._verify_calls.append(now)
 
     # -- PayPal calls ---------------------------------------------------------------------
     async def _existing_batch(self, key: str, error: PayPalError) -> TransferResult:
@@ -434,7 +640,9 @@ class PayPalGateway:
             )
         return found
 
-    async def _verify(self, transmission: Mapping[str, str], body: bytes) -> None:
+    async def _verify(self, transmission: Mapping[str, str], body: bytes) -> bool:
+        """PayPal's verdict on the notice: True (SUCCESS) or False; raises when there is none."""
+        self._spend_verify_call()
         fields = {**transmission, "webhook_id": self._webhook_id}
         # The event goes back exactly as received: re-serialising it could change the bytes
         # PayPal's CRC32 was computed over.
@@ -446,8 +654,8 @@ class PayPalGateway:
                 verdict = response.json().get("verification_status")
             except (ValueError, AttributeError):
                 verdict = None
-            if verdict == "SUCCESS":
-                return
+            if verdict in ("SUCCESS", "FAILURE"):
+                return bool(verdict == "SUCCESS")
             raise InvalidSignature(f"PayPal did not verify the notice ({verdict or 'no verdict'})")
         error = PayPalError.of(response)
         if response.status_code == 429:
@@ -542,13 +750,17 @@ class PayPalGateway:
 
 # -- request ------------------------------------------------------------------------------
 def recipient_type_of(account: str) -> str:
-    """PayPal's ``recipient_type`` for our account: EMAIL or PHONE (E.164)."""
+    """PayPal's ``recipient_type`` for our account: EMAIL, PHONE (E.164) or PAYPAL_ID (a
+    PayPal payer id)."""
     if _EMAIL.fullmatch(account):
         return "EMAIL"
     if _E164.fullmatch(account):
         return "PHONE"
+    if _PAYER_ID.fullmatch(account):
+        return "PAYPAL_ID"
     raise Rejected(
-        "recipient_account_invalid", "A PayPal account must be an email or an E.164 phone number."
+        "recipient_account_invalid",
+        "A PayPal account must be an email, an E.164 phone number or a PayPal payer id.",
     )
 
 
@@ -611,14 +823,32 @@ def _refusal(error: PayPalError) -> Exception:
         # 403: the app lacks the Payouts permission (configuration); 429: throttled. PayPal
         # acted on neither, and neither is the payout's fault: retried with the same key.
         return NotDone(error.describe(), gateway_status=error.name)
-    if error.status in (400, 422):
+    if error.status in (400, 422) and error.is_definite_refusal():
         log.warning(
             "gateway.paypal.refused", status=error.status, error=error.name, debug_id=error.debug_id
         )
         return Rejected(error.failure_code(), error.describe(), gateway_status=error.name)
+    if error.status in (400, 422):
+        # Not on the closed list: about the request id or batch id (e.g. DUPLICATE_REQUEST_ID
+        # while our first request is still being processed, which PayPal may well book), or
+        # a name we do not know. Never a failure: asked again under the same key.
+        log.warning(
+            "gateway.paypal.unclassified_refusal",
+            status=error.status,
+            error=error.name,
+            debug_id=error.debug_id,
+        )
     # 5xx: PayPal may have booked it (and says a retry with the same sender_batch_id is
     # safe); any other answer (3xx, 404, 409, ...) is not one PayPal documents for create.
     return OutcomeUnknown(error.describe(), gateway_status=error.name)
+
+
+def _detail_refuses_item(detail: Mapping[str, Any]) -> bool:
+    issue = str(detail.get("issue") or "").upper()
+    if issue in DEFINITE_REFUSALS:
+        return True
+    field = str(detail.get("field") or "").lower()
+    return any(word in field for word in ITEM_FIELD_WORDS)
 
 
 def batch_result(key: str, data: Mapping[str, Any]) -> TransferResult:
@@ -668,10 +898,12 @@ def batch_result(key: str, data: Mapping[str, Any]) -> TransferResult:
         return TransferResult(
             TransferState.PENDING, reference=batch_id, gateway_status=batch_status
         )
-    return item_result(item, batch_id)
+    return item_result(item, batch_id, batch_created=_text(header.get("time_created")))
 
 
-def item_result(item: Mapping[str, Any], batch_id: str | None) -> TransferResult:
+def item_result(
+    item: Mapping[str, Any], batch_id: str | None, *, batch_created: str | None = None
+) -> TransferResult:
     """A payout item's ``transaction_status`` as our state."""
     status = _text(item.get("transaction_status")) or "UNKNOWN"
     details = {
@@ -699,8 +931,18 @@ def item_result(item: Mapping[str, Any], batch_id: str | None) -> TransferResult
     if status not in ITEM_PROCESSING:
         # Undocumented: keep asking (never a success); needs_review if it never settles.
         log.warning("gateway.paypal.unknown_item_status", status=status, payout_batch_id=batch_id)
+    hold = None
+    if status in HOLD_PATIENCE:
+        # PayPal's 30 days run from the payout it sent: the item's time_processed (when it
+        # was sent and became unclaimed or held), else the batch's time_created.
+        since = _instant(item.get("time_processed")) or _instant(batch_created)
+        hold = ProviderHold(reason=status, patience=HOLD_PATIENCE[status], since=since)
     return TransferResult(
-        TransferState.PENDING, reference=batch_id, gateway_status=status, details=details or None
+        TransferState.PENDING,
+        reference=batch_id,
+        gateway_status=status,
+        details=details or None,
+        hold=hold,
     )
 
 
@@ -777,6 +1019,17 @@ def _hrefs(links: object) -> list[str]:
     if not isinstance(links, list):
         return []
     return [str(link["href"]) for link in links if isinstance(link, dict) and link.get("href")]
+
+
+def _instant(value: object) -> datetime | None:
+    """A PayPal date-time (RFC 3339, e.g. ``2014-01-27T10:17:41Z``), or None."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def _text(value: object) -> str | None:

@@ -73,7 +73,9 @@ class UsBankRecipient(_RecipientBase):
 
 class PaypalRecipient(_RecipientBase):
     type: Literal["paypal"]
-    account: Account = Field(description="PayPal email or E.164 phone number.")
+    account: Account = Field(
+        description="PayPal email, E.164 phone number or PayPal payer id (13 characters)."
+    )
     name: HolderName | None = None
 
 

@@ -62,6 +62,10 @@ _PHONE_CHARS = re.compile(r"\+?[0-9][0-9 ().\-]*")
 _WECHAT_OPENID_CHARS = re.compile(r"[A-Za-z0-9_-]+")
 _WECHAT_APP_ID = re.compile(r"wx[0-9a-zA-Z]{16}")
 _STRIPE_ACCOUNT = re.compile(r"acct_[A-Za-z0-9]{6,}")
+# A PayPal payer id: 13 characters of PayPal's Base32 alphabet (no 0, 1, I, O), as PayPal's
+# OpenAPI documents give it (``^[2-9A-HJ-NP-Z]{13}$``), with at least one letter: 13 digits
+# are far likelier a phone number without its "+".
+_PAYPAL_PAYER_ID = re.compile(r"(?=.*[A-Z])[2-9A-HJ-NP-Z]{13}")
 _SEPARATORS = re.compile(r"[\s-]+")
 _WHITESPACE = re.compile(r"\s+")
 _IBAN_SHAPE = re.compile(r"[A-Z]{2}[0-9]{2}[A-Z0-9]+")
@@ -450,10 +454,15 @@ def _check_paypal(checker: _Checker, recipient: PaypalRecipient) -> None:
             checker.set("account", email)
         return
     if not account.startswith("+"):
+        payer_id = account.strip().upper()
+        if _PAYPAL_PAYER_ID.fullmatch(payer_id):
+            checker.set("account", payer_id)
+            return
         checker.error(
             _ACCOUNT,
             "invalid_format",
-            "The PayPal account must be an email or an E.164 phone number starting with '+'.",
+            "The PayPal account must be an email, an E.164 phone number starting with '+' "
+            "or a PayPal payer id (13 letters and digits).",
         )
         return
     number = _parse_phone(account, None)
