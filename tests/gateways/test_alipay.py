@@ -786,21 +786,6 @@ async def test_no_key_or_full_account_in_logs_or_answers(
 
 # -- certificate serial numbers -----------------------------------------------------------------
 
-SDK_VECTORS = Path(__file__).parent / "data" / "alipay"
-
-
-def test_certificate_sns_match_the_alipay_sdk_known_answers() -> None:
-    """The Node SDK's own test vectors (test/antcertutil.test.ts): the root bundle is
-    Alipay's real one, with an SM2 and an ECDSA root that must be skipped."""
-    read = lambda name: (SDK_VECTORS / name).read_text()  # noqa: E731
-    assert cert_sn(read("appCertPublicKey_2021001161683774.crt")) == (
-        "866efef280dec9137a87d047ac446315"
-    )
-    assert cert_sn(read("alipayCertPublicKey_RSA2.crt")) == "7513daaaa48aa3ba2e4018d84402479c"
-    assert root_cert_sn(read("alipayRootCert.crt")) == (
-        "687b59193f3f462dd5336e5abf83c5d8_02941eef3187dddf3d3b83462e1dfcf6"
-    )
-
 
 def _self_signed(
     name: x509.Name, key: Any, algorithm: hashes.HashAlgorithm, serial: int

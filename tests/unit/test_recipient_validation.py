@@ -173,9 +173,13 @@ def test_wechat_invalid_app_id(app_id: str) -> None:
 
 
 def test_wechat_minimum_amount_boundary() -> None:
-    below = check(29, "CNY", type="wechat", account=OPENID, app_id=APP_ID)
+    """WeChat Pay pays from 0.10 CNY; a name may only be sent from 0.30 CNY."""
+    below = check(9, "CNY", type="wechat", account=OPENID, app_id=APP_ID)
     assert codes(below) == [("amount", "amount_below_minimum")]
-    assert_ok(check(30, "CNY", type="wechat", account=OPENID, app_id=APP_ID))
+    assert_ok(check(10, "CNY", type="wechat", account=OPENID, app_id=APP_ID))
+    named = check(29, "CNY", type="wechat", account=OPENID, app_id=APP_ID, name="张三")
+    assert codes(named) == [("recipient.name", "not_allowed")]
+    assert_ok(check(30, "CNY", type="wechat", account=OPENID, app_id=APP_ID, name="张三"))
 
 
 def test_wechat_name_required_from_2000_cny() -> None:

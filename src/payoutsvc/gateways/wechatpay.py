@@ -90,7 +90,11 @@ from payoutsvc.gateways.providers import (
     verify_rsa_sha256,
 )
 from payoutsvc.recipients.masking import mask_account, mask_name
-from payoutsvc.recipients.validation import WECHAT_NAME_REQUIRED_FROM_MINOR
+from payoutsvc.recipients.validation import (
+    WECHAT_MIN_AMOUNT_MINOR,
+    WECHAT_NAME_ALLOWED_FROM_MINOR,
+    WECHAT_NAME_REQUIRED_FROM_MINOR,
+)
 from payoutsvc.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -111,8 +115,8 @@ CURRENCY = "CNY"
 PUBLIC_KEY_ID_PREFIX = "PUB_KEY_ID_"
 # WeChat's floor for one transfer is 0.10 CNY (FAQ 4013778940: 单笔转账额度最低为0.1元); a
 # name may only be sent from 0.30 CNY, so below that it is left out even when configured.
-MIN_AMOUNT_FEN = 10
-NAME_ALLOWED_FROM_FEN = 30
+MIN_AMOUNT_FEN = WECHAT_MIN_AMOUNT_MINOR
+NAME_ALLOWED_FROM_FEN = WECHAT_NAME_ALLOWED_FROM_MINOR
 # A bill lives 24 hours: the user has 24 h to confirm (FAQ 4013778940), and WeChat keeps
 # trying to lock the merchant's funds for 24 h before closing it (关键概念 4012715191). Its
 # closing "may take longer than 24 hours" (same page), so holds allow a margin beyond that.

@@ -40,6 +40,7 @@ from payoutsvc.recipients.schemas import (
 __all__ = [
     "ALIPAY_MIN_AMOUNT_MINOR",
     "WECHAT_MIN_AMOUNT_MINOR",
+    "WECHAT_NAME_ALLOWED_FROM_MINOR",
     "WECHAT_NAME_REQUIRED_FROM_MINOR",
     "RecipientCheck",
     "recipient_fingerprint",
@@ -48,7 +49,10 @@ __all__ = [
 
 # Provider limits, in CNY minor units (fen).
 ALIPAY_MIN_AMOUNT_MINOR = 10  # 0.10 CNY
-WECHAT_MIN_AMOUNT_MINOR = 30  # 0.30 CNY
+# WeChat Pay's floor for one transfer is 0.10 CNY, and a recipient name may only be sent
+# from 0.30 CNY (商家转账 FAQ 4013778940).
+WECHAT_MIN_AMOUNT_MINOR = 10  # 0.10 CNY
+WECHAT_NAME_ALLOWED_FROM_MINOR = 30  # 0.30 CNY
 WECHAT_NAME_REQUIRED_FROM_MINOR = 200_000  # 2000.00 CNY, inclusive
 
 _ACCOUNT = "recipient.account"
@@ -326,7 +330,13 @@ def _check_wechat(
     if _require_currency(checker, currency, "CNY", "WeChat") and amount_minor is not None:
         if amount_minor < WECHAT_MIN_AMOUNT_MINOR:
             checker.error(
-                "amount", "amount_below_minimum", "WeChat payouts must be at least 0.30 CNY."
+                "amount", "amount_below_minimum", "WeChat payouts must be at least 0.10 CNY."
+            )
+        elif amount_minor < WECHAT_NAME_ALLOWED_FROM_MINOR and recipient.name:
+            checker.error(
+                "recipient.name",
+                "not_allowed",
+                "WeChat Pay takes the recipient's name only from 0.30 CNY; leave it out below.",
             )
         if amount_minor >= WECHAT_NAME_REQUIRED_FROM_MINOR and not recipient.name:
             checker.error(
