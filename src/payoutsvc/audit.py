@@ -22,59 +22,26 @@ exporting ``last_event_hash`` values periodically) closes that gap.
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from payoutsvc.payouts.events import GENESIS_HASH, canonical_json, event_hash
+from payoutsvc.payouts.events import GENESIS_HASH, event_hash, payout_digest
 from payoutsvc.payouts.models import Payout, PayoutEvent
 from payoutsvc.payouts.repository import PayoutRepository
 
 __all__ = [
     "AuditReport",
     "ChainProblem",
-    "payout_digest",
     "verify_all",
     "verify_payout_chain",
 ]
 
 ProblemKind = Literal["altered", "removed", "inserted"]
 
-# Fixed when the payout is created and never changed by any code path.
-_IMMUTABLE_FIELDS = (
-    "id",
-    "integration_id",
-    "idempotency_key",
-    "ticket_system",
-    "ticket_id",
-    "reason",
-    "amount_minor",
-    "currency",
-    "recipient_type",
-    "recipient_fingerprint",
-    "requested_by",
-    "gateway_idempotency_key",
-    "required_approvals",
-    "policy_version",
-)
 _PAGE_SIZE = 500
-
-
-def payout_digest(payout: Mapping[str, Any] | Payout) -> str:
-    """sha256 of the payout's immutable fields (values being inserted, or a loaded row)."""
-
-    def get(name: str) -> Any:
-        if isinstance(payout, Mapping):
-            return payout[name]
-        return getattr(payout, name)
-
-    content: dict[str, Any] = {name: get(name) for name in _IMMUTABLE_FIELDS}
-    content["recipient_encrypted"] = hashlib.sha256(bytes(get("recipient_encrypted"))).hexdigest()
-    content["created_at"] = get("created_at").isoformat()
-    return hashlib.sha256(canonical_json(content).encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

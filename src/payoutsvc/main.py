@@ -21,6 +21,7 @@ from payoutsvc.config import Settings, get_settings
 from payoutsvc.crypto import load_cipher
 from payoutsvc.db.engine import Database
 from payoutsvc.db.migrate import current_revisions, head_revisions, upgrade_to_head
+from payoutsvc.executor.router import callbacks_router
 from payoutsvc.executor.router import router as executor_router
 from payoutsvc.gateways.registry import registry_for
 from payoutsvc.gateways.router import router as gateways_router
@@ -108,6 +109,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
     for router in (
         payouts_router,
         executor_router,
+        callbacks_router,
         gateways_router,
         policy_router,
         recipients_router,

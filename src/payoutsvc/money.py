@@ -96,3 +96,11 @@ def format_amount(minor: int, currency: str) -> str:
     sign = "-" if minor < 0 else ""
     whole, fraction = divmod(abs(minor), 10**exponent)
     return f"{sign}{whole}.{fraction:0{exponent}d}"
+
+
+def format_money(minor: int, currency: str) -> str:
+    """``1250, "CNY"`` -> ``"12.50 CNY"``; never raises, even for an unknown currency."""
+    try:
+        return f"{format_amount(minor, currency)} {currency}"
+    except MoneyError:
+        return f"{minor} minor units of {currency}"

@@ -8,8 +8,10 @@ from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 from payoutsvc.errors import FieldError, InvalidCursor, ServiceError
+from payoutsvc.money import MoneyError, currency_exponent, parse_amount
 
 T = TypeVar("T")
 
@@ -99,3 +101,32 @@ def problem_responses(*errors: type[ServiceError]) -> dict[int | str, dict[str, 
         }
         for status, found in sorted(by_status.items())
     }
+
+
+class ProblemFieldErrorOut(BaseModel):
+    field: str
+    code: str
+    message: str
+
+
+def check_currency(value: object) -> str:
+    if not isinstance(value, str):
+        raise PydanticCustomError("invalid_currency", "Currency must be an ISO 4217 code string.")
+    try:
+        currency_exponent(value)
+    except MoneyError as exc:
+        raise PydanticCustomError(exc.code, exc.message) from None
+    return value
+
+
+def check_amount(value: object, currency: object) -> str:
+    """Strict decimal string; precision checked against the currency when it is valid."""
+    try:
+        if isinstance(currency, str):
+            parse_amount(value, currency)
+        elif not isinstance(value, str):
+            raise MoneyError("amount_not_string", 'Amount must be a decimal string like "12.50".')
+    except MoneyError as exc:
+        raise PydanticCustomError(exc.code, exc.message) from None
+    assert isinstance(value, str)
+    return value

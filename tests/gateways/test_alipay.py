@@ -82,7 +82,7 @@ CERTS = make_certificates(
 )
 # The client's timeout: the fake holds DELAY answers until the test ends. Short, yet long
 # enough for a batch of concurrent calls on a busy machine (the fake shares the loop).
-CLIENT_TIMEOUT = 1.0
+CLIENT_TIMEOUT = 2.0
 CALLBACKS = "/v1/gateway-callbacks/alipay"
 
 

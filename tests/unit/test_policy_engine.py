@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from payoutsvc.money import format_money
 from payoutsvc.policy.document import (
     DEFAULT_POLICY_DOCUMENT,
     Policy,
@@ -25,7 +26,7 @@ from payoutsvc.policy.engine import (
     evaluate_policy,
     policy_day_bounds,
 )
-from payoutsvc.policy.rules import RULES, RuleOutcome, format_money
+from payoutsvc.policy.rules import RULES, RuleOutcome
 
 VERSION = 7
 POLICY = default_policy(VERSION)

@@ -20,8 +20,8 @@ from typing import Any
 import structlog
 
 from payoutsvc.background import BackgroundLoops
+from payoutsvc.batching import GroupCommit
 from payoutsvc.db.signals import IDLE_LOOK_MAX_SECONDS
-from payoutsvc.executor.batching import GroupCommit
 from payoutsvc.executor.service import Executor, Job, Outcome
 from payoutsvc.metrics import EXECUTOR_IN_FLIGHT
 from payoutsvc.payouts.repository import PAYOUTS_DUE

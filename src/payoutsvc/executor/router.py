@@ -1,19 +1,33 @@
-"""A payout's gateway calls, for support and operations."""
+"""A payout's gateway calls, for support and operations; gateway callbacks, which apply a
+provider's signed notice to its payout."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, Field
 
 from payoutsvc.auth.dependencies import PayoutsReader
-from payoutsvc.deps import DbSession
-from payoutsvc.errors import InsufficientScope, NotFound, Unauthorized, not_found
+from payoutsvc.deps import DbSession, RuntimeDep
+from payoutsvc.errors import (
+    CallbackMalformed,
+    CallbackSignatureInvalid,
+    GatewayUnavailable,
+    InsufficientScope,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+    not_found,
+)
+from payoutsvc.executor.callbacks import CallbackResult, CallbackService
 from payoutsvc.executor.repository import ExecutorRepository
-from payoutsvc.payouts.presenter import rfc3339
+from payoutsvc.gateways.base import GatewayError, InvalidCallback, InvalidSignature
+from payoutsvc.gateways.providers import MissingCredential
+from payoutsvc.gateways.registry import registry_for
 from payoutsvc.payouts.repository import PayoutRepository
 from payoutsvc.schemas_common import problem_responses
+from payoutsvc.timestamps import rfc3339
 
 router = APIRouter(prefix="/v1/payouts", tags=["Payouts"])
 
@@ -78,3 +92,100 @@ async def list_payout_attempts(
             for r in rows
         ]
     }
+
+
+# -- gateway callbacks (signed by the provider, no API key) ------------------------------------
+callbacks_router = APIRouter(tags=["Gateways"])
+
+MAX_CALLBACK_BYTES = 64 * 1024
+
+SANDBOX_NOTICE_EXAMPLE = {
+    "notice_id": "ntc_01jd5x0z3q8m4k2n7p9r6s5t4v",
+    "idempotency_key": "9f1c2b7e4d3a4c0e8b6f5a2d1c0b9e8f",
+    "reference": "tr_01jd5x0z3q8m4k2n7p9r6s5t4v",
+    "status": "succeeded",
+    "failure_code": None,
+    "failure_message": None,
+}
+
+
+class CallbackAck(BaseModel):
+    received: bool = True
+    result: CallbackResult = Field(
+        description="`applied`: the payout took the notice's result; `recorded`: kept for "
+        "the record (e.g. still pending); `duplicate`/`stale`: nothing changed; "
+        "`unknown_transfer`: no payout of ours under that key."
+    )
+
+
+@callbacks_router.post(
+    "/v1/gateway-callbacks/{gateway}",
+    response_model=CallbackAck,
+    summary="Receive a gateway callback",
+    description=(
+        "Asynchronous result notices from a bank/wallet gateway. No API key: the notice is "
+        "authenticated by the gateway's own signature, verified by that gateway's adapter "
+        "(401 `invalid_signature` otherwise). A verified notice can only finish a payout "
+        "that is still `processing` (or `needs_review`); duplicates and stale or "
+        "contradicting notices change nothing and are answered 200 so the gateway stops "
+        "retrying.\n\n"
+        "**Sandbox** (`/v1/gateway-callbacks/sandbox`): a JSON body as in the example, "
+        "header `Sandbox-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 over "
+        '"<t>.<raw body>">` with the sandbox\'s secret; timestamps older than 5 minutes '
+        "are refused.\n\n"
+        "**Providers** (`wechatpay`, `alipay`, `stripe`, `paypal`, when routed to): the "
+        "provider's own notification format and signature (see the README); Alipay is "
+        "answered with the text `success` it expects. 503 `gateway_unavailable` while the "
+        "provider's credentials are missing, so it sends the notice again later."
+    ),
+    responses={
+        **problem_responses(
+            CallbackMalformed,
+            CallbackSignatureInvalid,
+            NotFound,
+            PayloadTooLarge,
+            GatewayUnavailable,
+        ),
+        413: {
+            "description": "Body larger than 64 KiB",
+            "content": {"application/problem+json": {}},
+        },
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"example": SANDBOX_NOTICE_EXAMPLE}},
+        }
+    },
+)
+async def receive_gateway_callback(
+    gateway: Annotated[str, Path(max_length=32, examples=["sandbox"])],
+    request: Request,
+    session: DbSession,
+    runtime: RuntimeDep,
+) -> Any:
+    registry = registry_for(runtime)
+    if not registry.is_configured(gateway):
+        raise NotFound(f"No gateway {gateway!r} is configured.", title="Gateway not found")
+    body = await request.body()
+    if len(body) > MAX_CALLBACK_BYTES:
+        raise PayloadTooLarge("Callbacks are ≤ 64 KiB.")
+    try:
+        adapter = registry.get(gateway)
+    except MissingCredential as exc:
+        # Answered as a server-side failure, so the provider retries after the fix.
+        raise GatewayUnavailable(str(exc)) from None
+    try:
+        notice = await adapter.parse_callback(dict(request.headers), body)
+    except InvalidSignature as exc:
+        raise CallbackSignatureInvalid(exc.message, title="Callback signature invalid") from None
+    except InvalidCallback as exc:
+        raise CallbackMalformed(exc.message) from None
+    except GatewayError as exc:  # the provider's own verification service did not answer
+        raise GatewayUnavailable(exc.message, title="Callback cannot be verified now") from None
+    result = await CallbackService(session, runtime).apply(gateway, notice)
+    if adapter.callback_reply is not None:
+        # Providers such as Alipay retry a notice until they read their own exact answer.
+        reply = adapter.callback_reply
+        return Response(content=reply.body, media_type=reply.media_type)
+    return {"received": True, "result": result.value}

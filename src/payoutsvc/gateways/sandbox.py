@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from payoutsvc.batching import GroupCommit
 from payoutsvc.db.base import utcnow
 from payoutsvc.db.engine import Database
-from payoutsvc.executor.batching import GroupCommit
 from payoutsvc.gateways.base import (
     CallbackNotice,
     CallbackReply,

@@ -20,6 +20,7 @@ from payoutsvc.errors import (
     SelfApprovalForbidden,
     not_found,
 )
+from payoutsvc.money import format_money
 from payoutsvc.operators.service import OperatorService
 from payoutsvc.payouts import transitions
 from payoutsvc.payouts.models import Payout
@@ -28,7 +29,6 @@ from payoutsvc.payouts.repository import PayoutRepository
 from payoutsvc.payouts.service import PayoutService
 from payoutsvc.payouts.status import PayoutStatus
 from payoutsvc.policy.engine import approver_limit_allows
-from payoutsvc.policy.rules import format_money
 from payoutsvc.policy.service import PolicyService
 from payoutsvc.runtime import Runtime
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -17,7 +17,8 @@ from sqlalchemy import Table, insert, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payoutsvc.ids import new_id
-from payoutsvc.payouts.models import PayoutEvent
+from payoutsvc.payouts.models import Payout, PayoutEvent
+from payoutsvc.webhooks.outbox import enqueue_deliveries
 
 GENESIS_HASH = "0" * 64
 # Core insert (executemany) rather than the ORM bulk-insert path: same SQL, less Python.
@@ -122,8 +123,6 @@ async def insert_hashed_events(session: AsyncSession, hashed: list[tuple[NewEven
     heads before it knows which payouts are still its own)."""
     if not hashed:
         return
-    from payoutsvc.webhooks.outbox import enqueue_deliveries
-
     if session.get_bind().dialect.name == "postgresql":
         # One statement over arrays: asyncpg would run an executemany once per row.
         await session.execute(
@@ -161,3 +160,36 @@ async def insert_hashed_events(session: AsyncSession, hashed: list[tuple[NewEven
             ],
         )
     await enqueue_deliveries(session, [e for e, _ in hashed])
+
+
+# Fixed when the payout is created and never changed by any code path.
+_IMMUTABLE_FIELDS = (
+    "id",
+    "integration_id",
+    "idempotency_key",
+    "ticket_system",
+    "ticket_id",
+    "reason",
+    "amount_minor",
+    "currency",
+    "recipient_type",
+    "recipient_fingerprint",
+    "requested_by",
+    "gateway_idempotency_key",
+    "required_approvals",
+    "policy_version",
+)
+
+
+def payout_digest(payout: Mapping[str, Any] | Payout) -> str:
+    """sha256 of the payout's immutable fields (values being inserted, or a loaded row)."""
+
+    def get(name: str) -> Any:
+        if isinstance(payout, Mapping):
+            return payout[name]
+        return getattr(payout, name)
+
+    content: dict[str, Any] = {name: get(name) for name in _IMMUTABLE_FIELDS}
+    content["recipient_encrypted"] = hashlib.sha256(bytes(get("recipient_encrypted"))).hexdigest()
+    content["created_at"] = get("created_at").isoformat()
+    return hashlib.sha256(canonical_json(content).encode()).hexdigest()

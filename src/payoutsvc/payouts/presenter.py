@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
 from payoutsvc.money import format_amount
 from payoutsvc.payouts.models import PayoutApproval, PayoutEvent
-
-
-def rfc3339(value: datetime) -> str:
-    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+from payoutsvc.timestamps import rfc3339
 
 
 def approval_json(approval: PayoutApproval | Mapping[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,6 @@ Hot paths use Core statements (one round trip each, no unit-of-work flush).
 from __future__ import annotations
 
 import builtins
-import hashlib
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
@@ -16,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import TextClause
 
 from payoutsvc.db.base import UtcDateTime
+from payoutsvc.db.locks import advisory_lock_id
 from payoutsvc.db.signals import signal_on_commit
 from payoutsvc.payouts.models import IdempotencyRecord, Payout, PayoutApproval, PayoutEvent
 from payoutsvc.payouts.status import PayoutStatus
@@ -48,12 +48,6 @@ def _claim_key_statement(guard: str) -> TextClause:
 
 _CLAIM_KEY_POSTGRES = _claim_key_statement("pg_try_advisory_xact_lock(:lock_id)")
 _CLAIM_KEY_SQLITE = _claim_key_statement("1 = 1")
-
-
-def advisory_lock_id(*parts: str) -> int:
-    """A signed 64-bit key for pg_advisory locks, stable across processes."""
-    digest = hashlib.sha256("\x1f".join(parts).encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 class PayoutRepository:

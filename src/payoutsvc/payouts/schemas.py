@@ -8,9 +8,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from payoutsvc.money import MoneyError, currency_exponent, parse_amount
-from payoutsvc.recipients.schemas import RecipientIn
-from payoutsvc.schemas_common import StrictModel
+from payoutsvc.recipients.schemas import RecipientIn, RecipientOut
+from payoutsvc.schemas_common import ProblemFieldErrorOut, StrictModel, check_amount, check_currency
 
 Reason = Literal["refund", "compensation", "reimbursement", "partner_payment", "other"]
 REASONS: tuple[str, ...] = ("refund", "compensation", "reimbursement", "partner_payment", "other")
@@ -42,29 +41,6 @@ class TicketRef(StrictModel):
         pattern=r"^https?://\S+$",
         examples=["https://acme.zendesk.com/agent/tickets/48213"],
     )
-
-
-def check_currency(value: object) -> str:
-    if not isinstance(value, str):
-        raise PydanticCustomError("invalid_currency", "Currency must be an ISO 4217 code string.")
-    try:
-        currency_exponent(value)
-    except MoneyError as exc:
-        raise PydanticCustomError(exc.code, exc.message) from None
-    return value
-
-
-def check_amount(value: object, currency: object) -> str:
-    """Strict decimal string; precision checked against the currency when it is valid."""
-    try:
-        if isinstance(currency, str):
-            parse_amount(value, currency)
-        elif not isinstance(value, str):
-            raise MoneyError("amount_not_string", 'Amount must be a decimal string like "12.50".')
-    except MoneyError as exc:
-        raise PydanticCustomError(exc.code, exc.message) from None
-    assert isinstance(value, str)
-    return value
 
 
 class MoneyFields(StrictModel):
@@ -131,17 +107,6 @@ class ResolveAction(StrictModel):
     operator_id: str = Field(min_length=1, max_length=64, examples=["fin-1"])
     outcome: Literal["succeeded", "failed"]
     comment: str | None = Field(default=None, max_length=1000)
-
-
-class RecipientOut(BaseModel):
-    type: str
-    account_masked: str = Field(examples=["138****8000"])
-    name: str | None = Field(examples=["张*"])
-    bank_name: str | None = None
-    bic: str | None = None
-    routing_number: str | None = None
-    account_type: str | None = None
-    app_id: str | None = None
 
 
 class ApprovalOut(BaseModel):
@@ -215,12 +180,6 @@ class PayoutEventOut(BaseModel):
 
 class PayoutEventList(BaseModel):
     data: list[PayoutEventOut]
-
-
-class ProblemFieldErrorOut(BaseModel):
-    field: str
-    code: str
-    message: str
 
 
 class PayoutPreviewOut(BaseModel):

@@ -13,7 +13,6 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from payoutsvc.audit import payout_digest
 from payoutsvc.db.base import utcnow
 from payoutsvc.errors import (
     IdempotencyKeyInUse,
@@ -21,6 +20,7 @@ from payoutsvc.errors import (
     IdempotencyKeyMissing,
     IdempotencyKeyReused,
     InvalidRecipient,
+    PolicyChanging,
     ServiceError,
     invalid_status_transition,
     not_found,
@@ -30,12 +30,25 @@ from payoutsvc.metrics import PAYOUTS_CREATED
 from payoutsvc.money import parse_amount
 from payoutsvc.operators.service import OperatorService
 from payoutsvc.payouts import transitions
-from payoutsvc.payouts.events import append_events, canonical_json, insert_hashed_events
+from payoutsvc.payouts.events import (
+    append_events,
+    canonical_json,
+    insert_hashed_events,
+    payout_digest,
+)
+from payoutsvc.payouts.limits import LimitsRepository, RequestFacts
 from payoutsvc.payouts.models import Payout
 from payoutsvc.payouts.presenter import event_json, payout_json, payout_json_of
 from payoutsvc.payouts.repository import PayoutRepository
 from payoutsvc.payouts.schemas import PayoutCreate
 from payoutsvc.payouts.status import PayoutStatus
+from payoutsvc.policy.engine import (
+    PolicyDecision,
+    duplicate_window_start,
+    evaluate_policy,
+    policy_day_bounds,
+)
+from payoutsvc.policy.rules import PayoutFacts
 from payoutsvc.policy.service import PayoutRequest, PolicyService
 from payoutsvc.recipients.storage import public_view, seal
 from payoutsvc.recipients.validation import (
@@ -50,6 +63,9 @@ log = structlog.get_logger(__name__)
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 # The actor of events no person caused (auto-approval by policy, executor steps).
 SYSTEM_ACTOR = "system"
+# A PUT between reading the version and reading the totals makes us read again; more than a
+# few PUTs in that instant means something is looping on PUT /v1/policy.
+_MAX_POLICY_RACES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,9 +159,7 @@ class PayoutService:
         amount_minor, check, request = self._policy_request(body)
         # Locks the requester/ticket/recipient counters (PostgreSQL) until this transaction
         # commits, so parallel requests cannot both fit under a cap they exceed together.
-        decision = await PolicyService(self.session, self.runtime.settings).decide_payout(
-            request, now, lock=True
-        )
+        decision = await self.decide(request, now, lock=True)
         if decision.forbidden:
             # An answer, not an exception: the transaction commits the idempotency record, so
             # a replay returns this same 422, and nothing else was written.
@@ -258,9 +272,7 @@ class PayoutService:
     async def preview(self, body: PayoutCreate) -> dict[str, Any]:
         """What POST /v1/payouts would decide for ``body`` right now; creates nothing."""
         _amount, check, request = self._policy_request(body)
-        decision = await PolicyService(self.session, self.runtime.settings).decide_payout(
-            request, utcnow(), lock=False
-        )
+        decision = await self.decide(request, utcnow(), lock=False)
         status: str | None = None
         if not decision.forbidden:
             status = (
@@ -274,6 +286,42 @@ class PayoutService:
             "errors": [e.as_dict() for e in decision.violation_errors()],
             "warnings": [w.as_dict() for w in check.warnings],
         }
+
+    # -- policy decision ---------------------------------------------------------------------
+    async def decide(self, request: PayoutRequest, now: datetime, *, lock: bool) -> PolicyDecision:
+        """Gather the facts and evaluate the current policy for ``request``.
+
+        ``lock``: the caller will insert the payout in this transaction, so serialise the
+        check-and-insert with every other request on the same requester, ticket or recipient
+        (PostgreSQL advisory locks held until commit), taken before any total is read.
+        """
+        limits = LimitsRepository(self.session)
+        if lock:
+            await limits.lock_limit_keys(request.limit_keys())
+        policies = PolicyService(self.session, self.runtime.settings)
+        policy = await policies.newest_known()
+        for _ in range(_MAX_POLICY_RACES):
+            day_start, day_end = policy_day_bounds(policy, now)
+            facts = await limits.request_facts(
+                requester_id=request.requester_id,
+                currency=request.currency,
+                amount_minor=request.amount_minor,
+                ticket_system=request.ticket_system,
+                ticket_id=request.ticket_id,
+                recipient_fingerprint=request.recipient_fingerprint,
+                day_start=day_start,
+                day_end=day_end,
+                duplicate_since=duplicate_window_start(policy, now),
+            )
+            if facts.policy_version in (policy.version, None):
+                return evaluate_policy(_payout_facts(request, facts), policy)
+            # The day bounds and duplicate window depend on the policy: read again under it.
+            policy = await policies.get(facts.policy_version)
+        raise PolicyChanging(
+            "The policy changed repeatedly while this request was evaluated; retry.",
+            headers={"Retry-After": "1"},
+            title="Policy is changing",
+        )
 
     # -- read ------------------------------------------------------------------------------
     async def get_json(self, payout_id: str, visible_integration: str | None) -> dict[str, Any]:
@@ -352,6 +400,24 @@ class PayoutService:
             actor=operator_id,
             event_data={"reason": reason},
         )
+
+
+def _payout_facts(request: PayoutRequest, facts: RequestFacts) -> PayoutFacts:
+    return PayoutFacts(
+        amount_minor=request.amount_minor,
+        currency=request.currency,
+        reason=request.reason,
+        requester_id=request.requester_id,
+        requester_role=facts.requester_role,
+        requester_active=facts.requester_role is not None and not facts.requester_disabled,
+        requester_daily_total_minor=facts.requester_daily_total_minor,
+        ticket_total_minor=facts.ticket_total_minor,
+        recipient_daily_count=facts.recipient_daily_count,
+        recipient_daily_total_minor=facts.recipient_daily_total_minor,
+        recipient_blocked=facts.recipient_blocked,
+        duplicate_suspected=facts.duplicate_suspected,
+        recipient_warnings=request.recipient_warnings,
+    )
 
 
 class _RowView:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Integer, String, Text
+from sqlalchemy import JSON, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from payoutsvc.db.base import Base, UtcDateTime
@@ -16,19 +16,5 @@ class PolicyVersion(Base):
 
     version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     document: Mapped[dict[str, Any]] = mapped_column(JSON)
-    created_by: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
-
-
-class RecipientBlock(Base):
-    """A refused recipient, keyed by the fingerprint of its normalized account."""
-
-    __tablename__ = "recipient_blocks"
-
-    id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
-    recipient_type: Mapped[str] = mapped_column(String(32))
-    account_masked: Mapped[str] = mapped_column(String(64))
-    reason: Mapped[str | None] = mapped_column(Text, default=None)
     created_by: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from payoutsvc.money import MoneyError, format_amount
+from payoutsvc.money import format_money
 from payoutsvc.policy.document import Policy, RoleLimits
 
 __all__ = [
@@ -35,7 +35,6 @@ __all__ = [
     "RoleAutoApproveLimit",
     "Rule",
     "RuleOutcome",
-    "format_money",
 ]
 
 
@@ -86,14 +85,6 @@ class RuleOutcome:
     @classmethod
     def require_approval(cls, message: str, approvals: int = 1) -> RuleOutcome:
         return cls("require_approval", message, approvals)
-
-
-def format_money(minor: int, currency: str) -> str:
-    """``1250, "CNY"`` -> ``"12.50 CNY"``; never raises, even for an unknown currency."""
-    try:
-        return f"{format_amount(minor, currency)} {currency}"
-    except MoneyError:
-        return f"{minor} minor units of {currency}"
 
 
 class Rule(ABC):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import structlog
@@ -23,7 +22,6 @@ from payoutsvc.db.base import utcnow
 from payoutsvc.db.engine import Database
 from payoutsvc.errors import (
     FieldError,
-    PolicyChanging,
     PolicyVersionConflict,
     ServiceError,
     not_found,
@@ -36,22 +34,12 @@ from payoutsvc.policy.document import (
     load_policy_file,
     parse_policy_document,
 )
-from payoutsvc.policy.engine import (
-    PolicyDecision,
-    duplicate_window_start,
-    evaluate_policy,
-    policy_day_bounds,
-)
-from payoutsvc.policy.repository import PolicyRepository, RequestFacts
-from payoutsvc.policy.rules import PayoutFacts
+from payoutsvc.policy.repository import PolicyRepository
 
 log = structlog.get_logger(__name__)
 
 INITIAL_POLICY_AUTHOR = "system"
 _MAX_CACHED_VERSIONS = 64
-# A PUT between reading the version and reading the totals makes us read again; more than a
-# few PUTs in that instant means something is looping on PUT /v1/policy.
-_MAX_POLICY_RACES = 5
 
 
 class _PolicyCache:
@@ -193,62 +181,10 @@ class PolicyService:
         log.info("policy.version_created", version=version, created_by=created_by)
         return self._cache.remember(Policy.from_document(doc, version))
 
-    # -- decisions ------------------------------------------------------------------------------
-    async def decide_payout(
-        self, request: PayoutRequest, now: datetime, *, lock: bool
-    ) -> PolicyDecision:
-        """Gather the facts and evaluate the current policy for ``request``.
-
-        ``lock``: the caller will insert the payout in this transaction, so serialise the
-        check-and-insert with every other request on the same requester, ticket or recipient
-        (PostgreSQL advisory locks held until commit), taken before any total is read.
-        """
-        if lock:
-            await self.repo.lock_limit_keys(request.limit_keys())
-        policy = self._cache.newest or await self.current()
-        for _ in range(_MAX_POLICY_RACES):
-            facts = await self._facts(request, policy, now)
-            if facts.policy_version in (policy.version, None):
-                return evaluate_policy(_payout_facts(request, facts), policy)
-            # The day bounds and duplicate window depend on the policy: read again under it.
-            policy = await self.get(facts.policy_version)
-        raise PolicyChanging(
-            "The policy changed repeatedly while this request was evaluated; retry.",
-            headers={"Retry-After": "1"},
-            title="Policy is changing",
-        )
-
-    async def _facts(self, request: PayoutRequest, policy: Policy, now: datetime) -> RequestFacts:
-        day_start, day_end = policy_day_bounds(policy, now)
-        return await self.repo.request_facts(
-            requester_id=request.requester_id,
-            currency=request.currency,
-            amount_minor=request.amount_minor,
-            ticket_system=request.ticket_system,
-            ticket_id=request.ticket_id,
-            recipient_fingerprint=request.recipient_fingerprint,
-            day_start=day_start,
-            day_end=day_end,
-            duplicate_since=duplicate_window_start(policy, now),
-        )
-
-
-def _payout_facts(request: PayoutRequest, facts: RequestFacts) -> PayoutFacts:
-    return PayoutFacts(
-        amount_minor=request.amount_minor,
-        currency=request.currency,
-        reason=request.reason,
-        requester_id=request.requester_id,
-        requester_role=facts.requester_role,
-        requester_active=facts.requester_role is not None and not facts.requester_disabled,
-        requester_daily_total_minor=facts.requester_daily_total_minor,
-        ticket_total_minor=facts.ticket_total_minor,
-        recipient_daily_count=facts.recipient_daily_count,
-        recipient_daily_total_minor=facts.recipient_daily_total_minor,
-        recipient_blocked=facts.recipient_blocked,
-        duplicate_suspected=facts.duplicate_suspected,
-        recipient_warnings=request.recipient_warnings,
-    )
+    async def newest_known(self) -> Policy:
+        """The newest version this process has seen (a guess: a decision confirms it in the
+        same statement as its totals, see PayoutService.decide), else the current one."""
+        return self._cache.newest or await self.current()
 
 
 def _pop_expected_version(data: object) -> tuple[int | None, list[FieldError]]:

@@ -20,7 +20,7 @@ from payoutsvc.errors import (
     Unauthorized,
     ValidationFailed,
 )
-from payoutsvc.payouts.schemas import ProblemFieldErrorOut, RecipientOut
+from payoutsvc.recipients.schemas import RecipientOut
 from payoutsvc.recipients.service import (
     RecipientBlockCreate,
     RecipientService,
@@ -30,6 +30,7 @@ from payoutsvc.schemas_common import (
     CursorQuery,
     LimitQuery,
     Page,
+    ProblemFieldErrorOut,
     decode_cursor,
     page_of,
     problem_responses,

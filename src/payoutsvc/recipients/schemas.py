@@ -95,3 +95,14 @@ RecipientIn = Annotated[
     | StripeAccountRecipient,
     Field(discriminator="type"),
 ]
+
+
+class RecipientOut(BaseModel):
+    type: str
+    account_masked: str = Field(examples=["138****8000"])
+    name: str | None = Field(examples=["张*"])
+    bank_name: str | None = None
+    bic: str | None = None
+    routing_number: str | None = None
+    account_type: str | None = None
+    app_id: str | None = None

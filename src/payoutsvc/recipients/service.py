@@ -24,15 +24,14 @@ from payoutsvc.errors import (
 )
 from payoutsvc.ids import new_id
 from payoutsvc.money import parse_amount
-from payoutsvc.payouts.presenter import rfc3339
-from payoutsvc.payouts.schemas import check_amount, check_currency
-from payoutsvc.policy.models import RecipientBlock
-from payoutsvc.policy.repository import PolicyRepository
 from payoutsvc.recipients.masking import mask_account
+from payoutsvc.recipients.models import RecipientBlock
+from payoutsvc.recipients.repository import RecipientRepository
 from payoutsvc.recipients.schemas import RecipientIn, RecipientType
 from payoutsvc.recipients.storage import public_view
 from payoutsvc.recipients.validation import recipient_fingerprint, validate_recipient
-from payoutsvc.schemas_common import StrictModel
+from payoutsvc.schemas_common import StrictModel, check_amount, check_currency
+from payoutsvc.timestamps import rfc3339
 
 log = structlog.get_logger(__name__)
 
@@ -107,7 +106,7 @@ def _field_errors(problems: Sequence[FieldError]) -> list[dict[str, str]]:
 
 class RecipientService:
     def __init__(self, session: AsyncSession, fingerprint_key: bytes) -> None:
-        self.repo = PolicyRepository(session)
+        self.repo = RecipientRepository(session)
         self.fingerprint_key = fingerprint_key
 
     async def validate(self, body: RecipientValidateIn) -> dict[str, Any]:

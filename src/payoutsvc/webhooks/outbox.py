@@ -9,21 +9,42 @@ just-created or just-disabled endpoint counts at once) and one INSERT writes all
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payoutsvc.ids import new_id
-from payoutsvc.payouts.presenter import rfc3339
+from payoutsvc.timestamps import rfc3339
 from payoutsvc.webhooks.filters import event_matches
 from payoutsvc.webhooks.models import DeliveryStatus
 from payoutsvc.webhooks.repository import WebhookRepository
 
-if TYPE_CHECKING:
-    from payoutsvc.payouts.events import NewEvent
+
+class OutboxEvent(Protocol):
+    """What the outbox needs of an event (payouts.events.NewEvent is one): the outbox sits
+    below the domains whose events it carries and knows them only by this shape."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def payout_id(self) -> str: ...
+    @property
+    def integration_id(self) -> str: ...
+    @property
+    def sequence(self) -> int: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def at(self) -> datetime: ...
+
+    def snapshot(self) -> dict[str, Any]:
+        """The masked object the webhook carries, as it is after this event."""
+        ...
 
 
-def webhook_body(event: NewEvent) -> str:
+def webhook_body(event: OutboxEvent) -> str:
     """The exact JSON body of this event's webhook (API.md): built once, sent on every attempt,
     so the signature a receiver checks covers the same bytes every time."""
     body: dict[str, Any] = {
@@ -34,7 +55,7 @@ def webhook_body(event: NewEvent) -> str:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
 
 
-async def enqueue_deliveries(session: AsyncSession, events: list[NewEvent]) -> None:
+async def enqueue_deliveries(session: AsyncSession, events: Sequence[OutboxEvent]) -> None:
     """Create one delivery row per (event, matching enabled endpoint of its integration)."""
     if not events:
         return

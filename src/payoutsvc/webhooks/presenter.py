@@ -6,7 +6,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from payoutsvc.payouts.presenter import rfc3339
+from payoutsvc.timestamps import rfc3339
 from payoutsvc.webhooks.models import WebhookAttempt, WebhookDelivery
 
 
