@@ -58,6 +58,13 @@ GATEWAY_CALLBACKS = Counter(
     "payoutsvc_gateway_callbacks_total", "Gateway callbacks by result", ["gateway", "result"]
 )
 
+GATEWAY_CALLBACK_CONTRADICTIONS = Counter(
+    "payoutsvc_gateway_callback_contradictions_total",
+    "Verified gateway notices whose final result contradicts a payout's final status "
+    "(e.g. paid at the provider, failed here): each one needs a person",
+    ["gateway"],
+)
+
 # -- webhook sender ----------------------------------------------------------------------------
 WEBHOOK_DELIVERIES = Counter(
     "payoutsvc_webhook_deliveries_total",

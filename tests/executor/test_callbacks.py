@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from payoutsvc.executor.service import Executor
 from payoutsvc.gateways.sandbox import POLLS_UNTIL_SUCCESS, SandboxGateway
@@ -106,6 +107,7 @@ async def test_notice_while_an_executor_holds_the_payout_wins_and_the_executor_b
 async def test_a_notice_never_moves_a_payout_backwards(
     client: httpx.AsyncClient, runtime: Runtime, executor: Executor
 ) -> None:
+    before = contradictions()
     payout = await approved_payout(client, runtime, SUCCEED)
     assert await executor.run_once() == 1
     key = (await client.get(f"/v1/sandbox/transfers?payout_id={payout['id']}")).json()["data"][0][
@@ -122,6 +124,15 @@ async def test_a_notice_never_moves_a_payout_backwards(
         assert answer.json()["result"] == ("stale" if status == "failed" else "recorded")
     got = (await client.get(f"/v1/payouts/{payout['id']}")).json()
     assert (got["status"], got["failure"]) == ("succeeded", None)
+    # A final result contradicting a final status is counted for a person to reconcile.
+    assert contradictions() == before + 1
+
+
+def contradictions() -> float:
+    value = REGISTRY.get_sample_value(
+        "payoutsvc_gateway_callback_contradictions_total", {"gateway": "sandbox"}
+    )
+    return value or 0.0
 
 
 async def test_unverifiable_notices_change_nothing(

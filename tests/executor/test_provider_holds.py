@@ -23,12 +23,14 @@ from payoutsvc.gateways.base import (
     GatewayError,
     OutcomeUnknown,
     ProviderHold,
+    Rejected,
     TransferRequest,
     TransferResult,
     TransferState,
 )
 from payoutsvc.gateways.registry import GatewayRegistry
 from payoutsvc.gateways.sandbox import SandboxGateway
+from payoutsvc.recipients.storage import unseal
 from payoutsvc.runtime import Runtime
 from tests.executor.conftest import AppFactory
 from tests.executor.support import (
@@ -239,3 +241,66 @@ async def test_a_transfer_stuck_in_flight_is_resent_on_the_slow_schedule_after_t
     assert row["status"] == "succeeded"
     final = await assert_exactly_once(runtime.db)
     assert final[payout["id"]] == "succeeded"
+
+
+# -- what an earlier answer of the provider rules out ---------------------------------------------
+async def test_not_found_for_a_transfer_the_provider_acknowledged_is_never_a_second_submit(
+    setup: tuple[httpx.AsyncClient, Runtime],
+) -> None:
+    """Once the provider gave its reference, "no such transfer" means we asked the wrong
+    account, app or host (a configuration change), not that it was never booked."""
+    client, runtime = setup
+    clock = FakeClock()
+    executor, provider = executor_for(runtime, clock)
+    payout = await approved_payout(client, runtime)
+    not_found = TransferResult(TransferState.NOT_FOUND)
+    provider.script = [TransferResult(TransferState.PENDING, reference="bill-123")]
+    provider.script += [not_found for _ in range(10)]
+    statuses = [(await step(executor, clock, payout["id"]))["status"] for _ in range(4)]
+    assert statuses == ["processing"] * 3 + ["needs_review"]
+    assert provider.operations == ["submit", "status", "status", "status"]
+    row = (await payout_rows(runtime.db))[payout["id"]]
+    assert row.gateway_reference == "bill-123"
+    await assert_exactly_once(runtime.db)
+
+
+async def test_a_refused_resend_does_not_fail_a_transfer_the_status_query_found(
+    setup: tuple[httpx.AsyncClient, Runtime],
+) -> None:
+    client, runtime = setup
+    clock = FakeClock()
+    executor, provider = executor_for(runtime, clock)
+    payout = await approved_payout(client, runtime)
+    stuck = held("PROCESSING", after_schedule=True, resend=True)
+    provider.script = [stuck for _ in range(4)]  # submit + the three scheduled checks
+    rows = [await step(executor, clock, payout["id"]) for _ in range(4)]
+    assert rows[-1]["gateway_hold_until"] is not None  # on the slow schedule now
+    provider.script = [stuck, Rejected("gateway_declined", "bill already exists"), stuck]
+    row = await step(executor, clock, payout["id"])
+    assert provider.operations[-2:] == ["status", "submit"]
+    assert row["status"] == "processing", row
+    await assert_exactly_once(runtime.db)
+
+
+async def test_a_provider_message_quoting_the_payee_is_stored_masked(
+    setup: tuple[httpx.AsyncClient, Runtime],
+) -> None:
+    client, runtime = setup
+    clock = FakeClock()
+    executor, provider = executor_for(runtime, clock)
+    payout = await approved_payout(client, runtime)
+    account = await full_account_of(runtime, payout["id"])
+    provider.script = [Rejected("recipient_account_invalid", f"Receiver {account} is ineligible")]
+    row = await step(executor, clock, payout["id"])
+    assert row["status"] == "failed"
+    shown = (await client.get(f"/v1/payouts/{payout['id']}")).json()
+    attempts = (await client.get(f"/v1/payouts/{payout['id']}/attempts")).text
+    for text in (str(shown), attempts):
+        assert account not in text
+    assert "Receiver 139" in shown["failure"]["message"]  # the message itself is kept
+
+
+async def full_account_of(runtime: Runtime, payout_id: str) -> str:
+    row = (await payout_rows(runtime.db))[payout_id]
+    recipient = unseal(runtime.cipher, row.recipient_encrypted, payout_id)
+    return str(recipient["account"])

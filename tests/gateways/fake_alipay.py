@@ -387,11 +387,14 @@ class FakeAlipay:
         tamper: Mapping[str, str] | None = None,
         notify_id: str | None = None,
         sign_type_signed: bool = False,
+        empty_values_signed: bool = False,
     ) -> bytes:
         """The form body of an ``alipay.fund.trans.order.changed`` notice about an order,
         signed with ``key`` (default: Alipay's) over its non-empty fields, ``sign_type``
         included when ``sign_type_signed``. ``fields`` override common fields before
-        signing (an empty value is sent but not signed), ``tamper`` after."""
+        signing (an empty value is sent but not signed, unless ``empty_values_signed``: the
+        content Java's ``AlipaySignature.getSignCheckContentV1`` checks keeps empty values),
+        ``tamper`` after."""
         order = self.orders[out_biz_no]
         content: dict[str, Any] = {
             "action_type": "FINISH",
@@ -422,7 +425,7 @@ class FakeAlipay:
         signed = "&".join(
             f"{k}={params[k]}"
             for k in sorted(params)
-            if params[k] != "" and (sign_type_signed or k != "sign_type")
+            if (empty_values_signed or params[k] != "") and (sign_type_signed or k != "sign_type")
         )
         params["sign"] = sign_rsa_sha256(key or self.key, signed.encode())
         params.update(tamper or {})

@@ -1052,6 +1052,9 @@ async def test_notices_verify_with_or_without_sign_type_and_skip_empty_values(
         "with sign_type": fake.notice(key, sign_type_signed=True),
         "an empty field, not signed": fake.notice(key, fields={"auth_app_id": ""}),
         "both": fake.notice(key, fields={"auth_app_id": ""}, sign_type_signed=True),
+        "an empty field, signed (Java's V1 content)": fake.notice(
+            key, fields={"auth_app_id": ""}, empty_values_signed=True
+        ),
     }
     for what, body in bodies.items():
         notice = await gateway.parse_callback({}, body)

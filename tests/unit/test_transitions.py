@@ -139,3 +139,18 @@ def test_a_chain_opens_from_the_genesis_hash() -> None:
         "payout.created",
     )
     assert head == transitions.ChainHead(1, hash_of(created))
+
+
+def test_a_caller_cannot_override_what_the_move_decides() -> None:
+    for column in ("status", "locked_by", "next_attempt_at", "last_event_hash"):
+        with pytest.raises(ValueError, match="set by the transition"):
+            transitions.move(
+                transitions.RESOLVE,
+                payout(S.NEEDS_REVIEW),
+                S.FAILED,
+                actor="fin-1",
+                data={},
+                at=utcnow(),
+                present=dict,
+                values={column: "x", "failure_code": "manual_review_failed"},
+            )

@@ -22,10 +22,10 @@ from payoutsvc.errors import InvalidStatusTransition
 from payoutsvc.executor.repository import ExecutorRepository
 from payoutsvc.gateways.base import CallbackNotice, TransferState
 from payoutsvc.ids import new_id
-from payoutsvc.metrics import GATEWAY_CALLBACKS
+from payoutsvc.metrics import GATEWAY_CALLBACK_CONTRADICTIONS, GATEWAY_CALLBACKS
 from payoutsvc.payouts import transitions
 from payoutsvc.payouts.service import PayoutService
-from payoutsvc.payouts.status import PayoutStatus
+from payoutsvc.payouts.status import TERMINAL, PayoutStatus
 from payoutsvc.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -97,6 +97,19 @@ class CallbackService:
         if payout.status == target.value:
             return CallbackResult.DUPLICATE
         if payout.status not in transitions.SETTLE.sources:
+            if PayoutStatus(payout.status) in TERMINAL:
+                # The provider's verified word contradicts a final status (paid there, failed
+                # or canceled here; or the reverse). Statuses never move back, so a person
+                # must reconcile it, before anyone pays the customer again.
+                GATEWAY_CALLBACK_CONTRADICTIONS.labels(gateway).inc()
+                log.error(
+                    "gateway.callback.contradicts_payout",
+                    gateway=gateway,
+                    payout_id=payout.id,
+                    payout_status=payout.status,
+                    notice_status=target.value,
+                    notice_id=notice.notice_id,
+                )
             return CallbackResult.STALE
         values: dict[str, Any] = {
             "gateway_reference": found.reference or payout.gateway_reference,

@@ -24,6 +24,7 @@ import functools
 import itertools
 import os
 import random
+import re
 import socket
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -58,6 +59,7 @@ from payoutsvc.payouts.models import PayoutApproval
 from payoutsvc.payouts.presenter import payout_json_of
 from payoutsvc.payouts.repository import PayoutRepository
 from payoutsvc.payouts.status import PayoutStatus
+from payoutsvc.recipients.masking import mask_account
 from payoutsvc.recipients.storage import unseal
 from payoutsvc.runtime import Runtime
 
@@ -299,7 +301,14 @@ class Executor:
                 defer_seconds=max(breaker.seconds_until_retry(), 0.5),
                 detail="gateway circuit breaker open",
             )
+        outcome = await self._attempt(gateway, job, request)
+        return _without_account(outcome, str(request.recipient.get("account") or ""))
+
+    async def _attempt(self, gateway: Gateway, job: Job, request: TransferRequest) -> Outcome:
+        """Ask (unless the payout was never sent), then submit under the payout's key only
+        when the provider has no transfer under it, or documents a re-send as safe."""
         calls: list[Call] = []
+        resend_of: TransferResult | None = None
         if not job.fresh:
             known = await self._call(
                 gateway,
@@ -312,11 +321,29 @@ class Executor:
             if not isinstance(known, TransferResult):
                 # Even NotDone here only means the *query* was not answered.
                 return self._retry(job, calls, known)
-            if known.state is not TransferState.NOT_FOUND and not _resend_now(job, known):
-                return self._judge(job, calls, known)
+            if known.state is TransferState.NOT_FOUND and _provider_knew_it(job):
+                # The provider acknowledged this transfer before (we hold its reference, or
+                # it held the transfer pending): "no such transfer" now means we asked the
+                # wrong account, app or host, not that it was never booked. Never re-submit.
+                return self._retry(
+                    job,
+                    calls,
+                    OutcomeUnknown(
+                        "the gateway no longer finds a transfer it acknowledged before",
+                        gateway_status=known.gateway_status or "not_found",
+                    ),
+                )
+            if known.state is not TransferState.NOT_FOUND:
+                if not _resend_now(job, known):
+                    return self._judge(job, calls, known)
+                resend_of = known
         answer = await self._call(
             gateway, job, calls, "submit", request.summary(), lambda: gateway.submit(request)
         )
+        if resend_of is not None and _refused(answer):
+            # A re-send's refusal does not outweigh the status answer that just said the
+            # transfer exists: only a later status query may fail the payout.
+            return self._judge(job, calls, resend_of)
         return self._judge(job, calls, answer)
 
     def _request(self, job: Job) -> TransferRequest:
@@ -635,6 +662,38 @@ def _finish_row(
         sequence=sequence,
         head=head,
     )
+
+
+def _provider_knew_it(job: Job) -> bool:
+    return bool(job.payout["gateway_reference"]) or job.payout.get("gateway_hold_until") is not None
+
+
+def _refused(answer: TransferResult | GatewayError) -> bool:
+    if isinstance(answer, Rejected):
+        return True
+    return isinstance(answer, TransferResult) and answer.state is TransferState.FAILED
+
+
+def _without_account(outcome: Outcome, account: str) -> Outcome:
+    """Provider messages may quote the payee (a PayPal payer id, an Alipay open id, a phone):
+    whatever an adapter let through, the full account never reaches a stored failure
+    message, an attempt's error or the logs."""
+    if len(account) < 4:
+        return outcome
+    masked = mask_account(account)
+
+    def scrub(text: str | None) -> str | None:
+        if text is None or account.lower() not in text.lower():
+            return text
+        return re.sub(re.escape(account), masked, text, flags=re.IGNORECASE)
+
+    outcome.failure_message = scrub(outcome.failure_message)
+    outcome.detail = scrub(outcome.detail)
+    outcome.gateway_status = scrub(outcome.gateway_status)
+    for call in outcome.calls:
+        call.error = scrub(call.error)
+        call.gateway_status = scrub(call.gateway_status)
+    return outcome
 
 
 def _resend_now(job: Job, known: TransferResult) -> bool:

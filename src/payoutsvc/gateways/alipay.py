@@ -559,19 +559,26 @@ def _certificate_credentials(
 
 
 def notice_signing_contents(params: Mapping[str, str]) -> list[str]:
-    """What a notice's ``sign`` may cover: the sorted ``k=v`` of its non-empty parameters but
-    ``sign``, without ``sign_type`` (Java ``rsaCheckV1``) or with it (``rsaCheckV2``)."""
+    """What a notice's ``sign`` may cover: the sorted ``k=v`` of its parameters but ``sign``,
+    without ``sign_type`` (Java ``rsaCheckV1``) or with it (``rsaCheckV2``). Alipay's SDKs
+    differ on empty values (Java's ``getSignCheckContentV1`` keeps them, the request signing
+    rule and other SDKs skip them), so both forms are tried: either way only a signature
+    Alipay made over these very values verifies."""
 
-    def content(excluded: tuple[str, ...]) -> str:
+    def content(excluded: tuple[str, ...], *, keep_empty: bool) -> str:
         return "&".join(
             f"{key}={params[key]}"
             for key in sorted(params)
-            if key not in excluded and params[key] != ""
+            if key not in excluded and (keep_empty or params[key] != "")
         )
 
-    without = content(("sign", "sign_type"))
-    with_sign_type = content(("sign",))
-    return [without] if with_sign_type == without else [without, with_sign_type]
+    candidates: list[str] = []
+    for keep_empty in (False, True):
+        for excluded in (("sign", "sign_type"), ("sign",)):
+            found = content(excluded, keep_empty=keep_empty)
+            if found not in candidates:
+                candidates.append(found)
+    return candidates
 
 
 def signing_content(params: Mapping[str, str]) -> str:

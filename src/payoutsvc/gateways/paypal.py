@@ -539,7 +539,20 @@ class PayPalGateway:
             self._remember(digest, verified=known)
         if not known:
             raise InvalidSignature("PayPal did not verify the notice")
+        if notice.result.state in (TransferState.SUCCEEDED, TransferState.FAILED):
+            return await self._confirmed(notice)
         return notice
+
+    async def _confirmed(self, notice: CallbackNotice) -> CallbackNotice:
+        """PayPal signs a notice over a CRC32 of its body, which can be forged to match a
+        captured genuine delivery; so a final result in a notice is only a prompt to ask
+        PayPal itself, over TLS, what the batch under our sender_batch_id says now. An answer
+        that cannot be had or is not provably ours raises (503: PayPal delivers again)."""
+        batch_id = notice.result.reference
+        if not batch_id:
+            raise InvalidCallback("a final PayPal notice without its payout_batch_id")
+        confirmed = await self.get_status(notice.idempotency_key, reference=batch_id)
+        return CallbackNotice(notice.idempotency_key, confirmed, notice.notice_id)
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -121,6 +121,20 @@ class Move:
     values: dict[str, Any]
 
 
+# The columns a move itself decides: a caller's extra values may not override them.
+_PLANNED_HERE = frozenset(
+    {
+        "status",
+        "updated_at",
+        "locked_by",
+        "locked_until",
+        "next_attempt_at",
+        "last_event_sequence",
+        "last_event_hash",
+    }
+)
+
+
 def lease_columns(target: PayoutStatus, at: datetime, lease: Lease | None) -> dict[str, Any]:
     """Whose job the payout is after moving to ``target``: a processing payout is its
     worker's until the lease ends; an approved one is the executor's as of now; any other
@@ -161,6 +175,8 @@ def move(
     the caller sets with the change (a failure code, the gateway's reference)."""
     if target not in arrow.targets:
         raise ValueError(f"{arrow.action} never leads to {target}")
+    if values and (planned_here := _PLANNED_HERE.intersection(values)):
+        raise ValueError(f"{sorted(planned_here)} are set by the transition, not its caller")
     source = arrow.require(str(payout["id"]), str(payout["status"]))
     columns: dict[str, Any] = {
         "status": target.value,
