@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 import structlog
+from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payoutsvc.db.base import utcnow
@@ -68,29 +69,7 @@ class CallbackService:
         if payout is None:
             return CallbackResult.UNKNOWN_TRANSFER
         found = notice.result
-        now = utcnow()
-        await self.repo.insert_attempts(
-            [
-                {
-                    "id": new_id("att", int(now.timestamp() * 1000)),
-                    "payout_id": payout.id,
-                    "attempt": payout.attempts,
-                    "operation": "callback",
-                    "gateway": gateway,
-                    "worker": None,
-                    "request": {
-                        "notice_id": notice.notice_id,
-                        "idempotency_key": notice.idempotency_key,
-                    },
-                    "outcome": found.state.value,
-                    "error": found.failure_message,
-                    "gateway_status": found.gateway_status,
-                    "gateway_reference": found.reference,
-                    "latency_ms": 0.0,
-                    "started_at": now,
-                }
-            ]
-        )
+        await self.repo.insert_attempts([_attempt_row(gateway, payout, notice)])
         target = _FINAL.get(found.state)
         if target is None:
             return CallbackResult.RECORDED
@@ -98,36 +77,9 @@ class CallbackService:
             return CallbackResult.DUPLICATE
         if payout.status not in transitions.SETTLE.sources:
             if PayoutStatus(payout.status) in TERMINAL:
-                # The provider's verified word contradicts a final status (paid there, failed
-                # or canceled here; or the reverse). Statuses never move back, so a person
-                # must reconcile it, before anyone pays the customer again.
-                GATEWAY_CALLBACK_CONTRADICTIONS.labels(gateway).inc()
-                log.error(
-                    "gateway.callback.contradicts_payout",
-                    gateway=gateway,
-                    payout_id=payout.id,
-                    payout_status=payout.status,
-                    notice_status=target.value,
-                    notice_id=notice.notice_id,
-                )
+                _report_contradiction(gateway, payout, target, notice)
             return CallbackResult.STALE
-        values: dict[str, Any] = {
-            "gateway_reference": found.reference or payout.gateway_reference,
-            "gateway_status": found.gateway_status or payout.gateway_status,
-            "gateway_hold_until": None,
-        }
-        if found.details:
-            values["gateway_details"] = dict(found.details)
-        event_data: dict[str, Any] = {"source": "gateway_callback", "notice_id": notice.notice_id}
-        if target is PayoutStatus.FAILED:
-            values["failure_code"] = found.failure_code or "gateway_declined"
-            values["failure_message"] = found.failure_message or "The gateway declined it."
-            event_data["failure"] = {
-                "code": values["failure_code"],
-                "message": values["failure_message"],
-            }
-        else:
-            event_data["gateway_reference"] = values["gateway_reference"]
+        values, event_data = _settlement(payout, target, notice)
         try:
             await PayoutService(self.session, self.runtime).transition(
                 payout.id,
@@ -145,3 +97,66 @@ class CallbackService:
                 return CallbackResult.DUPLICATE
             return CallbackResult.STALE
         return CallbackResult.APPLIED
+
+
+def _attempt_row(gateway: str, payout: Row[Any], notice: CallbackNotice) -> dict[str, Any]:
+    """A notice, recorded as one of the payout's gateway calls (operation ``callback``)."""
+    found = notice.result
+    now = utcnow()
+    return {
+        "id": new_id("att", int(now.timestamp() * 1000)),
+        "payout_id": payout.id,
+        "attempt": payout.attempts,
+        "operation": "callback",
+        "gateway": gateway,
+        "worker": None,
+        "request": {"notice_id": notice.notice_id, "idempotency_key": notice.idempotency_key},
+        "outcome": found.state.value,
+        "error": found.failure_message,
+        "gateway_status": found.gateway_status,
+        "gateway_reference": found.reference,
+        "latency_ms": 0.0,
+        "started_at": now,
+    }
+
+
+def _settlement(
+    payout: Row[Any], target: PayoutStatus, notice: CallbackNotice
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The columns a notice settles a payout with, and what its event says."""
+    found = notice.result
+    values: dict[str, Any] = {
+        "gateway_reference": found.reference or payout.gateway_reference,
+        "gateway_status": found.gateway_status or payout.gateway_status,
+        "gateway_hold_until": None,
+    }
+    if found.details:
+        values["gateway_details"] = dict(found.details)
+    event_data: dict[str, Any] = {"source": "gateway_callback", "notice_id": notice.notice_id}
+    if target is PayoutStatus.FAILED:
+        values["failure_code"] = found.failure_code or "gateway_declined"
+        values["failure_message"] = found.failure_message or "The gateway declined it."
+        event_data["failure"] = {
+            "code": values["failure_code"],
+            "message": values["failure_message"],
+        }
+    else:
+        event_data["gateway_reference"] = values["gateway_reference"]
+    return values, event_data
+
+
+def _report_contradiction(
+    gateway: str, payout: Row[Any], target: PayoutStatus, notice: CallbackNotice
+) -> None:
+    """The provider's verified word contradicts a final status (paid there, failed or
+    canceled here; or the reverse). Statuses never move back, so a person must reconcile
+    it, before anyone pays the customer again."""
+    GATEWAY_CALLBACK_CONTRADICTIONS.labels(gateway).inc()
+    log.error(
+        "gateway.callback.contradicts_payout",
+        gateway=gateway,
+        payout_id=payout.id,
+        payout_status=payout.status,
+        notice_status=target.value,
+        notice_id=notice.notice_id,
+    )

@@ -34,6 +34,7 @@ from enum import StrEnum
 from typing import Any
 
 import structlog
+from sqlalchemy import Row
 
 from payoutsvc.db.base import utcnow
 from payoutsvc.executor.breaker import BreakerConfig, CircuitBreaker
@@ -237,30 +238,7 @@ class Executor:
                 ],
                 moves=moves,
             )
-        return [
-            *(
-                Job(
-                    dict(row._mapping),
-                    approvals[row.id],
-                    lease.token,
-                    False,
-                    row.last_event_sequence,
-                    row.last_event_hash,
-                )
-                for row in taken
-            ),
-            *(
-                Job(
-                    {**payout, **m.values},
-                    approvals[m.payout_id],
-                    lease.token,
-                    True,
-                    m.head.sequence,
-                    m.head.hash,
-                )
-                for payout, m in zip(fresh_payouts, moves, strict=True)
-            ),
-        ]
+        return _claimed_jobs(taken, fresh_payouts, moves, approvals, lease)
 
     # -- execute ----------------------------------------------------------------------------
     async def execute(self, job: Job) -> Outcome:
@@ -662,6 +640,40 @@ def _finish_row(
         sequence=sequence,
         head=head,
     )
+
+
+def _claimed_jobs(
+    taken: Sequence[Row[Any]],
+    fresh: Sequence[dict[str, Any]],
+    moves: Sequence[transitions.Move],
+    approvals: Mapping[str, list[PayoutApproval]],
+    lease: transitions.Lease,
+) -> list[Job]:
+    """The jobs of one claim: payouts taken over (retries, expired leases) as they were, and
+    fresh ones as their claim moved them (processing, with the new chain head)."""
+    jobs = [
+        Job(
+            dict(row._mapping),
+            approvals[row.id],
+            lease.token,
+            False,
+            row.last_event_sequence,
+            row.last_event_hash,
+        )
+        for row in taken
+    ]
+    jobs.extend(
+        Job(
+            {**payout, **m.values},
+            approvals[m.payout_id],
+            lease.token,
+            True,
+            m.head.sequence,
+            m.head.hash,
+        )
+        for payout, m in zip(fresh, moves, strict=True)
+    )
+    return jobs
 
 
 def _provider_knew_it(job: Job) -> bool:

@@ -21,6 +21,7 @@ from payoutsvc.errors import (
     not_found,
 )
 from payoutsvc.money import format_money
+from payoutsvc.operators.models import Operator
 from payoutsvc.operators.service import OperatorService
 from payoutsvc.payouts import transitions
 from payoutsvc.payouts.models import Payout
@@ -28,6 +29,7 @@ from payoutsvc.payouts.presenter import approval_json, payout_json
 from payoutsvc.payouts.repository import PayoutRepository
 from payoutsvc.payouts.service import PayoutService
 from payoutsvc.payouts.status import PayoutStatus
+from payoutsvc.policy.document import Policy
 from payoutsvc.policy.engine import approver_limit_allows
 from payoutsvc.policy.service import PolicyService
 from payoutsvc.runtime import Runtime
@@ -66,28 +68,8 @@ class ApprovalService:
         are those of the current policy: a role change applies to later decisions only."""
         operator = await self.operators.require_active(operator_id)
         payout = await self._pending_payout(payout_id, visible_integration, transitions.APPROVE)
-        if payout.requested_by == operator.id:
-            raise SelfApprovalForbidden(
-                f"{operator.id} requested this payout and cannot approve it; another operator must."
-            )
         policy = await PolicyService(self.session, self.runtime.settings).current()
-        if not approver_limit_allows(policy, operator.role, payout.amount_minor, payout.currency):
-            limits = policy.role(operator.role)
-            limit = (
-                None
-                if limits is None or limits.approve_max is None
-                else (limits.approve_max.get(payout.currency))
-            )
-            allowed = (
-                "no approval rights"
-                if limit is None
-                else (f"an approval limit of {format_money(limit, payout.currency)}")
-            )
-            raise ApprovalLimitExceeded(
-                f"{operator.id} ({operator.role}) has {allowed} under policy version "
-                f"{policy.version}; this payout is "
-                f"{format_money(payout.amount_minor, payout.currency)}."
-            )
+        _require_may_approve(operator, payout, policy)
         approvals = (await self.repo.approvals_for([payout.id]))[payout.id]
         if any(a.operator_id == operator.id for a in approvals):
             raise AlreadyApproved(
@@ -195,3 +177,30 @@ class ApprovalService:
             event_data={"resolution": outcome, "comment": comment},
             values=values,
         )
+
+
+def _require_may_approve(operator: Operator, payout: Payout, policy: Policy) -> None:
+    """Four eyes (never one's own request) and the approver's role limit under the current
+    policy; 403 otherwise."""
+    if payout.requested_by == operator.id:
+        raise SelfApprovalForbidden(
+            f"{operator.id} requested this payout and cannot approve it; another operator must."
+        )
+    if approver_limit_allows(policy, operator.role, payout.amount_minor, payout.currency):
+        return
+    limits = policy.role(operator.role)
+    limit = (
+        None
+        if limits is None or limits.approve_max is None
+        else limits.approve_max.get(payout.currency)
+    )
+    allowed = (
+        "no approval rights"
+        if limit is None
+        else f"an approval limit of {format_money(limit, payout.currency)}"
+    )
+    raise ApprovalLimitExceeded(
+        f"{operator.id} ({operator.role}) has {allowed} under policy version "
+        f"{policy.version}; this payout is "
+        f"{format_money(payout.amount_minor, payout.currency)}."
+    )

@@ -31,6 +31,7 @@ from payoutsvc.money import parse_amount
 from payoutsvc.operators.service import OperatorService
 from payoutsvc.payouts import transitions
 from payoutsvc.payouts.events import (
+    NewEvent,
     append_events,
     canonical_json,
     insert_hashed_events,
@@ -156,7 +157,7 @@ class PayoutService:
     async def _create_payout(
         self, integration_id: str, key: str, body: PayoutCreate, now: datetime
     ) -> StoredResponse:
-        amount_minor, check, request = self._policy_request(body)
+        _amount, check, request = self._policy_request(body)
         # Locks the requester/ticket/recipient counters (PostgreSQL) until this transaction
         # commits, so parallel requests cannot both fit under a cap they exceed together.
         decision = await self.decide(request, now, lock=True)
@@ -165,10 +166,31 @@ class PayoutService:
             # a replay returns this same 422, and nothing else was written.
             log.info("payout.forbidden", rules=[r.rule for r in decision.reasons])
             return StoredResponse(422, decision.to_service_error().to_problem())
+        values = self._new_payout(integration_id, key, body, check, request, decision, now)
+        snapshot = payout_json(_RowView(values))
+        events = _opening_events(values, body, check, decision, snapshot)
+        status = values["status"]
+        await self.repo.insert_payout(values)
+        await append_events(self.session, events)
+        PAYOUTS_CREATED.labels(status=status).inc()
+        log.info("payout.created", payout_id=values["id"], status=status)
+        return StoredResponse(201, snapshot)
+
+    def _new_payout(
+        self,
+        integration_id: str,
+        key: str,
+        body: PayoutCreate,
+        check: RecipientCheck,
+        request: PayoutRequest,
+        decision: PolicyDecision,
+        now: datetime,
+    ) -> dict[str, Any]:
+        """The payouts row of a new payout, by column name (its chain head comes later)."""
         payout_id = new_id("po", int(now.timestamp() * 1000))
         auto_approved = decision.auto_approved
         status = PayoutStatus.APPROVED if auto_approved else PayoutStatus.PENDING_APPROVAL
-        values: dict[str, Any] = {
+        return {
             "id": payout_id,
             "integration_id": integration_id,
             "status": status.value,
@@ -177,7 +199,7 @@ class PayoutService:
             "ticket_id": body.ticket.id,
             "ticket_url": body.ticket.url,
             "reason": body.reason,
-            "amount_minor": amount_minor,
+            "amount_minor": request.amount_minor,
             "currency": body.currency,
             "recipient_type": body.recipient.type,
             "recipient_encrypted": seal(self.runtime.cipher, check.normalized, payout_id),
@@ -205,45 +227,6 @@ class PayoutService:
             "created_at": now,
             "updated_at": now,
         }
-        snapshot = payout_json(_RowView(values))
-        created, head = transitions.open_chain(
-            values,
-            actor=body.requested_by,
-            data={
-                "policy": decision.as_json(),
-                "required_approvals": decision.required_approvals,
-                "warnings": [w.as_dict() for w in check.warnings],
-                # Seals the payouts row's immutable fields into the chain (audit verify).
-                "payout_digest": payout_digest(values),
-            },
-            snapshot=snapshot,
-        )
-        events = [created]
-        values.update(last_event_sequence=head.sequence, last_event_hash=head.hash)
-        if auto_approved:
-            # Every payout that becomes approved emits payout.approved, so a helpdesk can
-            # react to that one event whether a person or the policy approved it.
-            approval = transitions.move(
-                transitions.APPROVE,
-                {**values, "status": PayoutStatus.PENDING_APPROVAL.value},
-                PayoutStatus.APPROVED,
-                actor=SYSTEM_ACTOR,
-                data={
-                    "auto_approved": True,
-                    "policy_version": decision.version,
-                    "reasons": [r.as_json() for r in decision.reasons],
-                    "approvals": [],
-                },
-                at=now,
-                present=lambda _after: snapshot,
-            )
-            values.update(approval.values)
-            events.append(approval.event)
-        await self.repo.insert_payout(values)
-        await append_events(self.session, events)
-        PAYOUTS_CREATED.labels(status=status.value).inc()
-        log.info("payout.created", payout_id=payout_id, status=status.value)
-        return StoredResponse(201, snapshot)
 
     def _policy_request(self, body: PayoutCreate) -> tuple[int, RecipientCheck, PayoutRequest]:
         """Validate the recipient (422 ``invalid_recipient``) and describe the request to the
@@ -400,6 +383,50 @@ class PayoutService:
             actor=operator_id,
             event_data={"reason": reason},
         )
+
+
+def _opening_events(
+    values: dict[str, Any],
+    body: PayoutCreate,
+    check: RecipientCheck,
+    decision: PolicyDecision,
+    snapshot: dict[str, Any],
+) -> list[NewEvent]:
+    """A new payout's first events (payout.created, and payout.approved when the policy
+    approved it), chained; sets the chain head in ``values``."""
+    created, head = transitions.open_chain(
+        values,
+        actor=body.requested_by,
+        data={
+            "policy": decision.as_json(),
+            "required_approvals": decision.required_approvals,
+            "warnings": [w.as_dict() for w in check.warnings],
+            # Seals the payouts row's immutable fields into the chain (audit verify).
+            "payout_digest": payout_digest(values),
+        },
+        snapshot=snapshot,
+    )
+    values.update(last_event_sequence=head.sequence, last_event_hash=head.hash)
+    if not decision.auto_approved:
+        return [created]
+    # Every payout that becomes approved emits payout.approved, so a helpdesk can react to
+    # that one event whether a person or the policy approved it.
+    approval = transitions.move(
+        transitions.APPROVE,
+        {**values, "status": PayoutStatus.PENDING_APPROVAL.value},
+        PayoutStatus.APPROVED,
+        actor=SYSTEM_ACTOR,
+        data={
+            "auto_approved": True,
+            "policy_version": decision.version,
+            "reasons": [r.as_json() for r in decision.reasons],
+            "approvals": [],
+        },
+        at=values["created_at"],
+        present=lambda _after: snapshot,
+    )
+    values.update(approval.values)
+    return [created, approval.event]
 
 
 def _payout_facts(request: PayoutRequest, facts: RequestFacts) -> PayoutFacts:
