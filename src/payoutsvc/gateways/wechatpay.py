@@ -353,33 +353,7 @@ def config_from(settings: WechatPaySettings) -> WechatPayConfig:
         if not getattr(settings, field_name).strip():
             raise MissingCredential(f"{prefix}{field_name.upper()} is not configured")
     public_key_id = settings.public_key_id.strip()
-    has_public_key = bool(
-        settings.public_key_file or (settings.public_key and settings.public_key.get_secret_value())
-    )
-    has_certificates = bool(settings.platform_certificates_file or settings.platform_certificates)
-    if not (has_public_key or public_key_id or has_certificates):
-        raise MissingCredential(
-            f"{prefix}PUBLIC_KEY and {prefix}PUBLIC_KEY_ID (the WeChat Pay public key) or "
-            f"{prefix}PLATFORM_CERTIFICATES are not configured"
-        )
-    public_key: rsa.RSAPublicKey | None = None
-    if has_public_key or public_key_id:
-        if not public_key_id.startswith(PUBLIC_KEY_ID_PREFIX):
-            raise MissingCredential(
-                f"{prefix}PUBLIC_KEY_ID must be the public key's id {PUBLIC_KEY_ID_PREFIX}…"
-            )
-        public_key = load_public_key(
-            secret_from(settings.public_key, settings.public_key_file, name=f"{prefix}PUBLIC_KEY")
-        )
-    certificates: dict[str, tuple[rsa.RSAPublicKey, datetime]] = {}
-    if has_certificates:
-        if settings.platform_certificates_file is not None:
-            text = settings.platform_certificates_file.read_text(encoding="utf-8")
-        else:
-            text = settings.platform_certificates or ""
-        certificates = load_platform_certificates(text)
-        if not certificates:
-            raise MissingCredential(f"{prefix}PLATFORM_CERTIFICATES holds no certificate")
+    public_key, certificates = _verification_keys(settings, public_key_id)
     apiv3_key = secret_from(
         settings.apiv3_key, settings.apiv3_key_file, name=f"{prefix}APIV3_KEY"
     ).encode()
@@ -420,6 +394,75 @@ def config_from(settings: WechatPaySettings) -> WechatPayConfig:
         base_url=settings.base_url.rstrip("/"),
         timeout_seconds=settings.timeout_seconds,
     )
+
+
+def _payable(request: TransferRequest) -> tuple[str, str, str]:
+    """What WeChat Pay would refuse anyway, refused before anything is sent (Rejected);
+    else the out_bill_no, openid and app_id to send."""
+    if request.currency != CURRENCY:
+        raise Rejected(
+            "currency_not_supported",
+            f"WeChat Pay transfers pay CNY only, not {request.currency}.",
+        )
+    if request.amount_minor < MIN_AMOUNT_FEN:
+        raise Rejected(
+            "amount_out_of_range",
+            f"WeChat Pay transfers start at {MIN_AMOUNT_FEN} fen (0.10 CNY).",
+        )
+    out_bill_no = out_bill_no_for(request.idempotency_key)
+    if out_bill_no is None:
+        raise Rejected(
+            "invalid_idempotency_key",
+            "The payout's gateway key cannot be a WeChat out_bill_no (≤ 32 letters/digits).",
+        )
+    recipient = request.recipient
+    if recipient.get("type") != "wechat":
+        raise Rejected(
+            "recipient_account_invalid",
+            f"WeChat Pay pays wechat recipients, not {recipient.get('type')!r}.",
+        )
+    openid, app_id = recipient.get("account") or "", recipient.get("app_id") or ""
+    if not _OPENID.fullmatch(openid):
+        raise Rejected("recipient_account_invalid", "The recipient's openid is malformed.")
+    if not app_id:
+        raise Rejected("recipient_account_invalid", "The recipient has no WeChat app_id.")
+    return out_bill_no, openid, app_id
+
+
+def _verification_keys(
+    settings: WechatPaySettings, public_key_id: str
+) -> tuple[rsa.RSAPublicKey | None, dict[str, tuple[rsa.RSAPublicKey, datetime]]]:
+    """What answers and notices are verified with: the WeChat Pay public key, platform
+    certificates by serial (with their start dates), or both (a merchant mid-switch)."""
+    prefix = "PAYOUTSVC_WECHATPAY_"
+    has_public_key = bool(
+        settings.public_key_file or (settings.public_key and settings.public_key.get_secret_value())
+    )
+    has_certificates = bool(settings.platform_certificates_file or settings.platform_certificates)
+    if not (has_public_key or public_key_id or has_certificates):
+        raise MissingCredential(
+            f"{prefix}PUBLIC_KEY and {prefix}PUBLIC_KEY_ID (the WeChat Pay public key) or "
+            f"{prefix}PLATFORM_CERTIFICATES are not configured"
+        )
+    public_key: rsa.RSAPublicKey | None = None
+    if has_public_key or public_key_id:
+        if not public_key_id.startswith(PUBLIC_KEY_ID_PREFIX):
+            raise MissingCredential(
+                f"{prefix}PUBLIC_KEY_ID must be the public key's id {PUBLIC_KEY_ID_PREFIX}…"
+            )
+        public_key = load_public_key(
+            secret_from(settings.public_key, settings.public_key_file, name=f"{prefix}PUBLIC_KEY")
+        )
+    certificates: dict[str, tuple[rsa.RSAPublicKey, datetime]] = {}
+    if has_certificates:
+        if settings.platform_certificates_file is not None:
+            text = settings.platform_certificates_file.read_text(encoding="utf-8")
+        else:
+            text = settings.platform_certificates or ""
+        certificates = load_platform_certificates(text)
+        if not certificates:
+            raise MissingCredential(f"{prefix}PLATFORM_CERTIFICATES holds no certificate")
+    return public_key, certificates
 
 
 def create_gateway(runtime: Runtime) -> Gateway:
@@ -621,33 +664,8 @@ class WechatPayGateway:
     # -- requests -------------------------------------------------------------------------
     def _transfer_body(self, request: TransferRequest) -> tuple[str, bytes]:
         """The transfer request's JSON body; local refusals (nothing sent) are Rejected."""
-        if request.currency != CURRENCY:
-            raise Rejected(
-                "currency_not_supported",
-                f"WeChat Pay transfers pay CNY only, not {request.currency}.",
-            )
-        if request.amount_minor < MIN_AMOUNT_FEN:
-            raise Rejected(
-                "amount_out_of_range",
-                f"WeChat Pay transfers start at {MIN_AMOUNT_FEN} fen (0.10 CNY).",
-            )
-        out_bill_no = out_bill_no_for(request.idempotency_key)
-        if out_bill_no is None:
-            raise Rejected(
-                "invalid_idempotency_key",
-                "The payout's gateway key cannot be a WeChat out_bill_no (≤ 32 letters/digits).",
-            )
+        out_bill_no, openid, app_id = _payable(request)
         recipient = request.recipient
-        if recipient.get("type") != "wechat":
-            raise Rejected(
-                "recipient_account_invalid",
-                f"WeChat Pay pays wechat recipients, not {recipient.get('type')!r}.",
-            )
-        openid, app_id = recipient.get("account") or "", recipient.get("app_id") or ""
-        if not _OPENID.fullmatch(openid):
-            raise Rejected("recipient_account_invalid", "The recipient's openid is malformed.")
-        if not app_id:
-            raise Rejected("recipient_account_invalid", "The recipient has no WeChat app_id.")
         name = (recipient.get("name") or "").strip()
         name_required = request.amount_minor >= WECHAT_NAME_REQUIRED_FROM_MINOR
         if name_required and not name:
