@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -9,18 +10,13 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from payoutsvc.retry import parse_schedule
+
 DEFAULT_SQLITE_FILE = "payoutsvc.db"
 
 
 def _parse_seconds_list(value: object) -> object:
-    if isinstance(value, str):
-        parts = [p.strip() for p in value.split(",") if p.strip()]
-        try:
-            numbers = [float(p) for p in parts]
-        except ValueError:
-            raise ValueError(f"expected comma-separated seconds, got {value!r}") from None
-        return tuple(numbers)
-    return value
+    return parse_schedule(value) if isinstance(value, str) else value
 
 
 class Settings(BaseSettings):
@@ -81,8 +77,8 @@ class Settings(BaseSettings):
     @field_validator("webhook_retry_schedule", "executor_retry_schedule")
     @classmethod
     def _positive_schedule(cls, value: tuple[float, ...]) -> tuple[float, ...]:
-        if not value or any(v < 0 for v in value):
-            raise ValueError("schedule needs at least one non-negative number of seconds")
+        if not value or any(not math.isfinite(v) or v <= 0 for v in value):
+            raise ValueError("retry schedule needs positive, finite numbers of seconds")
         return value
 
     @field_validator("gateway_routes")

@@ -62,6 +62,7 @@ from payoutsvc.payouts.repository import PayoutRepository
 from payoutsvc.payouts.status import PayoutStatus
 from payoutsvc.recipients.masking import mask_account
 from payoutsvc.recipients.storage import unseal
+from payoutsvc.retry import jittered, next_delay
 from payoutsvc.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -72,7 +73,6 @@ PROCESSING = PayoutStatus.PROCESSING.value
 # A payout that cannot be sent for a reason an operator must fix (unknown gateway name,
 # undecryptable recipient) waits this long between tries instead of failing.
 MISCONFIGURED_RETRY_SECONDS = 60.0
-JITTER = 0.2  # each retry delay is scaled by a random factor in [1 - JITTER, 1 + JITTER]
 
 
 _FINISHED = {status: EXECUTOR_FINISHED.labels(status.value) for status in PayoutStatus}
@@ -542,7 +542,7 @@ class Executor:
             if now < hold_until:
                 # The provider holds it for a reason of its own: checked on the slow
                 # schedule, and never handed back to the unknown-outcome schedule.
-                delay = self.settings.executor_hold_check_seconds * self._jitter()
+                delay = jittered(self.settings.executor_hold_check_seconds, self._rng)
                 return PayoutStatus.PROCESSING, min(now + timedelta(seconds=delay), hold_until), {}
             return (
                 PayoutStatus.NEEDS_REVIEW,
@@ -553,9 +553,9 @@ class Executor:
                     f"{hold_until.isoformat()}: {outcome.detail}",
                 },
             )
-        if done < len(self.schedule):
-            delay = self.schedule[done] * self._jitter()
-            return PayoutStatus.PROCESSING, now + timedelta(seconds=delay), {}
+        retry_in = next_delay(self.schedule, done + 1, self._rng)
+        if retry_in is not None:
+            return PayoutStatus.PROCESSING, now + timedelta(seconds=retry_in), {}
         return (
             PayoutStatus.NEEDS_REVIEW,
             None,
@@ -564,9 +564,6 @@ class Executor:
                 "detail": f"still unresolved after {done + 1} attempts: {outcome.detail}",
             },
         )
-
-    def _jitter(self) -> float:
-        return self._rng.uniform(1 - JITTER, 1 + JITTER)
 
     def _hold_deadline(self, outcome: Outcome, done: int, now: datetime) -> datetime | None:
         """The provider's deadline when this step leaves (or keeps) the payout on the slow

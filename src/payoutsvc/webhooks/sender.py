@@ -42,10 +42,10 @@ from payoutsvc.metrics import (
     WEBHOOK_OLDEST_PENDING_AGE,
     WEBHOOK_PENDING,
 )
+from payoutsvc.retry import next_delay, retry_after_seconds
 from payoutsvc.runtime import Runtime
 from payoutsvc.webhooks.models import DeliveryStatus
 from payoutsvc.webhooks.repository import DELIVERIES_DUE, WebhookRepository
-from payoutsvc.webhooks.schedule import next_delay, retry_after_seconds
 from payoutsvc.webhooks.service import unseal_secret
 from payoutsvc.webhooks.signing import build_headers
 from payoutsvc.webhooks.ssrf import MAX_ADDRESS_ATTEMPTS, DeliveryResult, Resolver, deliver

@@ -1,9 +1,11 @@
-"""Retry schedule for webhook deliveries.
+"""Retry schedules: one parser and one delay rule for every loop that retries (the webhook
+sender's deliveries, the executor's gateway checks).
 
 The first attempt is made immediately; after the n-th failed attempt the next one is
-scheduled ``schedule[n - 1]`` seconds later (with +/-20% jitter).  With the default
-schedule (the one suggested by the Standard Webhooks spec) that is: immediately, 5s,
-5min, 30min, 2h, 5h, 10h, 10h -- eight attempts in total, spread over ~1.5 days.
+scheduled ``schedule[n - 1]`` seconds later (with +/-20% jitter); once the schedule is used
+up there is no further attempt. With the webhooks' default schedule (the one suggested by
+the Standard Webhooks spec) that is: immediately, 5s, 5min, 30min, 2h, 5h, 10h, 10h --
+eight attempts in total, spread over ~1.5 days.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ __all__ = [
     "DEFAULT_RETRY_SCHEDULE",
     "JITTER_FRACTION",
     "MAX_RETRY_AFTER_SECONDS",
+    "jittered",
     "next_delay",
     "parse_schedule",
     "retry_after_seconds",
@@ -81,9 +84,14 @@ def next_delay(
     index = attempts_made - 1
     if index >= len(schedule):
         return None
-    base = float(schedule[index])
+    return jittered(float(schedule[index]), rng)
+
+
+def jittered(seconds: float, rng: random.Random | None = None) -> float:
+    """``seconds`` scaled by a random factor within +/-20%, so that work failed together is
+    not retried together."""
     generator = rng if rng is not None else _SYSTEM_RNG
-    return base * generator.uniform(1.0 - JITTER_FRACTION, 1.0 + JITTER_FRACTION)
+    return seconds * generator.uniform(1.0 - JITTER_FRACTION, 1.0 + JITTER_FRACTION)
 
 
 def retry_after_seconds(header_value: str | None, now: datetime) -> float | None:

@@ -7,17 +7,17 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from payoutsvc.webhooks.filters import (
-    KNOWN_EVENT_TYPES,
-    event_matches,
-    validate_event_filters,
-)
-from payoutsvc.webhooks.schedule import (
+from payoutsvc.retry import (
     DEFAULT_RETRY_SCHEDULE,
     MAX_RETRY_AFTER_SECONDS,
     next_delay,
     parse_schedule,
     retry_after_seconds,
+)
+from payoutsvc.webhooks.filters import (
+    KNOWN_EVENT_TYPES,
+    event_matches,
+    validate_event_filters,
 )
 
 NOW = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
