@@ -68,7 +68,7 @@ class GroupCommit(Generic[T, R]):
     async def _write(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         try:
             results = await self._flush([item for item, _ in batch])
-        except BaseException as exc:  # every waiter must hear about it
+        except BaseException as exc:  # noqa: BLE001  (every waiter must hear about it)
             if not isinstance(exc, Exception):
                 exc = RuntimeError(f"{self._name} flush interrupted")
             log.warning("group_commit.flush_failed", batch=self._name, error=repr(exc))

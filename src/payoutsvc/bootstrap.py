@@ -31,10 +31,11 @@ async def bootstrap(db: Database, settings: Settings) -> None:
                     integration, _ = await service.ensure_default_integration()
                     _key, secret = await service.create_key(integration.id, SCOPES)
                     _announce_key(secret)
-            return
         except IntegrityError:
             # Another replica bootstrapped at the same moment; look again.
             log.info("bootstrap.retry", attempt=attempt)
+        else:
+            return
     raise RuntimeError("bootstrap kept racing with another process")
 
 

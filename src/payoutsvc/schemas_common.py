@@ -121,11 +121,14 @@ def check_currency(value: object) -> str:
 
 def check_amount(value: object, currency: object) -> str:
     """Strict decimal string; precision checked against the currency when it is valid."""
+    if not isinstance(currency, str):
+        if not isinstance(value, str):
+            raise PydanticCustomError(
+                "amount_not_string", 'Amount must be a decimal string like "12.50".'
+            )
+        return value
     try:
-        if isinstance(currency, str):
-            parse_amount(value, currency)
-        elif not isinstance(value, str):
-            raise MoneyError("amount_not_string", 'Amount must be a decimal string like "12.50".')
+        parse_amount(value, currency)
     except MoneyError as exc:
         raise PydanticCustomError(exc.code, exc.message) from None
     assert isinstance(value, str)

@@ -581,7 +581,7 @@ def _error(
     return JSONResponse(payload, status_code=status, headers={"PayPal-Debug-Id": "fake"})
 
 
-def _validate(body: Any) -> list[tuple[str, str]]:
+def _validate(body: Any) -> list[tuple[str, str]]:  # noqa: C901  (the provider's checks, one after another, as its docs list them)
     """PayPal's create-payout checks, as (field, issue) pairs."""
     if not isinstance(body, dict):
         return [("body", "The request body must be an object.")]

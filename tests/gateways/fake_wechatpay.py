@@ -630,7 +630,7 @@ class FakeWechatPay:
         self.ledger.append(bill)
         return 200, self._bill_answer(bill)
 
-    def _invalid(self, request: Request, data: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
+    def _invalid(self, request: Request, data: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:  # noqa: C901  (the provider's checks, one after another, as its docs list them)
         if not request.headers.get("user-agent"):
             return self._error(400, "PARAM_ERROR", "HTTP头缺少User-Agent")
         if "application/json" not in request.headers.get("content-type", ""):

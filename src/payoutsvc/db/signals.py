@@ -111,13 +111,13 @@ class Signals:
             started = loop.time()
             try:
                 connection = await self._engine.connect()  # held for as long as it lives
-            except Exception as exc:  # the listener must outlive any database outage
+            except Exception as exc:  # noqa: BLE001  (the listener must outlive any outage)
                 log.warning("db.signals.connect_failed", error=repr(exc), retry_in=delay)
             else:
                 try:
                     raw = await connection.get_raw_connection()
                     await self._serve(raw.driver_connection)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001  (reconnect whatever broke it)
                     log.warning("db.signals.listener_lost", error=repr(exc))
                 finally:
                     self._listening = False

@@ -146,7 +146,7 @@ class ExecutorLoop:
             return self.poll_interval
         try:
             next_due = await self.executor.next_due_at()
-        except Exception:  # database hiccup: the claim will tell
+        except Exception:  # noqa: BLE001  (a database hiccup: the claim will tell)
             return self.poll_interval
         if next_due is None:
             return max(self.poll_interval, IDLE_LOOK_MAX_SECONDS)

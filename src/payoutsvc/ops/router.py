@@ -41,7 +41,7 @@ async def readyz(runtime: RuntimeDep, request: Request) -> JSONResponse:
         async with runtime.db.read_engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
         current = await current_revisions(runtime.db.read_engine)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  (any failure means not ready)
         return JSONResponse(
             {"status": "unavailable", "database": "unreachable", "error": type(exc).__name__},
             status_code=503,

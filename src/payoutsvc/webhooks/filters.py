@@ -60,12 +60,13 @@ def validate_event_filters(
     empty entry, or contains a filter that matches none of ``known_events``.
     """
     if isinstance(filters, str):
-        raise ValueError("event filters must be a list of strings, not a single string")
+        # ValueError, not TypeError: pydantic turns only ValueError into a 422 field error.
+        raise ValueError("event filters must be a list of strings, not a single string")  # noqa: TRY004
     result: list[str] = []
     seen: set[str] = set()
     for raw in filters:
         if not isinstance(raw, str):
-            raise ValueError(f"event filter must be a string, got {type(raw).__name__}")
+            raise ValueError(f"event filter must be a string, got {type(raw).__name__}")  # noqa: TRY004
         f = raw.strip()
         if not f:
             raise ValueError("event filter must not be empty")

@@ -211,7 +211,7 @@ def _refuse_private(host: str) -> UnsafeWebhookUrl:
 
 
 @functools.lru_cache(maxsize=4096)  # pure; the sender checks the same few URLs all day
-def check_url_syntax(url: str, allow_private: bool) -> httpx.URL:
+def check_url_syntax(url: str, allow_private: bool) -> httpx.URL:  # noqa: C901  (a flat list of refusals, each with its own code)
     """Validate a webhook URL without any network access and return it parsed.
 
     Raises :class:`UnsafeWebhookUrl` with code ``invalid_url``, ``https_required``,
