@@ -10,19 +10,16 @@ finds payouts whose retry is due and payouts whose worker died.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import (
-    JSON,
     Row,
     Table,
     bindparam,
     func,
-    insert,
     literal_column,
     select,
     text,
@@ -31,6 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payoutsvc.db.base import UtcDateTime
+from payoutsvc.db.bulk import BulkInsert, array_parameters, unnest_of
 from payoutsvc.db.signals import signal_on_commit
 from payoutsvc.executor.models import PayoutAttempt
 from payoutsvc.payouts import transitions
@@ -45,30 +43,48 @@ _A = cast(Table, PayoutAttempt.__table__)
 APPROVED = PayoutStatus.APPROVED.value
 PROCESSING = PayoutStatus.PROCESSING.value
 
-# SQLite: one executemany statement for the finished steps of a batch (FinishRow fields).
+# A finishing write, per FinishRow field: the payouts column it is matched against...
+_FINISH_MATCH: tuple[tuple[str, str], ...] = (
+    ("pid", "id"),
+    ("token", "locked_by"),
+    ("prev_sequence", "last_event_sequence"),
+)
+# ...or written to.
+_FINISH_SET: tuple[tuple[str, str], ...] = (
+    ("status", "status"),
+    ("attempts", "attempts"),
+    ("reference", "gateway_reference"),
+    ("gateway_status", "gateway_status"),
+    ("gateway_details", "gateway_details"),
+    ("failure_code", "failure_code"),
+    ("failure_message", "failure_message"),
+    ("next_attempt_at", "next_attempt_at"),
+    ("hold_until", "gateway_hold_until"),
+    ("sequence", "last_event_sequence"),
+    ("head", "last_event_hash"),
+)
+_FINISH_FIELDS = tuple(field for field, _ in (*_FINISH_MATCH, *_FINISH_SET))
+
+# SQLite: one executemany statement for the finished steps of a batch.
 _FINISH = (
     update(_P)
     .where(
-        _P.c.id == bindparam("pid"),
+        _P.c.id == bindparam("b_pid"),
         _P.c.status.in_([literal_column(v) for v in _FINISH_SOURCES_SQL]),
-        _P.c.locked_by == bindparam("token"),
-        _P.c.last_event_sequence == bindparam("prev_sequence"),
+        _P.c.locked_by == bindparam("b_token"),
+        _P.c.last_event_sequence == bindparam("b_prev_sequence"),
     )
     .values(
-        status=bindparam("status"),
-        attempts=bindparam("attempts"),
-        gateway_reference=bindparam("reference"),
-        gateway_status=bindparam("gateway_status"),
-        gateway_details=bindparam("gateway_details", type_=JSON(none_as_null=True)),
-        failure_code=bindparam("failure_code"),
-        failure_message=bindparam("failure_message"),
-        next_attempt_at=bindparam("next_attempt_at"),
-        gateway_hold_until=bindparam("hold_until", type_=UtcDateTime()),
-        locked_until=None,
-        locked_by=None,
-        last_event_sequence=bindparam("sequence"),
-        last_event_hash=bindparam("head"),
-        updated_at=bindparam("now"),
+        {
+            # b_: bind names that equal a column name are reserved in an UPDATE's SET.
+            **{
+                column: bindparam(f"b_{field}", type_=_P.c[column].type)
+                for field, column in _FINISH_SET
+            },
+            "locked_until": None,
+            "locked_by": None,
+            "updated_at": bindparam("b_now", type_=UtcDateTime()),
+        }
     )
 )
 
@@ -76,76 +92,38 @@ _FINISH = (
 _PG_FINISH = text(
     f"""
     UPDATE payouts AS p SET
-        status = v.status, attempts = v.attempts, gateway_reference = v.reference,
-        gateway_status = v.gateway_status, gateway_details = v.gateway_details,
-        failure_code = v.failure_code,
-        failure_message = v.failure_message, next_attempt_at = v.next_attempt_at,
-        gateway_hold_until = v.hold_until, locked_until = NULL, locked_by = NULL,
-        last_event_sequence = v.sequence,
-        last_event_hash = v.head, updated_at = :now
-    FROM unnest(
-        CAST(:ids AS varchar[]), CAST(:tokens AS varchar[]), CAST(:prev_sequences AS integer[]),
-        CAST(:statuses AS varchar[]), CAST(:attempts AS integer[]),
-        CAST(:references AS varchar[]), CAST(:gateway_statuses AS varchar[]),
-        CAST(:failure_codes AS varchar[]), CAST(:failure_messages AS text[]),
-        CAST(:next_attempts AS timestamptz[]), CAST(:sequences AS integer[]),
-        CAST(:heads AS varchar[]), CAST(:gateway_details AS json[]),
-        CAST(:hold_untils AS timestamptz[])
-    ) AS v(id, token, prev_sequence, status, attempts, reference, gateway_status,
-           failure_code, failure_message, next_attempt_at, sequence, head, gateway_details,
-           hold_until)
-    WHERE p.id = v.id AND p.status IN ({transitions.FINISH.sql_sources})
+        {", ".join(f"{column} = v.{field}" for field, column in _FINISH_SET)},
+        locked_until = NULL, locked_by = NULL, updated_at = :now
+    FROM {unnest_of(_P, (*_FINISH_MATCH, *_FINISH_SET))}
+    WHERE p.id = v.pid AND p.status IN ({transitions.FINISH.sql_sources})
       AND p.locked_by = v.token AND p.last_event_sequence = v.prev_sequence
     RETURNING p.id
-    """  # noqa: S608  (the statuses are PayoutStatus literals, not input)
+    """  # noqa: S608  (column names from the Table, statuses PayoutStatus literals)
 ).bindparams(bindparam("now", type_=UtcDateTime()))
 
 
-_PG_INSERT_ATTEMPTS = text(
-    """
-    INSERT INTO payout_attempts (id, payout_id, attempt, operation, gateway, worker, request,
-        outcome, error, gateway_status, gateway_reference, latency_ms, started_at)
-    SELECT * FROM unnest(
-        CAST(:id AS varchar[]), CAST(:payout_id AS varchar[]), CAST(:attempt AS integer[]),
-        CAST(:operation AS varchar[]), CAST(:gateway AS varchar[]), CAST(:worker AS varchar[]),
-        CAST(:request AS json[]), CAST(:outcome AS varchar[]), CAST(:error AS text[]),
-        CAST(:gateway_status AS varchar[]), CAST(:gateway_reference AS varchar[]),
-        CAST(:latency_ms AS float8[]), CAST(:started_at AS timestamptz[])
-    )
-    """
-)
-_ATTEMPT_COLUMNS = (
-    "id",
-    "payout_id",
-    "attempt",
-    "operation",
-    "gateway",
-    "worker",
-    "request",
-    "outcome",
-    "error",
-    "gateway_status",
-    "gateway_reference",
-    "latency_ms",
-    "started_at",
-)
+_INSERT_ATTEMPTS = BulkInsert(_A, [column.name for column in _A.columns])
 
 # Lease the payouts this transaction has locked: approved ones move to processing (their
 # new status and chain head come from the claim's transitions), taken-over ones keep theirs.
 _LEASABLE = sorted({*transitions.CLAIM.source_values, PROCESSING})
+_LEASE_FIELDS = (
+    ("pid", "id"),
+    ("new_status", "status"),
+    ("sequence", "last_event_sequence"),
+    ("head", "last_event_hash"),
+)
 _PG_LEASE = text(
-    """
+    f"""
     UPDATE payouts AS p SET
-        status = v.status,
+        status = v.new_status,
         last_event_sequence = v.sequence,
         last_event_hash = v.head,
         locked_by = :token, locked_until = :lease_until, next_attempt_at = :lease_until,
         updated_at = :now
-    FROM unnest(CAST(:ids AS varchar[]), CAST(:statuses AS varchar[]),
-                CAST(:sequences AS integer[]), CAST(:heads AS varchar[]))
-        AS v(id, status, sequence, head)
-    WHERE p.id = v.id AND p.status IN ({leasable})
-    """.format(leasable=", ".join(f"'{s}'" for s in _LEASABLE))
+    FROM {unnest_of(_P, _LEASE_FIELDS)}
+    WHERE p.id = v.pid AND p.status IN ({", ".join(f"'{s}'" for s in _LEASABLE)})
+    """  # noqa: S608  (column names from the Table, statuses PayoutStatus literals)
 ).bindparams(bindparam("now", type_=UtcDateTime()), bindparam("lease_until", type_=UtcDateTime()))
 _SQLITE_LEASE = (
     update(_P)
@@ -183,13 +161,6 @@ class FinishRow:
     hold_until: datetime | None
     sequence: int
     head: str
-
-
-_FINISH_FIELDS = tuple(f.name for f in fields(FinishRow))
-
-
-def _json_or_none(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, ensure_ascii=False)
 
 
 class ExecutorRepository:
@@ -235,35 +206,16 @@ class ExecutorRepository:
         ]
         if not rows:
             return
+        leases = [
+            {"pid": pid, "new_status": status, "sequence": sequence, "head": head}
+            for pid, status, sequence, head in rows
+        ]
+        shared = {"token": lease.token, "lease_until": lease.until, "now": now}
         if self.is_postgres:
-            await self.session.execute(
-                _PG_LEASE,
-                {
-                    "ids": [r[0] for r in rows],
-                    "statuses": [r[1] for r in rows],
-                    "sequences": [r[2] for r in rows],
-                    "heads": [r[3] for r in rows],
-                    "token": lease.token,
-                    "lease_until": lease.until,
-                    "now": now,
-                },
-            )
+            parameters = array_parameters(_P, _LEASE_FIELDS, leases)
+            await self.session.execute(_PG_LEASE, {**parameters, **shared})
             return
-        await self.session.execute(
-            _SQLITE_LEASE,
-            [
-                {
-                    "pid": pid,
-                    "new_status": status,
-                    "sequence": sequence,
-                    "head": head,
-                    "token": lease.token,
-                    "lease_until": lease.until,
-                    "now": now,
-                }
-                for pid, status, sequence, head in rows
-            ],
-        )
+        await self.session.execute(_SQLITE_LEASE, [{**row, **shared} for row in leases])
 
     # -- finishing -----------------------------------------------------------------------
     async def _owned_sqlite(self, rows: Sequence[FinishRow]) -> set[str]:
@@ -289,13 +241,14 @@ class ExecutorRepository:
         if any(r.status == PROCESSING for r in rows):
             # A retry is scheduled: idle executors learn its time (their next look) at once.
             signal_on_commit(self.session, PAYOUTS_DUE)
+        plain = [{name: getattr(r, name) for name in _FINISH_FIELDS} for r in rows]
         if not self.is_postgres:
             # SQLite's write transaction excludes every other writer: read, then write.
             owned = await self._owned_sqlite(rows)
             mine = [
-                {**{name: getattr(r, name) for name in _FINISH_FIELDS}, "now": now}
-                for r in rows
-                if r.pid in owned
+                {**{f"b_{name}": value for name, value in row.items()}, "b_now": now}
+                for row in plain
+                if row["pid"] in owned
             ]
             if mine:
                 await self.session.execute(_FINISH, mine)
@@ -303,27 +256,9 @@ class ExecutorRepository:
         # In id order, as every multi-row writer of payouts here, so two overlapping finishes
         # (only possible after a lease ran out) rarely deadlock; if they do, the loser's
         # transaction is retried whole and its conditional update then finds nothing.
-        rows = sorted(rows, key=lambda r: r.pid)
-        result = await self.session.execute(
-            _PG_FINISH,
-            {
-                "now": now,
-                "ids": [r.pid for r in rows],
-                "tokens": [r.token for r in rows],
-                "prev_sequences": [r.prev_sequence for r in rows],
-                "statuses": [r.status for r in rows],
-                "attempts": [r.attempts for r in rows],
-                "references": [r.reference for r in rows],
-                "gateway_statuses": [r.gateway_status for r in rows],
-                "failure_codes": [r.failure_code for r in rows],
-                "failure_messages": [r.failure_message for r in rows],
-                "next_attempts": [r.next_attempt_at for r in rows],
-                "sequences": [r.sequence for r in rows],
-                "heads": [r.head for r in rows],
-                "gateway_details": [_json_or_none(r.gateway_details) for r in rows],
-                "hold_untils": [r.hold_until for r in rows],
-            },
-        )
+        plain.sort(key=lambda row: str(row["pid"]))
+        parameters = array_parameters(_P, (*_FINISH_MATCH, *_FINISH_SET), plain)
+        result = await self.session.execute(_PG_FINISH, {**parameters, "now": now})
         return {row.id for row in result.all()}
 
     async def release(self, claims: Sequence[tuple[str, str]], now: datetime) -> int:
@@ -357,18 +292,7 @@ class ExecutorRepository:
         return min((t for t in times if t is not None), default=None)
 
     async def insert_attempts(self, rows: Sequence[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        if not self.is_postgres:
-            await self.session.execute(insert(_A), list(rows))
-            return
-        # One statement over arrays: no per-row parameter processing on either side.
-        columns: dict[str, list[Any]] = {name: [] for name in _ATTEMPT_COLUMNS}
-        for row in rows:
-            for name in _ATTEMPT_COLUMNS:
-                columns[name].append(row[name])
-        columns["request"] = [json.dumps(r, ensure_ascii=False) for r in columns["request"]]
-        await self.session.execute(_PG_INSERT_ATTEMPTS, columns)
+        await _INSERT_ATTEMPTS.run(self.session, rows)
 
     async def attempts_for(self, payout_id: str) -> Sequence[Row[Any]]:
         result = await self.session.execute(

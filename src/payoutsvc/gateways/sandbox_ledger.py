@@ -6,41 +6,26 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, select, text, update
+from sqlalchemy import Row, Table, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from payoutsvc.db.bulk import array_parameters, bulk_insert
 from payoutsvc.gateways.models import SandboxCallCounter, SandboxSecret, SandboxTransfer
 
 _T = cast(Table, SandboxTransfer.__table__)
 _C = cast(Table, SandboxCallCounter.__table__)
-_TRANSFER_COLUMNS = (
-    "id",
-    "idempotency_key",
-    "payout_id",
-    "amount_minor",
-    "currency",
-    "recipient_type",
-    "account_masked",
-    "status",
-    "status_checks",
-    "created_at",
-    "updated_at",
+_TRANSFER_COLUMNS = tuple(column.name for column in _T.columns)
+# A key booked concurrently by another process is skipped, never booked twice.
+_PG_BOOK = bulk_insert(
+    _T,
+    _TRANSFER_COLUMNS,
+    suffix="ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key",
 )
-_PG_BOOK = text(
-    """
-    INSERT INTO sandbox_transfers (id, idempotency_key, payout_id, amount_minor, currency,
-        recipient_type, account_masked, status, status_checks, created_at, updated_at)
-    SELECT * FROM unnest(
-        CAST(:id AS varchar[]), CAST(:idempotency_key AS varchar[]), CAST(:payout_id AS varchar[]),
-        CAST(:amount_minor AS bigint[]), CAST(:currency AS varchar[]),
-        CAST(:recipient_type AS varchar[]), CAST(:account_masked AS varchar[]),
-        CAST(:status AS varchar[]), CAST(:status_checks AS integer[]),
-        CAST(:created_at AS timestamptz[]), CAST(:updated_at AS timestamptz[])
-    )
-    ON CONFLICT (idempotency_key) DO NOTHING
-    RETURNING idempotency_key
-    """
+_SQLITE_BOOK = (
+    sqlite.insert(_T)
+    .on_conflict_do_nothing(index_elements=[_T.c.idempotency_key])
+    .returning(_T.c.idempotency_key)
 )
 
 
@@ -73,16 +58,10 @@ class SandboxLedgerRepository:
         if not transfers:
             return set()
         if self.session.get_bind().dialect.name == "postgresql":
-            # One statement over arrays: no per-row parameter processing on either side.
-            columns = {name: [t[name] for t in transfers] for name in _TRANSFER_COLUMNS}
-            result = await self.session.execute(_PG_BOOK, columns)
+            parameters = array_parameters(_T, _TRANSFER_COLUMNS, transfers)
+            result = await self.session.execute(_PG_BOOK, parameters)
         else:
-            statement = (
-                sqlite.insert(_T)
-                .on_conflict_do_nothing(index_elements=[_T.c.idempotency_key])
-                .returning(_T.c.idempotency_key)
-            )
-            result = await self.session.execute(statement, list(transfers))
+            result = await self.session.execute(_SQLITE_BOOK, list(transfers))
         return {key for (key,) in result.all()}
 
     async def by_keys(self, keys: Sequence[str]) -> dict[str, Row[Any]]:

@@ -13,28 +13,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, text
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from payoutsvc.db.bulk import BulkInsert
 from payoutsvc.ids import new_id
 from payoutsvc.payouts.models import Payout, PayoutEvent
 from payoutsvc.webhooks.outbox import enqueue_deliveries
 
 GENESIS_HASH = "0" * 64
 # Core insert (executemany) rather than the ORM bulk-insert path: same SQL, less Python.
-_INSERT_EVENT = insert(cast(Table, PayoutEvent.__table__))
-_PG_INSERT_EVENTS = text(
-    """
-    INSERT INTO payout_events (id, payout_id, integration_id, sequence, type, actor, data, at,
-        prev_hash, hash)
-    SELECT * FROM unnest(
-        CAST(:ids AS varchar[]), CAST(:payout_ids AS varchar[]),
-        CAST(:integration_ids AS varchar[]), CAST(:sequences AS integer[]),
-        CAST(:types AS varchar[]), CAST(:actors AS varchar[]), CAST(:datas AS json[]),
-        CAST(:ats AS timestamptz[]), CAST(:prev_hashes AS varchar[]), CAST(:hashes AS varchar[])
-    )
-    """
-)
+_EVENTS = cast(Table, PayoutEvent.__table__)
+_INSERT_EVENTS = BulkInsert(_EVENTS, [column.name for column in _EVENTS.columns])
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,42 +113,24 @@ async def insert_hashed_events(session: AsyncSession, hashed: list[tuple[NewEven
     heads before it knows which payouts are still its own)."""
     if not hashed:
         return
-    if session.get_bind().dialect.name == "postgresql":
-        # One statement over arrays: asyncpg would run an executemany once per row.
-        await session.execute(
-            _PG_INSERT_EVENTS,
+    await _INSERT_EVENTS.run(
+        session,
+        [
             {
-                "ids": [e.id for e, _ in hashed],
-                "payout_ids": [e.payout_id for e, _ in hashed],
-                "integration_ids": [e.integration_id for e, _ in hashed],
-                "sequences": [e.sequence for e, _ in hashed],
-                "types": [e.type for e, _ in hashed],
-                "actors": [e.actor for e, _ in hashed],
-                "datas": [json.dumps(e.data, ensure_ascii=False) for e, _ in hashed],
-                "ats": [e.at for e, _ in hashed],
-                "prev_hashes": [e.prev_hash for e, _ in hashed],
-                "hashes": [h for _, h in hashed],
-            },
-        )
-    else:
-        await session.execute(
-            _INSERT_EVENT,
-            [
-                {
-                    "id": e.id,
-                    "payout_id": e.payout_id,
-                    "integration_id": e.integration_id,
-                    "sequence": e.sequence,
-                    "type": e.type,
-                    "actor": e.actor,
-                    "data": e.data,
-                    "at": e.at,
-                    "prev_hash": e.prev_hash,
-                    "hash": h,
-                }
-                for e, h in hashed
-            ],
-        )
+                "id": e.id,
+                "payout_id": e.payout_id,
+                "integration_id": e.integration_id,
+                "sequence": e.sequence,
+                "type": e.type,
+                "actor": e.actor,
+                "data": e.data,
+                "at": e.at,
+                "prev_hash": e.prev_hash,
+                "hash": h,
+            }
+            for e, h in hashed
+        ],
+    )
     await enqueue_deliveries(session, [e for e, _ in hashed])
 
 

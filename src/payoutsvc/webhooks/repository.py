@@ -26,6 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from payoutsvc.db.bulk import BulkInsert, array_parameters, unnest_of
 from payoutsvc.db.signals import signal_on_commit
 from payoutsvc.webhooks.models import (
     DeliveryStatus,
@@ -41,52 +42,48 @@ _attempts = cast(Table, WebhookAttempt.__table__)
 AnyRow = Row[*tuple[Any, ...]]
 
 # Recording a batch of attempts, built once: SQLite runs it as executemany, PostgreSQL as one
-# statement over arrays (one plan and one round trip for the whole batch).
+# statement over arrays (one plan and one round trip for the whole batch). An outcome's field
+# and the delivery column it is matched against...
+_OUTCOME_MATCH: tuple[tuple[str, str], ...] = (("id", "id"), ("token", "locked_by"))
+# ...or written to.
+_OUTCOME_SET: tuple[tuple[str, str], ...] = (
+    ("status", "status"),
+    ("next_attempt_at", "next_attempt_at"),
+    ("at", "last_attempt_at"),
+    ("status_code", "last_status_code"),
+    ("latency_ms", "last_latency_ms"),
+    ("error", "last_error"),
+    ("response_excerpt", "last_response_excerpt"),
+    ("delivered_at", "delivered_at"),
+)
 _RECORD_OUTCOME = (
     update(_deliveries)
     .where(_deliveries.c.id == bindparam("b_id"), _deliveries.c.locked_by == bindparam("b_token"))
     .values(
-        status=bindparam("b_status"),
-        next_attempt_at=bindparam("b_next_attempt_at"),
-        locked_until=None,
-        locked_by=None,
-        last_attempt_at=bindparam("b_at"),
-        last_status_code=bindparam("b_status_code"),
-        last_latency_ms=bindparam("b_latency_ms"),
-        last_error=bindparam("b_error"),
-        last_response_excerpt=bindparam("b_excerpt"),
-        delivered_at=bindparam("b_delivered_at"),
+        {
+            # b_: bind names that equal a column name are reserved in an UPDATE's SET.
+            **{
+                column: bindparam(f"b_{field}", type_=_deliveries.c[column].type)
+                for field, column in _OUTCOME_SET
+            },
+            "locked_until": None,
+            "locked_by": None,
+        }
     )
 )
 _PG_RECORD_OUTCOMES = text(
-    """
+    f"""
     UPDATE webhook_deliveries AS d SET
-        status = v.status, next_attempt_at = v.next_attempt_at, locked_until = NULL,
-        locked_by = NULL, last_attempt_at = v.at, last_status_code = v.status_code,
-        last_latency_ms = v.latency_ms, last_error = v.error,
-        last_response_excerpt = v.excerpt, delivered_at = v.delivered_at
-    FROM unnest(
-        CAST(:ids AS varchar[]), CAST(:tokens AS varchar[]), CAST(:statuses AS varchar[]),
-        CAST(:next_attempts AS timestamptz[]), CAST(:ats AS timestamptz[]),
-        CAST(:status_codes AS integer[]), CAST(:latencies AS float8[]),
-        CAST(:errors AS text[]), CAST(:excerpts AS text[]), CAST(:delivered AS timestamptz[])
-    ) AS v(id, token, status, next_attempt_at, at, status_code, latency_ms, error, excerpt,
-           delivered_at)
+        {", ".join(f"{column} = v.{field}" for field, column in _OUTCOME_SET)},
+        locked_until = NULL, locked_by = NULL
+    FROM {unnest_of(_deliveries, (*_OUTCOME_MATCH, *_OUTCOME_SET))}
     WHERE d.id = v.id AND d.locked_by = v.token
-    """
+    """  # noqa: S608  (column names from the Table)
 )
-_INSERT_ATTEMPT = insert(_attempts)
-_PG_INSERT_ATTEMPTS = text(
-    """
-    INSERT INTO webhook_attempts (delivery_id, attempt, at, status_code, latency_ms, error,
-        response_excerpt)
-    SELECT * FROM unnest(
-        CAST(:delivery_ids AS varchar[]), CAST(:attempts AS integer[]),
-        CAST(:ats AS timestamptz[]), CAST(:status_codes AS integer[]),
-        CAST(:latencies AS float8[]), CAST(:errors AS text[]), CAST(:excerpts AS text[])
-    )
-    """
-)
+_OUTCOME_FIELDS = [field for field, _ in (*_OUTCOME_MATCH, *_OUTCOME_SET)]
+_INSERT_DELIVERIES = BulkInsert(_deliveries, [column.name for column in _deliveries.columns])
+# Attempts are numbered by the database (autoincrement id).
+_INSERT_ATTEMPTS = BulkInsert(_attempts, [c.name for c in _attempts.columns if c.name != "id"])
 
 PENDING = DeliveryStatus.PENDING.value
 # The wake-up name for "deliveries became due" (db/signals.py): the sender waits on it.
@@ -247,7 +244,7 @@ class WebhookRepository:
     # -- deliveries: writing -------------------------------------------------------------------
     async def insert_deliveries(self, rows: Sequence[Mapping[str, Any]]) -> None:
         if rows:
-            await self.session.execute(insert(_deliveries), list(rows))
+            await _INSERT_DELIVERIES.run(self.session, rows)
             signal_on_commit(self.session, DELIVERIES_DUE)
 
     async def cancel_pending(self, endpoint_ids: Iterable[str], reason: str, now: datetime) -> int:
@@ -453,23 +450,12 @@ class WebhookRepository:
         if self.is_postgres:
             # In id order, like every batch writer of deliveries here (no lock-order cycles).
             ordered = sorted(outcomes, key=lambda o: str(o["id"]))
-            await self.session.execute(
-                _PG_RECORD_OUTCOMES,
-                {
-                    "ids": [o["id"] for o in ordered],
-                    "tokens": [o["token"] for o in ordered],
-                    "statuses": [o["status"] for o in ordered],
-                    "next_attempts": [o["next_attempt_at"] for o in ordered],
-                    "ats": [o["at"] for o in ordered],
-                    "status_codes": [o["status_code"] for o in ordered],
-                    "latencies": [o["latency_ms"] for o in ordered],
-                    "errors": [o["error"] for o in ordered],
-                    "excerpts": [o["response_excerpt"] for o in ordered],
-                    "delivered": [o["delivered_at"] for o in ordered],
-                },
-            )
+            parameters = array_parameters(_deliveries, (*_OUTCOME_MATCH, *_OUTCOME_SET), ordered)
+            await self.session.execute(_PG_RECORD_OUTCOMES, parameters)
         else:
-            await self._record_outcomes_sqlite(outcomes)
+            await self.session.execute(
+                _RECORD_OUTCOME, [{f"b_{f}": o[f] for f in _OUTCOME_FIELDS} for o in outcomes]
+            )
         # The UPDATE above row-locked the deliveries it found, so none of these can vanish
         # before we commit; one that is missing now was deleted before us.
         ids = sorted({o["id"] for o in outcomes})
@@ -478,44 +464,8 @@ class WebhookRepository:
         )
         return list(result.scalars().all())
 
-    async def _record_outcomes_sqlite(self, outcomes: Sequence[Mapping[str, Any]]) -> None:
-        await self.session.execute(
-            _RECORD_OUTCOME,
-            [
-                {
-                    "b_id": o["id"],
-                    "b_token": o["token"],
-                    "b_status": o["status"],
-                    "b_next_attempt_at": o["next_attempt_at"],
-                    "b_at": o["at"],
-                    "b_status_code": o["status_code"],
-                    "b_latency_ms": o["latency_ms"],
-                    "b_error": o["error"],
-                    "b_excerpt": o["response_excerpt"],
-                    "b_delivered_at": o["delivered_at"],
-                }
-                for o in outcomes
-            ],
-        )
-
     async def insert_attempts(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        if not rows:
-            return
-        if not self.is_postgres:
-            await self.session.execute(_INSERT_ATTEMPT, list(rows))
-            return
-        await self.session.execute(
-            _PG_INSERT_ATTEMPTS,
-            {
-                "delivery_ids": [r["delivery_id"] for r in rows],
-                "attempts": [r["attempt"] for r in rows],
-                "ats": [r["at"] for r in rows],
-                "status_codes": [r["status_code"] for r in rows],
-                "latencies": [r["latency_ms"] for r in rows],
-                "errors": [r["error"] for r in rows],
-                "excerpts": [r["response_excerpt"] for r in rows],
-            },
-        )
+        await _INSERT_ATTEMPTS.run(self.session, rows)
 
     async def purge_finished(self, created_before: datetime, batch_size: int) -> int:
         """Delete up to ``batch_size`` finished deliveries created before the cutoff, with

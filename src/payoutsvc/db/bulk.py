@@ -1,0 +1,130 @@
+"""Many rows in one statement, from the table's own metadata, so a column is named once.
+
+PostgreSQL: one statement over arrays (``unnest(CAST(:col AS type[]), …)``), one plan and one
+round trip for any number of rows (asyncpg would run an executemany once per row). SQLite:
+a Core executemany, which its driver runs in one call. Both forms come from the ``Table``,
+so adding a column to a hot insert is one change in the model, not two SQL texts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    Text,
+    TextClause,
+    insert,
+    text,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.types import TypeEngine
+
+from payoutsvc.db.base import UtcDateTime
+
+__all__ = [
+    "BulkInsert",
+    "Field",
+    "array_parameters",
+    "bulk_insert",
+    "pg_array_type",
+    "unnest_of",
+]
+
+
+def pg_array_type(column: Column[Any]) -> str:
+    """The PostgreSQL element type an array parameter for ``column`` is cast to."""
+    kind: TypeEngine[Any] = column.type
+    if isinstance(kind, UtcDateTime | DateTime):
+        return "timestamptz"
+    if isinstance(kind, JSON):
+        return "json"
+    if isinstance(kind, BigInteger):  # before Integer: BigInteger is one
+        return "bigint"
+    if isinstance(kind, Integer):
+        return "integer"
+    if isinstance(kind, Float):
+        return "float8"
+    if isinstance(kind, Boolean):
+        return "boolean"
+    if isinstance(kind, LargeBinary):
+        return "bytea"
+    if isinstance(kind, Text):
+        return "text"
+    if isinstance(kind, String):
+        return "varchar"
+    raise TypeError(f"no array type for {column.table.name}.{column.name} ({kind!r})")
+
+
+# A field of the row source: a column of the table, or (name, column whose type it has) for
+# a value that is not stored under its own name (the lease token a row must still carry).
+Field = str | tuple[str, str]
+
+
+def unnest_of(table: Table, fields: Sequence[Field], *, alias: str = "v") -> str:
+    """``unnest(CAST(:a AS varchar[]), …) AS v(a, …)`` for ``fields``: the row source of a
+    bulk UPDATE … FROM or INSERT … SELECT; each field is bound as a list of that name."""
+    pairs = [(f, f) if isinstance(f, str) else f for f in fields]
+    casts = ", ".join(
+        f"CAST(:{name} AS {pg_array_type(table.c[column])}[])" for name, column in pairs
+    )
+    return f"unnest({casts}) AS {alias}({', '.join(name for name, _ in pairs)})"
+
+
+def bulk_insert(table: Table, names: Sequence[str], *, suffix: str = "") -> TextClause:
+    """``INSERT INTO table (names) SELECT * FROM unnest(…)`` plus ``suffix`` (an ON
+    CONFLICT or RETURNING clause)."""
+    return text(
+        f"INSERT INTO {table.name} ({', '.join(names)}) "  # noqa: S608  (names from the Table)
+        f"SELECT * FROM {unnest_of(table, names)} {suffix}"
+    )
+
+
+def array_parameters(
+    table: Table, fields: Sequence[Field], rows: Sequence[Mapping[str, Any]]
+) -> dict[str, list[Any]]:
+    """One list per field for :func:`bulk_insert` / :func:`unnest_of` (JSON columns
+    serialised, since asyncpg sends ``json[]`` elements as text)."""
+    pairs = [(f, f) if isinstance(f, str) else f for f in fields]
+    parameters: dict[str, list[Any]] = {name: [] for name, _ in pairs}
+    json_fields = {name for name, column in pairs if isinstance(table.c[column].type, JSON)}
+    for row in rows:
+        for name, _ in pairs:
+            value = row[name]
+            if name in json_fields and value is not None:
+                value = json.dumps(value, ensure_ascii=False)
+            parameters[name].append(value)
+    return parameters
+
+
+class BulkInsert:
+    """One INSERT of many rows into ``table``'s ``names`` columns, built once (module level)
+    in both forms: building or cache-keying a statement per call costs more than it runs."""
+
+    def __init__(self, table: Table, names: Sequence[str]) -> None:
+        self.table = table
+        self.names = tuple(names)
+        self.postgres = bulk_insert(table, self.names)
+        self.sqlite = insert(table)
+
+    async def run(self, session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Insert ``rows`` (each with every column in ``names``) in one statement."""
+        if not rows:
+            return
+        if session.get_bind().dialect.name == "postgresql":
+            await session.execute(self.postgres, array_parameters(self.table, self.names, rows))
+        else:
+            await session.execute(
+                self.sqlite, [{name: row[name] for name in self.names} for row in rows]
+            )
