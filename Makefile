@@ -24,9 +24,10 @@ setup: $(VENV)/.synced
 run: setup
 	$(VENV)/bin/payoutsvc serve
 
-## make test: the whole suite (SQLite; PostgreSQL too when PAYOUTSVC_TEST_DATABASE_URL is set)
+## make test: the whole suite (SQLite; PostgreSQL too when PAYOUTSVC_TEST_DATABASE_URL is set),
+## then line coverage of src/payoutsvc (files at 100 % left out of the table)
 test: setup
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest --cov=payoutsvc --cov-report=term:skip-covered
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench migrations

@@ -1,14 +1,21 @@
-"""Small builders shared by API tests."""
+"""Small builders shared by API tests, the one poll-with-deadline helper (``eventually``)
+and a manual timer for the background loops (``ManualTimer``, ``let_time_pass``)."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import time
 import uuid
-from datetime import timedelta
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 
 from payoutsvc.db.base import utcnow
+from payoutsvc.db.signals import LoopTimer
 from payoutsvc.payouts import transitions
 from payoutsvc.payouts.service import PayoutService
 from payoutsvc.payouts.status import PayoutStatus
@@ -96,3 +103,102 @@ async def walk(runtime: Runtime, payout_id: str, *targets: PayoutStatus, actor: 
                 event_data={},
                 lease=lease,
             )
+
+
+# -- waiting for a state ------------------------------------------------------------------------
+async def eventually(
+    predicate: Callable[[], Awaitable[object]] | Callable[[], object],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.01,
+    what: str = "condition",
+) -> None:
+    """Poll ``predicate`` (plain or async) until it is truthy; fail after ``timeout`` seconds.
+    The timeout only bounds a failing test: nothing is asserted about how fast it happened."""
+    deadline = time.monotonic() + timeout
+    while True:
+        outcome = predicate()
+        if inspect.isawaitable(outcome):
+            outcome = await outcome
+        if outcome:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+# -- a background loop's time, moved by the test ----------------------------------------------
+@dataclass(eq=False)
+class _Sleeper:
+    events: tuple[asyncio.Event, ...]
+    deadline: float
+
+    def asleep(self, now: float) -> bool:
+        return now < self.deadline and not any(event.is_set() for event in self.events)
+
+
+class ManualTimer(LoopTimer):
+    """A loop timer that stands still until the test moves it: a loop's timed look happens
+    only on ``advance``/``advance_to``, so whatever work starts meanwhile was started by a
+    wake-up. ``utcnow`` is the matching wall clock for an Executor (real time plus however far
+    the test moved this timer), so payouts approved in real time are still due to it."""
+
+    def __init__(self) -> None:
+        self._now = 0.0
+        self._moved = asyncio.Event()
+        self._sleepers: list[_Sleeper] = []
+        self.requested: list[float] = []  # every timeout a loop asked for, in order
+
+    def now(self) -> float:
+        return self._now
+
+    def utcnow(self) -> datetime:
+        return utcnow() + timedelta(seconds=self._now)
+
+    async def wait_any(self, events: Sequence[asyncio.Event], timeout: float) -> None:
+        sleeper = _Sleeper(tuple(events), self._now + timeout)
+        self.requested.append(timeout)
+        self._sleepers.append(sleeper)
+        try:
+            while sleeper.asleep(self._now):
+                waiters = [asyncio.ensure_future(e.wait()) for e in (*events, self._moved)]
+                try:
+                    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for waiter in waiters:
+                        waiter.cancel()
+        finally:
+            self._sleepers.remove(sleeper)
+
+    @property
+    def asleep(self) -> bool:
+        """Some loop waits for a wake-up or its next timed look, and neither has come yet."""
+        return any(s.asleep(self._now) for s in self._sleepers)
+
+    @property
+    def next_deadline(self) -> float:
+        """When the earliest pending timed look falls due."""
+        return min(s.deadline for s in self._sleepers if s.asleep(self._now))
+
+    def advance_to(self, when: float) -> None:
+        self._now = max(self._now, when)
+        self._moved.set()
+        self._moved = asyncio.Event()
+
+    def advance(self, seconds: float) -> None:
+        self.advance_to(self._now + seconds)
+
+
+async def let_time_pass(
+    timer: ManualTimer, seconds: float, *, settled: Callable[[], bool] = lambda: True
+) -> None:
+    """Move ``timer`` on by ``seconds`` one timed look at a time, as real time would: each
+    step waits until the loop sleeps (and ``settled()``: its work in flight is done), then
+    jumps to its next deadline."""
+    until = timer.now() + seconds
+    while True:
+        await eventually(lambda: timer.asleep and settled(), what="the loop to go to sleep")
+        if timer.next_deadline > until:
+            timer.advance_to(until)
+            return
+        timer.advance_to(timer.next_deadline)

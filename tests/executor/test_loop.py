@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 from payoutsvc.db.base import utcnow
@@ -25,15 +24,9 @@ from tests.executor.support import (
     setup_operators,
     statuses,
 )
+from tests.helpers import eventually
 
 FAST = {"executor_retry_schedule": "0.05,0.05,0.05,0.05,0.05", "worker_poll_interval": 0.02}
-
-
-async def wait_for(predicate: Any, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
 
 
 async def test_loop_drains_a_mixed_queue_exactly_once(make_app: AppFactory) -> None:
@@ -52,7 +45,7 @@ async def test_loop_drains_a_mixed_queue_exactly_once(make_app: AppFactory) -> N
     async def drained() -> bool:
         return await active_count(runtime.db) == 0
 
-    await wait_for(drained)
+    await eventually(drained, timeout=20, what="the queue drained")
     stopping.set()
     await task
     await gateways.aclose()
@@ -73,10 +66,7 @@ async def test_stop_finishes_in_flight_calls_within_the_grace_period(
     loop = ExecutorLoop(Executor(runtime, gateways), grace_seconds=5)
     task = asyncio.create_task(loop.run(stopping))
 
-    async def all_in_flight() -> bool:
-        return loop.in_flight == 5
-
-    await wait_for(all_in_flight)
+    await eventually(lambda: loop.in_flight == 5, what="all five in flight")
     stopping.set()
     await task
     await gateways.aclose()
@@ -95,15 +85,12 @@ async def test_stop_after_the_grace_period_releases_leases_for_the_next_worker(
     loop = ExecutorLoop(Executor(runtime, gateways), grace_seconds=0.2)
     task = asyncio.create_task(loop.run(stopping))
 
-    async def all_in_flight() -> bool:
-        return loop.in_flight == 3
-
-    await wait_for(all_in_flight)
-    stopped_at = time.monotonic()
+    await eventually(lambda: loop.in_flight == 3, what="all three in flight")
     stopping.set()
     await task
     await gateways.aclose()
-    assert time.monotonic() - stopped_at < 3
+    # Each call takes 5 s: had the stop waited for them rather than 0.2 s, they would have
+    # succeeded; still processing with no owner is what a cut-off call leaves behind.
     rows = await payout_rows(runtime.db)
     for payout in payouts:
         row = rows[payout["id"]]
@@ -156,5 +143,5 @@ async def test_serve_with_the_worker_on_pays_approved_payouts(make_app: AppFacto
         got: dict[str, Any] = (await client.get(f"/v1/payouts/{payout['id']}")).json()
         return got["status"] == "succeeded"
 
-    await wait_for(paid)
+    await eventually(paid, timeout=20, what="the payout paid")
     await assert_exactly_once(runtime.db)

@@ -43,6 +43,7 @@ from tests.executor.support import (
     insert_approved,
     unique_body,
 )
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -153,13 +154,19 @@ async def count_by_status(db: Database) -> dict[str, int]:
 
 
 async def wait_until(db: Database, done: Any, timeout: float) -> dict[str, int]:
-    deadline = time.monotonic() + timeout
-    while True:
+    """The payouts' counts by status once ``done(counts)`` holds."""
+    counts: dict[str, int] = {}
+
+    async def reached() -> bool:
+        nonlocal counts
         counts = await count_by_status(db)
-        if done(counts):
-            return counts
-        assert time.monotonic() < deadline, f"stuck: {counts}"
-        await asyncio.sleep(0.1)
+        return bool(done(counts))
+
+    try:
+        await eventually(reached, timeout=timeout, interval=0.1)
+    except AssertionError as stuck:
+        raise AssertionError(f"stuck: {counts}") from stuck
+    return counts
 
 
 async def assert_final(db: Database, ids: list[str], amounts: list[str]) -> None:

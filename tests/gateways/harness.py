@@ -34,7 +34,7 @@ from tests.executor.support import (
     setup_operators,
     walk_is_allowed,
 )
-from tests.helpers import payout_body
+from tests.helpers import eventually, payout_body
 
 # Retries come quickly so a fault-injection scenario drains in well under a second of
 # (fake-clock) waiting; the real schedule is configuration.
@@ -57,10 +57,13 @@ async def serve_asgi(app: Any) -> AsyncIterator[str]:
     config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
+
+    def started() -> bool:
         if task.done():
             task.result()  # surfaces the startup error
-        await asyncio.sleep(0.005)
+        return bool(server.started)
+
+    await eventually(started, interval=0.005, what="the server to start")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

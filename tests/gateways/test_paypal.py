@@ -53,6 +53,7 @@ from tests.gateways.harness import (
     provider_app,
     serve_asgi,
 )
+from tests.helpers import eventually
 
 PAYOUTS = "/v1/payments/payouts"
 TOKEN = "/v1/oauth2/token"
@@ -293,8 +294,7 @@ async def test_the_fake_refuses_a_resend_while_the_first_is_in_flight(fake: Fake
     paypal = gateway_for(fake)
     try:
         first = asyncio.create_task(paypal.submit(request))
-        while not fake.in_flight:
-            await asyncio.sleep(0.01)
+        await eventually(lambda: fake.in_flight, what="the first send at the fake")
         second = gateway_for(fake)  # another process: knows nothing of the first send
         try:
             with pytest.raises(OutcomeUnknown) as refused:
@@ -658,7 +658,7 @@ async def test_no_resend_under_the_key_sooner_than_the_timeout_after_a_timed_out
         with pytest.raises(OutcomeUnknown):
             await paypal.submit(request)
         assert len(fake.calls("POST", PAYOUTS)) == 1
-        await asyncio.sleep(0.4)  # (real time) the fake finishes the first request
+        await eventually(lambda: not fake.in_flight, what="the fake to finish the first send")
         now[0] += 0.02  # one timeout after the timed-out send
         assert (await paypal.get_status(key)).state is TransferState.NOT_FOUND
         resent = await paypal.submit(request)
@@ -679,8 +679,7 @@ async def test_a_concurrent_refusal_also_holds_resends_back(fake: FakePayPal) ->
     paypal = gateway_for(fake, timeout_seconds=0.2, clock=lambda: now[0])
     try:
         in_flight = asyncio.create_task(first.submit(request))  # another worker's send
-        while not fake.in_flight:
-            await asyncio.sleep(0.01)
+        await eventually(lambda: fake.in_flight, what="the first send at the fake")
         with pytest.raises(OutcomeUnknown):
             await paypal.submit(request)  # DUPLICATE_REQUEST_ID
         with pytest.raises(OutcomeUnknown, match="not re-sent"):

@@ -1,11 +1,9 @@
 """Fixtures for webhook tests: a real receiver on loopback, a short retry schedule, and
-helpers that drive the sender and poll with a deadline."""
+a helper that drives the sender until a condition holds."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -15,6 +13,7 @@ from payoutsvc.config import Settings
 from payoutsvc.runtime import Runtime
 from payoutsvc.webhooks.sender import WebhookSender
 from tests.conftest import make_settings
+from tests.helpers import eventually
 from tests.webhooks.receiver import Receiver
 
 FAST_SCHEDULE = (0.05, 0.05, 0.05)
@@ -63,37 +62,20 @@ async def sender(runtime: Runtime) -> AsyncIterator[WebhookSender]:
         await webhook_sender.aclose()
 
 
-async def eventually(
-    check: Callable[[], Awaitable[bool]] | Callable[[], bool],
-    timeout: float = 10.0,
-    what: str = "condition",
-) -> None:
-    """Poll ``check`` until it is true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        outcome = check()
-        if isinstance(outcome, Awaitable):
-            outcome = await outcome
-        if outcome:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 async def pump(
     sender: WebhookSender,
     until: Callable[[], bool],
     timeout: float = 10.0,
     what: str = "deliveries",
 ) -> None:
-    """Run sender rounds until ``until()`` holds (waiting for retries to come due)."""
-    deadline = time.monotonic() + timeout
-    while not until():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        if await sender.run_once() == 0:
-            await asyncio.sleep(0.02)
+    """Run sender rounds until ``until()`` holds (retries come due in real time)."""
+
+    async def one_round_then_check() -> bool:
+        if not until():
+            await sender.run_once()
+        return until()
+
+    await eventually(one_round_then_check, timeout=timeout, interval=0.02, what=what)
 
 
 async def create_endpoint(

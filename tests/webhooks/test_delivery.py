@@ -16,11 +16,16 @@ from payoutsvc.db.base import utcnow
 from payoutsvc.payouts.status import PayoutStatus
 from payoutsvc.runtime import Runtime
 from payoutsvc.webhooks.sender import WebhookSender
-from tests.helpers import create_operator, create_payout, new_integration_client, walk
+from tests.helpers import (
+    create_operator,
+    create_payout,
+    eventually,
+    new_integration_client,
+    walk,
+)
 from tests.webhooks.conftest import (
     create_endpoint,
     deliveries_of,
-    eventually,
     pump,
     sender_for,
 )

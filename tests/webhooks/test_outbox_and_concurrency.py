@@ -19,8 +19,8 @@ from payoutsvc.runtime import Runtime
 from payoutsvc.webhooks.outbox import enqueue_deliveries
 from payoutsvc.webhooks.sender import WebhookSender
 from tests.conftest import ADMIN_KEY
-from tests.helpers import create_operator, create_payout, new_integration_client
-from tests.webhooks.conftest import create_endpoint, eventually
+from tests.helpers import create_operator, create_payout, eventually, new_integration_client
+from tests.webhooks.conftest import create_endpoint
 from tests.webhooks.receiver import (
     Received,
     Receiver,

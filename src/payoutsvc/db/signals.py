@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import structlog
@@ -38,6 +38,32 @@ _NOTIFY = text("SELECT pg_notify(:channel, :name)")
 IDLE_LOOK_MAX_SECONDS = 2.0
 KEEPALIVE_SECONDS = 10.0  # a silently dead listener connection is noticed within ~2x this
 RECONNECT_MAX_SECONDS = 30.0
+
+
+class LoopTimer:
+    """When a background loop's timed looks happen: the event loop's clock and a wait that
+    ends at the first of some events or a timeout. Tests hand the loops a manual one, so a
+    timed look happens only when the test moves time on and a wake-up alone must do the rest.
+    """
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def wait_any(
+        self,
+        events: Sequence[asyncio.Event],
+        timeout: float,  # noqa: ASYNC109  (a timed look is what the loop waits for)
+    ) -> None:
+        """Return once any of ``events`` is set or ``timeout`` seconds have passed."""
+        waiters = [asyncio.ensure_future(event.wait()) for event in events]
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+
+REAL_TIME = LoopTimer()
 
 
 def signal_on_commit(session: AsyncSession, name: str) -> None:
@@ -60,8 +86,14 @@ class Signals:
     """The named wake-ups of one process, fed by its own commits and, on PostgreSQL, by a
     LISTEN connection for everybody else's. Each waiting loop subscribes its own event."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        reconnect_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self._engine = engine
+        self._reconnect_sleep = reconnect_sleep  # tests record the back-off instead of waiting
         self._postgres = engine.dialect.name == "postgresql"
         self._subscribers: dict[str, list[asyncio.Event]] = {}
         self._listener: asyncio.Task[None] | None = None
@@ -127,7 +159,7 @@ class Signals:
                         await connection.close()
             if loop.time() - started > KEEPALIVE_SECONDS:
                 delay = 1.0  # it had been working: try again soon
-            await asyncio.sleep(delay)
+            await self._reconnect_sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX_SECONDS)
 
     async def _serve(self, connection: Any) -> None:

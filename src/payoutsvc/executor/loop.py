@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine
-from typing import Any
 
 import structlog
 
 from payoutsvc.background import BackgroundLoops
 from payoutsvc.batching import GroupCommit
-from payoutsvc.db.signals import IDLE_LOOK_MAX_SECONDS
+from payoutsvc.db.signals import IDLE_LOOK_MAX_SECONDS, REAL_TIME, LoopTimer
 from payoutsvc.executor.service import Executor, Job, Outcome
 from payoutsvc.metrics import EXECUTOR_IN_FLIGHT
 from payoutsvc.payouts.repository import PAYOUTS_DUE
@@ -42,6 +40,7 @@ class ExecutorLoop:
         batch_size: int | None = None,
         poll_interval: float | None = None,
         grace_seconds: float = GRACE_SECONDS,
+        timer: LoopTimer = REAL_TIME,
     ) -> None:
         settings = executor.settings
         self.executor = executor
@@ -49,6 +48,7 @@ class ExecutorLoop:
         self.batch_size = min(batch_size or settings.executor_batch_size, self.concurrency)
         self.poll_interval = poll_interval or settings.worker_poll_interval
         self.grace_seconds = grace_seconds
+        self._timer = timer  # decides when a timed look happens (tests: only when told)
         # Claim again once half a batch is free: fewer, fuller claims.
         self._claim_threshold = max(1, self.batch_size // 2)
         self._jobs: dict[str, Job] = {}
@@ -71,6 +71,11 @@ class ExecutorLoop:
     def in_flight(self) -> int:
         return len(self._jobs)
 
+    @property
+    def idle(self) -> bool:
+        """No claim and no payout in flight: only a wake-up or a timed look starts work."""
+        return self._claim is None and not self._jobs
+
     async def run(self, stopping: asyncio.Event) -> None:
         log.info(
             "executor.started",
@@ -78,12 +83,11 @@ class ExecutorLoop:
             concurrency=self.concurrency,
             batch_size=self.batch_size,
         )
-        loop = asyncio.get_running_loop()
         self._signals.start()
         try:
             while not stopping.is_set():
                 free = self.concurrency - len(self._jobs) - self._reserved
-                now = loop.time()
+                now = self._timer.now()
                 if self._due.is_set():
                     self._idle_until = 0.0  # payouts were approved since the last claim
                 if (
@@ -95,18 +99,18 @@ class ExecutorLoop:
                     self._due.clear()  # an approval from here on triggers the next look
                     self._spawn_claim(min(self.batch_size, free))
                     continue
-                waits = [stopping.wait()]
+                waits = [stopping]
                 timeout = self.poll_interval
                 if now < self._idle_until and self._claim is None:
                     # The queue was empty: look again when payouts get approved, or when the
                     # next retry or lease end falls due.
                     timeout = self._idle_until - now
-                    waits.append(self._due.wait())
+                    waits.append(self._due)
                 else:
                     # Wait for a finished payout to free a slot, or a claim to come back.
                     self._slot_freed.clear()
-                    waits.append(self._slot_freed.wait())
-                await _first_of(waits, timeout)
+                    waits.append(self._slot_freed)
+                await self._timer.wait_any(waits, timeout)
         finally:
             self._signals.unsubscribe(PAYOUTS_DUE, self._due)
             if self._claim is not None:
@@ -132,7 +136,7 @@ class ExecutorLoop:
                 self._start(job)
             if len(jobs) < wanted:
                 wait = await self._idle_wait()
-                self._idle_until = asyncio.get_running_loop().time() + wait
+                self._idle_until = self._timer.now() + wait
         finally:
             self._claim = None
             self._slot_freed.set()
@@ -209,16 +213,6 @@ class ExecutorLoop:
         self._jobs.clear()
         EXECUTOR_IN_FLIGHT.set(0)
         log.info("executor.stopped", worker=self.executor.worker_id)
-
-
-async def _first_of(waits: list[Coroutine[Any, Any, Any]], seconds: float) -> None:
-    """Return when any of ``waits`` completes or after ``seconds``; cancels the rest."""
-    tasks = [asyncio.ensure_future(w) for w in waits]
-    try:
-        await asyncio.wait(tasks, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
 
 
 def start_executor(runtime: Runtime, loops: BackgroundLoops) -> ExecutorLoop:

@@ -34,7 +34,7 @@ import structlog
 
 from payoutsvc.background import BackgroundLoops
 from payoutsvc.db.base import utcnow
-from payoutsvc.db.signals import IDLE_LOOK_MAX_SECONDS
+from payoutsvc.db.signals import IDLE_LOOK_MAX_SECONDS, REAL_TIME, LoopTimer
 from payoutsvc.metrics import (
     WEBHOOK_ATTEMPT_LATENCY,
     WEBHOOK_DELIVERIES,
@@ -145,6 +145,7 @@ class WebhookSender:
         batch_size: int = DEFAULT_BATCH_SIZE,
         rng: random.Random | None = None,
         clock: Callable[[], datetime] = utcnow,
+        timer: LoopTimer = REAL_TIME,
     ) -> None:
         self.runtime = runtime
         self.settings = runtime.settings
@@ -153,6 +154,8 @@ class WebhookSender:
         self.batch_size = min(batch_size, concurrency)
         self.rng = rng
         self.clock = clock
+        # When the claiming loop's timed looks happen (tests: only when they move time on).
+        self._timer = timer
         self._client = client
         self._owns_client = client is None
         self._secrets: dict[tuple[str, bytes], str] = {}
@@ -420,7 +423,7 @@ class WebhookSender:
                 free = self.concurrency - len(state.in_flight)
                 backlog = len(state.finished) + state.recording
                 if free < min_claim or backlog >= self.concurrency:
-                    await _wait(state.wake, poll)
+                    await self._timer.wait_any((state.wake,), poll)
                     continue
                 # A commit announced, or an outcome recorded, from here on triggers the next look.
                 due.clear()
@@ -430,7 +433,7 @@ class WebhookSender:
                     claimed = await self.claim(want)
                 except Exception:  # the sender must outlive a database hiccup
                     log.exception("webhook.sender_claim_failed")
-                    await _wait(state.wake, poll)
+                    await self._timer.wait_any((state.wake,), poll)
                     continue
                 for delivery, target in claimed:
                     self._launch(state, delivery, target)
@@ -447,7 +450,7 @@ class WebhookSender:
                     if isinstance(self._client, PinnedHttp11Client):
                         self._client.sweep_idle()
                     wait = idle_wait if signals.reliable else poll
-                    await _wait_any((state.recorded, stopping, due), wait)
+                    await self._timer.wait_any((state.recorded, stopping, due), wait)
                     if not claimed:
                         idle_wait = min(idle_wait * 2, max(poll, IDLE_LOOK_MAX_SECONDS))
         finally:
@@ -553,15 +556,6 @@ async def _set_when(source: asyncio.Event, target: asyncio.Event) -> None:
 async def _wait(event: asyncio.Event, timeout: float) -> None:  # noqa: ASYNC109
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(event.wait(), timeout)
-
-
-async def _wait_any(events: Sequence[asyncio.Event], timeout: float) -> None:  # noqa: ASYNC109
-    waiters = [asyncio.ensure_future(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
 
 
 # -- wiring (workers.py) -----------------------------------------------------------------------
