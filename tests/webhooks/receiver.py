@@ -141,3 +141,50 @@ class Receiver:
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=10)
+
+
+class ScriptedServer:
+    """A raw HTTP/1.1 server on 127.0.0.1 in the test's own event loop that answers each
+    request with the next scripted bytes, verbatim: for answers no well-behaved server
+    (uvicorn) would send, such as a ``101`` to a POST or bytes nobody asked for. Records, per
+    request, the client port it came from (one port per TCP connection)."""
+
+    def __init__(self, answers: list[bytes], *, hang_up_after_each: bool = False) -> None:
+        self.answers = list(answers)
+        self.ports: list[int] = []
+        # Close the connection after each answer (what ends a body sent without framing).
+        self.hang_up_after_each = hang_up_after_each
+        self._server: asyncio.Server | None = None
+        self.port = 0
+
+    def url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    async def __aenter__(self) -> ScriptedServer:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while self.answers:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":", 1)[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                await reader.readexactly(length)
+                self.ports.append(writer.get_extra_info("peername")[1])
+                writer.write(self.answers.pop(0))
+                await writer.drain()
+                if self.hang_up_after_each:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()

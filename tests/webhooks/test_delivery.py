@@ -33,6 +33,7 @@ from tests.webhooks.receiver import (
     Received,
     Receiver,
     Reply,
+    ScriptedServer,
     always,
     assert_each_waited_for_the_previous,
     first_then,
@@ -207,6 +208,29 @@ async def test_retry_after_is_honoured_on_503(
     first, second = receiver.received("/busy")
     # The schedule alone would retry after ~0.05 s; the receiver asked for 1 s.
     assert second.at - first.at >= 0.9
+
+
+async def test_a_101_answer_is_a_failed_attempt_and_is_retried_on_a_new_connection(
+    client: httpx.AsyncClient, sender: WebhookSender, operators: None
+) -> None:
+    """A receiver that switches protocols has not accepted the webhook: the attempt fails
+    (no status, a protocol error naming the 101) and the retry goes out on a fresh socket."""
+    answers = [
+        b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nthanks",
+    ]
+    async with ScriptedServer(answers) as server:
+        endpoint = await create_endpoint(client, server.url("/upgrade"), ["payout.created"])
+        await new_payout(client)
+        await pump(sender, lambda: len(server.ports) >= 2)
+        (delivery,) = await deliveries_of(client, endpoint["id"])
+        await eventually(lambda: _status_is(client, delivery["id"], "delivered"))
+    detail = (await client.get(f"/v1/webhook-deliveries/{delivery['id']}")).json()
+    switched, accepted = detail["attempt_history"]
+    assert switched["status_code"] is None
+    assert "101" in switched["error"]
+    assert accepted["status_code"] == 200
+    assert server.ports[0] != server.ports[1]
 
 
 async def test_retries_end_when_the_schedule_is_used_up(

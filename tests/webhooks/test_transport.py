@@ -18,11 +18,12 @@ from cryptography.x509.oid import NameOID
 
 from payoutsvc.webhooks.ssrf import DEFAULT_MAX_RESPONSE_BYTES, DeliveryResult, deliver
 from payoutsvc.webhooks.transport import (
+    MAX_HEADER_BYTES,
     PinnedHttp11Client,
     TransportConnectError,
     make_webhook_client,
 )
-from tests.webhooks.receiver import Receiver, always
+from tests.webhooks.receiver import Receiver, ScriptedServer, always
 
 BODY = b'{"type":"payout.created"}'
 HEADERS = {"content-type": "application/json", "webhook-id": "evt_test"}
@@ -234,33 +235,6 @@ async def test_tls_is_verified_against_the_hostname_while_connecting_to_the_addr
 # -- framing, against a raw server that answers exactly what each test scripts -----------------
 
 
-async def _raw_server(answers: list[bytes]) -> tuple[asyncio.Server, list[int]]:
-    """Answers each request on a connection with the next scripted bytes; records, per
-    request, the client port it came from."""
-    ports: list[int] = []
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while answers:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = next(
-                    int(line.split(b":", 1)[1])
-                    for line in head.split(b"\r\n")
-                    if line.lower().startswith(b"content-length:")
-                )
-                await reader.readexactly(length)
-                ports.append(writer.get_extra_info("peername")[1])
-                writer.write(answers.pop(0))
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    return server, ports
-
-
 async def test_chunked_bodies_are_read_and_the_connection_reused(
     client: PinnedHttp11Client,
 ) -> None:
@@ -268,17 +242,77 @@ async def test_chunked_bodies_are_read_and_the_connection_reused(
         b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
         b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n"
     )
-    server, ports = await _raw_server([chunked, chunked])
-    port = server.sockets[0].getsockname()[1]
-    try:
-        first = await send(client, f"http://a.test:{port}/")
-        second = await send(client, f"http://a.test:{port}/")
-    finally:
-        server.close()
+    with_trailer = (
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n0\r\nx-checksum: 1\r\n\r\n"
+    )
+    async with ScriptedServer([chunked, with_trailer, chunked]) as server:
+        first = await send(client, server.url())
+        second = await send(client, server.url())
+        third = await send(client, server.url())
     assert first.ok
     assert first.response_excerpt == "hello world"
-    assert second.response_excerpt == "hello world"
-    assert ports[0] == ports[1]
+    assert second.response_excerpt == "hello"
+    assert third.response_excerpt == "hello world"
+    assert server.ports[0] == server.ports[1] == server.ports[2]
+
+
+async def test_a_chunked_body_over_the_cap_is_cut_and_not_reused(
+    client: PinnedHttp11Client,
+) -> None:
+    chunked = (
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+        b"8\r\n01234567\r\n8\r\n89abcdef\r\n0\r\n\r\n"
+    )
+    async with ScriptedServer([chunked, chunked]) as server:
+        first = await send(client, server.url(), max_response_bytes=10)
+        second = await send(client, server.url(), max_response_bytes=10)
+    assert first.ok
+    assert first.response_excerpt == "0123456789"
+    assert second.response_excerpt == "0123456789"
+    assert server.ports[0] != server.ports[1]
+
+
+async def test_a_101_to_a_webhook_is_a_failed_attempt_and_its_connection_is_closed(
+    client: PinnedHttp11Client,
+) -> None:
+    # Nothing asked to switch protocols: whatever follows a 101 on that socket is no longer
+    # HTTP/1.1 (here, a WebSocket frame), so the socket must never carry another request.
+    switching = (
+        b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n"
+        b"connection: upgrade\r\n\r\n\x81\x05hello"
+    )
+    answers = [switching, b"HTTP/1.1 204 No Content\r\n\r\n"]
+    async with ScriptedServer(answers) as server:
+        switched = await send(client, server.url())
+        after = await send(client, server.url())
+    assert not switched.ok
+    assert switched.status_code is None
+    assert switched.error_code == "protocol_error"
+    assert "101" in (switched.error or "")
+    assert after.ok, after
+    assert server.ports[0] != server.ports[1]
+
+
+async def test_interim_answers_are_skipped_and_the_final_one_used(
+    client: PinnedHttp11Client,
+) -> None:
+    continued = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+    hinted = (
+        b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n"
+        b"HTTP/1.1 102 Processing\r\n\r\n"
+        b"HTTP/1.1 201 Created\r\ncontent-length: 7\r\nretry-after: 3\r\n\r\ncreated"
+    )
+    async with ScriptedServer([continued, hinted, continued]) as server:
+        first = await send(client, server.url())
+        second = await send(client, server.url())
+        third = await send(client, server.url())
+    assert (first.status_code, first.response_excerpt, first.ok) == (200, "ok", True)
+    assert (second.status_code, second.response_excerpt, second.ok) == (201, "created", True)
+    assert second.retry_after == "3"  # the final answer's headers, not the hint's
+    assert third.ok
+    # Complete exchanges: the interim answers do not stop the connection being reused.
+    assert server.ports[0] == server.ports[1] == server.ports[2]
 
 
 async def test_interim_answers_are_skipped_and_unframed_bodies_end_the_connection(
@@ -287,45 +321,81 @@ async def test_interim_answers_are_skipped_and_unframed_bodies_end_the_connectio
     answers = [
         b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 503 Busy\r\nretry-after: 7\r\n\r\nlater",
     ]
-    server, _ = await _raw_server(answers)
-    port = server.sockets[0].getsockname()[1]
-    try:
+    async with ScriptedServer(answers) as server:
         # The body has no length: it runs to EOF, so the client must not wait for more
         # than the cap and must not reuse the connection.
-        result = await send(client, f"http://a.test:{port}/", max_response_bytes=5)
-    finally:
-        server.close()
+        result = await send(client, server.url(), max_response_bytes=5)
     assert result.status_code == 503
     assert result.retry_after == "7"
     assert result.response_excerpt == "later"
 
 
+async def test_a_body_without_length_runs_to_the_servers_close_and_is_not_reused(
+    client: PinnedHttp11Client,
+) -> None:
+    unframed = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nall of it, then EOF"
+    async with ScriptedServer([unframed, unframed], hang_up_after_each=True) as server:
+        first = await send(client, server.url())
+        second = await send(client, server.url())
+    assert first.ok, first
+    assert first.response_excerpt == "all of it, then EOF"
+    assert second.ok, second
+    assert server.ports[0] != server.ports[1]
+
+
+async def test_a_body_over_the_cap_closes_the_connection(client: PinnedHttp11Client) -> None:
+    big = b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n" + b"x" * 100_000
+    async with ScriptedServer([big, big]) as server:
+        first = await send(client, server.url(), max_response_bytes=100)
+        second = await send(client, server.url(), max_response_bytes=100)
+    assert first.ok
+    assert first.response_excerpt == "x" * 100
+    assert second.response_excerpt == "x" * 100
+    assert server.ports[0] != server.ports[1]
+
+
+async def test_bytes_nobody_asked_for_after_an_answer_are_not_taken_for_the_next_one(
+    client: PinnedHttp11Client,
+) -> None:
+    # A broken receiver answers twice: the second answer sits in the socket's buffer, and
+    # would otherwise be read as the answer to the next webhook on that connection.
+    twice = b"HTTP/1.1 500 Oops\r\ncontent-length: 0\r\n\r\nHTTP/1.1 200 OK\r\n\r\n"
+    answers = [twice, b"HTTP/1.1 503 Busy\r\ncontent-length: 0\r\n\r\n"]
+    async with ScriptedServer(answers) as server:
+        first = await send(client, server.url())
+        second = await send(client, server.url())
+    assert first.status_code == 500
+    assert second.status_code == 503  # the real answer to the second request
+    assert server.ports[0] != server.ports[1]
+
+
 async def test_http_1_0_answers_are_not_reused(client: PinnedHttp11Client) -> None:
-    answer = b"HTTP/1.0 204 No Content\r\n\r\n"
-    server, ports = await _raw_server([answer, answer])
-    port = server.sockets[0].getsockname()[1]
-    try:
-        assert (await send(client, f"http://a.test:{port}/")).ok
-        assert (await send(client, f"http://a.test:{port}/")).ok
-    finally:
-        server.close()
-    assert ports[0] != ports[1]
+    answers = [
+        b"HTTP/1.0 204 No Content\r\n\r\n",
+        # HTTP/1.0 keep-alive is an extension this client does not speak.
+        b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 2\r\n\r\nok",
+        b"HTTP/1.0 204 No Content\r\n\r\n",
+    ]
+    async with ScriptedServer(answers) as server:
+        assert (await send(client, server.url())).ok
+        kept_alive = await send(client, server.url())
+        assert (await send(client, server.url())).ok
+    assert kept_alive.ok
+    assert kept_alive.response_excerpt == "ok"
+    assert len(set(server.ports)) == 3
 
 
-async def test_garbage_and_conflicting_lengths_are_protocol_errors(
+async def test_garbage_oversized_heads_and_conflicting_lengths_are_protocol_errors(
     client: PinnedHttp11Client,
 ) -> None:
     for answer in (
         b"SSH-2.0-OpenSSH\r\n\r\n",
         b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nabc",
+        b"HTTP/1.1 200 OK\r\nx-padding: " + b"a" * (MAX_HEADER_BYTES + 1) + b"\r\n\r\n",
     ):
-        server, _ = await _raw_server([answer])
-        port = server.sockets[0].getsockname()[1]
-        try:
-            result = await send(client, f"http://a.test:{port}/")
-        finally:
-            server.close()
-        assert result.error_code == "protocol_error", (answer, result)
+        async with ScriptedServer([answer]) as server:
+            result = await send(client, server.url())
+        assert result.error_code == "protocol_error", (answer[:40], result)
 
 
 async def test_header_values_cannot_inject_lines(client: PinnedHttp11Client) -> None:
