@@ -365,16 +365,7 @@ async def read_response(incoming: _Incoming, cap: int) -> Response:
             )
         if status >= 200:
             break  # 100 Continue, 103 Early Hints...: the final answer follows
-    content_length: int | None = None
-    chunked = False
-    close = False
-    for name, value in headers:
-        if name == b"content-length":
-            content_length = int(value)
-        elif name == b"transfer-encoding":
-            chunked = True
-        elif name == b"connection":
-            close = close or b"close" in (token.strip() for token in value.lower().split(b","))
+    content_length, chunked, close = _framing(headers)
     if status in (204, 304):
         body, complete = b"", True
     elif chunked:
@@ -391,6 +382,21 @@ async def read_response(incoming: _Incoming, cap: int) -> Response:
         body, complete = bytes(incoming.buffer[:cap]), False
     reusable = complete and version >= b"1.1" and not close and not incoming.buffer
     return Response(status, version, headers, body, reusable)
+
+
+def _framing(headers: list[tuple[bytes, bytes]]) -> tuple[int | None, bool, bool]:
+    """Content-Length, whether the body is chunked, and whether the server closes."""
+    content_length: int | None = None
+    chunked = False
+    close = False
+    for name, value in headers:
+        if name == b"content-length":
+            content_length = int(value)
+        elif name == b"transfer-encoding":
+            chunked = True
+        elif name == b"connection":
+            close = close or b"close" in (token.strip() for token in value.lower().split(b","))
+    return content_length, chunked, close
 
 
 def _parse_head(head: bytes) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
