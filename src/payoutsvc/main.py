@@ -105,6 +105,11 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
     app.state.api_key_cache = ApiKeyCache()
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
+    _add_routes(app)
+    return app
+
+
+def _add_routes(app: FastAPI) -> None:
     app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
     for router in (
         payouts_router,
@@ -123,5 +128,3 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:
         return RedirectResponse("/docs")
-
-    return app

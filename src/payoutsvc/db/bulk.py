@@ -8,6 +8,7 @@ so adding a column to a hot insert is one change in the model, not two SQL texts
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -96,16 +97,34 @@ def array_parameters(
 ) -> dict[str, list[Any]]:
     """One list per field for :func:`bulk_insert` / :func:`unnest_of` (JSON columns
     serialised, since asyncpg sends ``json[]`` elements as text)."""
-    pairs = [(f, f) if isinstance(f, str) else f for f in fields]
-    parameters: dict[str, list[Any]] = {name: [] for name, _ in pairs}
-    json_fields = {name for name, column in pairs if isinstance(table.c[column].type, JSON)}
-    for row in rows:
-        for name, _ in pairs:
-            value = row[name]
-            if name in json_fields and value is not None:
-                value = json.dumps(value, ensure_ascii=False)
-            parameters[name].append(value)
-    return parameters
+    return _shape(table, tuple(fields)).parameters(rows)
+
+
+class _Shape:
+    """A row source's field names and which of them are JSON, worked out once."""
+
+    __slots__ = ("json_names", "names")
+
+    def __init__(self, table: Table, fields: tuple[Field, ...]) -> None:
+        pairs = [(f, f) if isinstance(f, str) else f for f in fields]
+        self.names = tuple(name for name, _ in pairs)
+        self.json_names = tuple(
+            name for name, column in pairs if isinstance(table.c[column].type, JSON)
+        )
+
+    def parameters(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
+        parameters = {name: [row[name] for row in rows] for name in self.names}
+        for name in self.json_names:
+            parameters[name] = [
+                None if value is None else json.dumps(value, ensure_ascii=False)
+                for value in parameters[name]
+            ]
+        return parameters
+
+
+@functools.cache
+def _shape(table: Table, fields: tuple[Field, ...]) -> _Shape:
+    return _Shape(table, fields)
 
 
 class BulkInsert:
