@@ -51,6 +51,17 @@ from payoutsvc.schemas_common import (
     problem_responses,
 )
 
+# What every action on a payout (cancel, approve, reject, resolve) may answer.
+_ACTION_ERRORS = (
+    Unauthorized,
+    InsufficientScope,
+    OperatorDisabled,
+    NotFound,
+    InvalidStatusTransition,
+    ValidationFailed,
+    UnknownOperator,
+)
+
 router = APIRouter(prefix="/v1/payouts", tags=["Payouts"])
 
 PayoutId = Annotated[str, Path(max_length=40, examples=["po_01jd5x0z3q8m4k2n7p9r6s5t4v"])]
@@ -189,15 +200,7 @@ async def list_payout_events(
     summary="Cancel a payout",
     description="`pending_approval` or `approved` → `canceled`. Once the executor has taken "
     "the payout (`processing`) it is 409 `invalid_status_transition`. Scope `payouts:write`.",
-    responses=problem_responses(
-        Unauthorized,
-        InsufficientScope,
-        OperatorDisabled,
-        NotFound,
-        InvalidStatusTransition,
-        ValidationFailed,
-        UnknownOperator,
-    ),
+    responses=problem_responses(*_ACTION_ERRORS),
 )
 async def cancel_payout(
     payout_id: PayoutId,
@@ -256,16 +259,7 @@ async def preview_payout(
         "Other statuses: 409 `invalid_status_transition`. Scope `payouts:approve`."
     ),
     responses=problem_responses(
-        Unauthorized,
-        InsufficientScope,
-        OperatorDisabled,
-        SelfApprovalForbidden,
-        ApprovalLimitExceeded,
-        NotFound,
-        InvalidStatusTransition,
-        AlreadyApproved,
-        ValidationFailed,
-        UnknownOperator,
+        *_ACTION_ERRORS, SelfApprovalForbidden, ApprovalLimitExceeded, AlreadyApproved
     ),
 )
 async def approve_payout(
@@ -289,15 +283,7 @@ async def approve_payout(
     description="`pending_approval` → `rejected`; the money never moves. The rejection and its "
     "`reason` are recorded in `approvals` (decision `rejected`) and the payout's events. "
     "Other statuses: 409 `invalid_status_transition`. Scope `payouts:approve`.",
-    responses=problem_responses(
-        Unauthorized,
-        InsufficientScope,
-        OperatorDisabled,
-        NotFound,
-        InvalidStatusTransition,
-        ValidationFailed,
-        UnknownOperator,
-    ),
+    responses=problem_responses(*_ACTION_ERRORS),
 )
 async def reject_payout(
     payout_id: PayoutId,
@@ -321,15 +307,7 @@ async def reject_payout(
     "the gateway what happened (the executor could not). `failed` sets the failure code "
     "`manual_review_failed` with the comment as message. Other statuses: 409 "
     "`invalid_status_transition`. Scope `admin`.",
-    responses=problem_responses(
-        Unauthorized,
-        InsufficientScope,
-        OperatorDisabled,
-        NotFound,
-        InvalidStatusTransition,
-        ValidationFailed,
-        UnknownOperator,
-    ),
+    responses=problem_responses(*_ACTION_ERRORS),
 )
 async def resolve_payout(
     payout_id: PayoutId,
