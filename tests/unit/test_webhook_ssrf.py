@@ -16,8 +16,8 @@ import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -33,9 +33,14 @@ from payoutsvc.webhooks.ssrf import (
     check_url_syntax,
     deliver,
     is_public_address,
-    make_client,
     post_pinned,
     resolve_and_check,
+)
+from payoutsvc.webhooks.transport import (
+    HttpReply,
+    PinnedHttp11Client,
+    TransportConnectError,
+    make_webhook_client,
 )
 
 PUBLIC_V4 = "93.184.215.14"
@@ -88,14 +93,16 @@ async def numeric_only_resolver(host: str, port: int, /) -> list[str]:
     return [str(info[4][0]) for info in infos]
 
 
-class RecordingTransport(httpx.AsyncBaseTransport):
-    """Never touches the network; records requests and answers with ``respond``."""
+class RecordingClient(PinnedHttp11Client):
+    """The sender's client with the network taken out: records each pinned POST (address,
+    port, Host header, TLS server name, target, headers, body) and answers with ``respond``."""
 
-    def __init__(self, respond: Callable[[httpx.Request], httpx.Response] | None = None) -> None:
-        self.requests: list[httpx.Request] = []
-        self._respond = respond or (lambda request: httpx.Response(204))
+    def __init__(self, respond: Callable[[dict[str, Any]], HttpReply] | None = None) -> None:
+        super().__init__()
+        self.requests: list[dict[str, Any]] = []
+        self._respond = respond or (lambda request: HttpReply(204, None, b""))
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def post(self, **request: Any) -> HttpReply:  # type: ignore[override]
         self.requests.append(request)
         return self._respond(request)
 
@@ -338,24 +345,23 @@ def test_idn_host_is_punycoded() -> None:
 
 
 async def test_deliver_refuses_private_resolution_without_connecting() -> None:
-    transport = RecordingTransport()
+    client = RecordingClient()
     resolver = FakeResolver({"hooks.evil.example": ["10.0.0.5"]})
-    async with httpx.AsyncClient(transport=transport) as client:
-        result = await deliver(
-            "https://hooks.evil.example/webhook",
-            HEADERS,
-            BODY,
-            allow_private=False,
-            timeout=5.0,
-            client=client,
-            resolver=resolver,
-        )
+    result = await deliver(
+        "https://hooks.evil.example/webhook",
+        HEADERS,
+        BODY,
+        allow_private=False,
+        timeout=5.0,
+        client=client,
+        resolver=resolver,
+    )
     assert result.status_code is None
     assert result.error == "refused: resolves to a non-public address"
     assert result.error_code == "private_address"
     assert not result.ok
     assert resolver.calls == ["hooks.evil.example"]
-    assert transport.requests == []
+    assert client.requests == []
 
 
 @pytest.mark.parametrize(
@@ -368,89 +374,88 @@ async def test_deliver_refuses_private_resolution_without_connecting() -> None:
     ],
 )
 async def test_deliver_returns_refusals(url: str, error_code: str) -> None:
-    transport = RecordingTransport()
-    async with httpx.AsyncClient(transport=transport) as client:
-        result = await deliver(
-            url,
-            HEADERS,
-            BODY,
-            allow_private=False,
-            timeout=5.0,
-            client=client,
-            resolver=FakeResolver(dict(HOSTILE_DNS)),
-        )
+    client = RecordingClient()
+    result = await deliver(
+        url,
+        HEADERS,
+        BODY,
+        allow_private=False,
+        timeout=5.0,
+        client=client,
+        resolver=FakeResolver(dict(HOSTILE_DNS)),
+    )
     assert result.status_code is None
     assert result.error_code == error_code
     assert result.error is not None
-    assert transport.requests == []
+    assert client.requests == []
 
 
 async def test_deliver_pins_the_checked_address() -> None:
-    transport = RecordingTransport(lambda request: httpx.Response(200, text="ok"))
+    client = RecordingClient(lambda request: HttpReply(200, None, b"ok"))
     resolver = FakeResolver({"hooks.example.com": [PUBLIC_V4]})
-    async with httpx.AsyncClient(transport=transport) as client:
-        result = await deliver(
-            "https://hooks.example.com:8443/in?tenant=7#frag",
-            {**HEADERS, "Host": "attacker.example", "Connection": "keep-alive"},
-            BODY,
-            allow_private=False,
-            timeout=5.0,
-            client=client,
-            resolver=resolver,
-        )
+    result = await deliver(
+        "https://hooks.example.com:8443/in?tenant=7#frag",
+        {**HEADERS, "Host": "attacker.example", "Connection": "keep-alive"},
+        BODY,
+        allow_private=False,
+        timeout=5.0,
+        client=client,
+        resolver=resolver,
+    )
     assert result.ok
     assert result.response_excerpt == "ok"
-    [request] = transport.requests
-    assert request.method == "POST"
-    assert str(request.url) == f"https://{PUBLIC_V4}:8443/in?tenant=7"
-    assert request.headers["host"] == "hooks.example.com:8443"
-    assert request.headers["connection"] == "close"
-    assert request.headers["accept-encoding"] == "identity"
-    assert request.headers["webhook-id"] == "evt_1"
-    assert request.extensions["sni_hostname"] == "hooks.example.com"
-    assert request.content == BODY
+    [request] = client.requests
+    assert (request["scheme"], request["address"], request["port"]) == ("https", PUBLIC_V4, 8443)
+    assert request["target"] == "/in?tenant=7"
+    assert request["host_header"] == "hooks.example.com:8443"  # never the caller's Host
+    assert request["server_name"] == "hooks.example.com"  # SNI and certificate check
+    headers = {k.lower(): v for k, v in request["headers"].items()}
+    assert "host" not in headers
+    assert "connection" not in headers
+    assert request["keep_alive"] is False  # the client then sends Connection: close
+    assert headers["accept-encoding"] == "identity"
+    assert headers["webhook-id"] == "evt_1"
+    assert request["body"] == BODY
     assert resolver.calls == ["hooks.example.com"]  # resolved exactly once
 
 
 async def test_deliver_pins_ipv6() -> None:
-    transport = RecordingTransport()
+    client = RecordingClient()
     resolver = FakeResolver({"v6.example.com": [PUBLIC_V6]})
-    async with httpx.AsyncClient(transport=transport) as client:
-        result = await deliver(
-            "https://v6.example.com/h",
-            HEADERS,
-            BODY,
-            allow_private=False,
-            timeout=5.0,
-            client=client,
-            resolver=resolver,
-        )
+    result = await deliver(
+        "https://v6.example.com/h",
+        HEADERS,
+        BODY,
+        allow_private=False,
+        timeout=5.0,
+        client=client,
+        resolver=resolver,
+    )
     assert result.status_code == 204
-    [request] = transport.requests
-    assert request.url.host == PUBLIC_V6
-    assert request.headers["host"] == "v6.example.com"
+    [request] = client.requests
+    assert request["address"] == PUBLIC_V6
+    assert request["host_header"] == "v6.example.com"
 
 
 async def test_deliver_falls_back_to_next_address_on_connect_error() -> None:
-    def respond(request: httpx.Request) -> httpx.Response:
-        if request.url.host == PUBLIC_V6:
-            raise httpx.ConnectError("Network is unreachable", request=request)
-        return httpx.Response(202)
+    def respond(request: dict[str, Any]) -> HttpReply:
+        if request["address"] == PUBLIC_V6:
+            raise TransportConnectError("Network is unreachable")
+        return HttpReply(202, None, b"")
 
-    transport = RecordingTransport(respond)
-    async with httpx.AsyncClient(transport=transport) as client:
-        result = await deliver(
-            "https://public.example/h",
-            HEADERS,
-            BODY,
-            allow_private=False,
-            timeout=5.0,
-            client=client,
-            resolver=FakeResolver({"public.example": [PUBLIC_V6, PUBLIC_V4]}),
-        )
+    client = RecordingClient(respond)
+    result = await deliver(
+        "https://public.example/h",
+        HEADERS,
+        BODY,
+        allow_private=False,
+        timeout=5.0,
+        client=client,
+        resolver=FakeResolver({"public.example": [PUBLIC_V6, PUBLIC_V4]}),
+    )
     assert result.status_code == 202
     assert result.ok
-    assert [r.url.host for r in transport.requests] == [PUBLIC_V6, PUBLIC_V4]
+    assert [r["address"] for r in client.requests] == [PUBLIC_V6, PUBLIC_V4]
 
 
 # ---------------------------------------------------------------- real local HTTP server
@@ -558,19 +563,22 @@ async def local_server() -> AsyncIterator[LocalServer]:
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with make_client() as c:
-        yield c
+async def client() -> AsyncIterator[PinnedHttp11Client]:
+    pinned = make_webhook_client()
+    try:
+        yield pinned
+    finally:
+        await pinned.aclose()
 
 
-async def _deliver_local(client: httpx.AsyncClient, url: str, **kwargs: object) -> DeliveryResult:
+async def _deliver_local(client: PinnedHttp11Client, url: str, **kwargs: object) -> DeliveryResult:
     options: dict[str, object] = {"allow_private": True, "timeout": 5.0, "client": client}
     options.update(kwargs)
     return await deliver(url, HEADERS, BODY, **options)  # type: ignore[arg-type]
 
 
 async def test_local_delivery_succeeds(
-    local_server: LocalServer, client: httpx.AsyncClient
+    local_server: LocalServer, client: PinnedHttp11Client
 ) -> None:
     result = await _deliver_local(client, local_server.url("/ok"))
     assert result.ok
@@ -588,7 +596,7 @@ async def test_local_delivery_succeeds(
 
 
 async def test_local_delivery_by_name_uses_resolved_address(
-    local_server: LocalServer, client: httpx.AsyncClient
+    local_server: LocalServer, client: PinnedHttp11Client
 ) -> None:
     resolver = FakeResolver({"receiver.test": ["127.0.0.1"]})
     result = await _deliver_local(
@@ -600,7 +608,7 @@ async def test_local_delivery_by_name_uses_resolved_address(
 
 
 async def test_local_delivery_refused_when_private_not_allowed(
-    local_server: LocalServer, client: httpx.AsyncClient
+    local_server: LocalServer, client: PinnedHttp11Client
 ) -> None:
     result = await _deliver_local(
         client, local_server.url("/ok", scheme="https"), allow_private=False
@@ -610,7 +618,7 @@ async def test_local_delivery_refused_when_private_not_allowed(
 
 
 async def test_redirect_is_not_followed(
-    local_server: LocalServer, client: httpx.AsyncClient
+    local_server: LocalServer, client: PinnedHttp11Client
 ) -> None:
     result = await _deliver_local(client, local_server.url("/redirect"))
     assert result.status_code == 302
@@ -621,7 +629,7 @@ async def test_redirect_is_not_followed(
 
 
 async def test_non_2xx_reports_status_and_retry_after(
-    local_server: LocalServer, client: httpx.AsyncClient
+    local_server: LocalServer, client: PinnedHttp11Client
 ) -> None:
     result = await _deliver_local(client, local_server.url("/unavailable"))
     assert result.status_code == 503
@@ -632,7 +640,7 @@ async def test_non_2xx_reports_status_and_retry_after(
 
 
 async def test_binary_body_is_made_storable(
-    local_server: LocalServer, client: httpx.AsyncClient
+    local_server: LocalServer, client: PinnedHttp11Client
 ) -> None:
     result = await _deliver_local(client, local_server.url("/binary"))
     assert result.status_code == 500
@@ -640,7 +648,7 @@ async def test_binary_body_is_made_storable(
     assert result.response_excerpt.startswith("bad")
 
 
-async def test_slow_server_times_out(local_server: LocalServer, client: httpx.AsyncClient) -> None:
+async def test_slow_server_times_out(local_server: LocalServer, client: PinnedHttp11Client) -> None:
     loop = asyncio.get_running_loop()
     started = loop.time()
     result = await _deliver_local(client, local_server.url("/slow"), timeout=0.5)
@@ -651,14 +659,14 @@ async def test_slow_server_times_out(local_server: LocalServer, client: httpx.As
     assert 400 <= result.latency_ms < 3000
 
 
-async def test_slow_body_times_out(local_server: LocalServer, client: httpx.AsyncClient) -> None:
+async def test_slow_body_times_out(local_server: LocalServer, client: PinnedHttp11Client) -> None:
     result = await _deliver_local(client, local_server.url("/slow-body"), timeout=0.5)
     assert result.error == "timeout after 0.5s"
     assert not result.ok
 
 
 async def test_huge_response_is_truncated(
-    local_server: LocalServer, client: httpx.AsyncClient
+    local_server: LocalServer, client: PinnedHttp11Client
 ) -> None:
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -668,7 +676,7 @@ async def test_huge_response_is_truncated(
     assert result.response_excerpt == "x" * EXCERPT_MAX_CHARS
 
 
-async def test_connection_refused_is_an_error_string(client: httpx.AsyncClient) -> None:
+async def test_connection_refused_is_an_error_string(client: PinnedHttp11Client) -> None:
     async with _local_server() as server:
         url = server.url("/ok")
     result = await _deliver_local(client, url)  # server is gone now
@@ -678,7 +686,7 @@ async def test_connection_refused_is_an_error_string(client: httpx.AsyncClient) 
     assert result.error.startswith("connection error")
 
 
-async def test_post_pinned_directly(local_server: LocalServer, client: httpx.AsyncClient) -> None:
+async def test_post_pinned_directly(local_server: LocalServer, client: PinnedHttp11Client) -> None:
     # The URL names a host that is never resolved; the connection goes to the given IP.
     result = await post_pinned(
         client,
@@ -736,10 +744,8 @@ async def test_https_to_pinned_ip_uses_hostname_for_sni_and_verification(
     resolver = FakeResolver(
         {"hooks.example.test": ["127.0.0.1"], "other.example.test": ["127.0.0.1"]}
     )
-    async with (
-        _local_server(server_ctx) as server,
-        make_client(verify=ssl.create_default_context(cafile=str(cert_path))) as client,
-    ):
+    client = make_webhook_client(ssl.create_default_context(cafile=str(cert_path)))
+    async with _local_server(server_ctx) as server:
         ok = await _deliver_local(
             client, server.url("/ok", scheme="https", host="hooks.example.test"), resolver=resolver
         )
@@ -755,3 +761,4 @@ async def test_https_to_pinned_ip_uses_hostname_for_sni_and_verification(
         assert mismatch.error_code == "connect_error"
         assert "CERTIFICATE_VERIFY_FAILED" in (mismatch.error or ""), mismatch.error
         assert len(server.received) == 1
+    await client.aclose()

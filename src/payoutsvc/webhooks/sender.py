@@ -29,7 +29,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
 import structlog
 
 from payoutsvc.background import BackgroundLoops
@@ -139,7 +138,7 @@ class WebhookSender:
         self,
         runtime: Runtime,
         *,
-        client: httpx.AsyncClient | PinnedHttp11Client | None = None,
+        client: PinnedHttp11Client | None = None,
         resolver: Resolver | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
         batch_size: int = DEFAULT_BATCH_SIZE,
@@ -163,7 +162,7 @@ class WebhookSender:
         self._idle = True
 
     @property
-    def client(self) -> httpx.AsyncClient | PinnedHttp11Client:
+    def client(self) -> PinnedHttp11Client:
         if self._client is None:
             self._client = make_webhook_client()
         return self._client
@@ -447,7 +446,7 @@ class WebhookSender:
                     # nobody writing. An idle queue is looked at ever less often, down to
                     # every IDLE_LOOK_MAX_SECONDS, unless other processes' wake-ups cannot
                     # arrive (SQLite, or the listener is down); then at the poll interval.
-                    if isinstance(self._client, PinnedHttp11Client):
+                    if self._client is not None:
                         self._client.sweep_idle()
                     wait = idle_wait if signals.reliable else poll
                     await self._timer.wait_any((state.recorded, stopping, due), wait)

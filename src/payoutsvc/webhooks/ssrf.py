@@ -18,10 +18,11 @@ The flow used by :func:`deliver`:
 ``allow_private=True`` (``PAYOUTSVC_WEBHOOK_ALLOW_PRIVATE=true``, dev/test only) permits
 ``http://`` and non-public addresses; the other checks still apply.
 
-Use :func:`make_client` for the ``httpx.AsyncClient`` handed to :func:`deliver`: it ignores
-proxy environment variables (a proxy would do its own DNS lookup), never keeps connections
-alive (so a TLS session verified for one hostname is never reused for another hostname that
-shares its IP), stores no cookies and follows no redirects.
+:func:`deliver` posts through the sender's own client
+(:func:`payoutsvc.webhooks.transport.make_webhook_client`): no proxy (a proxy would do its
+own DNS lookup), connections reused only for the same hostname *and* address (so a TLS
+session verified for one hostname never carries a request for another that shares its IP),
+no cookies, no redirects followed.
 """
 
 from __future__ import annotations
@@ -31,11 +32,9 @@ import functools
 import ipaddress
 import re
 import socket
-import ssl
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Final, Protocol
 
@@ -60,7 +59,6 @@ __all__ = [
     "deliver",
     "effective_port",
     "is_public_address",
-    "make_client",
     "post_pinned",
     "resolve_and_check",
     "system_resolver",
@@ -408,41 +406,9 @@ class DeliveryResult:
         return self.error is None and self.status_code is not None and 200 <= self.status_code < 300
 
 
-def make_client(*, verify: ssl.SSLContext | bool = True) -> httpx.AsyncClient:
-    """An ``httpx.AsyncClient`` suitable for :func:`deliver` / :func:`post_pinned`."""
-    return httpx.AsyncClient(
-        verify=verify,
-        trust_env=False,
-        follow_redirects=False,
-        http2=False,
-        limits=httpx.Limits(max_connections=100, max_keepalive_connections=0),
-        cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
-    )
-
-
 def _excerpt(raw: bytes) -> str:
     text = raw[: EXCERPT_MAX_CHARS * 4].decode("utf-8", errors="replace")[:EXCERPT_MAX_CHARS]
     return text.replace("\x00", "\ufffd")  # NUL cannot be stored in PostgreSQL text
-
-
-async def _read_limited(response: httpx.Response, limit: int) -> bytes:
-    """Read at most ``limit`` raw (not decompressed) body bytes."""
-    buf = bytearray()
-    if limit <= 0:
-        return b""
-    if response.is_stream_consumed:  # a pre-loaded response (e.g. from a mock transport)
-        return response.content[:limit]
-    chunks = response.aiter_raw()
-    try:
-        async for chunk in chunks:
-            buf += chunk[: limit - len(buf)]
-            if len(buf) >= limit:
-                break
-    finally:
-        aclose = getattr(chunks, "aclose", None)
-        if aclose is not None:
-            await aclose()
-    return bytes(buf)
 
 
 def _elapsed_ms(start: float) -> float:
@@ -455,7 +421,7 @@ _HOP_HEADERS: Final = frozenset(
 
 
 async def post_pinned(
-    client: httpx.AsyncClient | PinnedHttp11Client,
+    client: PinnedHttp11Client,
     url: httpx.URL | str,
     ip: str,
     headers: Mapping[str, str],
@@ -475,8 +441,7 @@ async def post_pinned(
     ``keep_alive=True`` leaves out ``Connection: close``; use it only with a client that
     reuses a connection for the same hostname *and* address alone (the sender's
     :class:`~payoutsvc.webhooks.transport.PinnedHttp11Client`), never with a stock pool,
-    which keys connections by address. An ``httpx.AsyncClient`` is accepted too (tests,
-    tools); the sender uses its own client, which costs a fraction of the CPU per attempt.
+    which keys connections by address.
     """
     target = httpx.URL(url) if isinstance(url, str) else url
     pinned = _parse_ip(ip)  # ValueError for a non-IP: a programming error
@@ -488,34 +453,28 @@ async def post_pinned(
     start = time.perf_counter()
     try:
         async with asyncio.timeout(timeout):
-            if isinstance(client, PinnedHttp11Client):
-                reply = await client.post(
-                    scheme=target.scheme,
-                    address=str(pinned),
-                    port=effective_port(target),
-                    host_header=target.netloc.decode("ascii"),
-                    server_name=host,
-                    target=(target.raw_path or b"/").decode("ascii"),
-                    headers=request_headers,
-                    body=body,
-                    max_response_bytes=max_response_bytes,
-                    keep_alive=keep_alive,
-                )
-                status, retry_after, raw = reply.status_code, reply.retry_after, reply.body
-            else:
-                status, retry_after, raw = await _post_with_httpx(
-                    client, target, pinned, host, request_headers, body, timeout,
-                    max_response_bytes, keep_alive,
-                )  # fmt: skip
-    except (TimeoutError, httpx.TimeoutException):
+            reply = await client.post(
+                scheme=target.scheme,
+                address=str(pinned),
+                port=effective_port(target),
+                host_header=target.netloc.decode("ascii"),
+                server_name=host,
+                target=(target.raw_path or b"/").decode("ascii"),
+                headers=request_headers,
+                body=body,
+                max_response_bytes=max_response_bytes,
+                keep_alive=keep_alive,
+            )
+            status, retry_after, raw = reply.status_code, reply.retry_after, reply.body
+    except TimeoutError:
         return DeliveryResult(
             status, _elapsed_ms(start), f"timeout after {float(timeout)}s", "", None, "timeout"
         )
-    except (httpx.ConnectError, TransportConnectError) as exc:
+    except TransportConnectError as exc:
         return DeliveryResult(
             None, _elapsed_ms(start), f"connection error: {exc}", "", None, "connect_error"
         )
-    except (httpx.HTTPError, TransportError, OSError) as exc:
+    except (TransportError, OSError) as exc:
         return DeliveryResult(
             status,
             _elapsed_ms(start),
@@ -525,7 +484,12 @@ async def post_pinned(
             "protocol_error",
         )
 
-    latency = _elapsed_ms(start)
+    return _answered(status, retry_after, raw, _elapsed_ms(start))
+
+
+def _answered(status: int, retry_after: str | None, raw: bytes, latency: float) -> DeliveryResult:
+    """A receiver's answer as a delivery result: 2xx delivered, anything else a failure
+    (a redirect is never followed)."""
     if retry_after is not None:
         retry_after = retry_after[:_MAX_RETRY_AFTER_CHARS]
     excerpt = _excerpt(raw)
@@ -536,42 +500,6 @@ async def post_pinned(
     else:
         error, code = f"HTTP {status}", "http_status"
     return DeliveryResult(status, latency, error, excerpt, retry_after, code)
-
-
-async def _post_with_httpx(
-    client: httpx.AsyncClient,
-    target: httpx.URL,
-    pinned: IPv4Address | IPv6Address,
-    host: str,
-    request_headers: dict[str, str],
-    body: bytes,
-    timeout: float,  # noqa: ASYNC109 -- the caller enforces it; httpx wants it too
-    max_response_bytes: int,
-    keep_alive: bool,
-) -> tuple[int, str | None, bytes]:
-    headers = {**request_headers, "host": target.netloc.decode("ascii")}
-    if not keep_alive:
-        headers["connection"] = "close"
-    extensions: dict[str, object] = {}
-    if target.scheme == "https" and _canonical_ip_literal(host) is None:
-        extensions["sni_hostname"] = host
-    request = client.build_request(
-        "POST",
-        target.copy_with(host=str(pinned), fragment=None),
-        headers=headers,
-        content=body,
-        timeout=httpx.Timeout(timeout),
-        extensions=extensions,
-    )
-    response = await client.send(request, stream=True, follow_redirects=False)
-    try:
-        return (
-            response.status_code,
-            response.headers.get("retry-after"),
-            await _read_limited(response, max_response_bytes),
-        )
-    finally:
-        await response.aclose()
 
 
 def _refused(exc: UnsafeWebhookUrl, start: float) -> DeliveryResult:
@@ -586,7 +514,7 @@ async def deliver(
     *,
     allow_private: bool,
     timeout: float,  # noqa: ASYNC109 -- part of the contract; enforced with asyncio.timeout
-    client: httpx.AsyncClient | PinnedHttp11Client,
+    client: PinnedHttp11Client,
     resolver: Resolver | None = None,
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     keep_alive: bool = False,
