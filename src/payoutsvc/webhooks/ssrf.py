@@ -449,7 +449,6 @@ async def post_pinned(
 
     request_headers = {k: v for k, v in headers.items() if k.lower() not in _HOP_HEADERS}
     request_headers["accept-encoding"] = "identity"
-    status: int | None = None
     start = time.perf_counter()
     try:
         async with asyncio.timeout(timeout):
@@ -465,26 +464,22 @@ async def post_pinned(
                 max_response_bytes=max_response_bytes,
                 keep_alive=keep_alive,
             )
-            status, retry_after, raw = reply.status_code, reply.retry_after, reply.body
-    except TimeoutError:
-        return DeliveryResult(
-            status, _elapsed_ms(start), f"timeout after {float(timeout)}s", "", None, "timeout"
-        )
-    except TransportConnectError as exc:
-        return DeliveryResult(
-            None, _elapsed_ms(start), f"connection error: {exc}", "", None, "connect_error"
-        )
-    except (TransportError, OSError) as exc:
-        return DeliveryResult(
-            status,
-            _elapsed_ms(start),
-            f"{type(exc).__name__}: {exc}",
-            "",
-            None,
-            "protocol_error",
-        )
+    except (TimeoutError, TransportError, OSError) as exc:
+        return _not_answered(exc, _elapsed_ms(start), timeout)
+    return _answered(reply.status_code, reply.retry_after, reply.body, _elapsed_ms(start))
 
-    return _answered(status, retry_after, raw, _elapsed_ms(start))
+
+def _not_answered(exc: Exception, latency: float, timeout: float) -> DeliveryResult:
+    """No (complete) answer: a timeout, no connection (certainly not received), or a broken
+    exchange."""
+    if isinstance(exc, TimeoutError):
+        return DeliveryResult(
+            None, latency, f"timeout after {float(timeout)}s", "", None, "timeout"
+        )
+    if isinstance(exc, TransportConnectError):
+        return DeliveryResult(None, latency, f"connection error: {exc}", "", None, "connect_error")
+    error = f"{type(exc).__name__}: {exc}"
+    return DeliveryResult(None, latency, error, "", None, "protocol_error")
 
 
 def _answered(status: int, retry_after: str | None, raw: bytes, latency: float) -> DeliveryResult:
