@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from payoutsvc.config import Settings
 from payoutsvc.main import create_app
-from tests.api.support import CaseFailures, assert_problem
+from tests.api_support import CaseFailures, assert_problem
 from tests.conftest import ADMIN_KEY
 
 GENERATED_ID = re.compile(r"^[0-9a-f]{32}$")

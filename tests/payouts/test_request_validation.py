@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from tests.api.support import CaseFailures, assert_problem, new_payout, post_payout
+from tests.api_support import CaseFailures, assert_problem, new_payout, post_payout
 from tests.helpers import create_operator, payout_body
 
 

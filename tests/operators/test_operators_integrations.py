@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.api.support import assert_problem
+from tests.api_support import assert_problem
 from tests.helpers import create_operator
 
 

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from payoutsvc.db.migrate import alembic_config
 from payoutsvc.main import create_app
-from tests.api.support import db_session, new_payout
+from tests.api_support import db_session, new_payout
 from tests.conftest import POSTGRES_URL, make_settings
 from tests.helpers import create_operator
 

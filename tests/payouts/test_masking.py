@@ -20,7 +20,7 @@ from payoutsvc.config import Settings
 from payoutsvc.crypto import EncryptionKeyError, load_cipher
 from payoutsvc.main import create_app
 from payoutsvc.recipients.storage import unseal
-from tests.api.support import CaseFailures, db_session, post_payout, raw_bytes, scalar, table_dump
+from tests.api_support import CaseFailures, db_session, post_payout, raw_bytes, scalar, table_dump
 from tests.conftest import ADMIN_KEY, make_settings
 from tests.helpers import create_operator, payout_body
 

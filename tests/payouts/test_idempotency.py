@@ -18,7 +18,7 @@ from payoutsvc.config import Settings
 from payoutsvc.db.base import utcnow
 from payoutsvc.payouts.repository import PayoutRepository
 from payoutsvc.workers import start_background_work
-from tests.api.support import (
+from tests.api_support import (
     alipay_recipient,
     assert_problem,
     db_session,

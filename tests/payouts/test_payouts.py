@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from tests.api.support import (
+from tests.api_support import (
     NEW_PAYOUT_STATUSES,
     assert_problem,
     new_payout,

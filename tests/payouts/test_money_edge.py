@@ -14,7 +14,7 @@ import pytest
 from payoutsvc.main import create_app
 from payoutsvc.money import MAX_AMOUNT_MINOR, format_amount
 from payoutsvc.policy.document import DEFAULT_POLICY_DOCUMENT
-from tests.api.support import (
+from tests.api_support import (
     NEW_PAYOUT_STATUSES,
     CaseFailures,
     alipay_recipient,

@@ -7,7 +7,7 @@ import hashlib
 import httpx
 from fastapi import FastAPI
 
-from tests.api.support import CaseFailures, assert_problem, new_payout, raw_bytes, table_dump
+from tests.api_support import CaseFailures, assert_problem, new_payout, raw_bytes, table_dump
 from tests.conftest import ADMIN_KEY
 from tests.helpers import create_operator, new_integration_client, payout_body
 
