@@ -154,3 +154,11 @@ def test_a_caller_cannot_override_what_the_move_decides() -> None:
                 present=dict,
                 values={column: "x", "failure_code": "manual_review_failed"},
             )
+
+
+def test_the_typed_payout_row_names_every_column_of_the_table() -> None:
+    """PayoutColumns mirrors the payouts table, so a column added to one and not the other
+    fails here (the create path's keys are checked against it by mypy)."""
+    from payoutsvc.payouts.models import Payout, PayoutColumns
+
+    assert set(PayoutColumns.__annotations__) == {c.name for c in Payout.__table__.columns}

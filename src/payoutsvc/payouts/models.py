@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from sqlalchemy import (
     JSON,
@@ -73,6 +73,49 @@ class Payout(Base):
     last_event_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class PayoutColumns(TypedDict):
+    """A payouts row by column name, as the create path inserts it: mypy checks every key
+    and value type against this list (kept next to the model it mirrors)."""
+
+    id: str
+    integration_id: str
+    status: str
+    idempotency_key: str
+    ticket_system: str
+    ticket_id: str
+    ticket_url: str | None
+    reason: str
+    amount_minor: int
+    currency: str
+    recipient_type: str
+    recipient_encrypted: bytes
+    recipient_public: dict[str, Any]
+    recipient_fingerprint: str
+    requested_by: str
+    description: str | None
+    metadata: dict[str, str]
+    required_approvals: int
+    policy: dict[str, Any] | None
+    policy_version: int | None
+    gateway: str
+    gateway_idempotency_key: str
+    gateway_reference: str | None
+    gateway_status: str | None
+    gateway_details: dict[str, str] | None
+    gateway_hold_until: datetime | None
+    attempts: int
+    failure_code: str | None
+    failure_message: str | None
+    next_attempt_at: datetime | None
+    locked_until: datetime | None
+    locked_by: str | None
+    created_at: datetime
+    updated_at: datetime
+    # The chain head, set once the payout's first events are built.
+    last_event_sequence: NotRequired[int]
+    last_event_hash: NotRequired[str]
 
 
 class PayoutApproval(Base):

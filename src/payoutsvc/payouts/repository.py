@@ -17,7 +17,13 @@ from sqlalchemy.sql.elements import TextClause
 from payoutsvc.db.base import UtcDateTime
 from payoutsvc.db.locks import advisory_lock_id
 from payoutsvc.db.signals import signal_on_commit
-from payoutsvc.payouts.models import IdempotencyRecord, Payout, PayoutApproval, PayoutEvent
+from payoutsvc.payouts.models import (
+    IdempotencyRecord,
+    Payout,
+    PayoutApproval,
+    PayoutColumns,
+    PayoutEvent,
+)
 from payoutsvc.payouts.status import PayoutStatus
 
 if TYPE_CHECKING:
@@ -106,7 +112,7 @@ class PayoutRepository:
         return int(getattr(result, "rowcount", 0) or 0)
 
     # -- payouts ---------------------------------------------------------------------------
-    async def insert_payout(self, values: dict[str, Any]) -> None:
+    async def insert_payout(self, values: PayoutColumns) -> None:
         # A Core insert with the values as parameters compiles once and is reused; building
         # `insert(Payout).values(**values)` per call re-derives its cache key every time.
         await self.session.execute(_INSERT_PAYOUT, [values])

@@ -6,6 +6,7 @@ import functools
 import hashlib
 import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -38,7 +39,7 @@ from payoutsvc.payouts.events import (
     payout_digest,
 )
 from payoutsvc.payouts.limits import LimitsRepository, RequestFacts
-from payoutsvc.payouts.models import Payout
+from payoutsvc.payouts.models import Payout, PayoutColumns
 from payoutsvc.payouts.presenter import event_json, payout_json, payout_json_of
 from payoutsvc.payouts.repository import PayoutRepository
 from payoutsvc.payouts.schemas import PayoutCreate
@@ -185,7 +186,7 @@ class PayoutService:
         request: PayoutRequest,
         decision: PolicyDecision,
         now: datetime,
-    ) -> dict[str, Any]:
+    ) -> PayoutColumns:
         """The payouts row of a new payout, by column name (its chain head comes later)."""
         payout_id = new_id("po", int(now.timestamp() * 1000))
         auto_approved = decision.auto_approved
@@ -386,7 +387,7 @@ class PayoutService:
 
 
 def _opening_events(
-    values: dict[str, Any],
+    values: PayoutColumns,
     body: PayoutCreate,
     check: RecipientCheck,
     decision: PolicyDecision,
@@ -406,7 +407,8 @@ def _opening_events(
         },
         snapshot=snapshot,
     )
-    values.update(last_event_sequence=head.sequence, last_event_hash=head.hash)
+    values["last_event_sequence"] = head.sequence
+    values["last_event_hash"] = head.hash
     if not decision.auto_approved:
         return [created]
     # Every payout that becomes approved emits payout.approved, so a helpdesk can react to
@@ -425,7 +427,9 @@ def _opening_events(
         at=values["created_at"],
         present=lambda _after: snapshot,
     )
-    values.update(approval.values)
+    # The row was created approved and due now, as the move plans it; only the head moves on.
+    values["last_event_sequence"] = approval.head.sequence
+    values["last_event_hash"] = approval.head.hash
     return [created, approval.event]
 
 
@@ -450,7 +454,7 @@ def _payout_facts(request: PayoutRequest, facts: RequestFacts) -> PayoutFacts:
 class _RowView:
     """Attribute access over the values of a payout being inserted (for the presenter)."""
 
-    def __init__(self, values: dict[str, Any]) -> None:
+    def __init__(self, values: Mapping[str, Any]) -> None:
         self._values = values
 
     def __getattr__(self, name: str) -> Any:
