@@ -12,7 +12,7 @@ from typing import Any
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from payoutsvc.errors import PROBLEM_CONTENT_TYPE, problem_body
+from payoutsvc.errors import PROBLEM_CONTENT_TYPE, NotFound, problem_body
 from payoutsvc.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
 INTERNAL_ERROR_BODY = problem_body(
@@ -23,6 +23,12 @@ INTERNAL_ERROR_BODY = problem_body(
 )
 
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+# No id, route or file of ours has a control character in its path (and PostgreSQL text
+# cannot hold NUL): such a path is answered 404 before it reaches any query.
+_CONTROL_IN_PATH = re.compile(r"[\x00-\x1f\x7f]")
+NOT_FOUND_BODY = json.dumps(
+    NotFound("No resource has a control character in its path.").to_problem()
+).encode()
 access_log = structlog.get_logger("payoutsvc.access")
 
 
@@ -55,7 +61,10 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            if _CONTROL_IN_PATH.search(scope["path"]):
+                await _send_problem(send_with_id, 404, NOT_FOUND_BODY)
+            else:
+                await self.app(scope, receive, send_with_id)
         except Exception as exc:
             # Handled here rather than by Starlette's outermost error middleware so the 500
             # still carries X-Request-Id; the body never includes the stack trace.
@@ -64,18 +73,7 @@ class RequestContextMiddleware:
             )
             if status_holder.get("started"):
                 raise
-            body = json.dumps(INTERNAL_ERROR_BODY).encode()
-            await send_with_id(
-                {
-                    "type": "http.response.start",
-                    "status": 500,
-                    "headers": [
-                        (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
-                        (b"content-length", str(len(body)).encode()),
-                    ],
-                }
-            )
-            await send_with_id({"type": "http.response.body", "body": body})
+            await _send_problem(send_with_id, 500, json.dumps(INTERNAL_ERROR_BODY).encode())
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
@@ -90,3 +88,17 @@ class RequestContextMiddleware:
                 status=status_holder["status"],
                 duration_ms=round(elapsed * 1000, 2),
             )
+
+
+async def _send_problem(send: Send, status: int, body: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

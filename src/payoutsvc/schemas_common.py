@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from payoutsvc.errors import FieldError, InvalidCursor, ServiceError
@@ -16,10 +17,43 @@ from payoutsvc.money import MoneyError, currency_exponent, parse_amount
 T = TypeVar("T")
 
 
+# NUL and the other C0 controls and DEL: nothing a person types into a ticket, a name or a
+# description, and PostgreSQL text cannot even store NUL (it would be a 500, not a 422).
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def refuse_control_characters(value: Any) -> Any:
+    """The value, if no text in it (strings, dict keys and values, list items) holds a
+    control character; a 422 field error ``control_character`` otherwise."""
+    if isinstance(value, str):
+        if _CONTROL_CHARACTERS.search(value):
+            raise PydanticCustomError(
+                "control_character", "Text may not contain NUL or other control characters."
+            )
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            refuse_control_characters(key)
+            refuse_control_characters(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            refuse_control_characters(item)
+    return value
+
+
+# A query parameter's text, refused like a body's when it holds a control character.
+QueryText = Annotated[str, AfterValidator(refuse_control_characters)]
+
+
 class StrictModel(BaseModel):
-    """Request bodies: unknown fields are an error, never silently ignored."""
+    """Request bodies: unknown fields are an error, never silently ignored, and no text
+    holds a control character."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_control_characters(cls, value: Any) -> Any:
+        return refuse_control_characters(value)
 
 
 class Page(BaseModel, Generic[T]):

@@ -205,3 +205,38 @@ async def test_other_resources_reject_unknown_and_invalid_fields(
             response = await client.request(method, path, json=body)
             assert_problem(response, 422, "validation_failed")
     failures.check()
+
+
+async def test_control_characters_in_text_are_refused_and_nothing_is_created(
+    client: httpx.AsyncClient,
+) -> None:
+    """NUL cannot even be stored in PostgreSQL text: it must be a 422 naming the field,
+    never a 500, in the body, in nested objects and maps, in actions and in query filters."""
+    await create_operator(client, "agent-17", "agent")
+    cases = [
+        ("ticket.id", "482\x0013", "ticket.id"),
+        ("description", "refund\x00", "description"),
+        ("requested_by", "agent-17\x00", "requested_by"),
+        ("recipient.name", "张\x1b三", "recipient.name"),
+        ("metadata.order_id", "99\x0031", "metadata"),
+        ("metadata", {"order\x00id": "9931"}, "metadata"),
+    ]
+    failures = CaseFailures()
+    for path, value, field in cases:
+        with failures.case(path):
+            response = await post_payout(client, _with(path, value))
+            assert_problem(
+                response, 422, "validation_failed", field=field, field_code="control_character"
+            )
+    failures.check()
+    listed = await client.get("/v1/payouts", params={"limit": 200})
+    assert listed.json()["data"] == []  # nothing was created
+    for name in ("ticket_id", "ticket_system", "requested_by"):
+        answer = await client.get("/v1/payouts", params={name: "48213\x00"})
+        assert_problem(answer, 422, "validation_failed", field_code="control_character")
+    created = await new_payout(client)
+    approve = await client.post(
+        f"/v1/payouts/{created['id']}/approve", json={"operator_id": "sup\x00-2"}
+    )
+    assert_problem(approve, 422, "validation_failed", field="operator_id")
+    assert (await client.get(f"/v1/payouts/{created['id']}%00")).status_code in (404, 422)

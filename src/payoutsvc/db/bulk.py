@@ -108,15 +108,21 @@ class _Shape:
     def __init__(self, table: Table, fields: tuple[Field, ...]) -> None:
         pairs = [(f, f) if isinstance(f, str) else f for f in fields]
         self.names = tuple(name for name, _ in pairs)
+        # (name, whether None is SQL NULL): SQLAlchemy's JSON stores None as the JSON text
+        # 'null' unless the column says none_as_null, and both databases must agree.
         self.json_names = tuple(
-            name for name, column in pairs if isinstance(table.c[column].type, JSON)
+            (name, bool(getattr(table.c[column].type, "none_as_null", False)))
+            for name, column in pairs
+            if isinstance(table.c[column].type, JSON)
         )
 
     def parameters(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
         parameters = {name: [row[name] for row in rows] for name in self.names}
-        for name in self.json_names:
+        for name, none_as_null in self.json_names:
             parameters[name] = [
-                None if value is None else json.dumps(value, ensure_ascii=False)
+                (None if none_as_null else "null")
+                if value is None
+                else json.dumps(value, ensure_ascii=False)
                 for value in parameters[name]
             ]
         return parameters
@@ -144,6 +150,5 @@ class BulkInsert:
         if session.get_bind().dialect.name == "postgresql":
             await session.execute(self.postgres, array_parameters(self.table, self.names, rows))
         else:
-            await session.execute(
-                self.sqlite, [{name: row[name] for name in self.names} for row in rows]
-            )
+            # Callers pass exactly the table's columns; a stray key fails loudly here.
+            await session.execute(self.sqlite, list(rows))

@@ -10,6 +10,7 @@ finds payouts whose retry is due and payouts whose worker died.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -241,14 +242,13 @@ class ExecutorRepository:
         if any(r.status == PROCESSING for r in rows):
             # A retry is scheduled: idle executors learn its time (their next look) at once.
             signal_on_commit(self.session, PAYOUTS_DUE)
-        plain = [{name: getattr(r, name) for name in _FINISH_FIELDS} for r in rows]
         if not self.is_postgres:
             # SQLite's write transaction excludes every other writer: read, then write.
             owned = await self._owned_sqlite(rows)
             mine = [
-                {**{f"b_{name}": value for name, value in row.items()}, "b_now": now}
-                for row in plain
-                if row["pid"] in owned
+                {**{f"b_{name}": getattr(r, name) for name in _FINISH_FIELDS}, "b_now": now}
+                for r in rows
+                if r.pid in owned
             ]
             if mine:
                 await self.session.execute(_FINISH, mine)
@@ -256,8 +256,12 @@ class ExecutorRepository:
         # In id order, as every multi-row writer of payouts here, so two overlapping finishes
         # (only possible after a lease ran out) rarely deadlock; if they do, the loser's
         # transaction is retried whole and its conditional update then finds nothing.
-        plain.sort(key=lambda row: str(row["pid"]))
-        parameters = array_parameters(_P, (*_FINISH_MATCH, *_FINISH_SET), plain)
+        ordered = sorted(rows, key=lambda r: r.pid)
+        parameters = {name: [getattr(r, name) for r in ordered] for name in _FINISH_FIELDS}
+        parameters["gateway_details"] = [
+            None if r.gateway_details is None else json.dumps(r.gateway_details, ensure_ascii=False)
+            for r in ordered
+        ]
         result = await self.session.execute(_PG_FINISH, {**parameters, "now": now})
         return {row.id for row in result.all()}
 

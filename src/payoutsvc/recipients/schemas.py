@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from payoutsvc.schemas_common import StrictModel
+
 RecipientType = Literal[
     "alipay", "wechat", "bank_card_cn", "iban", "us_bank", "paypal", "stripe_account"
 ]
@@ -27,7 +29,7 @@ Account = Annotated[str, Field(min_length=1, max_length=128, description="The ac
 HolderName = Annotated[str, Field(min_length=1, max_length=140, description="Account holder name.")]
 
 
-class _RecipientBase(BaseModel):
+class _RecipientBase(StrictModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
