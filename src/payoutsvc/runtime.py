@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
 
 from payoutsvc.config import Settings
 from payoutsvc.crypto import RecipientCipher
 from payoutsvc.db.engine import Database
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -17,3 +21,12 @@ class Runtime:
     # (integration, idempotency key) pairs whose first request is running in this process;
     # PostgreSQL additionally serialises them across processes with an advisory lock.
     idempotency_in_flight: set[tuple[str, str]] = field(default_factory=set)
+    # This process's one instance of each per-process helper (the gateway registry, the
+    # policy cache), built on first use: per-process state lives here, not in module globals.
+    _per_process: dict[type[Any], Any] = field(default_factory=dict, repr=False)
+
+    def per_process(self, kind: type[T], build: Callable[[], T]) -> T:
+        found = self._per_process.get(kind)
+        if found is None:
+            found = self._per_process[kind] = build()
+        return cast(T, found)

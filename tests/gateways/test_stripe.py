@@ -17,6 +17,8 @@ from typing import Any
 
 import httpx
 import pytest
+import structlog
+import structlog.testing
 from pydantic import ValidationError
 
 from payoutsvc.gateways.base import (
@@ -458,7 +460,7 @@ async def test_webhook_signatures(fake: FakeStripe) -> None:
 
 
 async def test_an_event_rendered_in_another_api_version_is_read_and_flagged(
-    fake: FakeStripe, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+    fake: FakeStripe,
 ) -> None:
     """Stripe renders events in the webhook endpoint's version, not the request's pin."""
     account = fake.new_account()
@@ -466,15 +468,18 @@ async def test_an_event_rendered_in_another_api_version_is_read_and_flagged(
         await gateway.submit(transfer_request(account))
         transfer = fake.transfer_for(fake.creates()[0].headers["idempotency-key"])
         pinned = fake.event(transfer, "transfer.created")
-        notice = await delivered(gateway, fake.signed(pinned))
+        with structlog.testing.capture_logs() as pinned_logs:
+            notice = await delivered(gateway, fake.signed(pinned))
         assert notice.result.state is TransferState.SUCCEEDED
-        assert "webhook_version_differs" not in logged(caplog, capsys)
+        assert pinned_logs == []
         older = dict(pinned, api_version="2024-06-20")
-        notice = await delivered(gateway, fake.signed(older))
+        with structlog.testing.capture_logs() as older_logs:
+            notice = await delivered(gateway, fake.signed(older))
         assert notice.result.state is TransferState.SUCCEEDED
-        logs = logged(caplog, capsys)
-    assert "gateway.stripe.webhook_version_differs" in logs
-    assert "2024-06-20" in logs
+    [flagged] = older_logs
+    assert flagged["event"] == "gateway.stripe.webhook_version_differs"
+    assert flagged["event_version"] == "2024-06-20"
+    assert flagged["pinned_version"] == DEFAULT_API_VERSION
 
 
 async def delivered(gateway: StripeGateway, delivery: tuple[bytes, dict[str, str]]) -> Any:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 import time
-import weakref
 from collections.abc import Callable, Mapping
 
 from payoutsvc.config import Settings
@@ -119,15 +118,7 @@ class GatewayRegistry:
         self._instances.clear()
 
 
-_REGISTRIES: dict[int, GatewayRegistry] = {}
-
-
 def registry_for(runtime: Runtime) -> GatewayRegistry:
     """The process's registry for this runtime, shared by the executor and the callback
     endpoint (so there is one sandbox booking writer per process)."""
-    key = id(runtime)
-    registry = _REGISTRIES.get(key)
-    if registry is None:
-        registry = _REGISTRIES[key] = GatewayRegistry(runtime)
-        weakref.finalize(runtime, _REGISTRIES.pop, key, None)
-    return registry
+    return runtime.per_process(GatewayRegistry, lambda: GatewayRegistry(runtime))

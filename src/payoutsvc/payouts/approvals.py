@@ -68,7 +68,7 @@ class ApprovalService:
         are those of the current policy: a role change applies to later decisions only."""
         operator = await self.operators.require_active(operator_id)
         payout = await self._pending_payout(payout_id, visible_integration, transitions.APPROVE)
-        policy = await PolicyService(self.session, self.runtime.settings).current()
+        policy = await PolicyService.of(self.session, self.runtime).current()
         _require_may_approve(operator, payout, policy)
         approvals = (await self.repo.approvals_for([payout.id]))[payout.id]
         if any(a.operator_id == operator.id for a in approvals):

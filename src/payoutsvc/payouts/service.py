@@ -282,7 +282,7 @@ class PayoutService:
         limits = LimitsRepository(self.session)
         if lock:
             await limits.lock_limit_keys(request.limit_keys())
-        policies = PolicyService(self.session, self.runtime.settings)
+        policies = PolicyService.of(self.session, self.runtime)
         policy = await policies.newest_known()
         for _ in range(_MAX_POLICY_RACES):
             day_start, day_end = policy_day_bounds(policy, now)

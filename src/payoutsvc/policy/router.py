@@ -146,7 +146,7 @@ def _json(document: dict[str, Any]) -> JSONResponse:
     responses={**_RESPONSES, **problem_responses(Unauthorized, InsufficientScope)},
 )
 async def get_policy(session: DbSession, runtime: RuntimeDep, _caller: Admin) -> JSONResponse:
-    policy = await PolicyService(session, runtime.settings).current()
+    policy = await PolicyService.of(session, runtime).current()
     return _json(policy.to_document())
 
 
@@ -204,7 +204,7 @@ async def put_policy(
         data: object = json.loads(await request.body())
     except (ValueError, UnicodeDecodeError):
         raise InvalidJson("The request body is not valid JSON.") from None
-    policy = await PolicyService(session, runtime.settings).replace(data, caller.key_id)
+    policy = await PolicyService.of(session, runtime).replace(data, caller.key_id)
     return _json(policy.to_document())
 
 
@@ -221,5 +221,5 @@ async def get_policy_version(
     runtime: RuntimeDep,
     _caller: Admin,
 ) -> JSONResponse:
-    policy = await PolicyService(session, runtime.settings).get(version)
+    policy = await PolicyService.of(session, runtime).get(version)
     return _json(policy.to_document())

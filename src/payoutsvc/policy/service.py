@@ -3,19 +3,18 @@
 Services never commit; the request's transaction does.
 
 Policy versions are immutable rows, so a parsed ``Policy`` may be cached forever under its
-version. The cache lives per database engine (i.e. per process and database) and never
+version. The cache lives on the process's Runtime (one per process and database) and never
 decides which version is current: every decision reads the newest version number in the
 same statement as its totals, so a PUT in any process applies to the next request in all.
 """
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from payoutsvc.config import Settings
 from payoutsvc.db.base import utcnow
@@ -35,6 +34,7 @@ from payoutsvc.policy.document import (
     parse_policy_document,
 )
 from payoutsvc.policy.repository import PolicyRepository
+from payoutsvc.runtime import Runtime
 
 log = structlog.get_logger(__name__)
 
@@ -42,8 +42,8 @@ INITIAL_POLICY_AUTHOR = "system"
 _MAX_CACHED_VERSIONS = 64
 
 
-class _PolicyCache:
-    __slots__ = ("__weakref__", "by_version", "newest")
+class PolicyCache:
+    __slots__ = ("by_version", "newest")
 
     def __init__(self) -> None:
         self.by_version: dict[int, Policy] = {}
@@ -56,18 +56,6 @@ class _PolicyCache:
         if self.newest is None or policy.version > self.newest.version:
             self.newest = policy
         return policy
-
-
-_CACHES: weakref.WeakKeyDictionary[AsyncEngine, _PolicyCache] = weakref.WeakKeyDictionary()
-
-
-def _cache_for(session: AsyncSession) -> _PolicyCache:
-    engine = session.bind
-    assert isinstance(engine, AsyncEngine)
-    cache = _CACHES.get(engine)
-    if cache is None:
-        cache = _CACHES[engine] = _PolicyCache()
-    return cache
 
 
 def initial_policy_document(settings: Settings) -> PolicyDocumentIn:
@@ -114,11 +102,19 @@ class PayoutRequest:
 
 
 class PolicyService:
-    def __init__(self, session: AsyncSession, settings: Settings) -> None:
+    def __init__(
+        self, session: AsyncSession, settings: Settings, cache: PolicyCache | None = None
+    ) -> None:
         self.session = session
         self.settings = settings
         self.repo = PolicyRepository(session)
-        self._cache = _cache_for(session)
+        # Versions are immutable, so parsed ones are kept per process (on the Runtime).
+        self._cache = cache if cache is not None else PolicyCache()
+
+    @classmethod
+    def of(cls, session: AsyncSession, runtime: Runtime) -> PolicyService:
+        """The policy as this process sees it, with its cache of parsed versions."""
+        return cls(session, runtime.settings, runtime.per_process(PolicyCache, PolicyCache))
 
     # -- versions -------------------------------------------------------------------------------
     async def ensure_initial(self) -> None:
