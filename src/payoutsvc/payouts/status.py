@@ -45,8 +45,3 @@ EVENT_FOR_STATUS: dict[PayoutStatus, str] = {
 }
 
 EVENT_TYPES: tuple[str, ...] = ("payout.created", *EVENT_FOR_STATUS.values())
-
-
-def sources_of(target: PayoutStatus) -> frozenset[PayoutStatus]:
-    """Statuses from which ``target`` may be reached: the WHERE of a conditional update."""
-    return frozenset(s for s, targets in ALLOWED_TRANSITIONS.items() if target in targets)
