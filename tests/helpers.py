@@ -7,6 +7,7 @@ import asyncio
 import inspect
 import time
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -71,6 +72,118 @@ async def new_integration_client(
         transport=client._transport,
         base_url=str(client.base_url),
         headers={"Authorization": f"Bearer {key.json()['key']}"},
+    )
+
+
+# -- operator-bound keys ------------------------------------------------------------------------
+# What a person's own key holds in most tests: request, read and decide, not the back office.
+OPERATOR_SCOPES: tuple[str, ...] = ("payouts:write", "payouts:read", "payouts:approve")
+# Secrets of the bound keys made so far, per admin client, so each test makes one per operator.
+_bound_keys: weakref.WeakKeyDictionary[httpx.AsyncClient, dict[tuple[str, tuple[str, ...]], str]]
+_bound_keys = weakref.WeakKeyDictionary()
+
+
+async def integration_id_of(client: httpx.AsyncClient, name: str = "default") -> str:
+    """The id of the integration called ``name`` (the admin client's is ``default``)."""
+    listed = await client.get("/v1/integrations", params={"limit": 200})
+    assert listed.status_code == 200, listed.text
+    ids = [i["id"] for i in listed.json()["data"] if i["name"] == name]
+    assert ids, f"no integration named {name!r}"
+    return str(ids[0])
+
+
+async def operator_key(
+    client: httpx.AsyncClient,
+    operator_id: str,
+    scopes: Sequence[str] = OPERATOR_SCOPES,
+    integration: str = "default",
+) -> str:
+    """The secret of a key of ``integration`` bound to ``operator_id`` (made through the admin
+    ``client`` on first use, then reused within the test)."""
+    cache = _bound_keys.setdefault(client, {})
+    wanted = (f"{integration}/{operator_id}", tuple(scopes))
+    if wanted not in cache:
+        integration_id = await integration_id_of(client, integration)
+        created = await client.post(
+            f"/v1/integrations/{integration_id}/api-keys",
+            json={"scopes": list(scopes), "operator_id": operator_id},
+        )
+        assert created.status_code == 201, created.text
+        assert created.json()["operator_id"] == operator_id
+        cache[wanted] = str(created.json()["key"])
+    return cache[wanted]
+
+
+def made_operator_key(
+    client: httpx.AsyncClient, operator_id: str, scopes: Sequence[str] = OPERATOR_SCOPES
+) -> str | None:
+    """The secret of ``operator_id``'s key if :func:`operator_key` made one in this test."""
+    return _bound_keys.get(client, {}).get((f"default/{operator_id}", tuple(scopes)))
+
+
+async def bearer_of(
+    client: httpx.AsyncClient, operator_id: str, scopes: Sequence[str] = OPERATOR_SCOPES
+) -> dict[str, str]:
+    """Request headers that send ``operator_id``'s own key instead of the client's."""
+    return {"Authorization": f"Bearer {await operator_key(client, operator_id, scopes)}"}
+
+
+async def act_as(
+    client: httpx.AsyncClient,
+    operator_id: str,
+    payout_id: str,
+    action: str,
+    body: dict[str, Any] | None = None,
+    scopes: Sequence[str] = OPERATOR_SCOPES,
+) -> httpx.Response:
+    """POST /v1/payouts/{id}/{action} with ``operator_id``'s own key, naming them."""
+    return await client.post(
+        f"/v1/payouts/{payout_id}/{action}",
+        json={"operator_id": operator_id, **(body or {})},
+        headers=await bearer_of(client, operator_id, scopes),
+    )
+
+
+async def approve_as(
+    client: httpx.AsyncClient, payout_id: str, operator_id: str, comment: str | None = None
+) -> httpx.Response:
+    """``operator_id`` approves with their own operator-bound key."""
+    return await act_as(client, operator_id, payout_id, "approve", {"comment": comment})
+
+
+async def reject_as(
+    client: httpx.AsyncClient, payout_id: str, operator_id: str, reason: str | None = None
+) -> httpx.Response:
+    return await act_as(client, operator_id, payout_id, "reject", {"reason": reason})
+
+
+async def resolve_as(
+    client: httpx.AsyncClient,
+    payout_id: str,
+    operator_id: str,
+    outcome: str,
+    comment: str | None = None,
+) -> httpx.Response:
+    """``operator_id`` resolves with their own key; resolve needs scope ``admin``."""
+    body = {"outcome": outcome, "comment": comment}
+    return await act_as(client, operator_id, payout_id, "resolve", body, scopes=("admin",))
+
+
+async def request_as(
+    client: httpx.AsyncClient,
+    operator_id: str,
+    payload: dict[str, Any],
+    key: str | None = None,
+    scopes: Sequence[str] = OPERATOR_SCOPES,
+) -> httpx.Response:
+    """POST /v1/payouts with the requester's own key (so the policy may auto-approve it)."""
+    return await client.post(
+        "/v1/payouts",
+        json={**payload, "requested_by": operator_id},
+        headers={
+            "Idempotency-Key": key or uuid.uuid4().hex,
+            **await bearer_of(client, operator_id, scopes),
+        },
     )
 
 

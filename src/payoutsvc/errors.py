@@ -93,6 +93,19 @@ class OperatorDisabled(ServiceError):
     status, code, title = 403, "operator_disabled", "Operator disabled"
 
 
+class OperatorKeyRequired(ServiceError):
+    """The policy's ``approvals.require_operator_key``: a decision needs a key bound to the
+    operator who takes it; an integration (or admin) key cannot vouch for a person."""
+
+    status, code, title = 403, "operator_key_required", "Operator-bound API key required"
+
+
+class OperatorMismatch(ServiceError):
+    """An operator-bound key acts only as its own operator, never names another."""
+
+    status, code, title = 403, "operator_mismatch", "API key bound to another operator"
+
+
 class SelfApprovalForbidden(ServiceError):
     """Four eyes: the requester of a payout can never approve it."""
 

@@ -7,13 +7,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import structlog
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
 from payoutsvc import __version__
-from payoutsvc.auth.dependencies import ApiKeyCache
+from payoutsvc.auth.dependencies import ApiKeyCache, require_scope
 from payoutsvc.auth.router import router as integrations_router
 from payoutsvc.background import BackgroundLoops
 from payoutsvc.bootstrap import bootstrap
@@ -123,7 +123,10 @@ def _add_routes(app: FastAPI) -> None:
         integrations_router,
         ops_router,
     ):
-        app.include_router(router)
+        # Operators are admin-only; the scope is attached here, not in operators/router.py,
+        # because the auth package depends on operators (operator-bound keys), not back.
+        admin_only = [Depends(require_scope("admin"))] if router is operators_router else []
+        app.include_router(router, dependencies=admin_only)
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:

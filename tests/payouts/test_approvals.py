@@ -10,7 +10,14 @@ from sqlalchemy import select
 
 from payoutsvc.payouts.models import Payout
 from payoutsvc.payouts.status import PayoutStatus
-from tests.helpers import new_integration_client, walk
+from tests.helpers import (
+    bearer_of,
+    integration_id_of,
+    new_integration_client,
+    reject_as,
+    resolve_as,
+    walk,
+)
 from tests.policy.support import (
     approve,
     body,
@@ -113,10 +120,19 @@ async def test_disabled_operators_cannot_approve_and_roles_apply_as_they_are_now
 ) -> None:
     await setup_world(client)
     payout = await created(client, body("50.00"))
+    sup2 = await bearer_of(client, "sup-2")
     await client.delete("/v1/operators/sup-2")
+    # The disabled operator's own key can do nothing, and no other key can name them.
     assert problem_code(await approve(client, payout["id"], "sup-2"), 403) == "operator_disabled"
-    unknown = await approve(client, payout["id"], "ghost")
-    assert problem_code(unknown, 422) == "unknown_operator"
+    named = await client.post(
+        f"/v1/payouts/{payout['id']}/approve", json={"operator_id": "sup-2"}, headers=sup2
+    )
+    assert problem_code(named, 403) == "operator_disabled"
+    ghost_key = await client.post(
+        f"/v1/integrations/{await integration_id_of(client)}/api-keys",
+        json={"scopes": ["payouts:approve"], "operator_id": "ghost"},
+    )
+    assert problem_code(ghost_key, 422) == "unknown_operator"
     demoted = await client.patch("/v1/operators/sup-1", json={"role": "agent"})
     assert demoted.status_code == 200
     assert problem_code(await approve(client, payout["id"], "sup-1"), 403) == (
@@ -130,9 +146,7 @@ async def test_disabled_operators_cannot_approve_and_roles_apply_as_they_are_now
 async def test_reject(client: httpx.AsyncClient) -> None:
     await setup_world(client)
     payout = await created(client, body("50.00"))
-    response = await client.post(
-        f"/v1/payouts/{payout['id']}/reject", json={"operator_id": "sup-1", "reason": "no proof"}
-    )
+    response = await reject_as(client, payout["id"], "sup-1", "no proof")
     assert response.status_code == 200, response.text
     rejected = response.json()
     assert rejected["status"] == "rejected"
@@ -145,16 +159,14 @@ async def test_reject(client: httpx.AsyncClient) -> None:
         "sup-1",
         "no proof",
     )
-    again = await client.post(
-        f"/v1/payouts/{payout['id']}/reject", json={"operator_id": "sup-2", "reason": None}
-    )
+    again = await reject_as(client, payout["id"], "sup-2")
     assert problem_code(again, 409) == "invalid_status_transition"
     assert problem_code(await approve(client, payout["id"], "sup-2"), 409) == (
         "invalid_status_transition"
     )
     auto = await created(client, body("5.00"))
     assert auto["status"] == "approved"
-    late = await client.post(f"/v1/payouts/{auto['id']}/reject", json={"operator_id": "sup-1"})
+    late = await reject_as(client, auto["id"], "sup-1")
     assert problem_code(late, 409) == "invalid_status_transition"
 
 
@@ -162,9 +174,7 @@ async def test_an_approver_of_a_dual_approval_can_still_reject(client: httpx.Asy
     await setup_world(client, DUAL_POLICY)
     payout = await created(client, body("2000.01", "fin-1"))
     assert (await approve(client, payout["id"], "fin-2")).status_code == 200
-    response = await client.post(
-        f"/v1/payouts/{payout['id']}/reject", json={"operator_id": "fin-2", "reason": "fraud"}
-    )
+    response = await reject_as(client, payout["id"], "fin-2", "fraud")
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "rejected"
     history = await events(client, payout["id"])
@@ -256,16 +266,10 @@ async def test_resolve_needs_review(client: httpx.AsyncClient, app: FastAPI) -> 
     pending = await created(client, body("50.00"))
     for payout in (good, bad):
         await _to_needs_review(app, payout["id"])
-    succeeded = await client.post(
-        f"/v1/payouts/{good['id']}/resolve",
-        json={"operator_id": "fin-1", "outcome": "succeeded", "comment": "bank statement"},
-    )
+    succeeded = await resolve_as(client, good["id"], "fin-1", "succeeded", "bank statement")
     assert succeeded.status_code == 200, succeeded.text
     assert (succeeded.json()["status"], succeeded.json()["failure"]) == ("succeeded", None)
-    failed = await client.post(
-        f"/v1/payouts/{bad['id']}/resolve",
-        json={"operator_id": "fin-1", "outcome": "failed", "comment": "never arrived"},
-    )
+    failed = await resolve_as(client, bad["id"], "fin-1", "failed", "never arrived")
     assert failed.json()["status"] == "failed"
     assert failed.json()["failure"] == {"code": "manual_review_failed", "message": "never arrived"}
     last = (await events(client, bad["id"]))[-1]
@@ -274,13 +278,9 @@ async def test_resolve_needs_review(client: httpx.AsyncClient, app: FastAPI) -> 
         "fin-1",
         "failed",
     )
-    wrong = await client.post(
-        f"/v1/payouts/{pending['id']}/resolve", json={"operator_id": "fin-1", "outcome": "failed"}
-    )
+    wrong = await resolve_as(client, pending["id"], "fin-1", "failed")
     assert problem_code(wrong, 409) == "invalid_status_transition"
-    twice = await client.post(
-        f"/v1/payouts/{good['id']}/resolve", json={"operator_id": "fin-1", "outcome": "failed"}
-    )
+    twice = await resolve_as(client, good["id"], "fin-1", "failed")
     assert problem_code(twice, 409) == "invalid_status_transition"
     approver = await new_integration_client(client, "console", ["payouts:approve"])
     async with approver:
@@ -295,15 +295,24 @@ async def test_another_integrations_payout_is_not_found(client: httpx.AsyncClien
     await setup_world(client)
     payout = await created(client, body("50.00"))
     other = await new_integration_client(client, "other-desk", ["payouts:approve"])
+    other_id = await integration_id_of(client, "other-desk")
+    bound = await client.post(
+        f"/v1/integrations/{other_id}/api-keys",
+        json={"scopes": ["payouts:approve"], "operator_id": "sup-1"},
+    )
+    sup1_elsewhere = {"Authorization": f"Bearer {bound.json()['key']}"}
     async with other:
-        response = await approve(other, payout["id"], "sup-1")
+        response = await other.post(
+            f"/v1/payouts/{payout['id']}/approve", json={}, headers=sup1_elsewhere
+        )
         rejected = await other.post(
-            f"/v1/payouts/{payout['id']}/reject", json={"operator_id": "sup-1"}
+            f"/v1/payouts/{payout['id']}/reject", json={}, headers=sup1_elsewhere
         )
     assert problem_code(response, 404) == "not_found"
     assert problem_code(rejected, 404) == "not_found"
     writer = await new_integration_client(client, "writer-desk", ["payouts:write"])
     async with writer:
-        assert problem_code(await approve(writer, payout["id"], "sup-1"), 403) == (
-            "insufficient_scope"
+        refused = await writer.post(
+            f"/v1/payouts/{payout['id']}/approve", json={"operator_id": "sup-1"}
         )
+        assert problem_code(refused, 403) == "insufficient_scope"

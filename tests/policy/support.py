@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from tests.helpers import payout_body
+from tests.helpers import approve_as, made_operator_key, operator_key, payout_body
 
 TEST_POLICY: dict[str, Any] = {
     "currencies": ["CNY", "USD"],
@@ -74,10 +74,12 @@ async def use_policy(client: httpx.AsyncClient, document: dict[str, Any]) -> int
 
 
 async def setup_world(client: httpx.AsyncClient, document: dict[str, Any] | None = None) -> int:
-    """The test policy plus OPERATORS; returns the policy version."""
+    """The test policy plus OPERATORS, each with their own operator-bound key (which
+    :func:`post` and :func:`approve` use); returns the policy version."""
     for operator_id, role in OPERATORS.items():
         created = await client.post("/v1/operators", json={"id": operator_id, "role": role})
         assert created.status_code == 201, created.text
+        await operator_key(client, operator_id)
     return await use_policy(client, document or TEST_POLICY)
 
 
@@ -109,11 +111,19 @@ def body(
 
 
 async def post(
-    client: httpx.AsyncClient, payload: dict[str, Any], key: str | None = None
+    client: httpx.AsyncClient,
+    payload: dict[str, Any],
+    key: str | None = None,
+    *,
+    as_requester: bool = True,
 ) -> httpx.Response:
-    return await client.post(
-        "/v1/payouts", json=payload, headers={"Idempotency-Key": key or uuid.uuid4().hex}
-    )
+    """POST the payout with the requester's own key when setup_world made one (as a helpdesk
+    holding per-agent keys does), else, or with ``as_requester=False``, with ``client``'s."""
+    headers = {"Idempotency-Key": key or uuid.uuid4().hex}
+    own = made_operator_key(client, str(payload.get("requested_by")))
+    if as_requester and own is not None:
+        headers["Authorization"] = f"Bearer {own}"
+    return await client.post("/v1/payouts", json=payload, headers=headers)
 
 
 async def created(client: httpx.AsyncClient, payload: dict[str, Any]) -> dict[str, Any]:
@@ -149,9 +159,8 @@ def db(app: FastAPI) -> Any:
 async def approve(
     client: httpx.AsyncClient, payout_id: str, operator_id: str, comment: str | None = None
 ) -> httpx.Response:
-    return await client.post(
-        f"/v1/payouts/{payout_id}/approve", json={"operator_id": operator_id, "comment": comment}
-    )
+    """``operator_id`` approves with their own operator-bound key."""
+    return await approve_as(client, payout_id, operator_id, comment)
 
 
 async def events(client: httpx.AsyncClient, payout_id: str) -> list[dict[str, Any]]:

@@ -22,8 +22,23 @@ from payoutsvc.policy.models import PolicyVersion
 from payoutsvc.policy.router import DUAL_APPROVAL_EXAMPLE
 from payoutsvc.policy.service import ensure_initial_policy
 from tests.conftest import ADMIN_KEY, make_settings
-from tests.helpers import new_integration_client
-from tests.policy.support import TEST_POLICY, body, created, db, policy, setup_world
+from tests.helpers import new_integration_client, request_as
+from tests.policy.support import TEST_POLICY, body, db, policy, setup_world
+
+BUILT_IN_APPROVALS = {"approvals": {"require_operator_key": True}}
+
+
+async def test_require_operator_key_is_on_unless_a_put_turns_it_off(
+    client: httpx.AsyncClient,
+) -> None:
+    assert (await client.get("/v1/policy")).json()["approvals"] == {"require_operator_key": True}
+    trusting = policy(approvals={"require_operator_key": False})
+    put = await client.put("/v1/policy", json=trusting)
+    assert put.json() == {"version": 2, **trusting}
+    for wrong in ({"require_operator_key": "no"}, {"require_operator_key": True, "other": 1}):
+        refused = await client.put("/v1/policy", json=policy(approvals=wrong))
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["errors"][0]["field"].startswith("approvals.")
 
 
 async def test_the_built_in_policy_is_version_1(client: httpx.AsyncClient) -> None:
@@ -35,7 +50,8 @@ async def test_the_built_in_policy_is_version_1(client: httpx.AsyncClient) -> No
 async def test_each_put_is_a_new_immutable_version(client: httpx.AsyncClient) -> None:
     put = await client.put("/v1/policy", json=TEST_POLICY)
     assert put.status_code == 200, put.text
-    assert put.json() == {"version": 2, **TEST_POLICY}
+    # The optional approvals section takes its built-in value when a PUT leaves it out.
+    assert put.json() == {"version": 2, **TEST_POLICY, **BUILT_IN_APPROVALS}
     assert (await client.get("/v1/policy")).json() == put.json()
     again = await client.put("/v1/policy", json=policy(duplicate_window_hours=0))
     assert again.json()["version"] == 3
@@ -154,7 +170,7 @@ async def test_the_initial_policy_comes_from_the_policy_file(
     app = create_app(make_settings(database_url, policy_file=path))
     async with app.router.lifespan_context(app), _admin(app) as http:
         response = await http.get("/v1/policy")
-    assert response.json() == {"version": 1, **document}
+    assert response.json() == {"version": 1, **document, **BUILT_IN_APPROVALS}
 
 
 async def test_a_broken_policy_file_stops_startup(database_url: str, tmp_path: Path) -> None:
@@ -194,15 +210,16 @@ async def test_a_put_applies_to_the_next_request_in_every_process(
         _admin(other_process) as replica,
     ):
         # The replica decides (and caches) under the current version ...
-        first = await created(replica, body("50.00", "sup-1"))
+        first = (await request_as(replica, "sup-1", body("50.00", "sup-1"))).json()
         assert first["status"] == "approved"
         # ... and sees a PUT made elsewhere on its very next request.
         stricter = copy.deepcopy(TEST_POLICY)
         stricter["roles"]["supervisor"]["auto_approve_max"] = {"CNY": "10.00", "USD": "10.00"}
         version = (await client.put("/v1/policy", json=stricter)).json()["version"]
-        second = await created(replica, body("50.00", "sup-1"))
+        second = (await request_as(replica, "sup-1", body("50.00", "sup-1"))).json()
     assert second["status"] == "pending_approval"
     assert second["policy"]["version"] == version
+    assert {r["rule"] for r in second["policy"]["reasons"]} == {"role_auto_approve_limit"}
 
 
 async def test_openapi_documents_the_policy_with_examples(client: httpx.AsyncClient) -> None:

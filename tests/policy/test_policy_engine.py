@@ -94,6 +94,7 @@ def test_rule_order_and_names_are_stable() -> None:
         "recipient_blocked",
         "duplicate_suspected",
         "recipient_warnings",
+        "requester_unverified",
         "role_auto_approve_limit",
         "dual_approval_over",
     ]
@@ -544,3 +545,51 @@ def test_duplicate_window_start() -> None:
     assert duplicate_window_start(POLICY, now) == datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
     off = _policy(lambda d: d.update(duplicate_window_hours=0))
     assert duplicate_window_start(off, now) is None
+
+
+# --- who asked, and what the caller may be told ---------------------------------------------
+
+
+def test_an_unverified_requester_is_never_auto_approved_while_keys_are_required() -> None:
+    unverified = _facts(requester_verified=False)
+    decision = evaluate_policy(unverified, POLICY)
+    assert (decision.decision, _rules(decision)) == ("approval_required", ["requester_unverified"])
+    trusting = _policy(lambda d: d.update(approvals={"require_operator_key": False}))
+    assert evaluate_policy(unverified, trusting).auto_approved
+    assert evaluate_policy(_facts(), POLICY).auto_approved
+
+
+def test_discreet_messages_name_the_limit_without_others_amounts_or_the_role() -> None:
+    full = _facts(
+        amount_minor=60_000,
+        ticket_total_minor=480_000,
+        requester_daily_total_minor=190_000,
+        recipient_daily_total_minor=470_000,
+        recipient_daily_count=3,
+    )
+    discreet = dataclasses.replace(full, disclose_totals=False, disclose_requester=False)
+    told = {r.rule: r.message for r in evaluate_policy(full, POLICY).reasons}
+    hidden = {r.rule: r.message for r in evaluate_policy(discreet, POLICY).reasons}
+    assert (
+        set(told)
+        == set(hidden)
+        == {
+            "request_max",
+            "per_ticket_max",
+            "daily_request_total",
+            "per_recipient_daily_count",
+            "per_recipient_daily_amount",
+        }
+    )
+    assert "already 4800.00 CNY" in told["per_ticket_max"]
+    assert "agent request limit of 500.00 CNY" in told["request_max"]
+    for message in hidden.values():
+        for secret in ("4800.00", "1900.00", "4700.00", "already", "agent ", "500.00 CNY"):
+            assert secret not in message, (secret, message)
+    assert "per-ticket limit of 5000.00 CNY" in hidden["per_ticket_max"]
+    unknown = dataclasses.replace(discreet, requester_role=None, requester_active=False)
+    disabled = dataclasses.replace(discreet, requester_active=False)
+    # An unknown and a disabled requester are refused in the same words.
+    assert (
+        evaluate_policy(unknown, POLICY).reasons[0] == evaluate_policy(disabled, POLICY).reasons[0]
+    )

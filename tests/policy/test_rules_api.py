@@ -14,6 +14,7 @@ from sqlalchemy import update
 
 from payoutsvc.payouts.models import Payout
 from payoutsvc.policy.router import DUAL_APPROVAL_EXAMPLE
+from tests.helpers import bearer_of, operator_key, reject_as
 from tests.policy.support import (
     TEST_POLICY,
     approve,
@@ -80,7 +81,12 @@ async def test_daily_request_total_boundary_counts_only_live_payouts(
     await created(client, body("0.01"))  # 300.00: exactly the daily limit
     over = await post(client, body("0.01"))
     assert violations(over) == {"daily_request_total"}
-    assert "already 300.00 CNY" in over.text
+    # agent-1's own key hears their limit, not the amounts (which may come from payouts other
+    # integrations requested for agent-1); the back office sees them.
+    assert "over the agent daily limit of 300.00 CNY" in over.text
+    assert "already" not in over.text
+    seen_by_admin = await post(client, body("0.01"), as_requester=False)
+    assert "already 300.00 CNY" in seen_by_admin.text
     # Another requester has their own total.
     await created(client, body("0.01", "agent-2"))
     # A canceled payout no longer counts: its money will never move.
@@ -133,9 +139,7 @@ async def test_per_ticket_max_boundary_counts_only_live_payouts(
     other = body("0.01", "sup-1", ticket=ticket)
     other["ticket"]["system"] = "freshdesk"
     await created(client, other)
-    rejected = await client.post(
-        f"/v1/payouts/{first['id']}/reject", json={"operator_id": "fin-1", "reason": "no"}
-    )
+    rejected = await reject_as(client, first["id"], "fin-1", "no")
     assert rejected.status_code == 200, rejected.text
     await created(client, body("1000.00", "sup-2", ticket=ticket))
 
@@ -189,7 +193,10 @@ async def test_operator_active_rule(client: httpx.AsyncClient) -> None:
     assert unknown.json()["errors"][0]["field"] == "requested_by"
     disabled = await client.delete("/v1/operators/agent-2")
     assert disabled.status_code == 200, disabled.text
-    assert violations(await post(client, body("5.00", "agent-2"))) == {"operator_active"}
+    # agent-2's own key does nothing now; a key naming agent-2 meets the rule.
+    assert problem_code(await post(client, body("5.00", "agent-2")), 403) == "operator_disabled"
+    named = await post(client, body("5.00", "agent-2"), as_requester=False)
+    assert violations(named) == {"operator_active"}
     made_up_role = await client.post("/v1/operators", json={"id": "intern-1", "role": "intern"})
     assert made_up_role.status_code == 201, made_up_role.text
     undefined = await post(client, body("5.00", "intern-1"))
@@ -297,7 +304,9 @@ async def test_recipient_warnings_need_approval(client: httpx.AsyncClient) -> No
 
 async def test_preview_decides_without_creating(client: httpx.AsyncClient) -> None:
     version = await setup_world(client)
-    auto = await client.post("/v1/payouts/preview", json=body("10.00"))
+    auto = await client.post(
+        "/v1/payouts/preview", json=body("10.00"), headers=await bearer_of(client, "agent-1")
+    )
     assert auto.status_code == 200, auto.text
     assert auto.json() == {
         "decision": "auto_approved",
@@ -363,6 +372,7 @@ async def test_the_readme_worked_example(client: httpx.AsyncClient) -> None:
         assert (
             await client.post("/v1/operators", json={"id": operator_id, "role": role})
         ).is_success
+        await operator_key(client, operator_id)  # each person requests and approves with it
     await use_policy(client, copy.deepcopy(DUAL_APPROVAL_EXAMPLE))
     alipay = {"type": "alipay", "account": "13800138000", "name": "张三"}
 

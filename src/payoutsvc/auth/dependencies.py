@@ -14,18 +14,20 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from payoutsvc.auth.keys import hash_secret
 from payoutsvc.auth.repository import AuthRepository
 from payoutsvc.deps import DbSession
-from payoutsvc.errors import InsufficientScope, ServiceError, Unauthorized
+from payoutsvc.errors import InsufficientScope, OperatorDisabled, ServiceError, Unauthorized
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer psk_…`")
 
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who is calling: the key's integration and scopes."""
+    """Who is calling: the key's integration and scopes, and the operator it is bound to
+    (None: an integration key, which proves no person)."""
 
     integration_id: str
     key_id: str
     scopes: frozenset[str]
+    operator_id: str | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -70,6 +72,17 @@ def _unauthorized(detail: str) -> ServiceError:
     return Unauthorized(detail, headers={"WWW-Authenticate": "Bearer"})
 
 
+async def _require_operator_enabled(repo: AuthRepository, operator_id: str) -> None:
+    """A disabled operator's keys can do nothing. Read on every request (not cached with the
+    key), so disabling an offboarded or compromised person stops their keys at once in every
+    process."""
+    if await repo.operator_state(operator_id) is not False:
+        raise OperatorDisabled(
+            "The operator this API key is bound to is disabled; its keys can do nothing.",
+            title="Operator disabled",
+        )
+
+
 async def authenticate(
     request: Request,
     session: DbSession,
@@ -84,8 +97,10 @@ async def authenticate(
         key = await AuthRepository(session).find_active_key(secret_hash)
         if key is None:
             raise _unauthorized("The API key is unknown or revoked.")
-        caller = Caller(key.integration_id, key.id, frozenset(key.scopes))
+        caller = Caller(key.integration_id, key.id, frozenset(key.scopes), key.operator_id)
         cache.put(secret_hash, caller)
+    if caller.operator_id is not None:
+        await _require_operator_enabled(AuthRepository(session), caller.operator_id)
     structlog.contextvars.bind_contextvars(
         integration_id=caller.integration_id, key_id=caller.key_id
     )

@@ -29,5 +29,10 @@ class ApiKey(Base):
     secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
     secret_hint: Mapped[str] = mapped_column(String(16))
     scopes: Mapped[list[str]] = mapped_column(JSON)
+    # Set: the key acts only as this operator (separation of duties, API.md "Operator-bound
+    # keys"); None: an integration key, which may name operators only where the policy allows.
+    operator_id: Mapped[str | None] = mapped_column(
+        ForeignKey("operators.id"), index=True, default=None
+    )
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)

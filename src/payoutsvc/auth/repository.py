@@ -9,6 +9,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payoutsvc.auth.models import ApiKey, Integration
+from payoutsvc.operators.models import Operator
 
 
 class AuthRepository:
@@ -18,6 +19,13 @@ class AuthRepository:
     async def find_active_key(self, secret_hash: str) -> ApiKey | None:
         result = await self.session.execute(
             select(ApiKey).where(ApiKey.secret_hash == secret_hash, ApiKey.revoked_at.is_(None))
+        )
+        return result.scalar_one_or_none()
+
+    async def operator_state(self, operator_id: str) -> bool | None:
+        """Whether the operator is disabled; None when there is no such operator."""
+        result = await self.session.execute(
+            select(Operator.disabled).where(Operator.id == operator_id)
         )
         return result.scalar_one_or_none()
 

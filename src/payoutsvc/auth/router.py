@@ -20,7 +20,9 @@ from payoutsvc.errors import (
     IntegrationExists,
     InvalidCursor,
     NotFound,
+    OperatorDisabled,
     Unauthorized,
+    UnknownOperator,
     ValidationFailed,
 )
 from payoutsvc.schemas_common import (
@@ -46,6 +48,7 @@ def _key_json(key: ApiKey) -> dict[str, Any]:
         "id": key.id,
         "integration_id": key.integration_id,
         "scopes": key.scopes,
+        "operator_id": key.operator_id,
         "hint": key.secret_hint,
         "created_at": key.created_at,
         "revoked_at": key.revoked_at,
@@ -103,18 +106,30 @@ async def get_integration(
     status_code=status.HTTP_201_CREATED,
     response_model=ApiKeyCreated,
     summary="Create an API key",
-    description="Returns the secret `key` once; only its SHA-256 hash is stored. Scope `admin`.",
-    responses=problem_responses(Unauthorized, InsufficientScope, NotFound, ValidationFailed),
+    description="Returns the secret `key` once; only its SHA-256 hash is stored. With "
+    "`operator_id` the key acts only as that operator (422 `unknown_operator` when there is no "
+    "such operator, 403 `operator_disabled` when it is disabled). Scope `admin`.",
+    responses=problem_responses(
+        Unauthorized,
+        InsufficientScope,
+        NotFound,
+        ValidationFailed,
+        UnknownOperator,
+        OperatorDisabled,
+    ),
 )
 async def create_api_key(
     integration_id: IntegrationId, body: ApiKeyCreate, session: DbSession, _caller: Admin
 ) -> dict[str, Any]:
-    key, secret = await AuthService(session).create_key(integration_id, body.scopes)
+    key, secret = await AuthService(session).create_key(
+        integration_id, body.scopes, operator_id=body.operator_id
+    )
     return {
         "id": key.id,
         "integration_id": key.integration_id,
         "key": secret,
         "scopes": key.scopes,
+        "operator_id": key.operator_id,
         "created_at": key.created_at,
     }
 

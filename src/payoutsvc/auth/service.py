@@ -10,7 +10,13 @@ from payoutsvc.auth.keys import SCOPES, generate_secret, hash_secret, secret_hin
 from payoutsvc.auth.models import ApiKey, Integration
 from payoutsvc.auth.repository import AuthRepository
 from payoutsvc.db.base import utcnow
-from payoutsvc.errors import IntegrationExists, not_found
+from payoutsvc.errors import (
+    FieldError,
+    IntegrationExists,
+    OperatorDisabled,
+    UnknownOperator,
+    not_found,
+)
 from payoutsvc.ids import new_id
 
 DEFAULT_INTEGRATION = "default"
@@ -41,10 +47,17 @@ class AuthService:
         return await self.repo.list_integrations(limit, before_id, only_id)
 
     async def create_key(
-        self, integration_id: str, scopes: Sequence[str], secret: str | None = None
+        self,
+        integration_id: str,
+        scopes: Sequence[str],
+        secret: str | None = None,
+        operator_id: str | None = None,
     ) -> tuple[ApiKey, str]:
-        """Create a key; returns it with its secret, which is never retrievable again."""
+        """Create a key, bound to ``operator_id`` when given; returns it with its secret,
+        which is never retrievable again."""
         await self.get_integration(integration_id)
+        if operator_id is not None:
+            await self._require_bindable(operator_id)
         secret = secret or generate_secret()
         ordered = [s for s in SCOPES if s in set(scopes)]
         key = ApiKey(
@@ -53,11 +66,26 @@ class AuthService:
             secret_hash=hash_secret(secret),
             secret_hint=secret_hint(secret),
             scopes=ordered,
+            operator_id=operator_id,
             created_at=utcnow(),
             revoked_at=None,
         )
         await self.repo.add_key(key)
         return key, secret
+
+    async def _require_bindable(self, operator_id: str) -> None:
+        # Only admins create keys, so naming what is wrong tells nobody anything new.
+        disabled = await self.repo.operator_state(operator_id)
+        if disabled is None:
+            raise UnknownOperator(
+                f"No operator {operator_id!r}; create it with POST /v1/operators first.",
+                errors=[FieldError("operator_id", "unknown_operator", "No such operator.")],
+            )
+        if disabled:
+            raise OperatorDisabled(
+                f"Operator {operator_id!r} is disabled; a key bound to it could do nothing.",
+                errors=[FieldError("operator_id", "operator_disabled", "Operator is disabled.")],
+            )
 
     async def list_keys(self, integration_id: str) -> Sequence[ApiKey]:
         await self.get_integration(integration_id)

@@ -4,7 +4,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, status
 
-from payoutsvc.auth.dependencies import Admin
 from payoutsvc.deps import DbSession
 from payoutsvc.errors import (
     InsufficientScope,
@@ -19,6 +18,8 @@ from payoutsvc.operators.schemas import OperatorCreate, OperatorOut, OperatorUpd
 from payoutsvc.operators.service import OperatorService
 from payoutsvc.schemas_common import LimitQuery, Page, decode_cursor, page_of, problem_responses
 
+# Every route needs scope `admin`; main.py attaches that dependency when it includes this
+# router, because the auth package depends on operators (operator-bound keys), not back.
 router = APIRouter(prefix="/v1/operators", tags=["Operators"])
 OperatorId = Annotated[str, Path(max_length=64, examples=["agent-17"])]
 
@@ -43,7 +44,7 @@ def _json(operator: Operator) -> dict[str, Any]:
     "helpdesk's own agent id. The `role` names a role of the policy. Scope `admin`.",
     responses=problem_responses(Unauthorized, InsufficientScope, OperatorExists, ValidationFailed),
 )
-async def create_operator(body: OperatorCreate, session: DbSession, _c: Admin) -> dict[str, Any]:
+async def create_operator(body: OperatorCreate, session: DbSession) -> dict[str, Any]:
     return _json(await OperatorService(session).create(body))
 
 
@@ -56,7 +57,6 @@ async def create_operator(body: OperatorCreate, session: DbSession, _c: Admin) -
 )
 async def list_operators(
     session: DbSession,
-    _c: Admin,
     limit: LimitQuery = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
@@ -73,7 +73,7 @@ async def list_operators(
     description="The operator with its role and whether it is disabled. Scope `admin`.",
     responses=problem_responses(Unauthorized, InsufficientScope, NotFound),
 )
-async def get_operator(operator_id: OperatorId, session: DbSession, _c: Admin) -> dict[str, Any]:
+async def get_operator(operator_id: OperatorId, session: DbSession) -> dict[str, Any]:
     return _json(await OperatorService(session).get(operator_id))
 
 
@@ -86,7 +86,7 @@ async def get_operator(operator_id: OperatorId, session: DbSession, _c: Admin) -
     responses=problem_responses(Unauthorized, InsufficientScope, NotFound, ValidationFailed),
 )
 async def update_operator(
-    operator_id: OperatorId, body: OperatorUpdate, session: DbSession, _c: Admin
+    operator_id: OperatorId, body: OperatorUpdate, session: DbSession
 ) -> dict[str, Any]:
     return _json(await OperatorService(session).update(operator_id, body))
 
@@ -99,5 +99,5 @@ async def update_operator(
     "disables it: it can no longer request or approve. Scope `admin`.",
     responses=problem_responses(Unauthorized, InsufficientScope, NotFound),
 )
-async def delete_operator(operator_id: OperatorId, session: DbSession, _c: Admin) -> dict[str, Any]:
+async def delete_operator(operator_id: OperatorId, session: DbSession) -> dict[str, Any]:
     return _json(await OperatorService(session).disable(operator_id))

@@ -72,9 +72,18 @@ class OperatorService:
         operator.updated_at = utcnow()
         return operator
 
-    async def require_active(self, operator_id: str, field: str = "operator_id") -> Operator:
-        """The operator acting on a payout: unknown or disabled ones are refused clearly."""
+    async def require_active(
+        self, operator_id: str, field: str = "operator_id", *, discreet: bool = False
+    ) -> Operator:
+        """The operator acting on a payout: unknown or disabled ones are refused. ``discreet``
+        (a non-admin key naming someone it does not prove): one answer for both, so the
+        caller learns nothing about which operators exist."""
         operator = await self.repo.get(operator_id)
+        if discreet and (operator is None or operator.disabled):
+            raise UnknownOperator(
+                f"{operator_id!r} is not an active operator.",
+                errors=[FieldError(field, "unknown_operator", "Not an active operator.")],
+            )
         if operator is None:
             raise UnknownOperator(
                 f"No operator {operator_id!r}; create it with POST /v1/operators.",

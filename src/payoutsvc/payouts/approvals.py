@@ -24,6 +24,7 @@ from payoutsvc.money import format_money
 from payoutsvc.operators.models import Operator
 from payoutsvc.operators.service import OperatorService
 from payoutsvc.payouts import transitions
+from payoutsvc.payouts.acting import Acting, Credential, deciding_operator
 from payoutsvc.payouts.models import Payout
 from payoutsvc.payouts.presenter import approval_json, payout_json
 from payoutsvc.payouts.repository import PayoutRepository
@@ -50,6 +51,18 @@ class ApprovalService:
         self.payouts = PayoutService(session, runtime)
         self.operators = OperatorService(session)
 
+    async def _decider(
+        self, credential: Credential, named: str | None
+    ) -> tuple[Operator, Acting, Policy]:
+        """The active operator taking a decision, as the key and the current policy allow
+        (see payouts/acting.py), checked before the payout is even looked up."""
+        policy = await PolicyService.of(self.session, self.runtime).current()
+        acting = deciding_operator(credential, named, policy)
+        operator = await self.operators.require_active(
+            acting.operator_id, discreet=acting.discreet_for(credential)
+        )
+        return operator, acting, policy
+
     async def _pending_payout(
         self, payout_id: str, visible_integration: str | None, arrow: transitions.Arrow
     ) -> Payout:
@@ -61,15 +74,20 @@ class ApprovalService:
         return payout
 
     async def approve(
-        self, payout_id: str, visible_integration: str | None, operator_id: str, comment: str | None
+        self,
+        credential: Credential,
+        payout_id: str,
+        visible_integration: str | None,
+        named: str | None,
+        comment: str | None,
     ) -> dict[str, Any]:
-        """Record ``operator_id``'s approval; once approvals reach ``required_approvals`` the
-        payout becomes ``approved`` (and the executor's job). The approver's role and limits
-        are those of the current policy: a role change applies to later decisions only."""
-        operator = await self.operators.require_active(operator_id)
+        """Record the acting operator's approval; once approvals reach ``required_approvals``
+        the payout becomes ``approved`` (and the executor's job). The approver's role and
+        limits are those of the current policy: a role change applies to later decisions
+        only."""
+        operator, acting, policy = await self._decider(credential, named)
         payout = await self._pending_payout(payout_id, visible_integration, transitions.APPROVE)
-        policy = await PolicyService.of(self.session, self.runtime).current()
-        _require_may_approve(operator, payout, policy)
+        _require_may_approve(operator, payout, policy, discreet=acting.discreet_for(credential))
         approvals = (await self.repo.approvals_for([payout.id]))[payout.id]
         if any(a.operator_id == operator.id for a in approvals):
             raise AlreadyApproved(
@@ -118,11 +136,17 @@ class ApprovalService:
         )
 
     async def reject(
-        self, payout_id: str, visible_integration: str | None, operator_id: str, reason: str | None
+        self,
+        credential: Credential,
+        payout_id: str,
+        visible_integration: str | None,
+        named: str | None,
+        reason: str | None,
     ) -> dict[str, Any]:
         """``pending_approval`` → ``rejected``. Money never moves, so any active operator may
-        reject (the key's ``payouts:approve`` scope is the gate), even after approving."""
-        operator = await self.operators.require_active(operator_id)
+        reject (the key's ``payouts:approve`` scope and its operator are the gate), even after
+        approving."""
+        operator, _acting, _policy = await self._decider(credential, named)
         payout = await self._pending_payout(payout_id, visible_integration, transitions.REJECT)
         approvals = (await self.repo.approvals_for([payout.id]))[payout.id]
         if not any(a.operator_id == operator.id for a in approvals):
@@ -150,15 +174,16 @@ class ApprovalService:
 
     async def resolve(
         self,
+        credential: Credential,
         payout_id: str,
         visible_integration: str | None,
-        operator_id: str,
+        named: str | None,
         outcome: Literal["succeeded", "failed"],
         comment: str | None,
     ) -> dict[str, Any]:
         """``needs_review`` → ``succeeded`` | ``failed``, after a person checked with the
         gateway what really happened."""
-        operator = await self.operators.require_active(operator_id)
+        operator, _acting, _policy = await self._decider(credential, named)
         target = PayoutStatus(outcome)
         values: dict[str, Any] = {}
         if target is PayoutStatus.SUCCEEDED:
@@ -179,15 +204,20 @@ class ApprovalService:
         )
 
 
-def _require_may_approve(operator: Operator, payout: Payout, policy: Policy) -> None:
+def _require_may_approve(
+    operator: Operator, payout: Payout, policy: Policy, *, discreet: bool
+) -> None:
     """Four eyes (never one's own request) and the approver's role limit under the current
-    policy; 403 otherwise."""
+    policy; 403 otherwise. ``discreet``: the caller does not prove the approver, so the
+    refusal does not tell their role or limit."""
     if payout.requested_by == operator.id:
         raise SelfApprovalForbidden(
             f"{operator.id} requested this payout and cannot approve it; another operator must."
         )
     if approver_limit_allows(policy, operator.role, payout.amount_minor, payout.currency):
         return
+    if discreet:
+        raise ApprovalLimitExceeded(f"{operator.id} may not approve this payout's amount.")
     limits = policy.role(operator.role)
     limit = (
         None

@@ -29,6 +29,7 @@ from payoutsvc.errors import (
     UnknownOperator,
     ValidationFailed,
 )
+from payoutsvc.payouts.acting import Credential
 from payoutsvc.payouts.approvals import ApprovalService
 from payoutsvc.payouts.schemas import (
     EXAMPLE_REQUEST,
@@ -116,7 +117,9 @@ async def create_payout(
     ] = None,
 ) -> JSONResponse:
     key = check_idempotency_key(idempotency_key)
-    answer = await PayoutService(session, runtime).create(caller.integration_id, key, body)
+    answer = await PayoutService(session, runtime).create(
+        Credential.of(caller), caller.integration_id, key, body
+    )
     headers = {"Idempotent-Replayed": "true"} if answer.replayed else {}
     if answer.status_code >= 400:
         headers["Content-Type"] = "application/problem+json"
@@ -212,7 +215,11 @@ async def cancel_payout(
 ) -> JSONResponse:
     return JSONResponse(
         await PayoutService(session, runtime).cancel(
-            payout_id, caller.visible_integration, body.operator_id, body.reason
+            Credential.of(caller),
+            payout_id,
+            caller.visible_integration,
+            body.operator_id,
+            body.reason,
         )
     )
 
@@ -241,9 +248,9 @@ async def cancel_payout(
     },
 )
 async def preview_payout(
-    body: PayoutCreate, session: DbSession, runtime: RuntimeDep, _caller: PayoutsWriter
+    body: PayoutCreate, session: DbSession, runtime: RuntimeDep, caller: PayoutsWriter
 ) -> JSONResponse:
-    return JSONResponse(await PayoutService(session, runtime).preview(body))
+    return JSONResponse(await PayoutService(session, runtime).preview(Credential.of(caller), body))
 
 
 @router.post(
@@ -272,7 +279,11 @@ async def approve_payout(
 ) -> JSONResponse:
     return JSONResponse(
         await ApprovalService(session, runtime).approve(
-            payout_id, caller.visible_integration, body.operator_id, body.comment
+            Credential.of(caller),
+            payout_id,
+            caller.visible_integration,
+            body.operator_id,
+            body.comment,
         )
     )
 
@@ -295,7 +306,11 @@ async def reject_payout(
 ) -> JSONResponse:
     return JSONResponse(
         await ApprovalService(session, runtime).reject(
-            payout_id, caller.visible_integration, body.operator_id, body.reason
+            Credential.of(caller),
+            payout_id,
+            caller.visible_integration,
+            body.operator_id,
+            body.reason,
         )
     )
 
@@ -319,6 +334,11 @@ async def resolve_payout(
 ) -> JSONResponse:
     return JSONResponse(
         await ApprovalService(session, runtime).resolve(
-            payout_id, caller.visible_integration, body.operator_id, body.outcome, body.comment
+            Credential.of(caller),
+            payout_id,
+            caller.visible_integration,
+            body.operator_id,
+            body.outcome,
+            body.comment,
         )
     )

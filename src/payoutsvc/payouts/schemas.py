@@ -69,7 +69,14 @@ class PayoutCreate(MoneyFields):
     ticket: TicketRef
     reason: Reason
     recipient: RecipientIn
-    requested_by: str = Field(min_length=1, max_length=64, examples=["agent-17"])
+    requested_by: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        examples=["agent-17"],
+        description="The requesting operator. May be omitted with an operator-bound key (it "
+        "defaults to the key's operator; naming anyone else is 403 `operator_mismatch`).",
+    )
     description: str | None = Field(default=None, max_length=1000)
     metadata: dict[str, str] = Field(
         default_factory=dict,
@@ -93,18 +100,30 @@ class PayoutCreate(MoneyFields):
         return value
 
 
+_ACTING_OPERATOR = (
+    "The acting operator. May be omitted with an operator-bound key (it defaults to the key's "
+    "operator; naming anyone else is 403 `operator_mismatch`); required otherwise."
+)
+
+
 class OperatorAction(StrictModel):
-    operator_id: str = Field(min_length=1, max_length=64, examples=["sup-2"])
+    operator_id: str | None = Field(
+        default=None, min_length=1, max_length=64, examples=["sup-2"], description=_ACTING_OPERATOR
+    )
     comment: str | None = Field(default=None, max_length=1000, examples=["ok"])
 
 
 class OperatorReasonAction(StrictModel):
-    operator_id: str = Field(min_length=1, max_length=64, examples=["sup-2"])
+    operator_id: str | None = Field(
+        default=None, min_length=1, max_length=64, examples=["sup-2"], description=_ACTING_OPERATOR
+    )
     reason: str | None = Field(default=None, max_length=1000, examples=["customer withdrew"])
 
 
 class ResolveAction(StrictModel):
-    operator_id: str = Field(min_length=1, max_length=64, examples=["fin-1"])
+    operator_id: str | None = Field(
+        default=None, min_length=1, max_length=64, examples=["fin-1"], description=_ACTING_OPERATOR
+    )
     outcome: Literal["succeeded", "failed"]
     comment: str | None = Field(default=None, max_length=1000)
 

@@ -31,6 +31,7 @@ from payoutsvc.metrics import PAYOUTS_CREATED
 from payoutsvc.money import parse_amount
 from payoutsvc.operators.service import OperatorService
 from payoutsvc.payouts import transitions
+from payoutsvc.payouts.acting import Acting, Credential, named_operator
 from payoutsvc.payouts.events import (
     NewEvent,
     append_events,
@@ -110,7 +111,9 @@ class PayoutService:
         self.repo = PayoutRepository(session)
 
     # -- create ----------------------------------------------------------------------------
-    async def create(self, integration_id: str, key: str, body: PayoutCreate) -> StoredResponse:
+    async def create(
+        self, credential: Credential, integration_id: str, key: str, body: PayoutCreate
+    ) -> StoredResponse:
         """Create a payout exactly once per (integration, Idempotency-Key).
 
         The key is claimed first by inserting its record in this transaction (see
@@ -118,19 +121,30 @@ class PayoutService:
         it, so a crash leaves neither. A second request with the same key gets 409 while the
         first runs (in-process set; PostgreSQL advisory lock across processes) and the stored
         answer once it has committed.
+
+        The requester is settled first (403 ``operator_mismatch`` stores nothing) and written
+        into the body, so the fingerprint names who asked: two keys of one integration bound
+        to different operators cannot replay each other's payout under one Idempotency-Key.
         """
+        requester = named_operator(credential, body.requested_by, "requested_by")
+        body = body.model_copy(update={"requested_by": requester.operator_id})
         flight = (integration_id, key)
         in_flight = self.runtime.idempotency_in_flight
         if flight in in_flight:
             raise _key_in_use()
         in_flight.add(flight)
         try:
-            return await self._create_once(integration_id, key, body)
+            return await self._create_once(credential, requester, integration_id, key, body)
         finally:
             in_flight.discard(flight)
 
     async def _create_once(
-        self, integration_id: str, key: str, body: PayoutCreate
+        self,
+        credential: Credential,
+        requester: Acting,
+        integration_id: str,
+        key: str,
+        body: PayoutCreate,
     ) -> StoredResponse:
         now = utcnow()
         fingerprint = request_fingerprint(body)
@@ -149,16 +163,22 @@ class PayoutService:
                 )
             return StoredResponse(stored.response_status, json.loads(stored.response_body), True)
 
-        response = await self._create_payout(integration_id, key, body, now)
+        request = self._policy_request(body, credential, requester)
+        response = await self._create_payout(integration_id, key, body, request, now)
         await self.repo.complete_idempotency_key(
             integration_id, key, response.status_code, json.dumps(response.body, ensure_ascii=False)
         )
         return response
 
     async def _create_payout(
-        self, integration_id: str, key: str, body: PayoutCreate, now: datetime
+        self,
+        integration_id: str,
+        key: str,
+        body: PayoutCreate,
+        checked: tuple[RecipientCheck, PayoutRequest],
+        now: datetime,
     ) -> StoredResponse:
-        _amount, check, request = self._policy_request(body)
+        check, request = checked
         # Locks the requester/ticket/recipient counters (PostgreSQL) until this transaction
         # commits, so parallel requests cannot both fit under a cap they exceed together.
         decision = await self.decide(request, now, lock=True)
@@ -169,7 +189,7 @@ class PayoutService:
             return StoredResponse(422, decision.to_service_error().to_problem())
         values = self._new_payout(integration_id, key, body, check, request, decision, now)
         snapshot = payout_json(_RowView(values))
-        events = _opening_events(values, body, check, decision, snapshot)
+        events = _opening_events(values, check, decision, snapshot)
         status = values["status"]
         await self.repo.insert_payout(values)
         await append_events(self.session, events)
@@ -206,7 +226,7 @@ class PayoutService:
             "recipient_encrypted": seal(self.runtime.cipher, check.normalized, payout_id),
             "recipient_public": public_view(check.normalized),
             "recipient_fingerprint": request.recipient_fingerprint,
-            "requested_by": body.requested_by,
+            "requested_by": request.requester_id,
             "description": body.description,
             "metadata": body.metadata,
             "required_approvals": decision.required_approvals,
@@ -229,9 +249,11 @@ class PayoutService:
             "updated_at": now,
         }
 
-    def _policy_request(self, body: PayoutCreate) -> tuple[int, RecipientCheck, PayoutRequest]:
+    def _policy_request(
+        self, body: PayoutCreate, credential: Credential, requester: Acting
+    ) -> tuple[RecipientCheck, PayoutRequest]:
         """Validate the recipient (422 ``invalid_recipient``) and describe the request to the
-        policy."""
+        policy, with what its messages may tell this caller."""
         amount_minor = parse_amount(body.amount, body.currency)
         check = validate_recipient(body.recipient, amount_minor, body.currency)
         if not check.valid:
@@ -243,19 +265,24 @@ class PayoutService:
             amount_minor=amount_minor,
             currency=body.currency,
             reason=body.reason,
-            requester_id=body.requested_by,
+            requester_id=requester.operator_id,
             ticket_system=body.ticket.system,
             ticket_id=body.ticket.id,
             recipient_fingerprint=recipient_fingerprint(
                 check.normalized, self.runtime.cipher.fingerprint_key
             ),
             recipient_warnings=tuple(w.code for w in check.warnings),
+            requester_verified=requester.verified,
+            disclose_totals=credential.admin,
+            disclose_requester=not requester.discreet_for(credential),
         )
-        return amount_minor, check, request
+        return check, request
 
-    async def preview(self, body: PayoutCreate) -> dict[str, Any]:
-        """What POST /v1/payouts would decide for ``body`` right now; creates nothing."""
-        _amount, check, request = self._policy_request(body)
+    async def preview(self, credential: Credential, body: PayoutCreate) -> dict[str, Any]:
+        """What POST /v1/payouts would decide for ``body`` right now, for this caller (the
+        same requester checks and the same discreet messages); creates nothing."""
+        requester = named_operator(credential, body.requested_by, "requested_by")
+        check, request = self._policy_request(body, credential, requester)
         decision = await self.decide(request, utcnow(), lock=False)
         status: str | None = None
         if not decision.forbidden:
@@ -373,22 +400,32 @@ class PayoutService:
         return planned.event.snapshot()
 
     async def cancel(
-        self, payout_id: str, visible_integration: str | None, operator_id: str, reason: str | None
+        self,
+        credential: Credential,
+        payout_id: str,
+        visible_integration: str | None,
+        named: str | None,
+        reason: str | None,
     ) -> dict[str, Any]:
-        await OperatorService(self.session).require_active(operator_id)
+        """Withdraw a payout before it is paid. Not gated by ``require_operator_key``: it is
+        not an approver's decision and never moves money, and the helpdesk that asked must be
+        able to take its request back; a bound key still cancels only as its own operator."""
+        acting = named_operator(credential, named, "operator_id")
+        await OperatorService(self.session).require_active(
+            acting.operator_id, discreet=acting.discreet_for(credential)
+        )
         return await self.transition(
             payout_id,
             visible_integration,
             transitions.CANCEL,
             PayoutStatus.CANCELED,
-            actor=operator_id,
-            event_data={"reason": reason},
+            actor=acting.operator_id,
+            event_data={"reason": reason, "operator_verified": acting.verified},
         )
 
 
 def _opening_events(
     values: PayoutColumns,
-    body: PayoutCreate,
     check: RecipientCheck,
     decision: PolicyDecision,
     snapshot: dict[str, Any],
@@ -397,7 +434,7 @@ def _opening_events(
     approved it), chained; sets the chain head in ``values``."""
     created, head = transitions.open_chain(
         values,
-        actor=body.requested_by,
+        actor=values["requested_by"],
         data={
             "policy": decision.as_json(),
             "required_approvals": decision.required_approvals,
@@ -448,6 +485,9 @@ def _payout_facts(request: PayoutRequest, facts: RequestFacts) -> PayoutFacts:
         recipient_blocked=facts.recipient_blocked,
         duplicate_suspected=facts.duplicate_suspected,
         recipient_warnings=request.recipient_warnings,
+        requester_verified=request.requester_verified,
+        disclose_totals=request.disclose_totals,
+        disclose_requester=request.disclose_requester,
     )
 
 

@@ -48,6 +48,7 @@ from payoutsvc.money import MoneyError, currency_exponent, format_amount, parse_
 __all__ = [
     "DEFAULT_POLICY_DOCUMENT",
     "PAYOUT_REASONS",
+    "ApprovalsIn",
     "PerRecipientDailyIn",
     "Policy",
     "PolicyDocumentIn",
@@ -171,6 +172,16 @@ class PerRecipientDailyIn(_PolicyModel):
     amount: AmountMap = Field(description="Total per recipient per policy day, per currency.")
 
 
+class ApprovalsIn(_PolicyModel):
+    require_operator_key: bool = Field(
+        default=True,
+        description="Approve, reject, release, resolve and record-payment only with an API key "
+        "bound to the acting operator, and never auto-approve a request whose key is not bound "
+        "to its requester. false: an integration key may name any operator (the helpdesk "
+        "vouches for its agents).",
+    )
+
+
 class PolicyDocumentIn(_PolicyModel):
     """The body of ``PUT /v1/policy``: the policy document without ``version``."""
 
@@ -183,6 +194,8 @@ class PolicyDocumentIn(_PolicyModel):
     timezone: TimezoneName = Field(
         default="UTC", description="IANA time zone that defines the day for daily totals."
     )
+    # Optional in a PUT (the built-in values apply); documented in the policy router.
+    approvals: ApprovalsIn = Field(default_factory=ApprovalsIn)
 
     def amount_maps(self) -> Iterator[tuple[str, Mapping[str, str]]]:
         """Every amount map in the document with its dotted path."""
@@ -340,6 +353,8 @@ class Policy:
     per_recipient_daily_amount: Mapping[str, int]
     duplicate_window_hours: int
     timezone: str = "UTC"
+    # Decisions only through a key bound to the acting operator; see ApprovalsIn.
+    require_operator_key: bool = True
 
     @property
     def zone(self) -> ZoneInfo:
@@ -381,6 +396,7 @@ class Policy:
             per_recipient_daily_amount=_to_minor(doc.per_recipient_daily.amount),
             duplicate_window_hours=doc.duplicate_window_hours,
             timezone=doc.timezone,
+            require_operator_key=doc.approvals.require_operator_key,
         )
 
     def to_document(self) -> dict[str, Any]:
@@ -408,6 +424,7 @@ class Policy:
             },
             "duplicate_window_hours": self.duplicate_window_hours,
             "timezone": self.timezone,
+            "approvals": {"require_operator_key": self.require_operator_key},
         }
 
 
@@ -447,6 +464,7 @@ DEFAULT_POLICY_DOCUMENT: dict[str, Any] = {
     },
     "duplicate_window_hours": 24,
     "timezone": "UTC",
+    "approvals": {"require_operator_key": True},
 }
 
 

@@ -41,6 +41,11 @@ _POLICY_TOP_LEVEL_DOCS = {
     "duplicate_window_hours": "A payout with the same ticket, recipient and amount as a live "
     "one created this many hours before needs approval; 0 turns the check off.",
     "timezone": "IANA time zone whose midnight starts a new day for the daily totals.",
+    "approvals": "`require_operator_key` (default true): approve, reject, release, resolve and "
+    "record-payment only with an API key bound to the acting operator (403 "
+    "`operator_key_required` otherwise), and a request whose key is not bound to its "
+    "requester is never auto-approved (rule `requester_unverified`). false: an integration "
+    "key may name any operator; the helpdesk vouches for who its agents are.",
 }
 
 # A worked example that makes the dual-approval rule reachable: finance may request up to

@@ -32,6 +32,7 @@ __all__ = [
     "RecipientBlocked",
     "RecipientWarnings",
     "RequestMax",
+    "RequesterUnverified",
     "RoleAutoApproveLimit",
     "Rule",
     "RuleOutcome",
@@ -59,6 +60,13 @@ class PayoutFacts:
     recipient_blocked: bool
     duplicate_suspected: bool  # same ticket + recipient + amount in the window, other key
     recipient_warnings: tuple[str, ...] = ()  # warning codes from recipient validation
+    requester_verified: bool = True  # the request came with a key bound to the requester
+    # What the messages may tell the caller (they are stored on the payout and shown to its
+    # integration): the amounts other payouts already use, which may be other integrations'
+    # (totals are company-wide), and the requester's existence, role and limits, which a key
+    # that does not prove the requester must not learn by naming operators.
+    disclose_totals: bool = True
+    disclose_requester: bool = True
 
 
 OutcomeKind = Literal["forbid", "require_approval"]
@@ -101,6 +109,10 @@ class Rule(ABC):
         return f"<rule {self.name}>"
 
 
+def _role_name(facts: PayoutFacts, role: RoleLimits) -> str:
+    return f"the {role.name} role" if facts.disclose_requester else "the requester's role"
+
+
 def _known_role(facts: PayoutFacts, policy: Policy) -> RoleLimits | None:
     """The requester's role when it exists in this policy; role rules stay silent otherwise
     (``operator_active`` already forbids the request)."""
@@ -120,6 +132,9 @@ class OperatorActive(Rule):
 
     def evaluate(self, facts: PayoutFacts, policy: Policy) -> RuleOutcome | None:
         who = facts.requester_id
+        active = facts.requester_active and policy.role(facts.requester_role) is not None
+        if not facts.disclose_requester:
+            return None if active else RuleOutcome.forbid(f"{who!r} is not an active operator.")
         if facts.requester_role is None:
             return RuleOutcome.forbid(f"Operator {who!r} is not a known operator.")
         if not facts.requester_active:
@@ -146,6 +161,8 @@ class ReasonAllowed(Rule):
         role = _known_role(facts, policy)
         if role is None or role.reasons is None or facts.reason in role.reasons:
             return None
+        if not facts.disclose_requester:
+            return RuleOutcome.forbid(f"Reason {facts.reason!r} is not allowed for the requester.")
         allowed = ", ".join(role.reasons) or "none"
         return RuleOutcome.forbid(
             f"Reason {facts.reason!r} is not allowed for the {role.name} role (allowed: {allowed})."
@@ -172,7 +189,8 @@ class CurrencyAllowed(Rule):
         if role is None:
             return None
         if currency not in role.request_max or currency not in role.daily_request_total:
-            return RuleOutcome.forbid(f"The {role.name} role cannot request payouts in {currency}.")
+            who = _role_name(facts, role).capitalize()
+            return RuleOutcome.forbid(f"{who} cannot request payouts in {currency}.")
         return None
 
 
@@ -192,9 +210,12 @@ class RequestMax(Rule):
         limit = role.request_max.get(facts.currency)
         if limit is None or facts.amount_minor <= limit:
             return None
+        amount = format_money(facts.amount_minor, facts.currency)
+        if not facts.disclose_requester:
+            return RuleOutcome.forbid(f"{amount} exceeds the requester's request limit.")
         return RuleOutcome.forbid(
-            f"{format_money(facts.amount_minor, facts.currency)} exceeds the {role.name} "
-            f"request limit of {format_money(limit, facts.currency)}."
+            f"{amount} exceeds the {role.name} request limit of "
+            f"{format_money(limit, facts.currency)}."
         )
 
 
@@ -216,6 +237,11 @@ class PerTicketMax(Rule):
         if total <= limit:
             return None
         c = facts.currency
+        if not facts.disclose_totals:
+            return RuleOutcome.forbid(
+                f"This payout would bring the ticket's total over the per-ticket limit of "
+                f"{format_money(limit, c)}."
+            )
         return RuleOutcome.forbid(
             f"This payout would bring the ticket's total to {format_money(total, c)} "
             f"(already {format_money(facts.ticket_total_minor, c)}), over the per-ticket limit "
@@ -244,11 +270,19 @@ class DailyRequestTotal(Rule):
         if total <= limit:
             return None
         c = facts.currency
+        limit_text = (
+            f"the {role.name} daily limit of {format_money(limit, c)}"
+            if facts.disclose_requester
+            else "the requester's daily limit"
+        )
+        if not facts.disclose_totals:
+            return RuleOutcome.forbid(
+                f"This payout would bring {facts.requester_id}'s total for today over {limit_text}."
+            )
         already = format_money(facts.requester_daily_total_minor, c)
         return RuleOutcome.forbid(
             f"This payout would bring {facts.requester_id}'s total for today to "
-            f"{format_money(total, c)} (already {already}), over the {role.name} daily limit "
-            f"of {format_money(limit, c)}."
+            f"{format_money(total, c)} (already {already}), over {limit_text}."
         )
 
 
@@ -266,6 +300,10 @@ class PerRecipientDailyCount(Rule):
         limit = policy.per_recipient_daily_count
         if limit is None or facts.recipient_daily_count + 1 <= limit:
             return None
+        if not facts.disclose_totals:
+            return RuleOutcome.forbid(
+                f"The recipient has reached the limit of {limit} payout(s) per recipient per day."
+            )
         return RuleOutcome.forbid(
             f"The recipient already has {facts.recipient_daily_count} payout(s) today; the limit "
             f"is {limit} per recipient per day."
@@ -290,6 +328,11 @@ class PerRecipientDailyAmount(Rule):
         if total <= limit:
             return None
         c = facts.currency
+        if not facts.disclose_totals:
+            return RuleOutcome.forbid(
+                "This payout would bring the recipient's total for today over the "
+                f"per-recipient daily limit of {format_money(limit, c)}."
+            )
         return RuleOutcome.forbid(
             f"This payout would bring the recipient's total for today to {format_money(total, c)} "
             f"(already {format_money(facts.recipient_daily_total_minor, c)}), over the "
@@ -349,6 +392,29 @@ class RecipientWarnings(Rule):
         )
 
 
+class RequesterUnverified(Rule):
+    """With ``approvals.require_operator_key``, a request whose API key is not bound to its
+    requester is never approved on the requester's authority: a person must approve it.
+
+    Prevents an integration key from naming a supervisor as requester to have a payout
+    auto-approved under the supervisor's limit, when the person at the helpdesk is an agent
+    whose own limit is far lower (or nobody at all). The request limits (``request_max``,
+    daily totals) still apply to the operator named.
+    """
+
+    name = "requester_unverified"
+    field = "requested_by"
+
+    def evaluate(self, facts: PayoutFacts, policy: Policy) -> RuleOutcome | None:
+        if facts.requester_verified or not policy.require_operator_key:
+            return None
+        return RuleOutcome.require_approval(
+            f"The API key is not bound to {facts.requester_id}, so the request is not approved "
+            "on their authority (policy approvals.require_operator_key); an operator must "
+            "approve it."
+        )
+
+
 class RoleAutoApproveLimit(Rule):
     """Above the role's auto-approval limit, a second person must approve.
 
@@ -365,21 +431,27 @@ class RoleAutoApproveLimit(Rule):
             return None
         limit = role.auto_approve_max.get(facts.currency)
         if limit is None:
+            who = _role_name(facts, role).capitalize()
             return RuleOutcome.require_approval(
-                f"The {role.name} role has no auto-approval limit in {facts.currency}."
+                f"{who} has no auto-approval limit in {facts.currency}."
             )
         if facts.amount_minor <= limit:
             return None
+        amount = format_money(facts.amount_minor, facts.currency)
+        if not facts.disclose_requester:
+            return RuleOutcome.require_approval(
+                f"{amount} exceeds the requester's auto-approval limit."
+            )
         return RuleOutcome.require_approval(
-            f"{format_money(facts.amount_minor, facts.currency)} exceeds the {role.name} "
-            f"auto-approval limit of {format_money(limit, facts.currency)}."
+            f"{amount} exceeds the {role.name} auto-approval limit of "
+            f"{format_money(limit, facts.currency)}."
         )
 
     def within_limit_message(self, facts: PayoutFacts, policy: Policy) -> str:
         """Why a payout this rule did not flag may go through without approval."""
         role = _known_role(facts, policy)
         limit = None if role is None else role.auto_approve_max.get(facts.currency)
-        if role is None or limit is None:
+        if role is None or limit is None or not facts.disclose_requester:
             return "within auto-approval limit"
         return (
             f"within auto-approval limit: {format_money(facts.amount_minor, facts.currency)} "
@@ -419,6 +491,7 @@ RULES: tuple[Rule, ...] = (
     RecipientBlocked(),
     DuplicateSuspected(),
     RecipientWarnings(),
+    RequesterUnverified(),
     RoleAutoApproveLimit(),
     DualApprovalOver(),
 )

@@ -90,6 +90,10 @@ class PayoutRequest:
     ticket_id: str
     recipient_fingerprint: str
     recipient_warnings: tuple[str, ...] = ()
+    # How the requester was established and what the caller may be told (PayoutFacts).
+    requester_verified: bool = True
+    disclose_totals: bool = True
+    disclose_requester: bool = True
 
     def limit_keys(self) -> list[tuple[str, ...]]:
         """The counters this request adds to: requester-day and ticket per currency, and the
