@@ -43,7 +43,7 @@ from tests.executor.support import (
     insert_approved,
     unique_body,
 )
-from tests.helpers import eventually
+from tests.helpers import bearer_of, eventually
 
 pytestmark = pytest.mark.slow
 
@@ -125,6 +125,8 @@ async def create_payouts(base: str, amounts: list[str]) -> list[str]:
         for operator, role in ((REQUESTER, "supervisor"), (APPROVER, "finance")):
             answer = await http.post("/v1/operators", json={"id": operator, "role": role})
             assert answer.status_code in (201, 409), answer.text
+        # Each person with their own operator-bound key, as require_operator_key wants.
+        requester, approver = [await bearer_of(http, o) for o in (REQUESTER, APPROVER)]
         gate = asyncio.Semaphore(8)
 
         async def one(amount: str) -> str:
@@ -132,7 +134,7 @@ async def create_payouts(base: str, amounts: list[str]) -> list[str]:
                 created = await http.post(
                     "/v1/payouts",
                     json=unique_body(amount),
-                    headers={"Idempotency-Key": uuid.uuid4().hex},
+                    headers={"Idempotency-Key": uuid.uuid4().hex, **requester},
                 )
                 assert created.status_code == 201, created.text
                 payout = created.json()
@@ -140,6 +142,7 @@ async def create_payouts(base: str, amounts: list[str]) -> list[str]:
                     approved = await http.post(
                         f"/v1/payouts/{payout['id']}/approve",
                         json={"operator_id": APPROVER, "comment": "test"},
+                        headers=approver,
                     )
                     assert approved.status_code == 200, approved.text
                 return str(payout["id"])

@@ -43,6 +43,7 @@ from payoutsvc.runtime import Runtime
 from tests.conftest import ADMIN_KEY, _truncate_postgres, make_settings
 from tests.executor.support import (
     APPROVER,
+    REQUESTER,
     FakeClock,
     FaultyGateway,
     active_count,
@@ -52,6 +53,7 @@ from tests.executor.support import (
     transfers_by_payout,
     unique_body,
 )
+from tests.helpers import bearer_of
 
 # minor % 1000 of each sandbox behaviour; amounts over 500.00 CNY wait for an approval.
 REMAINDERS = [12, 999, 998, 997, 996, 995, 994]
@@ -117,6 +119,9 @@ class ExecutorMachine(RuleBasedStateMachine):
             )
         )
         await setup_operators(self.client)
+        # The requester asks and the approver decides with their own operator-bound keys.
+        self.requester_key = await bearer_of(self.client, REQUESTER)
+        self.approver_key = await bearer_of(self.client, APPROVER)
         self.gateway = FaultyGateway(SandboxGateway(self.runtime.db))
         self.gateways = GatewayRegistry(self.runtime, instances={"sandbox": self.gateway})
         self.stack.push_async_callback(self.gateways.aclose)
@@ -150,7 +155,9 @@ class ExecutorMachine(RuleBasedStateMachine):
         body = unique_body(f"{minor // 100}.{minor % 100:02d}")
         created = self.run(
             self.client.post(
-                "/v1/payouts", json=body, headers={"Idempotency-Key": uuid.uuid4().hex}
+                "/v1/payouts",
+                json=body,
+                headers={"Idempotency-Key": uuid.uuid4().hex, **self.requester_key},
             )
         )
         assert created.status_code == 201, created.text
@@ -164,6 +171,7 @@ class ExecutorMachine(RuleBasedStateMachine):
             self.client.post(
                 f"/v1/payouts/{payout_id}/approve",
                 json={"operator_id": APPROVER, "comment": "ok"},
+                headers=self.approver_key,
             )
         )
         before = self.seen.get(payout_id)

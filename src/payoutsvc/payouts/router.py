@@ -22,6 +22,8 @@ from payoutsvc.errors import (
     InvalidStatusTransition,
     NotFound,
     OperatorDisabled,
+    OperatorKeyRequired,
+    OperatorMismatch,
     PolicyChanging,
     PolicyViolation,
     SelfApprovalForbidden,
@@ -62,6 +64,15 @@ _ACTION_ERRORS = (
     InvalidStatusTransition,
     ValidationFailed,
     UnknownOperator,
+    OperatorMismatch,
+)
+# What a decision (approve, reject, resolve) may answer besides: see payouts/acting.py.
+_DECISION_ERRORS = (*_ACTION_ERRORS, OperatorKeyRequired)
+_BOUND_KEYS = (
+    " With an operator-bound key `operator_id` may be omitted (it is the key's operator; "
+    "naming another is 403 `operator_mismatch`). Under the policy's "
+    "`approvals.require_operator_key` (default true) only such a key, bound to the operator "
+    "deciding, may decide: any other key, admin keys included, is 403 `operator_key_required`."
 )
 
 router = APIRouter(prefix="/v1/payouts", tags=["Payouts"])
@@ -81,8 +92,12 @@ PayoutId = Annotated[str, Path(max_length=40, examples=["po_01jd5x0z3q8m4k2n7p9r
         "**Idempotency** (per integration and key, kept at least 24 h): the same key with the "
         "same body replays the stored answer with `Idempotent-Replayed: true`; with a different "
         "body it is 422 `idempotency_key_reused`; while the first request is still running it "
-        "is 409 `idempotency_key_in_use`; a missing header is 400 `idempotency_key_missing`. "
-        "Scope `payouts:write`."
+        "is 409 `idempotency_key_in_use`; a missing header is 400 `idempotency_key_missing`.\n\n"
+        "**Requester**: with an operator-bound key `requested_by` may be omitted (it is the "
+        "key's operator; naming another is 403 `operator_mismatch`). Under the policy's "
+        "`approvals.require_operator_key` (default true) a request whose key is not bound to "
+        "its requester is never auto-approved (rule `requester_unverified`). Scope "
+        "`payouts:write`."
     ),
     responses={
         **problem_responses(
@@ -98,6 +113,7 @@ PayoutId = Annotated[str, Path(max_length=40, examples=["po_01jd5x0z3q8m4k2n7p9r
             PolicyViolation,
             UnknownOperator,
             OperatorDisabled,
+            OperatorMismatch,
             PolicyChanging,
         ),
         200: {"description": "Never returned; a replay repeats the original 201 (or 422)."},
@@ -203,7 +219,9 @@ async def list_payout_events(
     response_model=PayoutOut,
     summary="Cancel a payout",
     description="`pending_approval` or `approved` → `canceled`. Once the executor has taken "
-    "the payout (`processing`) it is 409 `invalid_status_transition`. Scope `payouts:write`.",
+    "the payout (`processing`) it is 409 `invalid_status_transition`. Scope `payouts:write`. "
+    "Not an approver's decision, so any key with the scope may cancel naming an active "
+    "operator; an operator-bound key cancels only as its operator (403 `operator_mismatch`).",
     responses=problem_responses(*_ACTION_ERRORS),
 )
 async def cancel_payout(
@@ -233,7 +251,10 @@ async def cancel_payout(
         "takes, against the current policy and today's totals, and answers what it would "
         "decide (`auto_approved`, `approval_required` with 1 or 2 approvals, or `forbidden` "
         "with each violated rule in `errors`). Creates nothing; needs no `Idempotency-Key`. "
-        "An invalid recipient is 422 `invalid_recipient`, as on create. Scope `payouts:write`."
+        "An invalid recipient is 422 `invalid_recipient`, as on create. For a key without "
+        "`admin`, messages about company-wide totals (ticket, recipient, the requester's day) "
+        "name the limit that would be exceeded, never the amounts already used, which may be "
+        "other integrations'. Scope `payouts:write`."
     ),
     responses=problem_responses(
         Unauthorized,
@@ -242,6 +263,7 @@ async def cancel_payout(
         InvalidRecipient,
         UnknownOperator,
         OperatorDisabled,
+        OperatorMismatch,
     ),
     openapi_extra={
         "requestBody": {"content": {"application/json": {"example": EXAMPLE_REQUEST}}},
@@ -264,10 +286,10 @@ async def preview_payout(
         "active and their role's `approve_max` (current policy) must cover the amount "
         "(403 `approval_limit_exceeded`); the requester can never approve their own payout "
         "(403 `self_approval_forbidden`); one operator counts once (409 `already_approved`). "
-        "Other statuses: 409 `invalid_status_transition`. Scope `payouts:approve`."
+        "Other statuses: 409 `invalid_status_transition`. Scope `payouts:approve`." + _BOUND_KEYS
     ),
     responses=problem_responses(
-        *_ACTION_ERRORS, SelfApprovalForbidden, ApprovalLimitExceeded, AlreadyApproved
+        *_DECISION_ERRORS, SelfApprovalForbidden, ApprovalLimitExceeded, AlreadyApproved
     ),
 )
 async def approve_payout(
@@ -294,8 +316,8 @@ async def approve_payout(
     summary="Reject a payout",
     description="`pending_approval` → `rejected`; the money never moves. The rejection and its "
     "`reason` are recorded in `approvals` (decision `rejected`) and the payout's events. "
-    "Other statuses: 409 `invalid_status_transition`. Scope `payouts:approve`.",
-    responses=problem_responses(*_ACTION_ERRORS),
+    "Other statuses: 409 `invalid_status_transition`. Scope `payouts:approve`." + _BOUND_KEYS,
+    responses=problem_responses(*_DECISION_ERRORS),
 )
 async def reject_payout(
     payout_id: PayoutId,
@@ -322,8 +344,8 @@ async def reject_payout(
     description="`needs_review` → `succeeded` or `failed`, once a person has established with "
     "the gateway what happened (the executor could not). `failed` sets the failure code "
     "`manual_review_failed` with the comment as message. Other statuses: 409 "
-    "`invalid_status_transition`. Scope `admin`.",
-    responses=problem_responses(*_ACTION_ERRORS),
+    "`invalid_status_transition`. Scope `admin`." + _BOUND_KEYS,
+    responses=problem_responses(*_DECISION_ERRORS),
 )
 async def resolve_payout(
     payout_id: PayoutId,

@@ -107,6 +107,14 @@ _ACTING_OPERATOR = (
 
 
 class OperatorAction(StrictModel):
+    # With an operator-bound key the body may be just the comment.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"comment": "ok"}, {"operator_id": "sup-2", "comment": "ok"}]
+        },
+    )
+
     operator_id: str | None = Field(
         default=None, min_length=1, max_length=64, examples=["sup-2"], description=_ACTING_OPERATOR
     )
@@ -114,6 +122,16 @@ class OperatorAction(StrictModel):
 
 
 class OperatorReasonAction(StrictModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"reason": "customer withdrew"},
+                {"operator_id": "sup-2", "reason": "customer withdrew"},
+            ]
+        },
+    )
+
     operator_id: str | None = Field(
         default=None, min_length=1, max_length=64, examples=["sup-2"], description=_ACTING_OPERATOR
     )
