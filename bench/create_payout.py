@@ -53,6 +53,9 @@ def prepare(base: str) -> None:
             )
             document["per_ticket_max"] = GENEROUS
             document["per_recipient_daily"] = {"count": 100000, "amount": GENEROUS}
+            # wrk sends one key naming many requesters, as a helpdesk trusted to vouch for its
+            # agents does; with bound keys required, none of its payouts would auto-approve.
+            document["approvals"] = {"require_operator_key": False}
             updated = http.put("/v1/policy", json=document)
             updated.raise_for_status()
 
