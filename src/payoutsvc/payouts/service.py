@@ -163,8 +163,8 @@ class PayoutService:
                 )
             return StoredResponse(stored.response_status, json.loads(stored.response_body), True)
 
-        request = self._policy_request(body, credential, requester)
-        response = await self._create_payout(integration_id, key, body, request, now)
+        checked = self._policy_request(body, credential, requester)
+        response = await self._create_payout(integration_id, key, body, checked, now)
         await self.repo.complete_idempotency_key(
             integration_id, key, response.status_code, json.dumps(response.body, ensure_ascii=False)
         )
