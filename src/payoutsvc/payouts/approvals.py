@@ -81,10 +81,9 @@ class ApprovalService:
         named: str | None,
         comment: str | None,
     ) -> dict[str, Any]:
-        """Record the acting operator's approval; once approvals reach ``required_approvals``
-        the payout becomes ``approved`` (and the executor's job). The approver's role and
-        limits are those of the current policy: a role change applies to later decisions
-        only."""
+        """Record the acting operator's approval; at ``required_approvals`` the payout becomes
+        ``approved`` (the executor's job). The approver's role and limits are the current
+        policy's: a role change applies to later decisions only."""
         operator, acting, policy = await self._decider(credential, named)
         payout = await self._pending_payout(payout_id, visible_integration, transitions.APPROVE)
         _require_may_approve(operator, payout, policy, discreet=acting.discreet_for(credential))
