@@ -27,13 +27,14 @@ from payoutsvc.gateways.registry import registry_for
 from payoutsvc.gateways.router import router as gateways_router
 from payoutsvc.http_errors import install_error_handlers
 from payoutsvc.logging import configure_logging
-from payoutsvc.middleware import RequestContextMiddleware
+from payoutsvc.middleware import RateLimitMiddleware, RequestContextMiddleware
 from payoutsvc.operators.router import router as operators_router
 from payoutsvc.ops.router import DOCS_ASSETS
 from payoutsvc.ops.router import router as ops_router
 from payoutsvc.payouts.router import router as payouts_router
 from payoutsvc.policy.router import router as policy_router
 from payoutsvc.policy.service import ensure_initial_policy
+from payoutsvc.ratelimit import RateLimiter
 from payoutsvc.recipients.router import router as recipients_router
 from payoutsvc.runtime import Runtime
 from payoutsvc.webhooks.router import router as webhooks_router
@@ -100,9 +101,15 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
         docs_url=None,
         redoc_url=None,
         openapi_url="/openapi.json",
+        # Every route's body is cut off at this size (a route may set its own) as it
+        # streams in: an oversized body is refused with 413 before the rest is read.
+        max_body_size=settings.max_body_bytes,
     )
     app.state.settings = settings
-    app.state.api_key_cache = ApiKeyCache()
+    app.state.api_key_cache = ApiKeyCache(ttl_seconds=settings.api_key_cache_seconds)
+    app.state.rate_limiter = RateLimiter.from_settings(settings)
+    # Added first, so it runs inside the request context: its 429s carry X-Request-Id.
+    app.add_middleware(RateLimitMiddleware, limiter=app.state.rate_limiter)
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
     _add_routes(app)

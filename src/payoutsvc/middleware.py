@@ -12,8 +12,9 @@ from typing import Any
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from payoutsvc.errors import PROBLEM_CONTENT_TYPE, NotFound, problem_body
+from payoutsvc.errors import PROBLEM_CONTENT_TYPE, NotFound, RateLimited, problem_body
 from payoutsvc.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from payoutsvc.ratelimit import PER_ADDRESS, RateLimiter, Verdict
 
 INTERNAL_ERROR_BODY = problem_body(
     500,
@@ -90,15 +91,74 @@ class RequestContextMiddleware:
             )
 
 
-async def _send_problem(send: Send, status: int, body: bytes) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
+async def _send_problem(
+    send: Send, status: int, body: bytes, extra: dict[str, str] | None = None
+) -> None:
+    headers = [
+        (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    headers.extend((name.lower().encode(), value.encode()) for name, value in (extra or {}).items())
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+API_PREFIX = "/v1/"
+CALLBACK_PREFIX = "/v1/gateway-callbacks/"
+# Where authenticate() leaves the API key's verdict for the response's RateLimit headers.
+RATE_LIMIT_STATE = "rate_limit"
+
+
+def client_address(scope: Scope) -> str:
+    """The peer's address (behind a proxy, run uvicorn with --forwarded-allow-ips so this
+    is the client's and not the proxy's)."""
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+class RateLimitMiddleware:
+    """Budgets that must hold before a request's body is read or a key is looked up.
+
+    Gateway callbacks carry no key: each one counts against its address's budget. Any other
+    ``/v1`` request from an address whose budget is spent (by requests without a valid
+    key, counted in authenticate()) is refused at once, so a key-guessing flood costs
+    neither a body read nor a query. Valid keys are counted per key in authenticate(); the
+    verdict it leaves in the request state becomes this response's RateLimit headers.
+    """
+
+    def __init__(self, app: ASGIApp, limiter: RateLimiter) -> None:
+        self.app = app
+        self.limiter = limiter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"] if scope["type"] == "http" else ""
+        if not path.startswith(API_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        address = client_address(scope)
+        if path.startswith(CALLBACK_PREFIX):
+            verdict = await self.limiter.hit(PER_ADDRESS, address)
+        else:
+            verdict = await self.limiter.peek(PER_ADDRESS, address)
+        if not verdict.allowed:
+            refusal = RateLimited("Too many requests from this address; see Retry-After.")
+            body = json.dumps(refusal.to_problem()).encode()
+            await _send_problem(send, refusal.status, body, verdict.headers())
+            return
+        state = scope.setdefault("state", {})
+        if path.startswith(CALLBACK_PREFIX):
+            state[RATE_LIMIT_STATE] = verdict
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                found: Verdict | None = state.get(RATE_LIMIT_STATE)
+                if found is not None:
+                    headers = list(message.get("headers", []))
+                    names = {name.lower() for name, _ in headers}
+                    for name, value in found.headers().items():
+                        if name.lower().encode() not in names:
+                            headers.append((name.lower().encode(), value.encode()))
+                    message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
