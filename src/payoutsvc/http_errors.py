@@ -227,7 +227,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            document = document_request_limits(generate(), app.max_body_size)
+            limit: int = app.state.settings.max_body_bytes
+            document = document_request_limits(generate(), limit)
             app.openapi_schema = document_problem_responses(document)
         return app.openapi_schema
 

@@ -21,13 +21,18 @@ from payoutsvc.config import Settings, get_settings
 from payoutsvc.crypto import load_cipher
 from payoutsvc.db.engine import Database
 from payoutsvc.db.migrate import current_revisions, head_revisions, upgrade_to_head
-from payoutsvc.executor.router import callbacks_router
+from payoutsvc.executor.router import MAX_CALLBACK_BYTES, callbacks_router
 from payoutsvc.executor.router import router as executor_router
 from payoutsvc.gateways.registry import registry_for
 from payoutsvc.gateways.router import router as gateways_router
 from payoutsvc.http_errors import install_error_handlers
 from payoutsvc.logging import configure_logging
-from payoutsvc.middleware import RateLimitMiddleware, RequestContextMiddleware
+from payoutsvc.middleware import (
+    CALLBACK_PREFIX,
+    BodyLimitMiddleware,
+    RateLimitMiddleware,
+    RequestContextMiddleware,
+)
 from payoutsvc.operators.router import router as operators_router
 from payoutsvc.ops.router import DOCS_ASSETS
 from payoutsvc.ops.router import router as ops_router
@@ -101,15 +106,18 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
         docs_url=None,
         redoc_url=None,
         openapi_url="/openapi.json",
-        # Every route's body is cut off at this size (a route may set its own) as it
-        # streams in: an oversized body is refused with 413 before the rest is read.
-        max_body_size=settings.max_body_bytes,
     )
     app.state.settings = settings
     app.state.api_key_cache = ApiKeyCache(ttl_seconds=settings.api_key_cache_seconds)
     app.state.rate_limiter = RateLimiter.from_settings(settings)
-    # Added first, so it runs inside the request context: its 429s carry X-Request-Id.
+    # Added first, so they run inside the request context: their 413s and 429s carry
+    # X-Request-Id. The body limit comes before the rate limit's budget checks.
     app.add_middleware(RateLimitMiddleware, limiter=app.state.rate_limiter)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        default=settings.max_body_bytes,
+        route_limits={CALLBACK_PREFIX: MAX_CALLBACK_BYTES},
+    )
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
     _add_routes(app)

@@ -98,6 +98,8 @@ async def list_payout_attempts(
 # -- gateway callbacks (signed by the provider, no API key) ------------------------------------
 callbacks_router = APIRouter(tags=["Gateways"])
 
+# Provider notices are small; a bigger body is refused before the rest is read
+# (main.py gives BodyLimitMiddleware this limit for the callback paths).
 MAX_CALLBACK_BYTES = 64 * 1024
 
 SANDBOX_NOTICE_EXAMPLE = {
@@ -147,8 +149,6 @@ class CallbackAck(BaseModel):
         GatewayUnavailable,
         RateLimited,
     ),
-    # Provider notices are small; a bigger body is refused before the rest is read.
-    max_body_size=MAX_CALLBACK_BYTES,
     openapi_extra={
         "x-max-body-bytes": MAX_CALLBACK_BYTES,
         "requestBody": {
@@ -166,7 +166,7 @@ async def receive_gateway_callback(
     registry = registry_for(runtime)
     if not registry.is_configured(gateway):
         raise NotFound(f"No gateway {gateway!r} is configured.", title="Gateway not found")
-    body = await request.body()  # at most MAX_CALLBACK_BYTES: max_body_size cuts it off
+    body = await request.body()  # at most MAX_CALLBACK_BYTES: BodyLimitMiddleware cuts it off
     try:
         adapter = registry.get(gateway)
     except MissingCredential as exc:
