@@ -94,6 +94,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
             yield
         finally:
             await loops.stop()
+            app.state.rate_limiter.close()
             if runtime is not None:  # adapters built for callbacks hold HTTP connections
                 await registry_for(runtime).aclose()
             await db.dispose()

@@ -14,7 +14,9 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
+import coredis
 import structlog
 from limits import RateLimitItem, RateLimitItemPerSecond, parse
 from limits.aio.storage import MemoryStorage, Storage
@@ -74,13 +76,21 @@ class RateLimiter:
 
     def __init__(self, item: RateLimitItem, storage_uri: str = "memory://") -> None:
         self.item = item
-        self._shared = storage_uri.startswith(("redis://", "rediss://"))
-        storage = storage_from_string(_async_uri(storage_uri), wrap_exceptions=True)
+        options: dict[str, Any] = {}
+        self._pool: coredis.ConnectionPool | None = None
+        if storage_uri.startswith(("redis://", "rediss://")):
+            # Our own pool, so shutting down can close its connections.
+            self._pool = options["connection_pool"] = coredis.ConnectionPool.from_url(storage_uri)
+        storage = storage_from_string(_async_uri(storage_uri), wrap_exceptions=True, **options)
         assert isinstance(storage, Storage)
         self._strategy = MovingWindowRateLimiter(storage)
         self._fallback = MovingWindowRateLimiter(MemoryStorage())
         self._storage_down = False
         self._retry_shared_at = 0.0
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.disconnect()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RateLimiter:
@@ -113,14 +123,11 @@ class RateLimiter:
     ) -> Verdict:
         if count:
             allowed = await strategy.hit(self.item, policy, identity)
+            stats = await strategy.get_window_stats(self.item, policy, identity)
         else:
-            allowed = await strategy.test(self.item, policy, identity)
-        return await self._verdict(strategy, policy, identity, allowed)
-
-    async def _verdict(
-        self, strategy: MovingWindowRateLimiter, policy: str, identity: str, allowed: bool
-    ) -> Verdict:
-        stats = await strategy.get_window_stats(self.item, policy, identity)
+            # A peek is this one read (one Redis round trip): every /v1 request makes one.
+            stats = await strategy.get_window_stats(self.item, policy, identity)
+            allowed = stats.remaining > 0
         return Verdict(
             allowed=allowed,
             policy=policy,
@@ -137,6 +144,6 @@ class RateLimiter:
             self._storage_down = True
 
     def _note_storage_up(self) -> None:
-        if self._storage_down and self._shared:
+        if self._storage_down:
             log.info("rate_limit.storage_back")
         self._storage_down = False
