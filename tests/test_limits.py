@@ -191,7 +191,8 @@ async def test_300_bad_key_requests_from_one_address_meet_a_429(database_url: st
         async with http(app, key="psk_guess", address="198.51.100.1") as elsewhere:
             other_address = await elsewhere.get("/v1/payouts")
     assert set(answers[:first_429]) == {401}
-    assert 150 <= first_429 <= 200, first_429  # the burst, minus what refilled meanwhile
+    # The burst, plus whatever left the 2 s window meanwhile (nothing, unless this was slow).
+    assert 200 <= first_429 < 300, first_429
     assert set(answers[first_429:]) == {429}
     assert_problem(refused, 429, "rate_limited")
     assert "retry-after" in refused.headers

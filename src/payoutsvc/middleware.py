@@ -1,5 +1,6 @@
-"""Request id, access log and HTTP metrics, as one pure ASGI middleware (no per-request
-task switch like BaseHTTPMiddleware)."""
+"""Pure ASGI middlewares (no per-request task switch like BaseHTTPMiddleware): request id,
+access log and HTTP metrics; the body size limit; the rate limits that hold before a body
+is read or a key looked up."""
 
 from __future__ import annotations
 
