@@ -59,7 +59,8 @@ class Verdict:
 
 def burst_item(rate: str, burst: int) -> RateLimitItem:
     """``burst`` requests per the time ``rate`` needs to refill them: 100/second with bursts
-    of 200 is 200 per 2 seconds (whole seconds, the window's granularity)."""
+    of 200 is 200 per 2 seconds. The window is whole seconds (at least one), so a burst
+    smaller than the rate's one-second amount also lowers the rate to ``burst`` a second."""
     sustained = parse(rate)
     window = max(1, math.ceil(burst * sustained.get_expiry() / sustained.amount))
     return RateLimitItemPerSecond(burst, window)
