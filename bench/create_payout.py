@@ -76,6 +76,9 @@ def main() -> None:
             "PAYOUTSVC_BOOTSTRAP_API_KEY": API_KEY,
             "PAYOUTSVC_ENCRYPTION_KEY": generate_key(),
             "PAYOUTSVC_ENVIRONMENT": "production",
+            # The bench measures throughput, not the per-key limit (100/s by default).
+            "PAYOUTSVC_RATE_LIMIT": "1000000/second",
+            "PAYOUTSVC_RATE_LIMIT_BURST": "1000000",
         }
         import subprocess
 

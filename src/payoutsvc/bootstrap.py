@@ -24,9 +24,15 @@ async def bootstrap(db: Database, settings: Settings) -> None:
                 service = AuthService(session)
                 first_start = await service.is_empty()
                 if settings.bootstrap_api_key is not None:
-                    await service.ensure_bootstrap_key(
+                    usable = await service.ensure_bootstrap_key(
                         settings.bootstrap_api_key.get_secret_value()
                     )
+                    if not usable:
+                        log.warning(
+                            "bootstrap.key_revoked",
+                            hint="PAYOUTSVC_BOOTSTRAP_API_KEY was revoked and stays so; "
+                            "set a new value or unset it",
+                        )
                 elif first_start and settings.uses_embedded_default:
                     integration, _ = await service.ensure_default_integration()
                     _key, secret = await service.create_key(integration.id, SCOPES)

@@ -7,12 +7,17 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from limits import parse_many
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from payoutsvc.retry import parse_schedule
 
 DEFAULT_SQLITE_FILE = "payoutsvc.db"
+# A bootstrap key is an admin key anyone can try to guess: outside development it needs at
+# least this many characters (`payoutsvc create-api-key` makes 40+).
+MIN_BOOTSTRAP_KEY_CHARS = 32
+_RATE_LIMIT_STORAGES = ("memory://", "redis://", "rediss://")
 
 
 def _parse_seconds_list(value: object) -> object:
@@ -20,7 +25,11 @@ def _parse_seconds_list(value: object) -> object:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PAYOUTSVC_", extra="ignore")
+    # hide_input_in_errors: a refused setting must not print secrets (the bootstrap key, the
+    # encryption key, a database URL's password) into a startup log.
+    model_config = SettingsConfigDict(
+        env_prefix="PAYOUTSVC_", extra="ignore", hide_input_in_errors=True
+    )
 
     database_url: str = Field(
         default=f"sqlite+aiosqlite:///./{DEFAULT_SQLITE_FILE}",
@@ -68,6 +77,63 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
     environment: Literal["development", "production"] = "development"
+    # -- limits (README "Limits") ---------------------------------------------------------
+    max_body_bytes: int = Field(
+        default=256 * 1024, ge=1024, description="Largest request body (413 beyond)."
+    )
+    rate_limit: str = Field(
+        default="100/second",
+        description="Sustained request rate per API key, and per client address for "
+        "requests without a valid key and for gateway callbacks (limits library notation).",
+    )
+    rate_limit_burst: int = Field(
+        default=200, ge=1, description="How many requests may come at once within the rate."
+    )
+    rate_limit_storage: str = Field(
+        default="memory://",
+        description="Where budgets are counted: memory:// (this process) or redis://host:port "
+        "(shared by every API replica).",
+    )
+    webhook_max_endpoints: int = Field(default=20, ge=1, le=1000)
+    api_key_cache_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        le=2,
+        description="How long a verified key is trusted without a query: the longest a "
+        "revocation takes to reach another process.",
+    )
+    metrics_token: SecretStr | None = None
+    metrics_refresh_seconds: float = Field(default=5.0, ge=0)
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit_shape(cls, value: str) -> str:
+        items = parse_many(value)  # ValueError names what it could not read
+        if len(items) != 1:
+            raise ValueError("expected one rate such as '100/second'")
+        return value
+
+    @field_validator("rate_limit_storage")
+    @classmethod
+    def _rate_limit_storage_scheme(cls, value: str) -> str:
+        if not value.startswith(_RATE_LIMIT_STORAGES):
+            raise ValueError(f"expected a URL starting with one of {_RATE_LIMIT_STORAGES}")
+        return value
+
+    @model_validator(mode="after")
+    def _strong_bootstrap_key(self) -> Settings:
+        key = self.bootstrap_api_key
+        if (
+            self.environment != "development"
+            and key is not None
+            and len(key.get_secret_value()) < MIN_BOOTSTRAP_KEY_CHARS
+        ):
+            raise ValueError(
+                f"PAYOUTSVC_BOOTSTRAP_API_KEY needs at least {MIN_BOOTSTRAP_KEY_CHARS} "
+                "characters outside development (generate one: "
+                "python -c 'import secrets; print(\"psk_\" + secrets.token_urlsafe(32))')"
+            )
+        return self
 
     @field_validator("webhook_retry_schedule", "executor_retry_schedule", mode="before")
     @classmethod

@@ -164,6 +164,8 @@ class RecipientAlreadyBlocked(ServiceError):
 
 # -- 413 ----------------------------------------------------------------------------------
 class PayloadTooLarge(ServiceError):
+    """The request body is over its route's limit; refused before the rest is read."""
+
     status, code, title = 413, "payload_too_large", "Payload too large"
 
 
@@ -198,6 +200,21 @@ class WebhookUrlRefused(ServiceError):
     status, code, title = 422, "webhook_url_refused", "Webhook URL refused"
 
 
+class TooManyEndpoints(ServiceError):
+    """An integration has PAYOUTSVC_WEBHOOK_MAX_ENDPOINTS endpoints already: each one is a
+    delivery row written in every payout's transaction, so the count is bounded."""
+
+    status, code, title = 422, "too_many_endpoints", "Too many webhook endpoints"
+
+
+# -- 429 ----------------------------------------------------------------------------------
+class RateLimited(ServiceError):
+    """Over the API key's (or, without a valid key, the client address's) request budget;
+    ``Retry-After`` and the ``RateLimit`` headers say when it refills."""
+
+    status, code, title = 429, "rate_limited", "Too many requests"
+
+
 # -- 503 ----------------------------------------------------------------------------------
 class PolicyChanging(ServiceError):
     status, code, title = 503, "policy_changing", "Policy is being changed"
@@ -222,6 +239,11 @@ def error_codes() -> dict[str, type[ServiceError]]:
     return {cls.code: cls for cls in error_classes()}
 
 
+# A problem lists at most this many field errors: a body with a million bad items must not
+# be answered with a million-item list (the detail still says how many there were).
+MAX_FIELD_ERRORS = 50
+
+
 def problem_body(
     status: int, code: str, title: str, detail: str = "", errors: list[FieldError] | None = None
 ) -> dict[str, Any]:
@@ -231,14 +253,19 @@ def problem_body(
         "status": status,
         "detail": detail or title,
         "code": code,
-        "errors": [e.as_dict() for e in (errors or [])],
+        "errors": [e.as_dict() for e in (errors or [])[:MAX_FIELD_ERRORS]],
     }
 
 
+def summarize_field_errors(errors: list[FieldError], total: int | None = None) -> str:
+    """The first few problems as one sentence, and how many more there were."""
+    total = len(errors) if total is None else total
+    shown = "; ".join(f"{e.field}: {e.message}" for e in errors[:5])
+    return shown if total <= 5 else f"{shown} (and {total - 5} more)"
+
+
 def validation_failed(errors: list[FieldError], detail: str = "") -> ValidationFailed:
-    return ValidationFailed(
-        detail or "; ".join(f"{e.field}: {e.message}" for e in errors), errors=errors
-    )
+    return ValidationFailed(detail or summarize_field_errors(errors), errors=errors)
 
 
 def not_found(what: str, object_id: str) -> NotFound:

@@ -14,12 +14,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from payoutsvc.errors import (
+    MAX_FIELD_ERRORS,
     PROBLEM_CONTENT_TYPE,
     FieldError,
     InvalidJson,
+    PayloadTooLarge,
+    RateLimited,
     ServiceError,
     ValidationFailed,
     problem_body,
+    summarize_field_errors,
 )
 from payoutsvc.recipients.schemas import RECIPIENT_TYPES
 from payoutsvc.schemas_common import Problem
@@ -99,13 +103,15 @@ async def _service_error(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = field_errors_from_pydantic(exc.errors())
+    raw = exc.errors()
+    # Only the first MAX_FIELD_ERRORS are rendered (problem_body caps the list); converting
+    # the rest of a huge body's errors would be work nobody reads.
+    errors = field_errors_from_pydantic(raw[:MAX_FIELD_ERRORS])
     failure: ServiceError
     if any(e.code == InvalidJson.code for e in errors):
         failure = InvalidJson("The request body is not valid JSON.")
     else:
-        detail = "; ".join(f"{e.field}: {e.message}" for e in errors[:5])
-        failure = ValidationFailed(detail, errors=errors)
+        failure = ValidationFailed(summarize_field_errors(errors, len(raw)), errors=errors)
     return _problem(failure.status, failure.to_problem())
 
 
@@ -186,6 +192,32 @@ def document_problem_responses(document: dict[str, Any]) -> dict[str, Any]:  # n
     return document
 
 
+BODY_LIMIT_EXTENSION = "x-max-body-bytes"
+
+
+def document_request_limits(document: dict[str, Any], default_limit: int | None) -> dict[str, Any]:
+    """Say in the document what the limits do (in place): every operation with a body has
+    its byte limit as ``x-max-body-bytes`` (a route with its own ``max_body_size`` states it
+    in ``openapi_extra``) and answers 413 beyond it; every operation behind an API key may
+    answer 429."""
+    for path_item in document.get("paths", {}).values():
+        for method, operation in path_item.items():
+            if method not in _OPENAPI_METHODS:
+                continue
+            responses: dict[str, Any] = operation.setdefault("responses", {})
+            limit = operation.get(BODY_LIMIT_EXTENSION, default_limit)
+            if "requestBody" in operation and limit is not None:
+                operation[BODY_LIMIT_EXTENSION] = limit
+                responses.setdefault(
+                    "413", {"description": f"`{PayloadTooLarge.code}`: body over {limit} bytes"}
+                )
+            if operation.get("security"):
+                responses.setdefault(
+                    "429", {"description": f"`{RateLimited.code}`: over the request rate"}
+                )
+    return document
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Render every error as problem+json, and document it so in the app's OpenAPI."""
     app.add_exception_handler(ServiceError, _service_error)
@@ -195,7 +227,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = document_problem_responses(generate())
+            limit: int = app.state.settings.max_body_bytes
+            document = document_request_limits(generate(), limit)
+            app.openapi_schema = document_problem_responses(document)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -21,19 +21,25 @@ from payoutsvc.config import Settings, get_settings
 from payoutsvc.crypto import load_cipher
 from payoutsvc.db.engine import Database
 from payoutsvc.db.migrate import current_revisions, head_revisions, upgrade_to_head
-from payoutsvc.executor.router import callbacks_router
+from payoutsvc.executor.router import MAX_CALLBACK_BYTES, callbacks_router
 from payoutsvc.executor.router import router as executor_router
 from payoutsvc.gateways.registry import registry_for
 from payoutsvc.gateways.router import router as gateways_router
 from payoutsvc.http_errors import install_error_handlers
 from payoutsvc.logging import configure_logging
-from payoutsvc.middleware import RequestContextMiddleware
+from payoutsvc.middleware import (
+    CALLBACK_PREFIX,
+    BodyLimitMiddleware,
+    RateLimitMiddleware,
+    RequestContextMiddleware,
+)
 from payoutsvc.operators.router import router as operators_router
 from payoutsvc.ops.router import DOCS_ASSETS
 from payoutsvc.ops.router import router as ops_router
 from payoutsvc.payouts.router import router as payouts_router
 from payoutsvc.policy.router import router as policy_router
 from payoutsvc.policy.service import ensure_initial_policy
+from payoutsvc.ratelimit import RateLimiter
 from payoutsvc.recipients.router import router as recipients_router
 from payoutsvc.runtime import Runtime
 from payoutsvc.webhooks.router import router as webhooks_router
@@ -88,6 +94,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
             yield
         finally:
             await loops.stop()
+            app.state.rate_limiter.close()
             if runtime is not None:  # adapters built for callbacks hold HTTP connections
                 await registry_for(runtime).aclose()
             await db.dispose()
@@ -102,7 +109,16 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
         openapi_url="/openapi.json",
     )
     app.state.settings = settings
-    app.state.api_key_cache = ApiKeyCache()
+    app.state.api_key_cache = ApiKeyCache(ttl_seconds=settings.api_key_cache_seconds)
+    app.state.rate_limiter = RateLimiter.from_settings(settings)
+    # Added first, so they run inside the request context: their 413s and 429s carry
+    # X-Request-Id. The body limit comes before the rate limit's budget checks.
+    app.add_middleware(RateLimitMiddleware, limiter=app.state.rate_limiter)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        default=settings.max_body_bytes,
+        route_limits={CALLBACK_PREFIX: MAX_CALLBACK_BYTES},
+    )
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
     _add_routes(app)

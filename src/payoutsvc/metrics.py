@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
 from prometheus_client import Counter, Gauge, Histogram
 
 HTTP_REQUESTS = Counter(
@@ -87,3 +91,37 @@ WEBHOOK_OLDEST_PENDING_AGE = Gauge(
     "payoutsvc_webhook_oldest_pending_age_seconds",
     "Age of the oldest pending webhook delivery (0 when none is pending)",
 )
+
+
+class ThrottledRefresh:
+    """Runs ``refresh`` (the queue gauges' database reads) at most once per ``interval``
+    seconds however often /metrics is scraped: N scrapers, or one scraping every second,
+    cost the database one read per interval. Concurrent scrapes wait for the same read."""
+
+    def __init__(
+        self,
+        refresh: Callable[[], Awaitable[None]],
+        interval: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._refresh = refresh
+        self._interval = interval
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._next_at: float | None = None
+
+    async def __call__(self) -> None:
+        if self._fresh():
+            return
+        async with self._lock:
+            if self._fresh():  # another scrape refreshed while this one waited
+                return
+            try:
+                await self._refresh()
+            finally:
+                # Also after a failure: a database that is down is asked again only after
+                # the interval, not by every scrape.
+                self._next_at = self._clock() + self._interval
+
+    def _fresh(self) -> bool:
+        return self._next_at is not None and self._clock() < self._next_at

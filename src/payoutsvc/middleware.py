@@ -1,5 +1,6 @@
-"""Request id, access log and HTTP metrics, as one pure ASGI middleware (no per-request
-task switch like BaseHTTPMiddleware)."""
+"""Pure ASGI middlewares (no per-request task switch like BaseHTTPMiddleware): request id,
+access log and HTTP metrics; the body size limit; the rate limits that hold before a body
+is read or a key looked up."""
 
 from __future__ import annotations
 
@@ -10,10 +11,18 @@ import uuid
 from typing import Any
 
 import structlog
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from payoutsvc.errors import PROBLEM_CONTENT_TYPE, NotFound, problem_body
+from payoutsvc.errors import (
+    PROBLEM_CONTENT_TYPE,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    problem_body,
+)
 from payoutsvc.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from payoutsvc.ratelimit import PER_ADDRESS, RateLimiter, Verdict
 
 INTERNAL_ERROR_BODY = problem_body(
     500,
@@ -90,15 +99,155 @@ class RequestContextMiddleware:
             )
 
 
-async def _send_problem(send: Send, status: int, body: bytes) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
+async def _send_problem(
+    send: Send, status: int, body: bytes, extra: dict[str, str] | None = None
+) -> None:
+    headers = [
+        (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    headers.extend((name.lower().encode(), value.encode()) for name, value in (extra or {}).items())
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from ``receive`` once a body passes its limit. An HTTPException because the
+    framework passes those through from body parsing (anything else would become its 400)
+    and the app's handler renders 413 as problem+json ``payload_too_large``."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"The request body is larger than {limit} bytes.")
+        self.limit = limit
+
+
+class BodyLimitMiddleware:
+    """Bodies are limited as they stream in, before anything parses them: a declared
+    Content-Length over the limit is refused at once, unread; a chunked body is cut off as
+    soon as it passes the limit. ``route_limits`` maps path prefixes to their own limits.
+
+    Ours rather than FastAPI's ``max_body_size``: that one answers a declared oversize with a
+    plain-text 413 in place of whatever the app says, and every error here is problem+json.
+    """
+
+    def __init__(self, app: ASGIApp, default: int, route_limits: dict[str, int]) -> None:
+        self.app = app
+        self.default = default
+        self.route_limits = route_limits
+
+    def limit_for(self, path: str) -> int:
+        for prefix, limit in self.route_limits.items():
+            if path.startswith(prefix):
+                return limit
+        return self.default
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(scope["path"])
+        declared = _content_length(scope)
+        if declared is not None and declared > limit:
+            await _send_problem(send, 413, _too_large_body(limit))
+            return
+        received = 0
+
+        async def receive_within_limit() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        started = False
+
+        async def send_tracking(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive_within_limit, send_tracking)
+        except BodyTooLarge:
+            # Read outside the framework's body parsing (nothing caught it on the way).
+            if started:
+                raise
+            await _send_problem(send, 413, _too_large_body(limit))
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _too_large_body(limit: int) -> bytes:
+    problem = PayloadTooLarge(f"The request body is larger than {limit} bytes.").to_problem()
+    return json.dumps(problem).encode()
+
+
+API_PREFIX = "/v1/"
+CALLBACK_PREFIX = "/v1/gateway-callbacks/"
+# Where authenticate() leaves the API key's verdict for the response's RateLimit headers.
+RATE_LIMIT_STATE = "rate_limit"
+
+
+def client_address(scope: Scope) -> str:
+    """The peer's address (behind a proxy, run uvicorn with --forwarded-allow-ips so this
+    is the client's and not the proxy's)."""
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+class RateLimitMiddleware:
+    """Budgets that must hold before a request's body is read or a key is looked up.
+
+    Gateway callbacks carry no key: each one counts against its address's budget. Any other
+    ``/v1`` request from an address whose budget is spent (by requests without a valid
+    key, counted in authenticate()) is refused at once, so a key-guessing flood costs
+    neither a body read nor a query. Valid keys are counted per key in authenticate(); the
+    verdict it leaves in the request state becomes this response's RateLimit headers.
+    """
+
+    def __init__(self, app: ASGIApp, limiter: RateLimiter) -> None:
+        self.app = app
+        self.limiter = limiter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"] if scope["type"] == "http" else ""
+        if not path.startswith(API_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        address = client_address(scope)
+        if path.startswith(CALLBACK_PREFIX):
+            verdict = await self.limiter.hit(PER_ADDRESS, address)
+        else:
+            verdict = await self.limiter.peek(PER_ADDRESS, address)
+        if not verdict.allowed:
+            refusal = RateLimited("Too many requests from this address; see Retry-After.")
+            body = json.dumps(refusal.to_problem()).encode()
+            await _send_problem(send, refusal.status, body, verdict.headers())
+            return
+        state = scope.setdefault("state", {})
+        if path.startswith(CALLBACK_PREFIX):
+            state[RATE_LIMIT_STATE] = verdict
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                found: Verdict | None = state.get(RATE_LIMIT_STATE)
+                if found is not None:
+                    headers = list(message.get("headers", []))
+                    names = {name.lower() for name, _ in headers}
+                    for name, value in found.headers().items():
+                        if name.lower().encode() not in names:
+                            headers.append((name.lower().encode(), value.encode()))
+                    message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

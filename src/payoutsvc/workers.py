@@ -9,6 +9,7 @@ from payoutsvc.background import BackgroundLoops
 from payoutsvc.db.base import utcnow
 from payoutsvc.executor.loop import start_executor
 from payoutsvc.executor.metrics import refresh_executor_gauges
+from payoutsvc.metrics import ThrottledRefresh
 from payoutsvc.payouts.repository import PayoutRepository
 from payoutsvc.runtime import Runtime
 from payoutsvc.webhooks.sender import refresh_webhook_gauges, start_webhook_sender
@@ -19,7 +20,8 @@ IDEMPOTENCY_PURGE_INTERVAL_SECONDS = 3600.0
 def start_background_work(
     runtime: Runtime, loops: BackgroundLoops, run_worker: bool
 ) -> Callable[[], Awaitable[None]]:
-    """Start the loops; returns the coroutine function that refreshes /metrics gauges."""
+    """Start the loops; returns the coroutine function that refreshes /metrics gauges (at
+    most every PAYOUTSVC_METRICS_REFRESH_SECONDS)."""
 
     async def purge_idempotency() -> None:
         async with runtime.db.transaction() as session:
@@ -34,4 +36,4 @@ def start_background_work(
         await refresh_executor_gauges(runtime)
         await refresh_webhook_gauges(runtime)
 
-    return refresh_gauges
+    return ThrottledRefresh(refresh_gauges, runtime.settings.metrics_refresh_seconds)

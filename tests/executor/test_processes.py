@@ -73,6 +73,8 @@ def service_env(database_url: str, **overrides: str) -> dict[str, str]:
         PAYOUTSVC_LOG_LEVEL="WARNING",
         PAYOUTSVC_LOG_FORMAT="json",
         PAYOUTSVC_WORKER_POLL_INTERVAL="0.05",
+        PAYOUTSVC_RATE_LIMIT="100000/second",  # the tests burst far beyond a helpdesk
+        PAYOUTSVC_RATE_LIMIT_BURST="100000",
         PAYOUTSVC_EXECUTOR_RETRY_SCHEDULE="0.1,0.1,0.2,0.2,0.3,0.3",
         # Short, so the restart takes over soon; calls time out at a third of it.
         PAYOUTSVC_EXECUTOR_LEASE_SECONDS="5",

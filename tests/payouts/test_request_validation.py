@@ -242,3 +242,36 @@ async def test_control_characters_in_text_are_refused_and_nothing_is_created(
     )
     assert_problem(approve, 422, "validation_failed", field="operator_id")
     assert (await client.get(f"/v1/payouts/{created['id']}%00")).status_code in (404, 422)
+
+
+async def test_control_characters_are_refused_in_every_resources_text(
+    client: httpx.AsyncClient,
+) -> None:
+    """Beyond payouts: operators, integrations, webhook endpoints and payout actions refuse
+    NUL (PostgreSQL text cannot hold it) with 422 naming the field, never a 500."""
+    await create_operator(client, "agent-17", "agent")
+    created = await new_payout(client)
+    endpoint = await client.post("/v1/webhook-endpoints", json={"url": "https://127.0.0.1:9/h"})
+    assert endpoint.status_code == 201, endpoint.text
+    cases = [
+        ("POST", "/v1/operators", {"id": "sup-9", "role": "agent", "display_name": "Li\x00"}),
+        ("PATCH", "/v1/operators/agent-17", {"display_name": "Li\x00Lei"}),
+        ("POST", "/v1/integrations", {"name": "zen\x00desk"}),
+        ("POST", "/v1/webhook-endpoints", {"url": "https://127.0.0.1:9/\x00"}),
+        (
+            "PATCH",
+            f"/v1/webhook-endpoints/{endpoint.json()['id']}",
+            {"description": "prod\x00"},
+        ),
+        (
+            "POST",
+            f"/v1/payouts/{created['id']}/cancel",
+            {"operator_id": "agent-17", "reason": "withdrawn\x00"},
+        ),
+    ]
+    failures = CaseFailures()
+    for method, path, body in cases:
+        with failures.case(f"{method} {path} {body}"):
+            response = await client.request(method, path, json=body)
+            assert_problem(response, 422, "validation_failed", field_code="control_character")
+    failures.check()

@@ -14,7 +14,15 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from payoutsvc.auth.keys import hash_secret
 from payoutsvc.auth.repository import AuthRepository
 from payoutsvc.deps import DbSession
-from payoutsvc.errors import InsufficientScope, OperatorDisabled, ServiceError, Unauthorized
+from payoutsvc.errors import (
+    InsufficientScope,
+    OperatorDisabled,
+    RateLimited,
+    ServiceError,
+    Unauthorized,
+)
+from payoutsvc.middleware import RATE_LIMIT_STATE, client_address
+from payoutsvc.ratelimit import PER_ADDRESS, PER_KEY, RateLimiter
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer psk_…`")
 
@@ -40,13 +48,15 @@ class Caller:
 
 
 class ApiKeyCache:
-    """Verified keys for a few seconds, saving a query on every request.
+    """Verified keys for a moment, saving a query on every request.
 
     A revocation takes effect at once in the process that revoked the key and within
-    ``ttl_seconds`` in every other process.
+    ``ttl_seconds`` (PAYOUTSVC_API_KEY_CACHE_SECONDS, at most 2) in every other process:
+    the API promises 401 everywhere within 2 s. Only valid keys are cached; an unknown key
+    is looked up each time, and its address's budget bounds how often.
     """
 
-    def __init__(self, ttl_seconds: float = 5.0, max_entries: int = 10_000) -> None:
+    def __init__(self, ttl_seconds: float = 1.0, max_entries: int = 10_000) -> None:
         self.ttl_seconds = ttl_seconds
         self.max_entries = max_entries
         self._entries: dict[str, tuple[Caller, float]] = {}
@@ -68,7 +78,16 @@ class ApiKeyCache:
                 del self._entries[secret_hash]
 
 
-def _unauthorized(detail: str) -> ServiceError:
+async def _refuse(request: Request, detail: str) -> ServiceError:
+    """401 for a missing or bad key, counted against the address's budget: once that is
+    spent, 429 (and RateLimitMiddleware refuses the address's next requests unread)."""
+    limiter: RateLimiter = request.app.state.rate_limiter
+    verdict = await limiter.hit(PER_ADDRESS, client_address(request.scope))
+    if not verdict.allowed:
+        return RateLimited(
+            "Too many requests without a valid API key from this address; see Retry-After.",
+            headers=verdict.headers(),
+        )
     return Unauthorized(detail, headers={"WWW-Authenticate": "Bearer"})
 
 
@@ -89,14 +108,14 @@ async def authenticate(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
-        raise _unauthorized("Send the API key as `Authorization: Bearer <key>`.")
+        raise await _refuse(request, "Send the API key as `Authorization: Bearer <key>`.")
     secret_hash = hash_secret(credentials.credentials)
     cache: ApiKeyCache = request.app.state.api_key_cache
     caller = cache.get(secret_hash)
     if caller is None:
         key = await AuthRepository(session).find_active_key(secret_hash)
         if key is None:
-            raise _unauthorized("The API key is unknown or revoked.")
+            raise await _refuse(request, "The API key is unknown or revoked.")
         caller = Caller(key.integration_id, key.id, frozenset(key.scopes), key.operator_id)
         cache.put(secret_hash, caller)
     if caller.operator_id is not None:
@@ -104,6 +123,11 @@ async def authenticate(
     structlog.contextvars.bind_contextvars(
         integration_id=caller.integration_id, key_id=caller.key_id
     )
+    limiter: RateLimiter = request.app.state.rate_limiter
+    verdict = await limiter.hit(PER_KEY, caller.key_id)
+    if not verdict.allowed:
+        raise RateLimited("This API key is over its request rate.", headers=verdict.headers())
+    setattr(request.state, RATE_LIMIT_STATE, verdict)
     request.state.caller = caller
     return caller
 

@@ -152,7 +152,9 @@ async def list_api_keys(
     "/{integration_id}/api-keys/{key_id}",
     response_model=ApiKeyOut,
     summary="Revoke an API key",
-    description="The key stops working at once. Scope `admin`.",
+    description="The key stops working at once in the process that revoked it and within "
+    "`PAYOUTSVC_API_KEY_CACHE_SECONDS` (1 s by default, at most 2) in every other. It stays "
+    "revoked, the `PAYOUTSVC_BOOTSTRAP_API_KEY` included. Scope `admin`.",
     responses=problem_responses(Unauthorized, InsufficientScope, NotFound),
 )
 async def revoke_api_key(

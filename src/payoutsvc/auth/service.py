@@ -103,15 +103,21 @@ class AuthService:
             return existing, False
         return await self.create_integration(DEFAULT_INTEGRATION), True
 
-    async def ensure_bootstrap_key(self, secret: str) -> None:
-        """PAYOUTSVC_BOOTSTRAP_API_KEY: make sure an all-scopes key with this value exists."""
+    async def ensure_bootstrap_key(self, secret: str) -> bool:
+        """PAYOUTSVC_BOOTSTRAP_API_KEY: make sure an all-scopes key with this value exists.
+
+        A revoked bootstrap key stays revoked: whoever revoked it did so because the value
+        leaked, and the next start must not bring it back. Returns False in that case.
+        """
         integration, _ = await self.ensure_default_integration()
         existing = await self.repo.get_key_by_hash(hash_secret(secret))
         if existing is None:
             await self.create_key(integration.id, SCOPES, secret=secret)
-        elif existing.revoked_at is not None or set(existing.scopes) != set(SCOPES):
-            existing.revoked_at = None
+        elif existing.revoked_at is not None:
+            return False
+        elif set(existing.scopes) != set(SCOPES):
             existing.scopes = list(SCOPES)
+        return True
 
     async def is_empty(self) -> bool:
         return await self.repo.count_integrations() == 0

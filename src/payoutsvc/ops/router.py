@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import SecretStr
 from sqlalchemy import text
 
 from payoutsvc.db.migrate import current_revisions
 from payoutsvc.deps import RuntimeDep
+from payoutsvc.errors import Unauthorized
+from payoutsvc.schemas_common import problem_responses
 
 router = APIRouter(tags=["Operations"])
 DOCS_ASSETS = "/docs/assets"
@@ -60,13 +64,31 @@ async def readyz(runtime: RuntimeDep, request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok", "database": "ok", "schema": "current"})
 
 
+def _check_metrics_token(request: Request, token: SecretStr | None) -> None:
+    if token is None:
+        return
+    scheme, _, offered = request.headers.get("authorization", "").partition(" ")
+    expected = token.get_secret_value().encode()
+    # compare_digest: the time taken must not tell how much of a guess was right.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(offered.strip().encode(), expected):
+        raise Unauthorized(
+            "Send PAYOUTSVC_METRICS_TOKEN as `Authorization: Bearer <token>`.",
+            headers={"WWW-Authenticate": "Bearer"},
+            title="Missing or invalid metrics token",
+        )
+
+
 @router.get(
     "/metrics",
     summary="Prometheus metrics",
-    description="Prometheus text format. Needs no key.",
+    description="Prometheus text format. Needs no API key; when `PAYOUTSVC_METRICS_TOKEN` is "
+    "set, needs `Authorization: Bearer <that token>` (401 otherwise). Queue gauges are read "
+    "from the database at most every `PAYOUTSVC_METRICS_REFRESH_SECONDS` (default 5).",
     response_class=Response,
+    responses=problem_responses(Unauthorized),
 )
-async def metrics(request: Request) -> Response:
+async def metrics(request: Request, runtime: RuntimeDep) -> Response:
+    _check_metrics_token(request, runtime.settings.metrics_token)
     refresh = getattr(request.app.state, "refresh_gauges", None)
     if refresh is not None:
         await refresh()

@@ -27,6 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payoutsvc.db.bulk import BulkInsert, array_parameters, unnest_of
+from payoutsvc.db.locks import advisory_lock_id
 from payoutsvc.db.signals import signal_on_commit
 from payoutsvc.webhooks.models import (
     DeliveryStatus,
@@ -122,6 +123,22 @@ class WebhookRepository:
         return self.session.get_bind().dialect.name == "postgresql"
 
     # -- endpoints -----------------------------------------------------------------------------
+    async def lock_endpoint_list(self, integration_id: str) -> None:
+        """Serialise endpoint creation per integration until this transaction ends, so two
+        concurrent creations cannot both see room for one more (PostgreSQL: an advisory
+        lock; SQLite: write transactions begin IMMEDIATE and run one at a time already)."""
+        if self.is_postgres:
+            await self.session.execute(
+                text("SELECT pg_advisory_xact_lock(:lock_id)"),
+                {"lock_id": advisory_lock_id("webhook-endpoints", integration_id)},
+            )
+
+    async def count_endpoints(self, integration_id: str) -> int:
+        result = await self.session.execute(
+            select(func.count()).where(_endpoints.c.integration_id == integration_id)
+        )
+        return int(result.scalar_one())
+
     async def insert_endpoint(self, values: Mapping[str, Any]) -> None:
         await self.session.execute(insert(WebhookEndpoint).values(**values))
 

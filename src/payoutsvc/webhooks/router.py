@@ -15,6 +15,7 @@ from payoutsvc.errors import (
     InsufficientScope,
     InvalidCursor,
     NotFound,
+    TooManyEndpoints,
     Unauthorized,
     ValidationFailed,
     WebhookUrlRefused,
@@ -67,10 +68,17 @@ def _resolver(request: Request) -> Resolver | None:
         "only here (and after a rotation). The URL must be https and resolve only to public "
         "addresses, else 422 `webhook_url_refused` with the reason in `errors[].code` "
         "(`https_required`, `private_address`, `non_canonical_ip`, `credentials_in_url`, "
-        "`unresolvable_host`, `invalid_url`)." + _SCOPE_NOTE
+        "`unresolvable_host`, `invalid_url`). An integration has at most "
+        "`PAYOUTSVC_WEBHOOK_MAX_ENDPOINTS` (default 20) endpoints: 422 `too_many_endpoints` "
+        "beyond." + _SCOPE_NOTE
     ),
     responses=problem_responses(
-        Unauthorized, InsufficientScope, NotFound, ValidationFailed, WebhookUrlRefused
+        Unauthorized,
+        InsufficientScope,
+        NotFound,
+        ValidationFailed,
+        WebhookUrlRefused,
+        TooManyEndpoints,
     ),
 )
 async def create_endpoint(

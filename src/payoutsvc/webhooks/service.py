@@ -18,6 +18,7 @@ from payoutsvc.errors import (
     EndpointDisabled,
     FieldError,
     ServiceError,
+    TooManyEndpoints,
     WebhookUrlRefused,
     not_found,
     validation_failed,
@@ -108,7 +109,14 @@ class WebhookService:
     async def create_endpoint(
         self, integration_id: str, body: WebhookEndpointCreate
     ) -> dict[str, Any]:
-        await self.check_url(body.url)
+        await self.check_url(body.url)  # before the lock: it may wait for DNS
+        await self.repo.lock_endpoint_list(integration_id)
+        cap = self.runtime.settings.webhook_max_endpoints
+        if await self.repo.count_endpoints(integration_id) >= cap:
+            raise TooManyEndpoints(
+                f"This integration has {cap} webhook endpoints, the most it may have "
+                "(PAYOUTSVC_WEBHOOK_MAX_ENDPOINTS); delete one first."
+            )
         now = utcnow()
         endpoint_id = new_id("we", int(now.timestamp() * 1000))
         secret = generate_secret()
