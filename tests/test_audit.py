@@ -17,6 +17,7 @@ from payoutsvc.cli import app as cli_app
 from payoutsvc.config import get_settings
 from payoutsvc.payouts.events import event_hash
 from payoutsvc.payouts.models import Payout, PayoutEvent
+from tests.conftest import ENCRYPTION_KEY
 from tests.policy.support import approve, body, created, db, setup_world
 
 
@@ -31,9 +32,14 @@ async def _history(client: httpx.AsyncClient) -> dict[str, Any]:
     return payout
 
 
+def _key(app: FastAPI) -> bytes:
+    key: bytes = app.state.runtime.audit_key
+    return key
+
+
 async def _verify(app: FastAPI) -> AuditReport:
     async with db(app).transaction(write=False) as session:
-        return await verify_all(session)
+        return await verify_all(session, _key(app))
 
 
 async def _event(app: FastAPI, payout_id: str, sequence: int) -> PayoutEvent:
@@ -53,9 +59,9 @@ async def _sql(app: FastAPI, *statements: Any) -> None:
             await session.execute(statement)
 
 
-def _rehash(event: PayoutEvent, **changes: Any) -> dict[str, Any]:
-    """The row values of ``event`` changed by ``changes`` with a recomputed, valid hash: what
-    a careful forger writes."""
+def _rehash(event: PayoutEvent, key: bytes | None, **changes: Any) -> dict[str, Any]:
+    """The row values of ``event`` changed by ``changes`` with a recomputed hash: what a
+    careful forger writes (with the audit ``key`` if they stole it, else plain SHA-256)."""
     values = {
         "id": event.id,
         "payout_id": event.payout_id,
@@ -66,6 +72,7 @@ def _rehash(event: PayoutEvent, **changes: Any) -> dict[str, Any]:
         "data": event.data,
         "at": event.at,
         "prev_hash": event.prev_hash,
+        "hash_scheme": event.hash_scheme,
     }
     values.update(changes)
     values["hash"] = event_hash(
@@ -77,6 +84,7 @@ def _rehash(event: PayoutEvent, **changes: Any) -> dict[str, Any]:
         data=values["data"],
         prev_hash=values["prev_hash"],
         event_id=values["id"],
+        key=key,
     )
     return values
 
@@ -108,7 +116,7 @@ async def test_an_edited_event_is_named(app: FastAPI, world: dict[str, Any]) -> 
 
 async def test_an_edited_and_rehashed_event_is_named(app: FastAPI, world: dict[str, Any]) -> None:
     approved = await _event(app, world["target"]["id"], 2)
-    values = _rehash(approved, actor="fin-1")
+    values = _rehash(approved, _key(app), actor="fin-1")
     await _sql(app, update(PayoutEvent).where(PayoutEvent.id == approved.id).values(values))
     (problem,) = (await _verify(app)).problems
     assert (problem.kind, problem.event_id, problem.sequence) == ("altered", approved.id, 2)
@@ -118,7 +126,7 @@ async def test_an_edited_and_rehashed_event_is_named(app: FastAPI, world: dict[s
         app,
         update(PayoutEvent)
         .where(PayoutEvent.id == canceled.id)
-        .values(_rehash(canceled, data={**canceled.data, "reason": "customer asked"})),
+        .values(_rehash(canceled, _key(app), data={**canceled.data, "reason": "customer asked"})),
     )
     problems = {p.payout_id: p for p in (await _verify(app)).problems}
     assert (
@@ -163,6 +171,7 @@ async def test_an_appended_event_is_named(app: FastAPI, world: dict[str, Any]) -
     last = await _event(app, world["target"]["id"], 3)
     forged = _rehash(
         last,
+        _key(app),
         id="evt_forged000000000000000000",
         sequence=4,
         type="payout.approved",
@@ -182,6 +191,7 @@ async def test_an_event_inserted_in_the_middle_is_named(
     first, second, third = [await _event(app, pid, n) for n in (1, 2, 3)]
     forged = _rehash(
         second,
+        _key(app),
         id="evt_forged000000000000000001",
         actor="fin-1",
         data={"status": "approved", "comment": "fine"},
@@ -225,6 +235,7 @@ async def test_the_cli_exits_non_zero_and_names_the_event(
     app: FastAPI, world: dict[str, Any], database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PAYOUTSVC_DATABASE_URL", database_url)
+    monkeypatch.setenv("PAYOUTSVC_ENCRYPTION_KEY", ENCRYPTION_KEY)
     get_settings.cache_clear()
     try:
         intact = await asyncio.to_thread(_cli)

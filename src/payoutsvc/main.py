@@ -29,6 +29,7 @@ from payoutsvc.http_errors import install_error_handlers
 from payoutsvc.logging import configure_logging
 from payoutsvc.middleware import RequestContextMiddleware
 from payoutsvc.operators.router import router as operators_router
+from payoutsvc.ops.audit_router import router as audit_router
 from payoutsvc.ops.router import DOCS_ASSETS
 from payoutsvc.ops.router import router as ops_router
 from payoutsvc.payouts.router import router as payouts_router
@@ -121,6 +122,7 @@ def _add_routes(app: FastAPI) -> None:
         webhooks_router,
         operators_router,
         integrations_router,
+        audit_router,
         ops_router,
     ):
         app.include_router(router)
