@@ -4,6 +4,8 @@ altered, removed or inserted event is named."""
 from __future__ import annotations
 
 import asyncio
+import json
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -12,12 +14,15 @@ from fastapi import FastAPI
 from sqlalchemy import delete, insert, select, update
 from typer.testing import CliRunner
 
-from payoutsvc.audit import AuditReport, verify_all
+from payoutsvc.audit import AuditReport, checkpoint_if_due, record_checkpoint, verify_all
 from payoutsvc.cli import app as cli_app
 from payoutsvc.config import get_settings
+from payoutsvc.db.base import utcnow
 from payoutsvc.payouts.events import event_hash
-from payoutsvc.payouts.models import Payout, PayoutEvent
+from payoutsvc.payouts.models import AuditCheckpoint, Payout, PayoutApproval, PayoutEvent
+from payoutsvc.webhooks.models import WebhookDelivery
 from tests.conftest import ENCRYPTION_KEY
+from tests.helpers import new_integration_client
 from tests.policy.support import approve, body, created, db, setup_world
 
 
@@ -258,3 +263,218 @@ async def test_the_cli_exits_non_zero_and_names_the_event(
         assert missing.exit_code == 2
     finally:
         get_settings.cache_clear()
+
+
+# -- keyed chains: what a forger without the audit key cannot hide ----------------------------
+async def _events(app: FastAPI, payout_id: str) -> list[PayoutEvent]:
+    async with db(app).transaction() as session:
+        query = (
+            select(PayoutEvent)
+            .where(PayoutEvent.payout_id == payout_id)
+            .order_by(PayoutEvent.sequence)
+        )
+        return list((await session.execute(query)).scalars())
+
+
+@pytest.mark.parametrize("scheme", ["hmac-sha256", "sha256"])
+async def test_an_edit_rehashed_with_plain_sha256_is_named(
+    app: FastAPI, world: dict[str, Any], scheme: str
+) -> None:
+    """The attack the unkeyed chain could not see: edit an event, recompute plain SHA-256
+    hashes for it and every later event, move the head. Whether the forger leaves the row
+    marked keyed or marks it plain (the pre-0008 scheme), the edit is named."""
+    pid = world["target"]["id"]
+    chain = await _events(app, pid)
+    statements: list[Any] = []
+    prev_hash = chain[0].hash
+    for event in chain[1:]:
+        changes: dict[str, Any] = {"prev_hash": prev_hash, "hash_scheme": scheme}
+        if event.sequence == 2:
+            changes["actor"] = "fin-1"
+        values = _rehash(event, None, **changes)
+        statements.append(update(PayoutEvent).where(PayoutEvent.id == event.id).values(values))
+        prev_hash = values["hash"]
+    statements.append(update(Payout).where(Payout.id == pid).values(last_event_hash=prev_hash))
+    await _sql(app, *statements)
+    (problem,) = (await _verify(app)).problems
+    assert (problem.payout_id, problem.kind, problem.sequence) == (pid, "altered", 2)
+
+
+@pytest.mark.parametrize(
+    ("change", "what"),
+    [
+        ({"description": "a different story"}, "description"),
+        ({"metadata_": {"order": "forged"}}, "metadata"),
+        ({"ticket_url": "https://evil.example/ticket"}, "ticket"),
+        ({"failure_code": "gateway_declined"}, "failure"),
+        ({"gateway_reference": "ref-forged"}, "gateway result"),
+    ],
+)
+async def test_fields_outside_the_old_digest_are_sealed(
+    app: FastAPI, world: dict[str, Any], change: dict[str, Any], what: str
+) -> None:
+    pid = world["target"]["id"]
+    await _sql(app, update(Payout).where(Payout.id == pid).values(**change))
+    (problem,) = (await _verify(app)).problems
+    assert (problem.payout_id, problem.kind) == (pid, "altered")
+    assert what in problem.message
+
+
+async def test_an_edited_approval_row_is_named(app: FastAPI, world: dict[str, Any]) -> None:
+    pid = world["target"]["id"]
+    await _sql(
+        app,
+        update(PayoutApproval)
+        .where(PayoutApproval.payout_id == pid)
+        .values(operator_id="fin-1", comment="looks fine"),
+    )
+    (problem,) = (await _verify(app)).problems
+    assert (problem.payout_id, problem.kind) == (pid, "altered")
+    assert "approval rows" in problem.message
+
+
+async def test_an_approval_without_its_required_approvers_is_unauthorized(
+    app: FastAPI, world: dict[str, Any]
+) -> None:
+    """Even with the key, an approval that records fewer approvers than the payout needed
+    does not pass the walk."""
+    pid = world["target"]["id"]
+    await _sql(app, update(Payout).where(Payout.id == pid).values(required_approvals=2))
+    problems = (await _verify(app)).problems
+    # The row edit itself is named first (payout_digest); the walk rule is checked below.
+    assert [(p.payout_id, p.kind) for p in problems] == [(pid, "altered")]
+    approved = await _event(app, pid, 2)
+    forged = _rehash(approved, _key(app), data={**approved.data, "required_approvals": 2})
+    chain = await _events(app, pid)
+    relinked = _rehash(chain[2], _key(app), prev_hash=forged["hash"])
+    await _sql(
+        app,
+        update(Payout).where(Payout.id == pid).values(required_approvals=1),
+        update(PayoutEvent).where(PayoutEvent.id == approved.id).values(forged),
+        update(PayoutEvent).where(PayoutEvent.id == chain[2].id).values(relinked),
+        update(Payout).where(Payout.id == pid).values(last_event_hash=relinked["hash"]),
+    )
+    (problem,) = (await _verify(app)).problems
+    assert (problem.payout_id, problem.kind, problem.sequence) == (pid, "unauthorized", 2)
+    assert "1 distinct approval(s) recorded, 2 required" in problem.message
+
+
+# -- checkpoints -------------------------------------------------------------------------------
+async def _checkpoint(app: FastAPI) -> AuditCheckpoint:
+    async with db(app).transaction() as session:
+        return await record_checkpoint(session, _key(app), utcnow())
+
+
+async def _delete_payout(app: FastAPI, payout_id: str) -> None:
+    await _sql(
+        app,
+        delete(WebhookDelivery).where(WebhookDelivery.payout_id == payout_id),
+        delete(PayoutEvent).where(PayoutEvent.payout_id == payout_id),
+        delete(PayoutApproval).where(PayoutApproval.payout_id == payout_id),
+        delete(Payout).where(Payout.id == payout_id),
+    )
+
+
+async def test_a_payout_deleted_after_a_checkpoint_is_named(
+    app: FastAPI, world: dict[str, Any]
+) -> None:
+    await _checkpoint(app)
+    assert (await _verify(app)).ok
+    await _delete_payout(app, world["target"]["id"])
+    report = await _verify(app)
+    assert [(p.payout_id, p.kind) for p in report.problems] == [(world["target"]["id"], "removed")]
+    assert "deleted since checkpoint" in report.problems[0].message
+    assert report.payouts_checked == 2
+
+
+async def test_a_cleanly_truncated_chain_is_caught_by_the_checkpoint(
+    app: FastAPI, world: dict[str, Any]
+) -> None:
+    """Deleting the newest event and moving the head back (with the status the previous
+    event recorded) leaves a self-consistent chain; only the checkpoint remembers it."""
+    pid = world["target"]["id"]
+    await _checkpoint(app)
+    approved = await _event(app, pid, 2)
+    await _sql(
+        app,
+        delete(PayoutEvent).where(PayoutEvent.payout_id == pid, PayoutEvent.sequence == 3),
+        update(Payout)
+        .where(Payout.id == pid)
+        .values(status="approved", last_event_sequence=2, last_event_hash=approved.hash),
+    )
+    (problem,) = (await _verify(app)).problems
+    assert (problem.payout_id, problem.kind, problem.sequence) == (pid, "removed", 3)
+
+
+async def test_an_edited_checkpoint_is_not_trusted(app: FastAPI, world: dict[str, Any]) -> None:
+    checkpoint = await _checkpoint(app)
+    heads = {k: v for k, v in checkpoint.heads.items() if k != world["target"]["id"]}
+    await _sql(
+        app,
+        update(AuditCheckpoint).where(AuditCheckpoint.id == checkpoint.id).values(heads=heads),
+    )
+    await _delete_payout(app, world["target"]["id"])
+    (problem,) = (await _verify(app)).problems
+    assert (problem.payout_id, problem.kind) == ("checkpoint", "altered")
+
+
+async def test_the_worker_records_a_checkpoint_when_the_last_is_older_than_the_interval(
+    app: FastAPI, world: dict[str, Any]
+) -> None:
+    now = utcnow()
+    async with db(app).transaction() as session:
+        first = await checkpoint_if_due(session, _key(app), now, 86400)
+        again = await checkpoint_if_due(session, _key(app), now + timedelta(hours=23), 86400)
+        later = await checkpoint_if_due(session, _key(app), now + timedelta(hours=25), 86400)
+    assert first is not None
+    assert again is None
+    assert later is not None
+    assert (first.payouts, first.events) == (3, 8)
+    assert later.keyed_since == first.keyed_since  # carried over, not recomputed
+
+
+def _cli_checkpoint() -> Any:
+    return CliRunner().invoke(cli_app, ["audit", "checkpoint"])
+
+
+async def test_the_checkpoint_command_prints_a_signed_checkpoint(
+    app: FastAPI, world: dict[str, Any], database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PAYOUTSVC_DATABASE_URL", database_url)
+    monkeypatch.setenv("PAYOUTSVC_ENCRYPTION_KEY", ENCRYPTION_KEY)
+    get_settings.cache_clear()
+    try:
+        result = await asyncio.to_thread(_cli_checkpoint)
+        assert result.exit_code == 0, result.output
+        printed = json.loads(result.output)
+        assert (printed["payouts"], printed["events"]) == (3, 8)
+        assert len(printed["signature"]) == 64
+        assert len(printed["heads_sha256"]) == 64
+        await _delete_payout(app, world["auto"]["id"])
+        broken = await asyncio.to_thread(_cli)
+        assert broken.exit_code == 1, broken.output
+        assert f"BROKEN {world['auto']['id']}: event removed" in broken.output
+        assert f"against checkpoint {printed['id']}" in broken.output
+    finally:
+        get_settings.cache_clear()
+
+
+# -- the back office's endpoint ----------------------------------------------------------------
+async def test_get_audit_verify_reports_for_admins_only(
+    app: FastAPI, client: httpx.AsyncClient, world: dict[str, Any]
+) -> None:
+    intact = await client.get("/v1/audit/verify")
+    assert intact.status_code == 200, intact.text
+    assert intact.json()["ok"] is True
+    assert (intact.json()["payouts_checked"], intact.json()["events_checked"]) == (3, 8)
+    pid = world["target"]["id"]
+    await _sql(app, update(Payout).where(Payout.id == pid).values(description="edited"))
+    broken = (await client.get("/v1/audit/verify")).json()
+    assert broken["ok"] is False
+    assert [(p["payout_id"], p["kind"]) for p in broken["problems"]] == [(pid, "altered")]
+    one = (await client.get("/v1/audit/verify", params={"payout_id": world["auto"]["id"]})).json()
+    assert (one["ok"], one["payouts_checked"]) == (True, 1)
+    reader = await new_integration_client(client, "auditless", ["payouts:read"])
+    async with reader:
+        denied = await reader.get("/v1/audit/verify")
+    assert denied.status_code == 403, denied.text

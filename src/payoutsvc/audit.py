@@ -381,11 +381,16 @@ def _check_walk(payout: Payout, events: Sequence[PayoutEvent]) -> ChainProblem |
 def _check_approvals(
     payout: Payout, events: Sequence[PayoutEvent], approvals: Sequence[PayoutApproval]
 ) -> ChainProblem | None:
-    """The approval rows equal what the newest event sealing them recorded. Rows recorded
-    since (a first approval of a payout still pending) are sealed by the decision to come."""
+    """The approval rows equal what the newest event sealing them recorded: its
+    ``approvals_digest`` (keyed chains), else its ``approvals`` list (who decided what: all a
+    legacy event or the policy's auto-approval records). Rows recorded since (a first
+    approval of a payout still pending) are sealed by the decision to come."""
     if payout.status == PayoutStatus.PENDING_APPROVAL.value:
         return None
-    sealing = next((e for e in reversed(events) if "approvals_digest" in _data(e)), None)
+    sealing = next(
+        (e for e in reversed(events) if {"approvals_digest", "approvals"} & _data(e).keys()),
+        None,
+    )
     if sealing is None:
         if approvals and events[-1].hash_scheme == KEYED_SCHEME:
             return ChainProblem(
@@ -394,7 +399,7 @@ def _check_approvals(
                 f"{len(approvals)} approval row(s) that no event of its history recorded.",
             )
         return None
-    if _data(sealing)["approvals_digest"] != approvals_digest(approvals):
+    if not _approvals_match(_data(sealing), approvals):
         return ChainProblem(
             payout.id,
             "altered",
@@ -403,6 +408,16 @@ def _check_approvals(
             sealing.sequence,
         )
     return None
+
+
+def _approvals_match(sealed: Mapping[str, Any], approvals: Sequence[PayoutApproval]) -> bool:
+    if "approvals_digest" in sealed:
+        return bool(sealed["approvals_digest"] == approvals_digest(approvals))
+    listed = sealed["approvals"] if isinstance(sealed["approvals"], list) else []
+    recorded = sorted(
+        (str(a.get("operator_id")), str(a.get("decision"))) for a in listed if isinstance(a, dict)
+    )
+    return recorded == sorted((a.operator_id, a.decision) for a in approvals)
 
 
 # -- checkpoints -----------------------------------------------------------------------------

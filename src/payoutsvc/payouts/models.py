@@ -148,8 +148,9 @@ class PayoutEvent(Base):
     at: Mapped[datetime] = mapped_column(UtcDateTime())
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
-    # "sha256" (rows from before migration 0008) or "hmac-sha256" (keyed with the audit key).
-    hash_scheme: Mapped[str] = mapped_column(String(16), default="hmac-sha256")
+    # "sha256" (rows from before migration 0008) or "hmac-sha256" (keyed with the audit key);
+    # every writer names it, so the default only describes the rows that predate it.
+    hash_scheme: Mapped[str] = mapped_column(String(16), server_default="sha256")
 
 
 class AuditCheckpoint(Base):
