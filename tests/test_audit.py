@@ -18,10 +18,11 @@ from payoutsvc.audit import AuditReport, checkpoint_if_due, record_checkpoint, v
 from payoutsvc.cli import app as cli_app
 from payoutsvc.config import get_settings
 from payoutsvc.db.base import utcnow
+from payoutsvc.main import create_app
 from payoutsvc.payouts.events import event_hash
 from payoutsvc.payouts.models import AuditCheckpoint, Payout, PayoutApproval, PayoutEvent
 from payoutsvc.webhooks.models import WebhookDelivery
-from tests.conftest import ENCRYPTION_KEY
+from tests.conftest import ADMIN_KEY, ENCRYPTION_KEY, make_settings
 from tests.helpers import new_integration_client
 from tests.policy.support import approve, body, created, db, setup_world
 
@@ -478,3 +479,23 @@ async def test_get_audit_verify_reports_for_admins_only(
     async with reader:
         denied = await reader.get("/v1/audit/verify")
     assert denied.status_code == 403, denied.text
+
+
+async def test_payoutsvc_audit_key_replaces_the_derived_key(database_url: str) -> None:
+    """With PAYOUTSVC_AUDIT_KEY set, the chain is keyed with it: the key derived from the
+    encryption key (what a reader of the encryption key alone could compute) does not verify."""
+    application = create_app(make_settings(database_url, audit_key="a-separate-audit-secret-" * 2))
+    async with application.router.lifespan_context(application):
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=application),
+            base_url="http://testserver",
+            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        ) as client:
+            await setup_world(client)
+            await created(client, body("5.00"))
+        runtime = application.state.runtime
+        assert runtime.audit_key != runtime.cipher.audit_key
+        async with db(application).transaction(write=False) as session:
+            assert (await verify_all(session, runtime.audit_key)).ok
+            derived = await verify_all(session, runtime.cipher.audit_key)
+        assert [p.kind for p in derived.problems] == ["altered"]
