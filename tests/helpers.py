@@ -18,6 +18,8 @@ import httpx
 from payoutsvc.db.base import utcnow
 from payoutsvc.db.signals import LoopTimer
 from payoutsvc.payouts import transitions
+from payoutsvc.payouts.acting import Credential
+from payoutsvc.payouts.approvals import ApprovalService
 from payoutsvc.payouts.service import PayoutService
 from payoutsvc.payouts.status import PayoutStatus
 from payoutsvc.runtime import Runtime
@@ -201,8 +203,16 @@ _ARROW_TO = {
 
 
 async def walk(runtime: Runtime, payout_id: str, *targets: PayoutStatus, actor: str) -> None:
-    """Move a payout along ``targets``, one transaction each, as the service would."""
+    """Move a payout along ``targets``, one transaction each, as the service would. Approval
+    goes through the approvals service (``actor`` approves), so the chain holds the evidence
+    the executor and ``audit verify`` require."""
     for target in targets:
+        if target is PayoutStatus.APPROVED:
+            async with runtime.db.transaction() as session:
+                await ApprovalService(session, runtime).approve(
+                    Credential(bound_operator=actor, admin=False), payout_id, None, None, None
+                )
+            continue
         lease = None
         if target is PayoutStatus.PROCESSING:
             lease = transitions.Lease(f"{actor}/test", utcnow() + timedelta(seconds=60))

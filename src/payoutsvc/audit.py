@@ -1,47 +1,78 @@
-"""Tamper evidence: verify every payout's hash-chained history (``payoutsvc audit verify``).
+"""Tamper evidence: verify every payout's hash-chained history (``payoutsvc audit verify``,
+``GET /v1/audit/verify``) and record signed checkpoints (``payoutsvc audit checkpoint``).
 
-Each event stores ``hash = sha256(prev_hash + canonical content)`` and the ``prev_hash`` of its
-predecessor (``GENESIS_HASH`` for the first); the payouts row stores the chain head
-(``last_event_sequence``, ``last_event_hash``). The ``payout.created`` event also carries
-``payout_digest``, a hash of the payout's immutable fields (who is paid how much, for which
-ticket, decided under which policy and how many approvals), so an edit of the payouts row
-itself is caught too.
+Each event stores ``hash = HMAC-SHA256(audit key, prev_hash + canonical content)`` and the
+``prev_hash`` of its predecessor (``GENESIS_HASH`` for the first); the payouts row stores the
+chain head (``last_event_sequence``, ``last_event_hash``). The audit key is derived from the
+encryption key (or PAYOUTSVC_AUDIT_KEY) and never stored, so rewriting rows and recomputing
+hashes needs the key. Rows written before migration 0009 carry ``hash_scheme = "sha256"``
+(plain SHA-256) and verify as they always did; a plain row after a keyed one in a chain, or
+dated on or after the checkpoint's ``keyed_since``, is a forgery.
+
+What the events seal (README, "Audit"):
+
+* ``payout.created``: ``payout_digest``, the immutable fields (keyed chains: also ticket URL,
+  description, metadata, masked recipient, policy decision, gateway) and ``state_digest``;
+* every status event: ``state_digest`` of status, gateway reference/status/details and
+  failure code/message after the change (checked against the row unless it is
+  ``processing``, when the executor updates the gateway fields between events);
+* every operator decision (approve, reject, cancel, resolve, gateway notice):
+  ``approvals_digest`` of the approval rows at that moment.
 
 What a walk names, per payout, is the FIRST problem found:
 
 * ``altered``: an event's content no longer matches its hash, or an event was re-hashed after
-  an edit so its successor (or the head) no longer links to it, or the payouts row's
-  immutable fields / status / policy differ from what its events recorded;
-* ``removed``: a sequence number is missing (in the middle, or at the end per the head);
-* ``inserted``: an event after the head, or one slipped in by renumbering its successors.
-
-Limit: someone who can rewrite the events AND the payouts row consistently (recomputing every
-hash) is not caught by a self-contained chain; anchoring heads outside the database (e.g.
-exporting ``last_event_hash`` values periodically) closes that gap.
+  an edit so its successor (or the head) no longer links to it, or the payouts row / its
+  approval rows differ from what its events sealed;
+* ``removed``: a sequence number is missing (in the middle, or at the end per the head), or,
+  against the latest checkpoint, a payout or the events up to its recorded head;
+* ``inserted``: an event after the head, or one slipped in by renumbering its successors, or
+  a payout absent from the checkpoint although created before it;
+* ``unauthorized``: a status history that does not follow the arrows of API.md, or an
+  approval without the approvals its decision required.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import hmac
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from payoutsvc.payouts.events import GENESIS_HASH, event_hash, payout_digest
-from payoutsvc.payouts.models import Payout, PayoutEvent
+from payoutsvc.executor.evidence import approval_problem
+from payoutsvc.payouts.events import (
+    GENESIS_HASH,
+    KEYED_SCHEME,
+    PLAIN_SCHEME,
+    approvals_digest,
+    canonical_json,
+    event_hash,
+    payout_digest,
+    state_digest,
+)
+from payoutsvc.payouts.models import AuditCheckpoint, Payout, PayoutApproval, PayoutEvent
 from payoutsvc.payouts.repository import PayoutRepository
+from payoutsvc.payouts.status import ALLOWED_TRANSITIONS, PayoutStatus
 
 __all__ = [
     "AuditReport",
     "ChainProblem",
+    "checkpoint_if_due",
+    "checkpoint_json",
+    "record_checkpoint",
     "verify_all",
     "verify_payout_chain",
 ]
 
-ProblemKind = Literal["altered", "removed", "inserted"]
+ProblemKind = Literal["altered", "removed", "inserted", "unauthorized"]
 
 _PAGE_SIZE = 500
+_STATUSES = {status.value: status for status in PayoutStatus}
+_CHECKPOINT = "checkpoint"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,13 +104,35 @@ class AuditReport:
     payouts_checked: int = 0
     events_checked: int = 0
     problems: list[ChainProblem] = field(default_factory=list)
+    checkpoint: dict[str, Any] | None = None  # the checkpoint verified against, if any
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "payouts_checked": self.payouts_checked,
+            "events_checked": self.events_checked,
+            "checkpoint": self.checkpoint,
+            "problems": [p.as_json() for p in self.problems],
+        }
 
-def _recomputed(event: PayoutEvent, sequence: int | None = None) -> str:
+
+@dataclass(frozen=True, slots=True)
+class Seal:
+    """What a walk checks hashes with: the audit key, and since when every event is keyed
+    (from the latest checkpoint; None without one)."""
+
+    key: bytes
+    keyed_since: datetime | None = None
+
+
+def _recomputed(event: PayoutEvent, key: bytes, sequence: int | None = None) -> str | None:
+    """The event's hash under its own scheme; None for a scheme nobody writes."""
+    if event.hash_scheme not in (KEYED_SCHEME, PLAIN_SCHEME):
+        return None
     return event_hash(
         payout_id=event.payout_id,
         sequence=event.sequence if sequence is None else sequence,
@@ -89,6 +142,7 @@ def _recomputed(event: PayoutEvent, sequence: int | None = None) -> str:
         data=event.data,
         prev_hash=event.prev_hash,
         event_id=event.id,
+        key=key if event.hash_scheme == KEYED_SCHEME else None,
     )
 
 
@@ -96,74 +150,39 @@ def _label(event: PayoutEvent) -> str:
     return f"{event.type} by {event.actor}"
 
 
-def verify_payout_chain(payout: Payout, events: Sequence[PayoutEvent]) -> ChainProblem | None:
+def _data(event: PayoutEvent) -> dict[str, Any]:
+    return event.data if isinstance(event.data, dict) else {}
+
+
+def verify_payout_chain(
+    payout: Payout,
+    events: Sequence[PayoutEvent],
+    seal: Seal,
+    approvals: Sequence[PayoutApproval] = (),
+) -> ChainProblem | None:
     """The first problem in one payout's history, or None when it is intact.
 
-    ``events`` must be the payout's events in sequence order.
-    """
+    ``events`` must be the payout's events in sequence order, ``approvals`` its rows."""
+    problem = _check_links(payout, events, seal)
+    if problem is not None or not events:
+        return problem
+    return (
+        _check_head(payout, events[0], events[-1])
+        or _check_walk(payout, events)
+        or _check_approvals(payout, events, approvals)
+    )
+
+
+def _check_links(payout: Payout, events: Sequence[PayoutEvent], seal: Seal) -> ChainProblem | None:
     pid = payout.id
     previous: PayoutEvent | None = None
     for event in events:
-        expected_sequence = 1 if previous is None else previous.sequence + 1
-        expected_prev = GENESIS_HASH if previous is None else previous.hash
-        if _recomputed(event) != event.hash:
-            if previous is not None and _recomputed(event, event.sequence - 1) == event.hash:
-                # This event was hashed one position earlier: the one before it was slipped in
-                # and its successors renumbered.
-                return ChainProblem(
-                    pid,
-                    "inserted",
-                    f"{_label(previous)} was inserted; the events after it were renumbered.",
-                    previous.id,
-                    previous.sequence,
-                )
-            return ChainProblem(
-                pid,
-                "altered",
-                f"{_label(event)}: its content does not match its hash.",
-                event.id,
-                event.sequence,
-            )
-        if event.sequence > expected_sequence:
-            missing = (
-                f"sequence {expected_sequence}"
-                if event.sequence == expected_sequence + 1
-                else f"sequences {expected_sequence}-{event.sequence - 1}"
-            )
-            return ChainProblem(
-                pid,
-                "removed",
-                f"{missing} removed before {event.id} ({_label(event)}).",
-                None,
-                expected_sequence,
-            )
-        if event.prev_hash != expected_prev:
-            if previous is None:
-                return ChainProblem(
-                    pid,
-                    "altered",
-                    f"{_label(event)} is first but does not start the chain.",
-                    event.id,
-                    event.sequence,
-                )
-            return ChainProblem(
-                pid,
-                "altered",
-                f"{_label(previous)} was changed and re-hashed: the next event, {event.id}, "
-                "recorded a different hash for it.",
-                previous.id,
-                previous.sequence,
-            )
-        if event.integration_id != payout.integration_id:
-            return ChainProblem(
-                pid,
-                "altered",
-                f"{_label(event)} was moved to integration {event.integration_id}.",
-                event.id,
-                event.sequence,
-            )
+        problem = _check_hash(pid, event, previous, seal) or _check_position(
+            payout, event, previous
+        )
+        if problem is not None:
+            return problem
         previous = event
-
     if previous is None:
         return ChainProblem(
             pid,
@@ -172,7 +191,90 @@ def verify_payout_chain(payout: Payout, events: Sequence[PayoutEvent]) -> ChainP
             None,
             1,
         )
-    return _check_head(payout, events[0], previous)
+    return None
+
+
+def _check_hash(
+    pid: str, event: PayoutEvent, previous: PayoutEvent | None, seal: Seal
+) -> ChainProblem | None:
+    if event.hash_scheme == PLAIN_SCHEME and (
+        (previous is not None and previous.hash_scheme != PLAIN_SCHEME)
+        or (seal.keyed_since is not None and event.at >= seal.keyed_since)
+    ):
+        return ChainProblem(
+            pid,
+            "altered",
+            f"{_label(event)} carries a plain SHA-256 hash where only keyed hashes are "
+            "written: it was rewritten without the audit key.",
+            event.id,
+            event.sequence,
+        )
+    if _recomputed(event, seal.key) == event.hash:
+        return None
+    if previous is not None and _recomputed(event, seal.key, event.sequence - 1) == event.hash:
+        # This event was hashed one position earlier: the one before it was slipped in
+        # and its successors renumbered.
+        return ChainProblem(
+            pid,
+            "inserted",
+            f"{_label(previous)} was inserted; the events after it were renumbered.",
+            previous.id,
+            previous.sequence,
+        )
+    return ChainProblem(
+        pid,
+        "altered",
+        f"{_label(event)}: its content does not match its hash.",
+        event.id,
+        event.sequence,
+    )
+
+
+def _check_position(
+    payout: Payout, event: PayoutEvent, previous: PayoutEvent | None
+) -> ChainProblem | None:
+    pid = payout.id
+    expected_sequence = 1 if previous is None else previous.sequence + 1
+    if event.sequence > expected_sequence:
+        missing = (
+            f"sequence {expected_sequence}"
+            if event.sequence == expected_sequence + 1
+            else f"sequences {expected_sequence}-{event.sequence - 1}"
+        )
+        return ChainProblem(
+            pid,
+            "removed",
+            f"{missing} removed before {event.id} ({_label(event)}).",
+            None,
+            expected_sequence,
+        )
+    expected_prev = GENESIS_HASH if previous is None else previous.hash
+    if event.prev_hash != expected_prev:
+        if previous is None:
+            return ChainProblem(
+                pid,
+                "altered",
+                f"{_label(event)} is first but does not start the chain.",
+                event.id,
+                event.sequence,
+            )
+        return ChainProblem(
+            pid,
+            "altered",
+            f"{_label(previous)} was changed and re-hashed: the next event, {event.id}, "
+            "recorded a different hash for it.",
+            previous.id,
+            previous.sequence,
+        )
+    if event.integration_id != payout.integration_id:
+        return ChainProblem(
+            pid,
+            "altered",
+            f"{_label(event)} was moved to integration {event.integration_id}.",
+            event.id,
+            event.sequence,
+        )
+    return None
 
 
 def _check_head(payout: Payout, first: PayoutEvent, last: PayoutEvent) -> ChainProblem | None:
@@ -204,61 +306,280 @@ def _check_head(payout: Payout, first: PayoutEvent, last: PayoutEvent) -> ChainP
             last.id,
             last.sequence,
         )
-    recorded_status = last.data.get("status") if isinstance(last.data, dict) else None
+    return _check_row(payout, first, last)
+
+
+def _row_altered(payout: Payout, event: PayoutEvent, what: str) -> ChainProblem:
+    return ChainProblem(
+        payout.id,
+        "altered",
+        f"the payouts row's {what} differs from what {_label(event)} recorded: the payouts "
+        "row was altered.",
+        event.id,
+        event.sequence,
+    )
+
+
+def _check_row(payout: Payout, first: PayoutEvent, last: PayoutEvent) -> ChainProblem | None:
+    """The payouts row against what its first and last events sealed."""
+    recorded_status = _data(last).get("status")
     if recorded_status is not None and recorded_status != payout.status:
-        return ChainProblem(
-            pid,
-            "altered",
-            f"the payouts row says status {payout.status!r} but its last event "
-            f"({_label(last)}) says {recorded_status!r}: the payouts row was altered.",
-            last.id,
-            last.sequence,
+        return _row_altered(
+            payout, last, f"status {payout.status!r} (recorded {recorded_status!r})"
         )
-    created = first.data if isinstance(first.data, dict) else {}
+    sealed_state = _data(last).get("state_digest")
+    # A processing payout's gateway fields move between events (retries, provider holds).
+    if (
+        sealed_state is not None
+        and payout.status != PayoutStatus.PROCESSING.value
+        and sealed_state != state_digest(payout)
+    ):
+        return _row_altered(payout, last, "gateway result or failure")
+    created = _data(first)
     digest = created.get("payout_digest")
-    if digest is not None and digest != payout_digest(payout):
-        return ChainProblem(
-            pid,
-            "altered",
-            "the payouts row's amount, recipient, ticket, requester or policy decision differs "
-            "from what payout.created recorded: the payouts row was altered.",
-            first.id,
-            first.sequence,
+    keyed = first.hash_scheme == KEYED_SCHEME
+    if digest is not None and digest != payout_digest(payout, keyed=keyed):
+        return _row_altered(
+            payout, first, "amount, recipient, ticket, description, metadata or requester"
         )
     if "policy" in created and created["policy"] != payout.policy:
+        return _row_altered(payout, first, "policy decision")
+    return None
+
+
+def _check_walk(payout: Payout, events: Sequence[PayoutEvent]) -> ChainProblem | None:
+    """The statuses the events record follow the arrows of API.md from pending_approval
+    (payout.created records the status the row was inserted with; an auto-approved payout's
+    own payout.approved event follows it), and every approval shows what it required."""
+    status = PayoutStatus.PENDING_APPROVAL
+    for event in events[1:]:
+        recorded = _data(event).get("status")
+        if recorded is None:
+            continue  # an event that does not move the status
+        target = _STATUSES.get(recorded) if isinstance(recorded, str) else None
+        if target is None or target not in ALLOWED_TRANSITIONS[status]:
+            return ChainProblem(
+                payout.id,
+                "unauthorized",
+                f"{_label(event)} moves it from {status.value!r} to {recorded!r}, which is not "
+                "an arrow of the status diagram.",
+                event.id,
+                event.sequence,
+            )
+        if target is PayoutStatus.APPROVED:
+            why = approval_problem(
+                _data(event), event.actor, payout.requested_by, payout.required_approvals
+            )
+            if why is not None:
+                return ChainProblem(
+                    payout.id, "unauthorized", f"{_label(event)}: {why}.", event.id, event.sequence
+                )
+        status = target
+    return None
+
+
+def _check_approvals(
+    payout: Payout, events: Sequence[PayoutEvent], approvals: Sequence[PayoutApproval]
+) -> ChainProblem | None:
+    """The approval rows equal what the newest event sealing them recorded: its
+    ``approvals_digest`` (keyed chains), else its ``approvals`` list (who decided what: all a
+    legacy event or the policy's auto-approval records). Rows recorded since (a first
+    approval of a payout still pending) are sealed by the decision to come."""
+    if payout.status == PayoutStatus.PENDING_APPROVAL.value:
+        return None
+    sealing = next(
+        (e for e in reversed(events) if {"approvals_digest", "approvals"} & _data(e).keys()),
+        None,
+    )
+    if sealing is None:
+        if approvals and events[-1].hash_scheme == KEYED_SCHEME:
+            return ChainProblem(
+                payout.id,
+                "inserted",
+                f"{len(approvals)} approval row(s) that no event of its history recorded.",
+            )
+        return None
+    if not _approvals_match(_data(sealing), approvals):
         return ChainProblem(
-            pid,
+            payout.id,
             "altered",
-            "the payouts row's policy decision differs from what payout.created recorded.",
-            first.id,
-            first.sequence,
+            f"its approval rows differ from what {_label(sealing)} recorded.",
+            sealing.id,
+            sealing.sequence,
         )
     return None
 
 
-async def verify_all(session: AsyncSession, payout_id: str | None = None) -> AuditReport:
-    """Walk every payout's chain (or just ``payout_id``'s), a page at a time; read-only."""
+def _approvals_match(sealed: Mapping[str, Any], approvals: Sequence[PayoutApproval]) -> bool:
+    if "approvals_digest" in sealed:
+        return bool(sealed["approvals_digest"] == approvals_digest(approvals))
+    listed = sealed["approvals"] if isinstance(sealed["approvals"], list) else []
+    recorded = sorted(
+        (str(a.get("operator_id")), str(a.get("decision"))) for a in listed if isinstance(a, dict)
+    )
+    return recorded == sorted((a.operator_id, a.decision) for a in approvals)
+
+
+# -- checkpoints -----------------------------------------------------------------------------
+def _signature(key: bytes, document: Mapping[str, Any]) -> str:
+    # A distinct prefix: no event content can ever be replayed as a checkpoint.
+    message = b"payoutsvc audit checkpoint v1\n" + canonical_json(document).encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def _signed_part(checkpoint: AuditCheckpoint) -> dict[str, Any]:
+    return {
+        "id": checkpoint.id,
+        "created_at": checkpoint.created_at.isoformat(),
+        "payouts": checkpoint.payouts,
+        "events": checkpoint.events,
+        "keyed_since": checkpoint.keyed_since.isoformat(),
+        "heads": checkpoint.heads,
+    }
+
+
+def checkpoint_json(checkpoint: AuditCheckpoint, *, heads: bool = False) -> dict[str, Any]:
+    document = _signed_part(checkpoint)
+    if not heads:
+        document.pop("heads")
+        # One digest over every head, so a printed checkpoint kept elsewhere still pins them.
+        document["heads_sha256"] = hashlib.sha256(
+            canonical_json(checkpoint.heads).encode()
+        ).hexdigest()
+    document["signature"] = checkpoint.signature
+    return document
+
+
+async def record_checkpoint(session: AsyncSession, key: bytes, now: datetime) -> AuditCheckpoint:
+    """Record (and return) a signed checkpoint: every payout's chain head, the counts, and
+    since when every event is keyed (carried over from the last valid checkpoint)."""
     repo = PayoutRepository(session)
-    report = AuditReport()
+    previous = await repo.latest_checkpoint()
+    keyed_since = (
+        previous.keyed_since
+        if previous is not None and _signature(key, _signed_part(previous)) == previous.signature
+        else await repo.first_event_at(KEYED_SCHEME) or now
+    )
+    heads = await repo.chain_heads()
+    checkpoint = AuditCheckpoint(
+        created_at=now,
+        payouts=len(heads),
+        events=await repo.count_events(),
+        keyed_since=keyed_since,
+        heads={pid: [sequence, head] for pid, (sequence, head) in heads.items()},
+        signature="",
+    )
+    await repo.insert_checkpoint(checkpoint)  # assigns the id, which the signature covers
+    checkpoint.signature = _signature(key, _signed_part(checkpoint))
+    await session.flush()
+    return checkpoint
+
+
+async def checkpoint_if_due(
+    session: AsyncSession, key: bytes, now: datetime, interval_seconds: float
+) -> AuditCheckpoint | None:
+    """The worker's periodic checkpoint: recorded when the latest is older than the
+    interval (or there is none)."""
+    latest = await PayoutRepository(session).latest_checkpoint()
+    if latest is not None and (now - latest.created_at).total_seconds() < interval_seconds:
+        return None
+    return await record_checkpoint(session, key, now)
+
+
+def _against_checkpoint(
+    payout: Payout, events: Sequence[PayoutEvent], checkpoint: AuditCheckpoint
+) -> ChainProblem | None:
+    recorded = checkpoint.heads.get(payout.id)
+    if recorded is None:
+        if payout.created_at <= checkpoint.created_at:
+            return ChainProblem(
+                payout.id,
+                "inserted",
+                f"absent from checkpoint {checkpoint.id} although created before it.",
+            )
+        return None
+    sequence, head = int(recorded[0]), str(recorded[1])
+    found = next((e for e in events if e.sequence == sequence), None)
+    if found is None or found.hash != head:
+        return ChainProblem(
+            payout.id,
+            "removed",
+            f"checkpoint {checkpoint.id} recorded event sequence {sequence} with hash "
+            f"{head[:12]}…; the history now {'lacks it' if found is None else 'differs'}.",
+            None,
+            sequence,
+        )
+    return None
+
+
+# -- walking everything ----------------------------------------------------------------------
+@dataclass
+class _Walk:
+    seal: Seal
+    report: AuditReport
+    checkpoint: AuditCheckpoint | None = None
+    seen: set[str] = field(default_factory=set)
+
+
+async def verify_all(
+    session: AsyncSession, key: bytes, payout_id: str | None = None
+) -> AuditReport:
+    """Walk every payout's chain (or just ``payout_id``'s), a page at a time, against the
+    latest checkpoint when there is one; read-only."""
+    repo = PayoutRepository(session)
+    walk = await _start(repo, key)
     if payout_id is not None:
         payout = await repo.get(payout_id, None)
-        await _verify_page(repo, [payout] if payout is not None else [], report)
-        return report
+        await _verify_page(repo, [payout] if payout is not None else [], walk)
+        return walk.report
     after: str | None = None
     while page := await repo.payouts_page(after, _PAGE_SIZE):
-        await _verify_page(repo, page, report)
+        await _verify_page(repo, page, walk)
         after = page[-1].id
         # Loaded rows are not needed again; keeps memory flat on a large database.
         session.expunge_all()
-    return report
+    if walk.checkpoint is not None:
+        for missing in sorted(set(walk.checkpoint.heads) - walk.seen):
+            walk.report.problems.append(
+                ChainProblem(
+                    missing,
+                    "removed",
+                    f"the payout and its events were deleted since checkpoint "
+                    f"{walk.checkpoint.id}.",
+                )
+            )
+    return walk.report
 
 
-async def _verify_page(repo: PayoutRepository, page: Sequence[Payout], report: AuditReport) -> None:
-    events = await repo.events_of([p.id for p in page])
+async def _start(repo: PayoutRepository, key: bytes) -> _Walk:
+    report = AuditReport()
+    checkpoint = await repo.latest_checkpoint()
+    if checkpoint is None:
+        return _Walk(Seal(key), report)
+    report.checkpoint = checkpoint_json(checkpoint)
+    if _signature(key, _signed_part(checkpoint)) != checkpoint.signature:
+        report.problems.append(
+            ChainProblem(
+                _CHECKPOINT,
+                "altered",
+                f"checkpoint {checkpoint.id} does not match its signature; not used.",
+            )
+        )
+        return _Walk(Seal(key), report)
+    return _Walk(Seal(key, checkpoint.keyed_since), report, checkpoint)
+
+
+async def _verify_page(repo: PayoutRepository, page: Sequence[Payout], walk: _Walk) -> None:
+    ids = [p.id for p in page]
+    events = await repo.events_of(ids)
+    approvals = await repo.approvals_for(ids)
     for payout in page:
         chain = events[payout.id]
-        report.payouts_checked += 1
-        report.events_checked += len(chain)
-        problem = verify_payout_chain(payout, chain)
+        walk.seen.add(payout.id)
+        walk.report.payouts_checked += 1
+        walk.report.events_checked += len(chain)
+        problem = verify_payout_chain(payout, chain, walk.seal, approvals[payout.id])
+        if problem is None and walk.checkpoint is not None:
+            problem = _against_checkpoint(payout, chain, walk.checkpoint)
         if problem is not None:
-            report.problems.append(problem)
+            walk.report.problems.append(problem)

@@ -109,12 +109,20 @@ audit_app = typer.Typer(help="Tamper evidence of the payout history.", no_args_i
 app.add_typer(audit_app, name="audit")
 
 
+def _audit_key() -> bytes:
+    from payoutsvc.crypto import audit_key, load_cipher
+
+    settings = get_settings()
+    return audit_key(settings, load_cipher(settings))
+
+
 @audit_app.command("verify")
 def audit_verify(
     payout: Annotated[str | None, typer.Option(help="Check only this payout (po_…).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Walk every payout's hash chain and name the first altered, removed or inserted event.
+    """Walk every payout's keyed hash chain, its status walk and approvals, and compare the
+    heads with the latest checkpoint; name the first problem of each payout.
 
     Exit code 0 when every chain is intact, 1 when any is broken.
     """
@@ -122,30 +130,27 @@ def audit_verify(
     from payoutsvc.audit import AuditReport, verify_all
     from payoutsvc.db.engine import Database
 
+    key = _audit_key()
+
     async def run() -> AuditReport:
         db = Database.connect(get_settings().database_url)
         try:
             async with db.transaction(write=False) as session:
-                return await verify_all(session, payout)
+                return await verify_all(session, key, payout)
         finally:
             await db.dispose()
 
     report = asyncio.run(run())
     if as_json:
-        document = {
-            "ok": report.ok,
-            "payouts_checked": report.payouts_checked,
-            "events_checked": report.events_checked,
-            "problems": [p.as_json() for p in report.problems],
-        }
-        typer.echo(json.dumps(document, indent=2))
+        typer.echo(json.dumps(report.as_json(), indent=2))
     else:
         for problem in report.problems:
             typer.echo(f"BROKEN {problem.describe()}")
         verdict = "intact" if report.ok else f"{len(report.problems)} broken"
+        against = f" (against checkpoint {report.checkpoint['id']})" if report.checkpoint else ""
         typer.echo(
-            f"audit: {report.payouts_checked} payouts, {report.events_checked} events checked: "
-            f"{verdict}",
+            f"audit: {report.payouts_checked} payouts, {report.events_checked} events checked"
+            f"{against}: {verdict}",
             err=not report.ok,
         )
     if payout is not None and report.payouts_checked == 0:
@@ -153,6 +158,33 @@ def audit_verify(
         raise typer.Exit(2)
     if not report.ok:
         raise typer.Exit(1)
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(
+    heads: Annotated[
+        bool, typer.Option("--heads", help="Print every payout's head, not only their digest.")
+    ] = False,
+) -> None:
+    """Record a signed checkpoint (every payout's chain head and the counts) and print it
+    as JSON, so a copy can be kept outside the database. Later verifies report payouts and
+    events deleted since."""
+    from payoutsvc.audit import checkpoint_json, record_checkpoint
+    from payoutsvc.db.base import utcnow
+    from payoutsvc.db.engine import Database
+
+    key = _audit_key()
+
+    async def run() -> dict[str, object]:
+        db = Database.connect(get_settings().database_url)
+        try:
+            async with db.transaction() as session:
+                checkpoint = await record_checkpoint(session, key, utcnow())
+                return checkpoint_json(checkpoint, heads=heads)
+        finally:
+            await db.dispose()
+
+    typer.echo(json.dumps(asyncio.run(run()), indent=2))
 
 
 if __name__ == "__main__":

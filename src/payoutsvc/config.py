@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     executor_lease_seconds: float = Field(default=60, gt=0)
     sandbox_latency_ms: float = Field(default=0, ge=0)
     encryption_key: SecretStr | None = None
+    # The audit chain's HMAC key material; unset: derived (HKDF) from the encryption key.
+    audit_key: SecretStr | None = Field(default=None, min_length=32)
+    # How often the worker records a signed audit checkpoint (chain heads), in seconds.
+    audit_checkpoint_interval_seconds: float = Field(default=86400, gt=0)
     policy_file: Path | None = None
     idempotency_ttl_hours: float = Field(default=24, ge=24)
     log_format: Literal["auto", "json", "console"] = "auto"

@@ -53,10 +53,27 @@ def derive_fingerprint_key(key: bytes) -> bytes:
     ).derive(key)
 
 
+def derive_audit_key(material: bytes) -> bytes:
+    """The HMAC key of the audit chain (HKDF-SHA256 over the encryption key, or over
+    ``PAYOUTSVC_AUDIT_KEY`` when set): a separate key, so a database dump alone can neither
+    recompute event hashes nor learn anything about the encryption key."""
+    return HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"payoutsvc audit chain v1"
+    ).derive(material)
+
+
+def audit_key(settings: Settings, cipher: RecipientCipher) -> bytes:
+    """The audit key of this deployment: from PAYOUTSVC_AUDIT_KEY if set, else the cipher's."""
+    if settings.audit_key is not None:
+        return derive_audit_key(settings.audit_key.get_secret_value().encode())
+    return cipher.audit_key
+
+
 class RecipientCipher:
     def __init__(self, key: bytes) -> None:
         self._aead = AESGCM(key)
         self.fingerprint_key = derive_fingerprint_key(key)
+        self.audit_key = derive_audit_key(key)
 
     def encrypt(self, plaintext: bytes, bound_to: str) -> bytes:
         """Encrypt, binding the ciphertext to ``bound_to`` (the payout id) so a blob copied to

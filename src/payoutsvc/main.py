@@ -34,6 +34,7 @@ from payoutsvc.middleware import (
     RequestContextMiddleware,
 )
 from payoutsvc.operators.router import router as operators_router
+from payoutsvc.ops.audit_router import router as audit_router
 from payoutsvc.ops.router import DOCS_ASSETS
 from payoutsvc.ops.router import router as ops_router
 from payoutsvc.payouts.router import router as payouts_router
@@ -137,6 +138,7 @@ def _add_routes(app: FastAPI) -> None:
         webhooks_router,
         operators_router,
         integrations_router,
+        audit_router,
         ops_router,
     ):
         # Operators are admin-only; the scope is attached here, not in operators/router.py,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 from payoutsvc.config import Settings
-from payoutsvc.crypto import RecipientCipher
+from payoutsvc.crypto import RecipientCipher, audit_key
 from payoutsvc.db.engine import Database
 
 T = TypeVar("T")
@@ -24,6 +24,11 @@ class Runtime:
     # This process's one instance of each per-process helper (the gateway registry, the
     # policy cache), built on first use: per-process state lives here, not in module globals.
     _per_process: dict[type[Any], Any] = field(default_factory=dict, repr=False)
+    # The HMAC key of the audit chain (crypto.audit_key); never logged, never stored.
+    audit_key: bytes = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.audit_key = audit_key(self.settings, self.cipher)
 
     def per_process(self, kind: type[T], build: Callable[[], T]) -> T:
         found = self._per_process.get(kind)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from payoutsvc.audit import checkpoint_if_due
 from payoutsvc.background import BackgroundLoops
 from payoutsvc.db.base import utcnow
 from payoutsvc.executor.loop import start_executor
@@ -31,6 +32,23 @@ def start_background_work(
     if run_worker:
         start_executor(runtime, loops)
         start_webhook_sender(runtime, loops)
+
+        async def audit_checkpoint() -> None:
+            async with runtime.db.transaction() as session:
+                await checkpoint_if_due(
+                    session,
+                    runtime.audit_key,
+                    utcnow(),
+                    runtime.settings.audit_checkpoint_interval_seconds,
+                )
+
+        # Checked hourly at most, recorded when the latest checkpoint is older than the
+        # interval (daily by default): restarts and several workers do not multiply them.
+        loops.every(
+            "audit-checkpoint",
+            min(runtime.settings.audit_checkpoint_interval_seconds, 3600.0),
+            audit_checkpoint,
+        )
 
     async def refresh_gauges() -> None:
         await refresh_executor_gauges(runtime)

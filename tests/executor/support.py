@@ -15,7 +15,7 @@ import httpx
 from sqlalchemy import Table, func, insert, select
 
 from payoutsvc.auth.models import Integration
-from payoutsvc.crypto import RecipientCipher, derive_fingerprint_key
+from payoutsvc.crypto import RecipientCipher, derive_audit_key, derive_fingerprint_key
 from payoutsvc.db.base import utcnow
 from payoutsvc.db.engine import Database
 from payoutsvc.db.signals import signal_on_commit
@@ -32,10 +32,11 @@ from payoutsvc.gateways.base import (
 from payoutsvc.gateways.models import SandboxTransfer
 from payoutsvc.ids import new_id
 from payoutsvc.payouts import transitions
-from payoutsvc.payouts.events import GENESIS_HASH, NewEvent, hash_of
+from payoutsvc.payouts.acting import Credential
+from payoutsvc.payouts.approvals import ApprovalService
+from payoutsvc.payouts.events import KEYED_SCHEME, hash_of, payout_digest
 from payoutsvc.payouts.models import Payout, PayoutEvent
 from payoutsvc.payouts.repository import PAYOUTS_DUE
-from payoutsvc.payouts.service import PayoutService
 from payoutsvc.payouts.status import ALLOWED_TRANSITIONS, PayoutStatus
 from payoutsvc.recipients.storage import public_view, seal
 from payoutsvc.recipients.validation import recipient_fingerprint
@@ -79,14 +80,10 @@ async def approve_if_pending(runtime: Runtime, payout: dict[str, Any]) -> dict[s
     """The policy may auto-approve at creation; otherwise approve as an approver would."""
     if payout["status"] != PayoutStatus.PENDING_APPROVAL.value:
         return payout
+    # Through the approvals service, so the chain holds the approval the executor checks.
     async with runtime.db.transaction() as session:
-        return await PayoutService(session, runtime).transition(
-            payout["id"],
-            None,
-            transitions.APPROVE,
-            PayoutStatus.APPROVED,
-            actor=APPROVER,
-            event_data={},
+        return await ApprovalService(session, runtime).approve(
+            Credential(bound_operator=APPROVER, admin=False), payout["id"], None, None, None
         )
 
 
@@ -270,24 +267,13 @@ def approved_rows(
     payout_events tables. Shared by tests and bench/executor_drain.py for volumes the API
     would take long to create. ``accounts_and_amounts`` gives (account number, amount)."""
     cipher, fingerprint_key = RecipientCipher(key), derive_fingerprint_key(key)
+    audit_key = derive_audit_key(key)
     now = utcnow()
     payouts: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
     for n, amount_minor in accounts_and_amounts:
         payout_id = new_id("po")
         recipient = {"type": "alipay", "account": f"139{n:08d}", "name": "张三"}
-        event = NewEvent(
-            payout_id=payout_id,
-            integration_id=integration_id,
-            sequence=1,
-            type="payout.created",
-            actor=actor,
-            data={"status": "approved"},
-            at=now,
-            prev_hash=GENESIS_HASH,
-            payout_snapshot={},
-        )
-        digest = hash_of(event)
         payouts.append(
             {
                 "id": payout_id,
@@ -322,27 +308,58 @@ def approved_rows(
                 "next_attempt_at": now,
                 "locked_until": None,
                 "locked_by": None,
-                "last_event_sequence": 1,
-                "last_event_hash": digest,
                 "created_at": now,
                 "updated_at": now,
             }
         )
-        events.append(
-            {
-                "id": event.id,
-                "payout_id": payout_id,
-                "integration_id": integration_id,
-                "sequence": 1,
-                "type": event.type,
-                "actor": event.actor,
-                "data": event.data,
-                "at": now,
-                "prev_hash": GENESIS_HASH,
-                "hash": digest,
-            }
-        )
+        events.extend(_auto_approved_chain(payouts[-1], audit_key))
     return payouts, events
+
+
+def _auto_approved_chain(values: dict[str, Any], audit_key: bytes) -> list[dict[str, Any]]:
+    """The events the create path writes for a payout the policy auto-approved (created,
+    then payout.approved by the policy), keyed as the executor's evidence check expects;
+    sets the payout's chain head in ``values``."""
+    created, _ = transitions.open_chain(
+        values,
+        actor=str(values["requested_by"]),
+        data={"required_approvals": 0, "payout_digest": payout_digest(values)},
+        snapshot={},
+        key=audit_key,
+    )
+    approval = transitions.move(
+        transitions.APPROVE,
+        {
+            **values,
+            "status": "pending_approval",
+            "last_event_sequence": 1,
+            "last_event_hash": hash_of(created, audit_key),
+        },
+        PayoutStatus.APPROVED,
+        actor="system",
+        data={"auto_approved": True, "approvals": []},
+        at=values["created_at"],
+        present=lambda _after: {},
+        key=audit_key,
+    )
+    values["last_event_sequence"] = approval.head.sequence
+    values["last_event_hash"] = approval.head.hash
+    return [
+        {
+            "id": event.id,
+            "payout_id": event.payout_id,
+            "integration_id": event.integration_id,
+            "sequence": event.sequence,
+            "type": event.type,
+            "actor": event.actor,
+            "data": event.data,
+            "at": event.at,
+            "prev_hash": event.prev_hash,
+            "hash": hash_of(event, audit_key),
+            "hash_scheme": KEYED_SCHEME,
+        }
+        for event in (created, approval.event)
+    ]
 
 
 async def insert_approved(db: Database, encryption_key: str, amounts_minor: list[int]) -> list[str]:

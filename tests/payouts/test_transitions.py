@@ -10,10 +10,11 @@ import pytest
 from payoutsvc.db.base import utcnow
 from payoutsvc.errors import InvalidStatusTransition
 from payoutsvc.payouts import transitions
-from payoutsvc.payouts.events import GENESIS_HASH, hash_of
+from payoutsvc.payouts.events import GENESIS_HASH, hash_of, state_digest
 from payoutsvc.payouts.status import ALLOWED_TRANSITIONS, PayoutStatus
 
 S = PayoutStatus
+KEY = b"k" * 32
 ARROWS = [
     transitions.APPROVE,
     transitions.REJECT,
@@ -35,6 +36,11 @@ def payout(status: PayoutStatus, sequence: int = 3) -> dict[str, Any]:
         "locked_by": "w/1",
         "locked_until": utcnow(),
         "next_attempt_at": utcnow(),
+        "gateway_reference": None,
+        "gateway_status": None,
+        "gateway_details": None,
+        "failure_code": None,
+        "failure_message": None,
     }
 
 
@@ -74,6 +80,7 @@ def test_an_action_from_a_status_it_may_not_start_from_is_a_409(
             data={},
             at=utcnow(),
             present=dict,
+            key=KEY,
             lease=lease,
         )
     assert refused.value.status == 409
@@ -90,11 +97,17 @@ def test_a_move_chains_its_event_and_sets_whose_job_the_payout_is() -> None:
         data={"comment": "ok"},
         at=now,
         present=dict,
+        key=KEY,
     )
     assert approved.event.sequence == 4
     assert approved.event.prev_hash == "a" * 64
-    assert approved.event.data == {"status": "approved", "comment": "ok"}
-    assert approved.head == transitions.ChainHead(4, hash_of(approved.event))
+    assert approved.event.data == {
+        "status": "approved",
+        "comment": "ok",
+        # Seals the state after the move: the status and the gateway/failure columns.
+        "state_digest": state_digest({**payout(S.PENDING_APPROVAL), "status": "approved"}),
+    }
+    assert approved.head == transitions.ChainHead(4, hash_of(approved.event, KEY))
     assert approved.values["last_event_hash"] == approved.head.hash
     assert approved.values["next_attempt_at"] == now  # the executor's job as of now
     assert approved.values["locked_by"] is None
@@ -109,6 +122,7 @@ def test_a_move_chains_its_event_and_sets_whose_job_the_payout_is() -> None:
         data={},
         at=now,
         present=dict,
+        key=KEY,
         lease=lease,
     )
     assert claimed.event.prev_hash == approved.head.hash
@@ -123,6 +137,7 @@ def test_a_move_chains_its_event_and_sets_whose_job_the_payout_is() -> None:
             data={},
             at=now,
             present=dict,
+            key=KEY,
         )
 
 
@@ -132,13 +147,14 @@ def test_a_chain_opens_from_the_genesis_hash() -> None:
         actor="agent-17",
         data={"required_approvals": 1},
         snapshot={},
+        key=KEY,
     )
     assert (created.sequence, created.prev_hash, created.type) == (
         1,
         GENESIS_HASH,
         "payout.created",
     )
-    assert head == transitions.ChainHead(1, hash_of(created))
+    assert head == transitions.ChainHead(1, hash_of(created, KEY))
 
 
 def test_a_caller_cannot_override_what_the_move_decides() -> None:
@@ -152,6 +168,7 @@ def test_a_caller_cannot_override_what_the_move_decides() -> None:
                 data={},
                 at=utcnow(),
                 present=dict,
+                key=KEY,
                 values={column: "x", "failure_code": "manual_review_failed"},
             )
 

@@ -33,7 +33,7 @@ from payoutsvc.db.bulk import BulkInsert, array_parameters, unnest_of
 from payoutsvc.db.signals import signal_on_commit
 from payoutsvc.executor.models import PayoutAttempt
 from payoutsvc.payouts import transitions
-from payoutsvc.payouts.models import Payout
+from payoutsvc.payouts.models import Payout, PayoutEvent
 from payoutsvc.payouts.repository import PAYOUTS_DUE
 from payoutsvc.payouts.status import PayoutStatus
 from payoutsvc.payouts.transitions import ChainHead, Lease, Move
@@ -41,6 +41,7 @@ from payoutsvc.payouts.transitions import ChainHead, Lease, Move
 _P = cast(Table, Payout.__table__)
 _FINISH_SOURCES_SQL = [f"'{status}'" for status in transitions.FINISH.source_values]
 _A = cast(Table, PayoutAttempt.__table__)
+_E = cast(Table, PayoutEvent.__table__)
 APPROVED = PayoutStatus.APPROVED.value
 PROCESSING = PayoutStatus.PROCESSING.value
 
@@ -189,6 +190,20 @@ class ExecutorRepository:
         if paused_gateways:
             query = query.where(_P.c.gateway.not_in(list(paused_gateways)))
         return (await self.session.execute(query)).all()
+
+    async def events_of_types(
+        self, payout_ids: Sequence[str], types: Sequence[str]
+    ) -> dict[str, list[Row[Any]]]:
+        """The claimed payouts' events of ``types`` (the payment evidence), in one query."""
+        found: dict[str, list[Row[Any]]] = {pid: [] for pid in payout_ids}
+        if not payout_ids:
+            return found
+        result = await self.session.execute(
+            select(_E).where(_E.c.payout_id.in_(list(payout_ids)), _E.c.type.in_(list(types)))
+        )
+        for row in result:
+            found[row.payout_id].append(row)
+        return found
 
     async def lease(
         self,

@@ -37,6 +37,7 @@ import structlog
 from sqlalchemy import Row
 
 from payoutsvc.db.base import utcnow
+from payoutsvc.executor import evidence
 from payoutsvc.executor.breaker import BreakerConfig, CircuitBreaker
 from payoutsvc.executor.repository import ExecutorRepository, FinishRow
 from payoutsvc.gateways.base import (
@@ -92,6 +93,7 @@ class Job:
     fresh: bool  # claimed straight from approved: never sent to the gateway before
     sequence: int  # the payout's newest event sequence after the claim
     head: str  # that event's hash
+    refusal: str | None = None  # why its chain does not prove it payable (evidence.py)
 
     @property
     def id(self) -> str:
@@ -125,6 +127,10 @@ class Verdict(StrEnum):
     FAILED = "failed"
     RETRY = "retry"  # pending or unknown: check again per the retry schedule
     DEFERRED = "deferred"  # not attempted (breaker open, misconfiguration): wait, unpenalised
+    REFUSED = "refused"  # never sent: no evidence it may be paid (needs_review)
+
+
+_NOT_ATTEMPTED = frozenset({Verdict.DEFERRED, Verdict.REFUSED})
 
 
 @dataclass(slots=True)
@@ -213,6 +219,11 @@ class Executor:
             ids = [row.id for row in (*taken, *fresh)]
             approvals = await PayoutRepository(session).approvals_for(ids)
             fresh_payouts = [dict(row._mapping) for row in fresh]
+            refused = evidence.refusals(
+                [*[dict(row._mapping) for row in taken], *fresh_payouts],
+                await repo.events_of_types(ids, evidence.SEGMENT_TYPES),
+                self.runtime.audit_key,
+            )
             moves = [
                 transitions.move(
                     transitions.CLAIM,
@@ -222,6 +233,7 @@ class Executor:
                     data={"gateway": payout["gateway"]},
                     at=now,
                     present=functools.partial(payout_json_of, approvals=approvals[payout["id"]]),
+                    key=self.runtime.audit_key,
                     lease=lease,
                 )
                 for payout in fresh_payouts
@@ -238,11 +250,16 @@ class Executor:
                 ],
                 moves=moves,
             )
-        return _claimed_jobs(taken, fresh_payouts, moves, approvals, lease)
+        jobs = _claimed_jobs(taken, fresh_payouts, moves, approvals, lease)
+        for job in jobs:
+            job.refusal = refused.get(job.id)
+        return jobs
 
     # -- execute ----------------------------------------------------------------------------
     async def execute(self, job: Job) -> Outcome:
         """Take the payout one step towards a result. Never raises for gateway trouble."""
+        if job.refusal is not None:
+            return Outcome(job, Verdict.REFUSED, detail=job.refusal)
         try:
             gateway = self.gateways.get(job.gateway)
         except (UnknownGateway, MissingCredential) as exc:
@@ -483,7 +500,7 @@ class Executor:
         payout = job.payout
         done = int(payout["attempts"])
         columns: dict[str, Any] = {
-            "attempts": done if outcome.verdict is Verdict.DEFERRED else done + 1,
+            "attempts": done if outcome.verdict in _NOT_ATTEMPTED else done + 1,
             "gateway_reference": outcome.reference or payout["gateway_reference"],
             "gateway_status": outcome.gateway_status or payout["gateway_status"],
             "gateway_details": (
@@ -505,6 +522,7 @@ class Executor:
             data={"attempts": columns["attempts"], **event_data},
             at=now,
             present=functools.partial(payout_json_of, approvals=job.approvals),
+            key=self.runtime.audit_key,
             values=columns,
         )
         values = planned.values
@@ -525,6 +543,13 @@ class Executor:
         processing, and what its event says otherwise. Sets the columns that go with it."""
         if outcome.verdict is Verdict.DEFERRED:
             return PayoutStatus.PROCESSING, now + timedelta(seconds=outcome.defer_seconds), {}
+        if outcome.verdict is Verdict.REFUSED:
+            columns.update(failure_code=evidence.EVIDENCE_MISSING, failure_message=outcome.detail)
+            return (
+                PayoutStatus.NEEDS_REVIEW,
+                None,
+                {"reason": evidence.EVIDENCE_MISSING, "detail": outcome.detail},
+            )
         if outcome.verdict is Verdict.SUCCEEDED:
             columns["gateway_hold_until"] = None
             return PayoutStatus.SUCCEEDED, None, {"gateway_reference": columns["gateway_reference"]}

@@ -7,8 +7,10 @@ status, so the event and its webhook deliveries commit or roll back with it.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
-from collections.abc import Callable, Mapping
+import operator
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -18,10 +20,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from payoutsvc.db.bulk import BulkInsert
 from payoutsvc.ids import new_id
-from payoutsvc.payouts.models import Payout, PayoutEvent
+from payoutsvc.payouts.models import Payout, PayoutApproval, PayoutEvent
 from payoutsvc.webhooks.outbox import enqueue_deliveries
 
 GENESIS_HASH = "0" * 64
+# payout_events.hash_scheme: how a row's hash was computed. Rows written before migration
+# 0009 are plain SHA-256 (anyone who can write the table can recompute them); every row
+# written since is HMAC-SHA256 under the audit key, which the database never holds.
+PLAIN_SCHEME = "sha256"
+KEYED_SCHEME = "hmac-sha256"
 # Core insert (executemany) rather than the ORM bulk-insert path: same SQL, less Python.
 _EVENTS = cast(Table, PayoutEvent.__table__)
 _INSERT_EVENTS = BulkInsert(_EVENTS, [column.name for column in _EVENTS.columns])
@@ -52,8 +59,15 @@ class NewEvent:
             object.__setattr__(self, "id", new_id("evt", int(self.at.timestamp() * 1000)))
 
 
+# One encoder for every hash: json.dumps with options builds a new encoder per call, a
+# measurable share of the executor's CPU per payout (every move hashes an event).
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+)
+
+
 def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return _CANONICAL.encode(value)
 
 
 def event_hash(
@@ -66,8 +80,10 @@ def event_hash(
     data: dict[str, Any],
     prev_hash: str,
     event_id: str,
+    key: bytes | None,
 ) -> str:
-    """SHA-256 over the previous hash and this event's canonical content."""
+    """HMAC-SHA256 under ``key`` over the previous hash and this event's canonical content;
+    plain SHA-256 when ``key`` is None (how rows of the legacy scheme were hashed)."""
     content = canonical_json(
         {
             "id": event_id,
@@ -79,10 +95,14 @@ def event_hash(
             "data": data,
         }
     )
-    return hashlib.sha256((prev_hash + content).encode()).hexdigest()
+    message = (prev_hash + content).encode()
+    if key is None:
+        return hashlib.sha256(message).hexdigest()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
-def hash_of(event: NewEvent) -> str:
+def hash_of(event: NewEvent, key: bytes) -> str:
+    """The keyed hash every new event is stored with."""
     return event_hash(
         payout_id=event.payout_id,
         sequence=event.sequence,
@@ -92,18 +112,19 @@ def hash_of(event: NewEvent) -> str:
         data=event.data,
         prev_hash=event.prev_hash,
         event_id=event.id,
+        key=key,
     )
 
 
 async def append_events(
-    session: AsyncSession, events: list[NewEvent]
+    session: AsyncSession, events: list[NewEvent], key: bytes
 ) -> list[tuple[NewEvent, str]]:
     """Insert events (one statement for the batch) and enqueue their webhook deliveries.
 
     Returns each event with its hash; the caller stores the last hash on the payout row as the
     head of that payout's chain.
     """
-    hashed = [(e, hash_of(e)) for e in events]
+    hashed = [(e, hash_of(e, key)) for e in events]
     await insert_hashed_events(session, hashed)
     return hashed
 
@@ -127,6 +148,7 @@ async def insert_hashed_events(session: AsyncSession, hashed: list[tuple[NewEven
                 "at": e.at,
                 "prev_hash": e.prev_hash,
                 "hash": h,
+                "hash_scheme": KEYED_SCHEME,
             }
             for e, h in hashed
         ],
@@ -151,17 +173,74 @@ _IMMUTABLE_FIELDS = (
     "required_approvals",
     "policy_version",
 )
+# What a keyed chain's payout.created seals on top of them: every other field the create
+# path writes once (the words the helpdesk sent, the masked recipient, the decision).
+_IMMUTABLE_FIELDS_KEYED = (
+    *_IMMUTABLE_FIELDS,
+    "ticket_url",
+    "description",
+    "metadata",
+    "recipient_public",
+    "policy",
+    "gateway",
+)
+# The fields a status change sets and nothing changes until the next status event
+# (except while processing, see audit.py): each status event seals their digest.
+STATE_FIELDS = (
+    "status",
+    "gateway_reference",
+    "gateway_status",
+    "gateway_details",
+    "failure_code",
+    "failure_message",
+)
 
 
-def payout_digest(payout: Mapping[str, Any] | Payout) -> str:
-    """sha256 of the payout's immutable fields (values being inserted, or a loaded row)."""
+_STATE_ITEMS = operator.itemgetter(*STATE_FIELDS)
+_STATE_ATTRS = operator.attrgetter(*STATE_FIELDS)
 
-    def get(name: str) -> Any:
-        if isinstance(payout, Mapping):
-            return payout[name]
-        return getattr(payout, name)
 
-    content: dict[str, Any] = {name: get(name) for name in _IMMUTABLE_FIELDS}
-    content["recipient_encrypted"] = hashlib.sha256(bytes(get("recipient_encrypted"))).hexdigest()
-    content["created_at"] = get("created_at").isoformat()
+def _field(payout: Mapping[str, Any] | Payout, name: str) -> Any:
+    if isinstance(payout, Mapping):
+        return payout[name]
+    return getattr(payout, "metadata_" if name == "metadata" else name)
+
+
+def payout_digest(payout: Mapping[str, Any] | Payout, *, keyed: bool = True) -> str:
+    """sha256 of the payout's immutable fields (values being inserted, or a loaded row).
+
+    ``keyed=False`` is the digest legacy (plain-hash) chains recorded, over fewer fields;
+    the event that carries either digest is what the chain's key protects."""
+    names = _IMMUTABLE_FIELDS_KEYED if keyed else _IMMUTABLE_FIELDS
+    content: dict[str, Any] = {name: _field(payout, name) for name in names}
+    content["recipient_encrypted"] = hashlib.sha256(
+        bytes(_field(payout, "recipient_encrypted"))
+    ).hexdigest()
+    content["created_at"] = _field(payout, "created_at").isoformat()
+    return hashlib.sha256(canonical_json(content).encode()).hexdigest()
+
+
+def state_digest(payout: Mapping[str, Any] | Payout) -> str:
+    """sha256 of the payout's status and the fields that change with it (gateway result,
+    failure): the status events of a keyed chain carry it as ``state_digest``."""
+    # A list in STATE_FIELDS order (not a dict), read by one getter: every move pays for it.
+    values = _STATE_ITEMS(payout) if isinstance(payout, Mapping) else _STATE_ATTRS(payout)
+    return hashlib.sha256(canonical_json(values).encode()).hexdigest()
+
+
+def approvals_digest(approvals: Sequence[PayoutApproval]) -> str:
+    """sha256 of a payout's approval rows (who decided what, when, with which comment):
+    every event an operator's action writes carries it as ``approvals_digest``."""
+    content = sorted(
+        (
+            {
+                "operator_id": a.operator_id,
+                "decision": a.decision,
+                "comment": a.comment,
+                "at": a.at.isoformat(),
+            }
+            for a in approvals
+        ),
+        key=lambda a: (str(a["operator_id"]), str(a["at"])),
+    )
     return hashlib.sha256(canonical_json(content).encode()).hexdigest()

@@ -148,6 +148,26 @@ class PayoutEvent(Base):
     at: Mapped[datetime] = mapped_column(UtcDateTime())
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+    # "sha256" (rows from before migration 0009) or "hmac-sha256" (keyed with the audit key);
+    # every writer names it, so the default only describes the rows that predate it.
+    hash_scheme: Mapped[str] = mapped_column(String(16), server_default="sha256")
+
+
+class AuditCheckpoint(Base):
+    """A signed record of every payout's chain head at one moment: what lets verify name
+    payouts and events deleted since (a chain cannot show its own missing tail)."""
+
+    __tablename__ = "audit_checkpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    payouts: Mapped[int] = mapped_column(Integer)
+    events: Mapped[int] = mapped_column(Integer)
+    # Plain-hash events dated at or after this are forgeries (see audit.py).
+    keyed_since: Mapped[datetime] = mapped_column(UtcDateTime())
+    # {payout_id: [last_event_sequence, last_event_hash]}
+    heads: Mapped[dict[str, Any]] = mapped_column(JSON)
+    signature: Mapped[str] = mapped_column(String(64))
 
 
 class IdempotencyRecord(Base):

@@ -18,6 +18,7 @@ from payoutsvc.db.base import UtcDateTime
 from payoutsvc.db.locks import advisory_lock_id
 from payoutsvc.db.signals import signal_on_commit
 from payoutsvc.payouts.models import (
+    AuditCheckpoint,
     IdempotencyRecord,
     Payout,
     PayoutApproval,
@@ -258,6 +259,30 @@ class PayoutRepository:
         for event in result.scalars():
             found[event.payout_id].append(event)
         return found
+
+    async def chain_heads(self) -> dict[str, tuple[int, str]]:
+        """Every payout's chain head (sequence, hash): what an audit checkpoint records."""
+        result = await self.session.execute(
+            select(Payout.id, Payout.last_event_sequence, Payout.last_event_hash)
+        )
+        return {pid: (int(sequence), str(head)) for pid, sequence, head in result.all()}
+
+    async def count_events(self) -> int:
+        return int((await self.session.execute(select(func.count(PayoutEvent.id)))).scalar_one())
+
+    async def first_event_at(self, scheme: str) -> datetime | None:
+        """When the first event hashed under ``scheme`` was written."""
+        query = select(func.min(PayoutEvent.at)).where(PayoutEvent.hash_scheme == scheme)
+        found: datetime | None = (await self.session.execute(query)).scalar_one_or_none()
+        return found
+
+    async def latest_checkpoint(self) -> AuditCheckpoint | None:
+        query = select(AuditCheckpoint).order_by(AuditCheckpoint.id.desc()).limit(1)
+        return (await self.session.execute(query)).scalar_one_or_none()
+
+    async def insert_checkpoint(self, checkpoint: AuditCheckpoint) -> None:
+        self.session.add(checkpoint)
+        await self.session.flush()
 
     async def count_by_status(self) -> dict[str, int]:
         result = await self.session.execute(

@@ -35,6 +35,7 @@ from payoutsvc.payouts.acting import Acting, Credential, named_operator
 from payoutsvc.payouts.events import (
     NewEvent,
     append_events,
+    approvals_digest,
     canonical_json,
     insert_hashed_events,
     payout_digest,
@@ -189,10 +190,10 @@ class PayoutService:
             return StoredResponse(422, decision.to_service_error().to_problem())
         values = self._new_payout(integration_id, key, body, check, request, decision, now)
         snapshot = payout_json(_RowView(values))
-        events = _opening_events(values, check, decision, snapshot)
+        events = _opening_events(values, check, decision, snapshot, self.runtime.audit_key)
         status = values["status"]
         await self.repo.insert_payout(values)
-        await append_events(self.session, events)
+        await append_events(self.session, events, self.runtime.audit_key)
         PAYOUTS_CREATED.labels(status=status).inc()
         log.info("payout.created", payout_id=values["id"], status=status)
         return StoredResponse(201, snapshot)
@@ -384,9 +385,11 @@ class PayoutService:
             self.repo.columns_of(payout),
             target,
             actor=actor,
-            data=event_data,
+            # Seals the approval rows as they are at this decision (audit verify).
+            data={**event_data, "approvals_digest": approvals_digest(approvals)},
             at=utcnow(),
             present=functools.partial(payout_json_of, approvals=approvals),
+            key=self.runtime.audit_key,
             values=values,
             lease=lease,
         )
@@ -429,6 +432,7 @@ def _opening_events(
     check: RecipientCheck,
     decision: PolicyDecision,
     snapshot: dict[str, Any],
+    key: bytes,
 ) -> list[NewEvent]:
     """A new payout's first events (payout.created, and payout.approved when the policy
     approved it), chained; sets the chain head in ``values``."""
@@ -443,6 +447,7 @@ def _opening_events(
             "payout_digest": payout_digest(values),
         },
         snapshot=snapshot,
+        key=key,
     )
     values["last_event_sequence"] = head.sequence
     values["last_event_hash"] = head.hash
@@ -463,6 +468,7 @@ def _opening_events(
         },
         at=values["created_at"],
         present=lambda _after: snapshot,
+        key=key,
     )
     # The row was created approved and due now, as the move plans it; only the head moves on.
     values["last_event_sequence"] = approval.head.sequence

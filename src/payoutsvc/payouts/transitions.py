@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import Any
 
 from payoutsvc.errors import invalid_status_transition
-from payoutsvc.payouts.events import GENESIS_HASH, NewEvent, hash_of
+from payoutsvc.payouts.events import GENESIS_HASH, NewEvent, hash_of, state_digest
 from payoutsvc.payouts.status import ALLOWED_TRANSITIONS, EVENT_FOR_STATUS, PayoutStatus
 
 S = PayoutStatus
@@ -165,6 +165,7 @@ def move(
     data: Mapping[str, Any],
     at: datetime,
     present: Presenter,
+    key: bytes,
     values: Mapping[str, Any] | None = None,
     lease: Lease | None = None,
 ) -> Move:
@@ -172,7 +173,9 @@ def move(
 
     Raises InvalidStatusTransition (409) when the action may not start from the payout's
     status. The event carries ``{"status": target, **data}``; ``values`` are further columns
-    the caller sets with the change (a failure code, the gateway's reference)."""
+    the caller sets with the change (a failure code, the gateway's reference). The event is
+    hashed with the audit ``key`` and seals the digest of the payout's state after the move
+    (``state_digest``: status, gateway result, failure), so an edit of those columns shows."""
     if target not in arrow.targets:
         raise ValueError(f"{arrow.action} never leads to {target}")
     if values and (planned_here := _PLANNED_HERE.intersection(values)):
@@ -192,13 +195,13 @@ def move(
         sequence=prev_sequence + 1,
         type=EVENT_FOR_STATUS[target],
         actor=actor,
-        data={"status": target.value, **data},
+        data={"status": target.value, **data, "state_digest": state_digest(after)},
         at=at,
         prev_hash=str(payout["last_event_hash"]),
         # Built only when an endpoint subscribes (the executor moves thousands a second).
         payout_snapshot=functools.partial(present, after),
     )
-    head = ChainHead(event.sequence, hash_of(event))
+    head = ChainHead(event.sequence, hash_of(event, key))
     columns.update(last_event_sequence=head.sequence, last_event_hash=head.hash)
     after.update(last_event_sequence=head.sequence, last_event_hash=head.hash)
     return Move(event.payout_id, source, target, prev_sequence, event, head, columns)
@@ -210,6 +213,7 @@ def open_chain(
     actor: str,
     data: Mapping[str, Any],
     snapshot: dict[str, Any],
+    key: bytes,
 ) -> tuple[NewEvent, ChainHead]:
     """The first event of a new payout (``payout.created``), chained from the genesis hash.
     ``payout`` holds the columns being inserted; the event's time is its ``created_at``."""
@@ -219,9 +223,9 @@ def open_chain(
         sequence=1,
         type="payout.created",
         actor=actor,
-        data={"status": payout["status"], **data},
+        data={"status": payout["status"], **data, "state_digest": state_digest(payout)},
         at=payout["created_at"],
         prev_hash=GENESIS_HASH,
         payout_snapshot=snapshot,
     )
-    return event, ChainHead(1, hash_of(event))
+    return event, ChainHead(1, hash_of(event, key))
