@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from payoutsvc.db.signals import IDLE_LOOK_MAX_SECONDS, Signals
 from payoutsvc.work_loop import WorkLimits, WorkLoop
-from tests.helpers import ManualTimer, eventually
+from tests.helpers import ManualTimer, eventually, let_time_pass
 
 POLL = 0.05
 WAKE = "test-work"
@@ -33,6 +33,9 @@ class Queue:
         self.released: list[int] = []
         self.fail_settles = 0
         self.claims = 0
+        self.attempted = 0
+        self.settle_gate = asyncio.Event()  # settles wait for it
+        self.settle_gate.set()
 
     async def claim(self, limit: int) -> Sequence[int]:
         self.claims += 1
@@ -40,6 +43,7 @@ class Queue:
         return taken
 
     async def attempt(self, job: int) -> int:
+        self.attempted += 1
         self.running += 1
         self.most_running = max(self.most_running, self.running)
         try:
@@ -49,6 +53,7 @@ class Queue:
         return job * 2
 
     async def settle(self, outcomes: Sequence[int]) -> None:
+        await self.settle_gate.wait()
         if self.fail_settles:
             self.fail_settles -= 1
             raise RuntimeError("deadlock detected")
@@ -86,7 +91,9 @@ def signals(engine: AsyncEngine) -> Signals:
     return Signals(engine)
 
 
-def _limits(concurrency: int = 4, batch_size: int = 4, grace: float = 5.0) -> WorkLimits:
+def _limits(
+    concurrency: int = 4, batch_size: int = 4, grace: float = 5.0, backlog: int = 0
+) -> WorkLimits:
     return WorkLimits(
         name="test",
         concurrency=concurrency,
@@ -94,6 +101,7 @@ def _limits(concurrency: int = 4, batch_size: int = 4, grace: float = 5.0) -> Wo
         poll_interval=POLL,
         claim_threshold=max(1, batch_size // 2),
         grace_seconds=grace,
+        settle_backlog=backlog,
     )
 
 
@@ -112,6 +120,29 @@ async def test_jobs_run_within_the_concurrency_and_each_settles_once(signals: Si
     assert queue.most_running <= 4
     assert sorted(queue.settled) == [job * 2 for job in range(30)]
     assert queue.released == []
+
+
+@pytest.mark.parametrize("backlog", [0, 2])
+async def test_while_a_settle_is_slow_attempts_go_on_only_up_to_the_backlog(
+    signals: Signals, backlog: int
+) -> None:
+    queue = Queue(8)
+    queue.settle_gate.clear()
+    limits = _limits(concurrency=2, batch_size=2, backlog=backlog)
+    timer = ManualTimer()
+    loop = WorkLoop(queue, limits, signals=signals, wake_on=WAKE, timer=timer)
+    stopping = asyncio.Event()
+    task = asyncio.create_task(loop.run(stopping))
+    await eventually(lambda: queue.attempted == 2 + backlog, what="the attempts allowed")
+    await eventually(lambda: queue.running == 0, what="those attempts finished")
+    # Five timed looks pass while nothing settles: no claim more.
+    await let_time_pass(timer, 5 * POLL)
+    assert queue.attempted == 2 + backlog
+    assert loop.in_flight == 2 + backlog
+    queue.settle_gate.set()
+    await eventually(lambda: len(queue.settled) == 8, what="every job settled")
+    stopping.set()
+    await task
 
 
 async def test_a_failed_settle_is_retried_and_a_slot_waits_for_it(signals: Signals) -> None:

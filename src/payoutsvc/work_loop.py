@@ -3,14 +3,15 @@
 A :class:`WorkSource` knows its table-as-queue (the executor's payouts, the sender's webhook
 deliveries); :class:`WorkLoop` knows how to keep it busy:
 
-- **claim** a batch while slots are free (``WorkLimits.concurrency`` jobs in flight at most),
-  one claim at a time: on PostgreSQL a second overlapping claim mostly skips rows the first
-  one holds, and on a 2-core machine it costs CPU per job for nothing (throughput comes from
-  batch size, not overlap);
+- **claim** a batch while slots are free (``WorkLimits.concurrency`` jobs attempting at
+  most, ``settle_backlog`` more waiting for their settle), one claim at a time: on
+  PostgreSQL a second overlapping claim mostly skips rows the first one holds, and on a
+  2-core machine it costs CPU per job for nothing (throughput comes from batch size, not
+  overlap);
 - **attempt** each job as its own task (no transaction open: gateway calls, HTTP posts);
 - **settle** finished jobs through a :class:`~payoutsvc.batching.GroupCommit`, many per
-  transaction; a slot is freed only once its job's outcome has committed, so a lease is
-  never given up before its outcome is durable;
+  transaction; a job stays in flight until its outcome has committed, so a lease is never
+  given up before its outcome is durable;
 - **wait**, when a claim found less than it asked for, for a wake-up (a commit that made
   work due, :mod:`payoutsvc.db.signals`) or the source's next due time, whichever comes
   first, but no longer than ``IDLE_LOOK_MAX_SECONDS``, and only a poll interval while other
@@ -116,6 +117,9 @@ class WorkLimits:
     batch_size: int  # jobs per claim at most
     poll_interval: float  # a look of its own while wake-ups cannot arrive
     claim_threshold: int  # free slots worth a claim while jobs are still in flight
+    # Finished jobs that may wait for their settle beyond ``concurrency``: 0 holds a job's
+    # slot until its outcome committed; more keeps attempts going while a settle is slow.
+    settle_backlog: int = 0
     grace_seconds: float = 5.0  # shutdown: how long in-flight jobs may still finish
     settle_retries: int = 3  # a settle that fails this often loses its batch to the leases
 
@@ -141,7 +145,8 @@ class WorkLoop(Generic[J, O]):
         self._wake_on = wake_on  # the signal name of commits that make this queue's work due
         self._timer = timer
         self._gauge = in_flight_gauge
-        self._jobs: dict[asyncio.Task[None], J] = {}
+        self._jobs: dict[asyncio.Task[None], J] = {}  # attempting or waiting to settle
+        self._attempting = 0
         self._slot_freed = asyncio.Event()
         self._claim: asyncio.Task[None] | None = None
         self._reserved = 0  # slots promised to the claim still running
@@ -176,7 +181,7 @@ class WorkLoop(Generic[J, O]):
     async def _step(self, stopping: asyncio.Event, due: asyncio.Event) -> None:
         """Start a claim if one is worth it, else wait for what could make one worth it."""
         limits = self.limits
-        free = limits.concurrency - len(self._jobs) - self._reserved
+        free = self._free_slots()
         now = self._timer.now()
         if due.is_set():
             self._idle_for = 0.0  # work was made due since the last claim
@@ -199,6 +204,14 @@ class WorkLoop(Generic[J, O]):
         # Wait for a settled job to free a slot, or the claim to come back.
         self._slot_freed.clear()
         await self._timer.wait_any((stopping, self._slot_freed), limits.poll_interval)
+
+    def _free_slots(self) -> int:
+        limits = self.limits
+        in_flight = len(self._jobs) + self._reserved
+        return min(
+            limits.concurrency - self._attempting - self._reserved,
+            limits.concurrency + limits.settle_backlog - in_flight,
+        )
 
     def _spawn_claim(self, wanted: int) -> None:
         self._reserved += wanted
@@ -244,13 +257,19 @@ class WorkLoop(Generic[J, O]):
     def _start(self, job: J) -> None:
         task = asyncio.create_task(self._run_job(job))
         self._jobs[task] = job
+        self._attempting += 1  # from now: a slot is taken before the task first runs
         self._count()
 
     async def _run_job(self, job: J) -> None:
         task = asyncio.current_task()
         cancelled = False
         try:
-            outcome = await self.source.attempt(job)
+            try:
+                outcome = await self.source.attempt(job)
+            finally:
+                self._attempting -= 1
+                if self.limits.settle_backlog:
+                    self._slot_freed.set()  # its attempt slot is free already
             await self._settler.submit(outcome)
         except asyncio.CancelledError:
             cancelled = True  # shutdown: stays listed so it gets released
@@ -299,4 +318,5 @@ class WorkLoop(Generic[J, O]):
             except Exception:  # the leases then simply expire
                 log.exception(f"{name}.release_failed", count=len(unfinished))
         self._jobs.clear()
+        self._attempting = 0
         self._count()

@@ -143,6 +143,9 @@ class WebhookSender:
             batch_size=self.batch_size,
             poll_interval=self.settings.worker_poll_interval,
             claim_threshold=max(1, self.batch_size // 4),
+            # Attempts go on while a batch is being recorded: a slow commit must not
+            # hold up sending (one more concurrency's worth may wait for it).
+            settle_backlog=self.concurrency,
             grace_seconds=STOP_GRACE_SECONDS,
         )
         self._loop = loop = WorkLoop(
