@@ -16,13 +16,13 @@ from typing import Any
 import httpx
 
 from payoutsvc.db.base import utcnow
-from payoutsvc.db.signals import LoopTimer
 from payoutsvc.payouts import transitions
 from payoutsvc.payouts.acting import Credential
 from payoutsvc.payouts.approvals import ApprovalService
 from payoutsvc.payouts.service import PayoutService
 from payoutsvc.payouts.status import PayoutStatus
 from payoutsvc.runtime import Runtime
+from payoutsvc.work_loop import LoopTimer, first_of
 
 
 def payout_body(**overrides: Any) -> dict[str, Any]:
@@ -284,12 +284,7 @@ class ManualTimer(LoopTimer):
         self._sleepers.append(sleeper)
         try:
             while sleeper.asleep(self._now):
-                waiters = [asyncio.ensure_future(e.wait()) for e in (*events, self._moved)]
-                try:
-                    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    for waiter in waiters:
-                        waiter.cancel()
+                await first_of((*events, self._moved), None)
         finally:
             self._sleepers.remove(sleeper)
 

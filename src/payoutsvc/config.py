@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -11,7 +10,7 @@ from limits import parse_many
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from payoutsvc.retry import parse_schedule
+from payoutsvc.retry import checked_schedule, parse_schedule
 
 DEFAULT_SQLITE_FILE = "payoutsvc.db"
 # A bootstrap key is an admin key anyone can try to guess: outside development it needs at
@@ -147,9 +146,7 @@ class Settings(BaseSettings):
     @field_validator("webhook_retry_schedule", "executor_retry_schedule")
     @classmethod
     def _positive_schedule(cls, value: tuple[float, ...]) -> tuple[float, ...]:
-        if not value or any(not math.isfinite(v) or v <= 0 for v in value):
-            raise ValueError("retry schedule needs positive, finite numbers of seconds")
-        return value
+        return checked_schedule(value)
 
     @field_validator("gateway_routes")
     @classmethod

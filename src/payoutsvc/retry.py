@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_RETRY_SCHEDULE",
     "JITTER_FRACTION",
     "MAX_RETRY_AFTER_SECONDS",
+    "checked_schedule",
     "jittered",
     "next_delay",
     "parse_schedule",
@@ -59,13 +60,22 @@ def parse_schedule(text: str) -> tuple[float, ...]:
             raise ValueError(
                 f"retry schedule entry {index} ({item!r}) is not a number of seconds"
             ) from None
+        delays.append(value)
+    return checked_schedule(delays)
+
+
+def checked_schedule(delays: Sequence[float]) -> tuple[float, ...]:
+    """``delays`` as a schedule, or ``ValueError`` naming the first entry that is not a
+    positive, finite number of seconds (the rule for a parsed string and a given list)."""
+    if not delays:
+        raise ValueError("retry schedule is empty; expected comma-separated seconds, e.g. '5,300'")
+    for index, value in enumerate(delays, start=1):
         if not math.isfinite(value) or value <= 0:
             raise ValueError(
-                f"retry schedule entry {index} ({item!r}) must be a positive, finite "
+                f"retry schedule entry {index} ({value!r}) must be a positive, finite "
                 "number of seconds"
             )
-        delays.append(value)
-    return tuple(delays)
+    return tuple(float(value) for value in delays)
 
 
 def next_delay(

@@ -662,3 +662,18 @@ async def test_metrics_show_outcomes_latency_and_oldest_pending_age(
         if line.startswith("payoutsvc_webhook_oldest_pending_age_seconds ")
     )
     assert float(age_line.split()[1]) > 0
+
+
+def test_the_recorded_rows_mirror_their_tables() -> None:
+    """The sender writes OutcomeRow / AttemptRow fields into these columns, so a column added
+    to a table and not to its row (or the other way round) fails here, not in production."""
+    from payoutsvc.webhooks.models import WebhookAttempt, WebhookDelivery
+    from payoutsvc.webhooks.repository import AttemptRow, OutcomeRow
+
+    attempts = {c.name for c in WebhookAttempt.__table__.columns} - {"id"}
+    assert set(AttemptRow.__dataclass_fields__) == attempts
+    deliveries = {c.name for c in WebhookDelivery.__table__.columns}
+    renamed = {"token": "locked_by", "at": "last_attempt_at"} | {
+        f: f"last_{f}" for f in ("status_code", "latency_ms", "error", "response_excerpt")
+    }
+    assert {renamed.get(f, f) for f in OutcomeRow.__dataclass_fields__} <= deliveries

@@ -128,7 +128,7 @@ async def test_an_idle_sender_looks_rarely_yet_a_wake_up_alone_sends_a_new_webho
             await eventually(lambda: sender_db.signals.reliable, what="listener")
             await eventually(lambda: timer.asleep, what="the sender to go idle")
             idle_from = len(looks)
-            await let_time_pass(timer, 3.5)
+            await let_time_pass(timer, 3.5, settled=lambda: sender.idle)
             # At the 0.05 s poll interval that would be 70 looks.
             idle_looks = len(looks) - idle_from
             assert idle_looks <= 10, f"an idle sender looked {idle_looks} times in 3.5 s"
@@ -138,7 +138,7 @@ async def test_an_idle_sender_looks_rarely_yet_a_wake_up_alone_sends_a_new_webho
             # looks every poll interval; the API's commits beside it still wake it.
             await eventually(lambda: timer.asleep, what="the sender to go idle")
             idle_from = len(looks)
-            await let_time_pass(timer, 10 * poll)
+            await let_time_pass(timer, 10 * poll, settled=lambda: sender.idle)
             idle_looks = len(looks) - idle_from
             assert 9 <= idle_looks <= 10, f"{idle_looks} looks in 10 poll intervals"
         # The timer stands still from here on: the sender's next timed look never comes, so

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import structlog
@@ -38,32 +38,6 @@ _NOTIFY = text("SELECT pg_notify(:channel, :name)")
 IDLE_LOOK_MAX_SECONDS = 2.0
 KEEPALIVE_SECONDS = 10.0  # a silently dead listener connection is noticed within ~2x this
 RECONNECT_MAX_SECONDS = 30.0
-
-
-class LoopTimer:
-    """When a background loop's timed looks happen: the event loop's clock and a wait that
-    ends at the first of some events or a timeout. Tests hand the loops a manual one, so a
-    timed look happens only when the test moves time on and a wake-up alone must do the rest.
-    """
-
-    def now(self) -> float:
-        return asyncio.get_running_loop().time()
-
-    async def wait_any(
-        self,
-        events: Sequence[asyncio.Event],
-        timeout: float,  # noqa: ASYNC109  (a timed look is what the loop waits for)
-    ) -> None:
-        """Return once any of ``events`` is set or ``timeout`` seconds have passed."""
-        waiters = [asyncio.ensure_future(event.wait()) for event in events]
-        try:
-            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
-
-
-REAL_TIME = LoopTimer()
 
 
 def signal_on_commit(session: AsyncSession, name: str) -> None:

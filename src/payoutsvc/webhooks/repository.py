@@ -7,6 +7,7 @@ they run for every delivery; the API's reads use the ORM.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
@@ -112,6 +113,38 @@ TARGET_COLUMNS = (
     _endpoints.c.previous_secret_expires_at,
     _endpoints.c.failing_since,
 )
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeRow:
+    """One attempt's result as written on its delivery (fields as in _OUTCOME_MATCH/_SET)."""
+
+    id: str
+    token: str
+    status: str
+    next_attempt_at: datetime | None
+    at: datetime
+    status_code: int | None
+    latency_ms: float | None
+    error: str | None
+    response_excerpt: str | None
+    delivered_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRow:
+    """One webhook_attempts row (its id is numbered by the database)."""
+
+    delivery_id: str
+    attempt: int
+    at: datetime
+    status_code: int | None
+    latency_ms: float
+    error: str | None
+    response_excerpt: str | None
+
+
+_ATTEMPT_FIELDS = tuple(AttemptRow.__dataclass_fields__)
 
 
 class WebhookRepository:
@@ -406,6 +439,20 @@ class WebhookRepository:
         )
         return result.first() is not None
 
+    async def next_retry_at(self, now: datetime) -> datetime | None:
+        """When the earliest pending delivery not yet due falls due: an idle sender's next
+        look. (Deliveries due already but left unclaimed wait for an earlier event of their
+        payout, whose own retry time counts here, or for another sender's lease to end,
+        which the idle sender's look every IDLE_LOOK_MAX_SECONDS catches.)"""
+        result = await self.session.execute(
+            select(_deliveries.c.next_attempt_at)
+            .where(_deliveries.c.status == PENDING, _deliveries.c.next_attempt_at > now)
+            .order_by(_deliveries.c.next_attempt_at)
+            .limit(1)
+        )
+        found: datetime | None = result.scalar()
+        return found
+
     async def claim_due(
         self, now: datetime, limit: int, lease_until: datetime, token: str
     ) -> Sequence[AnyRow]:
@@ -458,7 +505,7 @@ class WebhookRepository:
         result = await self.session.execute(select(*TARGET_COLUMNS).where(_endpoints.c.id.in_(ids)))
         return result.all()
 
-    async def record_outcomes(self, outcomes: Sequence[Mapping[str, Any]]) -> list[str]:
+    async def record_outcomes(self, outcomes: Sequence[OutcomeRow]) -> list[str]:
         """Store each attempt's outcome on its delivery, only while the claim that made it
         still holds the lease; returns the ids of deliveries that still exist (an endpoint
         deleted meanwhile takes its deliveries with it)."""
@@ -466,23 +513,29 @@ class WebhookRepository:
             return []
         if self.is_postgres:
             # In id order, like every batch writer of deliveries here (no lock-order cycles).
-            ordered = sorted(outcomes, key=lambda o: str(o["id"]))
+            ordered = [
+                {f: getattr(o, f) for f in _OUTCOME_FIELDS}
+                for o in sorted(outcomes, key=lambda o: o.id)
+            ]
             parameters = array_parameters(_deliveries, (*_OUTCOME_MATCH, *_OUTCOME_SET), ordered)
             await self.session.execute(_PG_RECORD_OUTCOMES, parameters)
         else:
             await self.session.execute(
-                _RECORD_OUTCOME, [{f"b_{f}": o[f] for f in _OUTCOME_FIELDS} for o in outcomes]
+                _RECORD_OUTCOME,
+                [{f"b_{f}": getattr(o, f) for f in _OUTCOME_FIELDS} for o in outcomes],
             )
         # The UPDATE above row-locked the deliveries it found, so none of these can vanish
         # before we commit; one that is missing now was deleted before us.
-        ids = sorted({o["id"] for o in outcomes})
+        ids = sorted({o.id for o in outcomes})
         result = await self.session.execute(
             select(_deliveries.c.id).where(_deliveries.c.id.in_(ids))
         )
         return list(result.scalars().all())
 
-    async def insert_attempts(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        await _INSERT_ATTEMPTS.run(self.session, rows)
+    async def insert_attempts(self, rows: Sequence[AttemptRow]) -> None:
+        await _INSERT_ATTEMPTS.run(
+            self.session, [{f: getattr(row, f) for f in _ATTEMPT_FIELDS} for row in rows]
+        )
 
     async def purge_finished(self, created_before: datetime, batch_size: int) -> int:
         """Delete up to ``batch_size`` finished deliveries created before the cutoff, with

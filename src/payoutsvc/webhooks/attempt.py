@@ -1,0 +1,141 @@
+"""The sender's second step: one attempt at one claimed delivery (no transaction open).
+
+Sign with the endpoint's secrets, then ``ssrf.deliver``, which checks the URL and its DNS
+answer again and connects only to the address it checked, over the sender's own pinned
+keep-alive client. Then decide what comes next: delivered, failed (410 Gone, or the retry
+schedule is used up) or pending again after the schedule's delay (or the receiver's
+Retry-After on 429/503).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+
+from payoutsvc.config import Settings
+from payoutsvc.retry import next_delay, retry_after_seconds
+from payoutsvc.webhooks.claim import ClaimedDelivery, Target
+from payoutsvc.webhooks.models import DeliveryStatus
+from payoutsvc.webhooks.signing import build_headers
+from payoutsvc.webhooks.ssrf import DeliveryResult, Resolver, deliver
+from payoutsvc.webhooks.transport import PinnedHttp11Client
+
+log = structlog.get_logger(__name__)
+
+RETRY_AFTER_STATUSES = frozenset({429, 503})
+GONE_REASON = "the receiver answered 410 Gone"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    delivery: ClaimedDelivery
+    started_at: datetime
+    status: DeliveryStatus
+    next_attempt_at: datetime | None
+    result: DeliveryResult | None  # None: no request was made
+    error: str | None
+    disable_reason: str | None = None
+
+    @property
+    def endpoint_failing_since(self) -> datetime | None:
+        """The endpoint's failing streak as the claim saw it: lets a batch of healthy
+        attempts to a healthy endpoint skip the bookkeeping statements."""
+        target = self.delivery.target
+        return None if target is None else target.failing_since
+
+    @property
+    def metric_outcome(self) -> str:
+        if self.status is DeliveryStatus.PENDING:
+            return "retry_scheduled"
+        return self.status.value
+
+
+class DeliveryAttempter:
+    def __init__(
+        self,
+        settings: Settings,
+        client: Callable[[], PinnedHttp11Client],
+        *,
+        resolver: Resolver | None,
+        rng: random.Random | None,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.settings = settings
+        self._client = client  # opened on first use (and again after the sender closed it)
+        self.resolver = resolver
+        self.rng = rng
+        self.clock = clock
+
+    async def attempt(self, delivery: ClaimedDelivery) -> Outcome:
+        """Make one attempt and decide what comes next; never raises."""
+        started = self.clock()
+        target = delivery.target
+        if target is None or not target.enabled:
+            return Outcome(
+                delivery,
+                started,
+                DeliveryStatus.CANCELED,
+                None,
+                None,
+                "canceled: endpoint disabled or deleted",
+            )
+        try:
+            result = await self._post(delivery, target, started)
+        except Exception as exc:  # one broken delivery must not take the batch down
+            log.exception("webhook.attempt_crashed", delivery_id=delivery.id)
+            result = DeliveryResult(
+                None, 0.0, f"internal error: {type(exc).__name__}", error_code="internal"
+            )
+        return self.decide(delivery, started, result)
+
+    async def _post(
+        self, delivery: ClaimedDelivery, target: Target, started: datetime
+    ) -> DeliveryResult:
+        if target.secret_error is not None:
+            return DeliveryResult(None, 0.0, target.secret_error, error_code="internal")
+        headers = build_headers(target.secrets, delivery.event_id, started, delivery.body)
+        return await deliver(
+            target.url,
+            headers,
+            delivery.body,
+            allow_private=self.settings.webhook_allow_private,
+            timeout=self.settings.webhook_timeout_seconds,
+            client=self._client(),
+            resolver=self.resolver,
+            # The sender's own client keys reused connections by hostname *and* address.
+            keep_alive=True,
+        )
+
+    def decide(
+        self, delivery: ClaimedDelivery, started: datetime, result: DeliveryResult
+    ) -> Outcome:
+        """2xx: delivered. 410: failed, and the endpoint gets disabled. Anything else: retried
+        after the schedule's (jittered) delay, or after Retry-After on 429/503, until the
+        schedule is used up."""
+        if result.ok:
+            return Outcome(delivery, started, DeliveryStatus.DELIVERED, None, result, None)
+        if result.status_code == 410:
+            return Outcome(
+                delivery, started, DeliveryStatus.FAILED, None, result, result.error, GONE_REASON
+            )
+        finished = self.clock()
+        schedule = self.settings.webhook_retry_schedule
+        delay = next_delay(schedule, delivery.attempts, self.rng)
+        if delay is not None and result.status_code in RETRY_AFTER_STATUSES:
+            asked = retry_after_seconds(result.retry_after, finished)
+            if asked is not None:
+                delay = asked
+        if delay is None:
+            return Outcome(delivery, started, DeliveryStatus.FAILED, None, result, result.error)
+        return Outcome(
+            delivery,
+            started,
+            DeliveryStatus.PENDING,
+            finished + timedelta(seconds=delay),
+            result,
+            result.error,
+        )
