@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
     JSON,
     BigInteger,
     Boolean,
@@ -26,10 +27,13 @@ from sqlalchemy import (
     Table,
     Text,
     TextClause,
+    any_,
     insert,
+    literal,
     text,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeEngine
 
 from payoutsvc.db.base import UtcDateTime
@@ -39,9 +43,19 @@ __all__ = [
     "Field",
     "array_parameters",
     "bulk_insert",
+    "one_of",
     "pg_array_type",
     "unnest_of",
 ]
+
+
+def one_of(column: Column[Any], values: Sequence[Any], *, postgres: bool) -> ColumnElement[bool]:
+    """``column IN values`` for a batch of keys. PostgreSQL: ``column = ANY(:array)``, one
+    parameter, so the statement and its plan do not grow with the batch (an expanded IN of
+    500 ids costs the client a cast per id to render and the server a 500-item plan)."""
+    if postgres:
+        return column == any_(literal(list(values), ARRAY(column.type)))
+    return column.in_(list(values))
 
 
 def pg_array_type(column: Column[Any]) -> str:

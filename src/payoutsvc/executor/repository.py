@@ -29,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payoutsvc.db.base import UtcDateTime
-from payoutsvc.db.bulk import BulkInsert, array_parameters, unnest_of
+from payoutsvc.db.bulk import BulkInsert, array_parameters, one_of, unnest_of
 from payoutsvc.db.signals import signal_on_commit
 from payoutsvc.executor.models import PayoutAttempt
 from payoutsvc.payouts import transitions
@@ -42,6 +42,22 @@ _P = cast(Table, Payout.__table__)
 _FINISH_SOURCES_SQL = [f"'{status}'" for status in transitions.FINISH.source_values]
 _A = cast(Table, PayoutAttempt.__table__)
 _E = cast(Table, PayoutEvent.__table__)
+# What the evidence check reads of an event (executor/evidence.py ChainEvent).
+_EVIDENCE_COLUMNS = tuple(
+    _E.c[name]
+    for name in (
+        "id",
+        "payout_id",
+        "sequence",
+        "type",
+        "actor",
+        "at",
+        "data",
+        "prev_hash",
+        "hash",
+        "hash_scheme",
+    )
+)
 APPROVED = PayoutStatus.APPROVED.value
 PROCESSING = PayoutStatus.PROCESSING.value
 
@@ -198,9 +214,11 @@ class ExecutorRepository:
         found: dict[str, list[Row[Any]]] = {pid: [] for pid in payout_ids}
         if not payout_ids:
             return found
-        result = await self.session.execute(
-            select(_E).where(_E.c.payout_id.in_(list(payout_ids)), _E.c.type.in_(list(types)))
+        query = select(*_EVIDENCE_COLUMNS).where(
+            one_of(_E.c.payout_id, payout_ids, postgres=self.is_postgres),
+            _E.c.type.in_(list(types)),
         )
+        result = await self.session.execute(query)
         for row in result:
             found[row.payout_id].append(row)
         return found

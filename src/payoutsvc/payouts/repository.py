@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import TextClause
 
 from payoutsvc.db.base import UtcDateTime
+from payoutsvc.db.bulk import one_of
 from payoutsvc.db.locks import advisory_lock_id
 from payoutsvc.db.signals import signal_on_commit
 from payoutsvc.payouts.models import (
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 PAYOUTS_DUE = "payouts-due"
 
 _PAYOUTS = cast(Table, Payout.__table__)
+_APPROVALS = cast(Table, PayoutApproval.__table__)
 _INSERT_PAYOUT = insert(_PAYOUTS)
 _COLUMN_ATTRS = tuple(inspect(Payout).column_attrs)
 
@@ -211,7 +213,7 @@ class PayoutRepository:
             return found
         result = await self.session.execute(
             select(PayoutApproval)
-            .where(PayoutApproval.payout_id.in_(payout_ids))
+            .where(one_of(_APPROVALS.c.payout_id, payout_ids, postgres=self.is_postgres))
             .order_by(PayoutApproval.at, PayoutApproval.id)
         )
         for approval in result.scalars():
