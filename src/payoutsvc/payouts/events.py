@@ -20,7 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from payoutsvc.db.bulk import BulkInsert
 from payoutsvc.ids import new_id
+from payoutsvc.payouts.limits import LimitsRepository
 from payoutsvc.payouts.models import Payout, PayoutApproval, PayoutEvent
+from payoutsvc.payouts.status import RELEASING_EVENT_TYPES
 from payoutsvc.webhooks.outbox import enqueue_deliveries
 
 GENESIS_HASH = "0" * 64
@@ -154,6 +156,11 @@ async def insert_hashed_events(session: AsyncSession, hashed: list[tuple[NewEven
         ],
     )
     await enqueue_deliveries(session, [e for e, _ in hashed])
+    # Every status change writes its event here, so this is the one place the limit counters
+    # learn that a payout's money will never move (rejected, canceled, failed).
+    released = [e.payout_id for e, _ in hashed if e.type in RELEASING_EVENT_TYPES]
+    if released:
+        await LimitsRepository(session).release(released)
 
 
 # Fixed when the payout is created and never changed by any code path.
