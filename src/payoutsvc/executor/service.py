@@ -65,6 +65,7 @@ from payoutsvc.recipients.masking import mask_account
 from payoutsvc.recipients.storage import unseal
 from payoutsvc.retry import jittered, next_delay
 from payoutsvc.runtime import Runtime
+from payoutsvc.webhooks.outbox import endpoint_presence
 
 log = structlog.get_logger(__name__)
 
@@ -240,7 +241,9 @@ class Executor:
             ]
             # The payouts are ours (row-locked on PostgreSQL; SQLite's write transaction
             # excludes every other writer), so their events go in first and the leases follow.
-            await insert_hashed_events(session, [(m.event, m.head.hash) for m in moves])
+            await insert_hashed_events(
+                session, [(m.event, m.head.hash) for m in moves], endpoint_presence(self.runtime)
+            )
             await repo.lease(
                 now=now,
                 lease=lease,
@@ -469,6 +472,7 @@ class Executor:
                     for plan in plans
                     if plan.move is not None and plan.row.pid in owned
                 ],
+                endpoint_presence(self.runtime),
             )
             await repo.insert_attempts(
                 [

@@ -61,6 +61,15 @@ _CLAIM_KEY_POSTGRES = _claim_key_statement(
 )
 _POLICY_LOCK_ID = advisory_lock_id(*POLICY_WRITE_LOCK)
 _CLAIM_KEY_SQLITE = _claim_key_statement("1 = 1")
+# The stored answer, built once: an update() built per call re-derives its cache key.
+_COMPLETE_KEY = (
+    update(IdempotencyRecord)
+    .where(
+        IdempotencyRecord.integration_id == bindparam("b_integration_id"),
+        IdempotencyRecord.key == bindparam("b_key"),
+    )
+    .values(response_status=bindparam("b_status"), response_body=bindparam("b_body"))
+)
 
 
 class PayoutRepository:
@@ -109,9 +118,8 @@ class PayoutRepository:
         self, integration_id: str, key: str, status: int, body: str
     ) -> None:
         await self.session.execute(
-            update(IdempotencyRecord)
-            .where(IdempotencyRecord.integration_id == integration_id, IdempotencyRecord.key == key)
-            .values(response_status=status, response_body=body)
+            _COMPLETE_KEY,
+            {"b_integration_id": integration_id, "b_key": key, "b_status": status, "b_body": body},
         )
 
     async def purge_idempotency(self, now: datetime) -> int:

@@ -61,6 +61,7 @@ from payoutsvc.recipients.validation import (
     validate_recipient,
 )
 from payoutsvc.runtime import Runtime
+from payoutsvc.webhooks.outbox import endpoint_presence
 
 log = structlog.get_logger(__name__)
 
@@ -188,7 +189,10 @@ class PayoutService:
             # An answer, not an exception: the transaction commits the idempotency record, so
             # a replay returns this same 422, and nothing else was written.
             await LimitsRepository(self.session).count_out(counters)
-            log.info("payout.forbidden", rules=[r.rule for r in decision.reasons])
+            # Told by the request's one log line (middleware.py), not a line of its own.
+            structlog.contextvars.bind_contextvars(
+                payout_forbidden_by=[r.rule for r in decision.reasons]
+            )
             return StoredResponse(422, decision.to_service_error().to_problem())
         values = self._new_payout(integration_id, key, body, check, request, decision, now)
         # The daily rows' day (the ticket row's is 0): what a release subtracts from.
@@ -197,9 +201,11 @@ class PayoutService:
         events = _opening_events(values, check, decision, snapshot, self.runtime.audit_key)
         status = values["status"]
         await self.repo.insert_payout(values)
-        await append_events(self.session, events, self.runtime.audit_key)
+        await append_events(
+            self.session, events, self.runtime.audit_key, endpoint_presence(self.runtime)
+        )
         PAYOUTS_CREATED.labels(status=status).inc()
-        log.info("payout.created", payout_id=values["id"], status=status)
+        structlog.contextvars.bind_contextvars(payout_id=values["id"], payout_status=status)
         return StoredResponse(201, snapshot)
 
     def _new_payout(
@@ -405,7 +411,9 @@ class PayoutService:
             # caller that passed a stale ``locked`` row gets here.
             current = await self.repo.current_status(payout_id, visible_integration)
             raise invalid_status_transition(payout_id, current or "unknown", arrow.action)
-        await insert_hashed_events(self.session, [(planned.event, planned.head.hash)])
+        await insert_hashed_events(
+            self.session, [(planned.event, planned.head.hash)], endpoint_presence(self.runtime)
+        )
         log.info("payout.status_changed", payout_id=payout_id, status=target.value, actor=actor)
         return planned.event.snapshot()
 
