@@ -119,7 +119,17 @@ def run_wrk(
     url: str, script: Path, connections: int, seconds: int, env: dict[str, str]
 ) -> dict[str, float]:
     completed = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        # wrk needs at least one connection per thread.
+        [
+            "wrk",
+            f"-t{min(2, connections)}",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
         env={**os.environ, **env},
         capture_output=True,
         text=True,

@@ -13,16 +13,21 @@ from payoutsvc.runtime import Runtime
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def get_runtime(request: Request) -> Runtime:
+def runtime_of(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
+
+
+async def get_runtime(request: Request) -> Runtime:
+    """Async, so FastAPI calls it inline: a sync dependency goes through the threadpool."""
+    return runtime_of(request)
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """The request's single transaction: commits when the endpoint returns, rolls back if it
     raises. ``scope="function"`` makes the commit happen before the response is sent, so a
     client never sees 201 for something that then failed to commit."""
-    runtime = get_runtime(request)
+    runtime = runtime_of(request)
     async with runtime.db.transaction(write=request.method not in _READ_METHODS) as session:
         yield session
 

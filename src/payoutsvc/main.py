@@ -77,7 +77,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings)
-        db = Database.connect(settings.database_url)
+        db = Database.connect(settings.database_url, pool_size=settings.db_pool_size)
         loops = BackgroundLoops()
         runtime: Runtime | None = None
         try:

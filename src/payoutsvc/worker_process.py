@@ -31,7 +31,7 @@ else:
 
 async def run_worker(settings: Settings) -> None:
     configure_logging(settings)
-    db = Database.connect(settings.database_url)
+    db = Database.connect(settings.database_url, pool_size=settings.db_pool_size)
     loops = BackgroundLoops()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -4,7 +4,7 @@ plus 0.01 does not (limits are inclusive)."""
 from __future__ import annotations
 
 import copy
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from sqlalchemy import update
 
 from payoutsvc.payouts.models import Payout
+from payoutsvc.policy.repository import PolicyRepository
 from payoutsvc.policy.router import DUAL_APPROVAL_EXAMPLE
 from tests.helpers import bearer_of, operator_key, reject_as
 from tests.policy.support import (
@@ -113,10 +114,17 @@ async def test_daily_total_starts_at_midnight_in_the_policy_timezone(
     )
 
     async def move(created_at: datetime) -> None:
+        # As if it had been created then: its policy day (limit_day) follows, and the limit
+        # counters are recounted from the edited payouts.
+        local_day = created_at.astimezone(zone).date()
+        day_start = datetime.combine(local_day, time(0), tzinfo=zone)
         async with db(app).transaction() as session:
             await session.execute(
-                update(Payout).where(Payout.id == earlier["id"]).values(created_at=created_at)
+                update(Payout)
+                .where(Payout.id == earlier["id"])
+                .values(created_at=created_at, limit_day=int(day_start.timestamp()))
             )
+            await PolicyRepository(session).rebuild_limit_counters()
 
     await move(local_midnight - timedelta(microseconds=1))  # yesterday in Shanghai
     await created(client, body("100.00"))

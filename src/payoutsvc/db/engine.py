@@ -58,7 +58,10 @@ def create_engine_for(
     return create_async_engine(
         url,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        # Overflow connections close on return, so a load that keeps them busy opens and
+        # closes connections all the time: few of them (size the pool to the load with
+        # PAYOUTSVC_DB_POOL_SIZE); past them requests wait for a pooled connection.
+        max_overflow=pool_size // 2,
         pool_pre_ping=False,
         pool_recycle=1800,
     )

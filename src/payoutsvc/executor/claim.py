@@ -28,6 +28,7 @@ from payoutsvc.payouts.presenter import payout_json_of
 from payoutsvc.payouts.repository import PayoutRepository
 from payoutsvc.payouts.status import PayoutStatus
 from payoutsvc.runtime import Runtime
+from payoutsvc.webhooks.outbox import endpoint_presence
 
 ACTOR = "executor"
 APPROVED = PayoutStatus.APPROVED.value
@@ -114,7 +115,9 @@ class Claimer:
             moves = [_processing(payout, approvals, now, lease, key) for payout in fresh]
             # The payouts are ours (row-locked on PostgreSQL; SQLite's write transaction
             # excludes every other writer), so their events go in first and the leases follow.
-            await insert_hashed_events(session, [(m.event, m.head.hash) for m in moves])
+            await insert_hashed_events(
+                session, [(m.event, m.head.hash) for m in moves], endpoint_presence(self.runtime)
+            )
             await repo.lease(
                 now=now,
                 lease=lease,

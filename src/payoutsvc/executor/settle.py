@@ -30,6 +30,7 @@ from payoutsvc.payouts.presenter import payout_json_of
 from payoutsvc.payouts.status import PayoutStatus
 from payoutsvc.retry import jittered, next_delay
 from payoutsvc.runtime import Runtime
+from payoutsvc.webhooks.outbox import endpoint_presence
 
 log = structlog.get_logger(__name__)
 
@@ -79,6 +80,7 @@ class Settler:
                     for plan in plans
                     if plan.move is not None and plan.row.pid in owned
                 ],
+                endpoint_presence(self.runtime),
             )
             await repo.insert_attempts(
                 [

@@ -20,8 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from payoutsvc.db.bulk import BulkInsert
 from payoutsvc.ids import new_id
+from payoutsvc.payouts.limits import LimitsRepository
 from payoutsvc.payouts.models import Payout, PayoutApproval, PayoutEvent
-from payoutsvc.webhooks.outbox import enqueue_deliveries
+from payoutsvc.payouts.status import RELEASING_EVENT_TYPES
+from payoutsvc.webhooks.outbox import EndpointPresence, enqueue_deliveries
 
 GENESIS_HASH = "0" * 64
 # payout_events.hash_scheme: how a row's hash was computed. Rows written before migration
@@ -145,7 +147,10 @@ def hash_of(event: NewEvent, key: bytes) -> str:
 
 
 async def append_events(
-    session: AsyncSession, events: list[NewEvent], key: bytes
+    session: AsyncSession,
+    events: list[NewEvent],
+    key: bytes,
+    endpoints: EndpointPresence | None = None,
 ) -> list[tuple[NewEvent, str]]:
     """Insert events (one statement for the batch) and enqueue their webhook deliveries.
 
@@ -153,13 +158,18 @@ async def append_events(
     head of that payout's chain.
     """
     hashed = [(e, hash_of(e, key)) for e in events]
-    await insert_hashed_events(session, hashed)
+    await insert_hashed_events(session, hashed, endpoints)
     return hashed
 
 
-async def insert_hashed_events(session: AsyncSession, hashed: list[tuple[NewEvent, str]]) -> None:
+async def insert_hashed_events(
+    session: AsyncSession,
+    hashed: list[tuple[NewEvent, str]],
+    endpoints: EndpointPresence | None = None,
+) -> None:
     """:func:`append_events` for events already hashed (the executor needs the new chain
-    heads before it knows which payouts are still its own)."""
+    heads before it knows which payouts are still its own). ``endpoints``: the process's
+    memory of integrations without webhook endpoints (``endpoint_presence(runtime)``)."""
     if not hashed:
         return
     await _INSERT_EVENTS.run(
@@ -181,7 +191,12 @@ async def insert_hashed_events(session: AsyncSession, hashed: list[tuple[NewEven
             for e, h in hashed
         ],
     )
-    await enqueue_deliveries(session, [e for e, _ in hashed])
+    await enqueue_deliveries(session, [e for e, _ in hashed], endpoints)
+    # Every status change writes its event here, so this is the one place the limit counters
+    # learn that a payout's money will never move (rejected, canceled, failed).
+    released = [e.payout_id for e, _ in hashed if e.type in RELEASING_EVENT_TYPES]
+    if released:
+        await LimitsRepository(session).release(released)
 
 
 # Fixed when the payout is created and never changed by any code path.

@@ -1,16 +1,21 @@
-"""The facts a policy decision reads about one payout request, and the locks that make the
-check-and-insert race-free. All SQL.
+"""The facts a policy decision reads about one payout request, and the limit counters that
+make the check-and-insert race-free. All SQL.
 
-The facts (operator, totals, blocklist, duplicate, current policy version) come from ONE
-statement of scalar subqueries, each on its own index: creating a payout is the hot path.
+The facts (operator, blocklist, duplicate, current policy version) come from ONE statement of
+scalar subqueries, each on its own index: creating a payout is the hot path. The totals the
+caps compare with are running counters (policy/models.py LimitCounter), one row per cap:
+creating a payout adds to its rows with one upsert that also locks them (until commit) and
+returns their totals, so two requests on one requester, ticket or recipient are serialised
+from that statement on, and the day's size costs nothing.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     BigInteger,
@@ -21,20 +26,76 @@ from sqlalchemy import (
     exists,
     false,
     func,
+    literal,
     select,
     text,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payoutsvc.db.base import UtcDateTime
-from payoutsvc.db.locks import advisory_lock_id
 from payoutsvc.operators.models import Operator
 from payoutsvc.payouts.models import Payout
 from payoutsvc.payouts.status import NOT_COUNTED_FOR_LIMITS
-from payoutsvc.policy.models import PolicyVersion
+from payoutsvc.policy.models import LimitCounter, PolicyVersion
 from payoutsvc.recipients.models import RecipientBlock
 
+if TYPE_CHECKING:
+    from payoutsvc.policy.service import PayoutRequest
+
 _NOT_COUNTED = [s.value for s in NOT_COUNTED_FOR_LIMITS]
+
+# (scope, subject, day, currency, amount): one counter row and what a payout adds to it.
+CounterDelta = tuple[str, str, int, str, int]
+
+
+def _upsert(rows: int, *, returning: bool) -> Any:
+    """Add (count, amount) to ``rows`` counters, creating missing ones: INSERT … ON CONFLICT DO
+    UPDATE, the same text on PostgreSQL and SQLite. On PostgreSQL the update takes the row
+    lock and reads the newest committed row even after waiting, so the returned totals are
+    exact for a READ COMMITTED transaction. Built once per shape (no per-call cache key)."""
+    values = ", ".join(f"(:s{i}, :j{i}, :d{i}, :c{i}, :n{i}, :a{i})" for i in range(rows))
+    statement = text(
+        "INSERT INTO limit_counters (scope, subject, day, currency, payouts, amount_minor)"  # noqa: S608  (values: bind parameter names)
+        f" VALUES {values}"
+        " ON CONFLICT (scope, subject, day, currency) DO UPDATE SET"
+        " payouts = limit_counters.payouts + excluded.payouts,"
+        " amount_minor = limit_counters.amount_minor + excluded.amount_minor"
+        + (" RETURNING scope, currency, payouts, amount_minor" if returning else "")
+    )
+    return statement.bindparams(
+        *(bindparam(f"d{i}", type_=BigInteger()) for i in range(rows)),
+        *(bindparam(f"n{i}", type_=BigInteger()) for i in range(rows)),
+        *(bindparam(f"a{i}", type_=BigInteger()) for i in range(rows)),
+    )
+
+
+def _count_in_parameters(rows: Sequence[CounterDelta]) -> dict[str, Any]:
+    parameters: dict[str, Any] = {}
+    for i, (scope, subject, day, currency, amount) in enumerate(rows):
+        parameters.update(
+            {
+                f"s{i}": scope,
+                f"j{i}": subject,
+                f"d{i}": day,
+                f"c{i}": currency,
+                f"n{i}": 1,
+                f"a{i}": amount,
+            }
+        )
+    return parameters
+
+
+_COUNT_IN = _upsert(4, returning=True)  # a new payout's four rows (PayoutRequest.limit_counters)
+_ADJUST_ONE = _upsert(1, returning=False)  # executemany, for any number of rows
+_RELEASED = select(
+    Payout.requested_by,
+    Payout.ticket_system,
+    Payout.ticket_id,
+    Payout.recipient_fingerprint,
+    Payout.currency,
+    Payout.amount_minor,
+    Payout.limit_day,
+).where(Payout.id.in_(bindparam("ids", expanding=True)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,125 +111,110 @@ class RequestFacts:
     recipient_blocked: bool
     duplicate_suspected: bool
     policy_version: int | None  # the newest policy version when the facts were read
+    ticket_payouts: int  # the ticket's counted payouts in this currency when read
 
 
-def _facts_statement(*, with_duplicate: bool) -> Select[Any]:
+def _counter(scope: str, subject: str, day: str | None, currency: str, column: str) -> Any:
+    """One counter's column by its key's bind parameters (0 when the row does not exist)."""
+    c = LimitCounter.__table__.c
+    return func.coalesce(
+        select(c[column])
+        .where(
+            c.scope == literal(scope),
+            c.subject == bindparam(subject, type_=String()),
+            c.day == (literal(0) if day is None else bindparam(day, type_=BigInteger())),
+            c.currency
+            == (literal("*") if currency == "*" else bindparam(currency, type_=String())),
+        )
+        .scalar_subquery(),
+        0,
+    )
+
+
+def _duplicate() -> ColumnElement[bool]:
+    """Any live payout like this one, whatever its idempotency key: the same key would have
+    replayed the first answer, unless its record had expired, which is no less suspicious."""
+    return exists().where(
+        Payout.ticket_system == bindparam("ticket_system", type_=String()),
+        Payout.ticket_id == bindparam("ticket_id", type_=String()),
+        Payout.recipient_fingerprint == bindparam("fingerprint", type_=String()),
+        Payout.amount_minor == bindparam("amount_minor", type_=BigInteger()),
+        Payout.currency == bindparam("currency", type_=String()),
+        Payout.created_at >= bindparam("duplicate_since", type_=UtcDateTime()),
+        Payout.status.not_in(_NOT_COUNTED),
+    )
+
+
+_DUPLICATE = select(_duplicate())
+
+
+def _facts_statement(*, with_duplicate: bool, with_totals: bool) -> Select[Any]:
     """The facts of one payout request as ONE statement of scalar subqueries, each served by
     its own index; built once with bind parameters (building and cache-keying a statement
     this size per request costs more CPU than running it).
 
-    Counted payouts are those whose money may still move (not rejected, canceled or failed);
-    totals are company-wide, across integrations, like operators and the policy.
+    ``with_totals``: the cap totals from their counters as they are (a preview); a create
+    takes them from its own upsert instead (LimitsRepository.count_in), which locks them.
     """
     requester_id = bindparam("requester_id", type_=String())
-    currency = bindparam("currency", type_=String())
     fingerprint = bindparam("fingerprint", type_=String())
-    ticket_system = bindparam("ticket_system", type_=String())
-    ticket_id = bindparam("ticket_id", type_=String())
-    counted = Payout.status.not_in(_NOT_COUNTED)
-    today = (
-        Payout.created_at >= bindparam("day_start", type_=UtcDateTime()),
-        Payout.created_at < bindparam("day_end", type_=UtcDateTime()),
-    )
-    same_ticket = (Payout.ticket_system == ticket_system, Payout.ticket_id == ticket_id)
-    same_recipient = Payout.recipient_fingerprint == fingerprint
-
-    def amount_total(*conditions: ColumnElement[bool]) -> Any:
-        return (
-            select(func.coalesce(func.sum(Payout.amount_minor), 0))
-            .where(*conditions, counted)
-            .scalar_subquery()
-        )
-
-    duplicate: ColumnElement[Any] = false()
-    if with_duplicate:
-        # Any live payout like this one, whatever its idempotency key: the same key would
-        # have replayed the first answer, unless its record had expired, which is no less
-        # suspicious.
-        duplicate = exists().where(
-            *same_ticket,
-            same_recipient,
-            Payout.amount_minor == bindparam("amount_minor", type_=BigInteger()),
-            Payout.currency == currency,
-            Payout.created_at >= bindparam("duplicate_since", type_=UtcDateTime()),
-            counted,
+    duplicate: ColumnElement[Any] = _duplicate() if with_duplicate else false()
+    totals: tuple[Any, ...] = (literal(0),) * 4
+    if with_totals:
+        totals = (
+            _counter("requester", "requester_id", "day", "currency", "amount_minor"),
+            _counter("ticket", "ticket", None, "currency", "amount_minor"),
+            _counter("recipient", "fingerprint", "day", "*", "payouts"),
+            _counter("recipient", "fingerprint", "day", "currency", "amount_minor"),
         )
     return select(
         select(Operator.role).where(Operator.id == requester_id).scalar_subquery(),
         select(Operator.disabled).where(Operator.id == requester_id).scalar_subquery(),
-        amount_total(Payout.requested_by == requester_id, *today, Payout.currency == currency),
-        amount_total(*same_ticket, Payout.currency == currency),
-        select(func.count()).where(same_recipient, *today, counted).scalar_subquery(),
-        amount_total(same_recipient, *today, Payout.currency == currency),
+        *totals,
         exists().where(RecipientBlock.fingerprint == fingerprint),
         duplicate,
         select(func.max(PolicyVersion.version)).scalar_subquery(),
+        # What the duplicate check saw of the ticket (LimitsRepository.count_in).
+        _counter("ticket", "ticket", None, "currency", "payouts"),
     )
 
 
-_FACTS = _facts_statement(with_duplicate=True)
-_FACTS_WITHOUT_DUPLICATE = _facts_statement(with_duplicate=False)
-# Locks are taken three at a time (requester, ticket, recipient): one constant statement.
-_LOCK_THREE = text(
-    "SELECT pg_advisory_xact_lock(:k0), pg_advisory_xact_lock(:k1), pg_advisory_xact_lock(:k2)"
-)
+_FACTS = {
+    (duplicate, totals): _facts_statement(with_duplicate=duplicate, with_totals=totals)
+    for duplicate in (False, True)
+    for totals in (False, True)
+}
 
 
 class LimitsRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    @property
-    def is_postgres(self) -> bool:
-        return self.session.get_bind().dialect.name == "postgresql"
-
-    # -- locks ----------------------------------------------------------------------------------
-    async def lock_limit_keys(self, keys: Sequence[tuple[str, ...]]) -> None:
-        """Wait for transaction-scoped advisory locks on ``keys`` (PostgreSQL; SQLite already
-        serialises writers), in one round trip.
-
-        Taken in ascending lock-id order (the target list is evaluated left to right), the
-        same order PayoutRepository.lock uses, so two requests sharing some keys cannot
-        deadlock. Must run in its own statement BEFORE the totals are read: a READ COMMITTED
-        statement's snapshot is taken when it starts, i.e. before it waited for a lock.
-        """
-        if not self.is_postgres or not keys:
-            return
-        ids = sorted(advisory_lock_id(*key) for key in keys)
-        if len(ids) == 3:
-            await self.session.execute(_LOCK_THREE, {"k0": ids[0], "k1": ids[1], "k2": ids[2]})
-            return
-        for lock_id in ids:
-            await self.session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_id})
-
     # -- payout facts ---------------------------------------------------------------------------
     async def request_facts(
         self,
+        request: PayoutRequest,
         *,
-        requester_id: str,
-        currency: str,
-        amount_minor: int,
-        ticket_system: str,
-        ticket_id: str,
-        recipient_fingerprint: str,
-        day_start: datetime,
-        day_end: datetime,
+        day: int,
         duplicate_since: datetime | None,
+        with_totals: bool,
     ) -> RequestFacts:
-        """Every fact the policy rules read, in one statement (see ``_FACTS``)."""
-        statement = _FACTS_WITHOUT_DUPLICATE if duplicate_since is None else _FACTS
+        """Every fact the policy rules read, in one statement (see ``_facts_statement``);
+        the totals are 0 unless ``with_totals``."""
+        statement = _FACTS[(duplicate_since is not None, with_totals)]
         params: dict[str, Any] = {
-            "requester_id": requester_id,
-            "currency": currency,
-            "amount_minor": amount_minor,
-            "ticket_system": ticket_system,
-            "ticket_id": ticket_id,
-            "fingerprint": recipient_fingerprint,
-            "day_start": day_start,
-            "day_end": day_end,
+            "requester_id": request.requester_id,
+            "currency": request.currency,
+            "fingerprint": request.recipient_fingerprint,
+            "ticket_system": request.ticket_system,
+            "ticket_id": request.ticket_id,
         }
+        params["ticket"] = f"{request.ticket_system}:{request.ticket_id}"
+        if with_totals:
+            params["day"] = day
         if duplicate_since is not None:
             params["duplicate_since"] = duplicate_since
+            params["amount_minor"] = request.amount_minor
         row = (await self.session.execute(statement, params)).one()
         return RequestFacts(
             requester_role=row[0],
@@ -180,4 +226,78 @@ class LimitsRepository:
             recipient_blocked=bool(row[6]),
             duplicate_suspected=bool(row[7]),
             policy_version=None if row[8] is None else int(row[8]),
+            ticket_payouts=int(row[9]),
         )
+
+    # -- limit counters -------------------------------------------------------------------------
+    async def count_in(
+        self,
+        request: PayoutRequest,
+        facts: RequestFacts,
+        rows: Sequence[CounterDelta],
+        duplicate_since: datetime | None,
+    ) -> RequestFacts:
+        """Add a new payout to its four counters (``PayoutRequest.limit_counters``), locking
+        them until commit, and return ``facts`` with the totals they held before it.
+
+        The duplicate fact was read before the lock: a like payout (same ticket, currency)
+        that committed or was in flight meanwhile changed the ticket's count, which the
+        upsert waited for; then the check is asked again, now serialised by the lock."""
+        result = await self.session.execute(_COUNT_IN, _count_in_parameters(rows))
+        after = {(r[0], r[1]): (int(r[2]), int(r[3])) for r in result.all()}
+        amount, currency = request.amount_minor, request.currency
+        ticket_payouts = after["ticket", currency][0] - 1
+        counted = replace(
+            facts,
+            requester_daily_total_minor=after["requester", currency][1] - amount,
+            ticket_total_minor=after["ticket", currency][1] - amount,
+            recipient_daily_count=after["recipient", "*"][0] - 1,
+            recipient_daily_total_minor=after["recipient", currency][1] - amount,
+            ticket_payouts=ticket_payouts,
+        )
+        if duplicate_since is None or ticket_payouts == facts.ticket_payouts:
+            return counted
+        found = await self.session.execute(
+            _DUPLICATE,
+            {
+                "ticket_system": request.ticket_system,
+                "ticket_id": request.ticket_id,
+                "fingerprint": request.recipient_fingerprint,
+                "amount_minor": amount,
+                "currency": currency,
+                "duplicate_since": duplicate_since,
+            },
+        )
+        return replace(counted, duplicate_suspected=bool(found.scalar_one()))
+
+    async def count_out(self, rows: Sequence[CounterDelta]) -> None:
+        """Take back what :meth:`count_in` added (the request was refused after all)."""
+        await self._adjust([(*row[:4], -1, -row[4]) for row in rows])
+
+    async def release(self, payout_ids: Sequence[str]) -> None:
+        """Subtract payouts that left the counted statuses (rejected, canceled, failed) from
+        their counters, in the transaction that moves them (payouts/events.py)."""
+        if not payout_ids:
+            return
+        found = await self.session.execute(_RELEASED, {"ids": list(payout_ids)})
+        deltas: dict[tuple[str, str, int, str], list[int]] = defaultdict(lambda: [0, 0])
+        for requester, system, ticket, fingerprint, currency, amount, day in found.all():
+            for key, counted in (
+                (("requester", requester, day, currency), amount),
+                (("ticket", f"{system}:{ticket}", 0, currency), amount),
+                (("recipient", fingerprint, day, currency), amount),
+                (("recipient", fingerprint, day, "*"), 0),
+            ):
+                deltas[key][0] -= 1
+                deltas[key][1] -= counted
+        await self._adjust([(*key, n, a) for key, (n, a) in deltas.items()])
+
+    async def _adjust(self, rows: Sequence[tuple[str, str, int, str, int, int]]) -> None:
+        """Add (count, amount) to each row, in key order (the order every writer locks
+        counters in, so two writers cannot deadlock on them)."""
+        parameters = [
+            {"s0": s, "j0": j, "d0": d, "c0": c, "n0": n, "a0": a}
+            for s, j, d, c, n, a in sorted(rows)
+        ]
+        if parameters:
+            await self.session.execute(_ADJUST_ONE, parameters)

@@ -73,6 +73,9 @@ class Payout(Base):
     last_event_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # The policy day whose limit counters this payout is counted in (policy/models.py
+    # LimitCounter.day): what a release (rejected, canceled, failed) subtracts from.
+    limit_day: Mapped[int] = mapped_column(BigInteger, server_default="0")
 
 
 class PayoutColumns(TypedDict):
@@ -113,6 +116,7 @@ class PayoutColumns(TypedDict):
     locked_by: str | None
     created_at: datetime
     updated_at: datetime
+    limit_day: int
     # The chain head, set once the payout's first events are built.
     last_event_sequence: NotRequired[int]
     last_event_hash: NotRequired[str]

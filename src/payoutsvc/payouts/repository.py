@@ -27,6 +27,7 @@ from payoutsvc.payouts.models import (
     PayoutEvent,
 )
 from payoutsvc.payouts.status import PayoutStatus
+from payoutsvc.policy.repository import POLICY_WRITE_LOCK
 
 if TYPE_CHECKING:
     from payoutsvc.payouts.transitions import Move
@@ -55,8 +56,22 @@ def _claim_key_statement(guard: str) -> TextClause:
     )
 
 
-_CLAIM_KEY_POSTGRES = _claim_key_statement("pg_try_advisory_xact_lock(:lock_id)")
+# The shared policy lock keeps a PUT that moves the policy day from recounting the limit
+# counters while this payout is being counted under the old day (policy/repository.py).
+_CLAIM_KEY_POSTGRES = _claim_key_statement(
+    "pg_try_advisory_xact_lock(:lock_id) AND pg_advisory_xact_lock_shared(:policy_lock) IS NOT NULL"
+)
+_POLICY_LOCK_ID = advisory_lock_id(*POLICY_WRITE_LOCK)
 _CLAIM_KEY_SQLITE = _claim_key_statement("1 = 1")
+# The stored answer, built once: an update() built per call re-derives its cache key.
+_COMPLETE_KEY = (
+    update(IdempotencyRecord)
+    .where(
+        IdempotencyRecord.integration_id == bindparam("b_integration_id"),
+        IdempotencyRecord.key == bindparam("b_key"),
+    )
+    .values(response_status=bindparam("b_status"), response_body=bindparam("b_body"))
+)
 
 
 class PayoutRepository:
@@ -84,6 +99,7 @@ class PayoutRepository:
         One statement: on PostgreSQL it also takes a transaction-scoped advisory lock on the
         key, so a concurrent request in another process neither blocks on the uncommitted row
         nor slips past it: it inserts nothing, finds no committed record, and answers 409.
+        It also holds the policy write lock shared until commit (see ``_CLAIM_KEY_POSTGRES``).
         An expired record is taken over. Returns True when this transaction owns the key.
         """
         statement = _CLAIM_KEY_POSTGRES if self.is_postgres else _CLAIM_KEY_SQLITE
@@ -96,6 +112,7 @@ class PayoutRepository:
         }
         if self.is_postgres:
             params["lock_id"] = advisory_lock_id("idem", integration_id, key)
+            params["policy_lock"] = _POLICY_LOCK_ID
         result = await self.session.execute(statement, params)
         return result.first() is not None
 
@@ -103,9 +120,8 @@ class PayoutRepository:
         self, integration_id: str, key: str, status: int, body: str
     ) -> None:
         await self.session.execute(
-            update(IdempotencyRecord)
-            .where(IdempotencyRecord.integration_id == integration_id, IdempotencyRecord.key == key)
-            .values(response_status=status, response_body=body)
+            _COMPLETE_KEY,
+            {"b_integration_id": integration_id, "b_key": key, "b_status": status, "b_body": body},
         )
 
     async def purge_idempotency(self, now: datetime) -> int:

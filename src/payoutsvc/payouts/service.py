@@ -40,7 +40,7 @@ from payoutsvc.payouts.events import (
     insert_hashed_events,
     payout_digest,
 )
-from payoutsvc.payouts.limits import LimitsRepository, RequestFacts
+from payoutsvc.payouts.limits import CounterDelta, LimitsRepository, RequestFacts
 from payoutsvc.payouts.models import Payout, PayoutColumns
 from payoutsvc.payouts.presenter import event_json, payout_json, payout_json_of
 from payoutsvc.payouts.repository import PayoutRepository
@@ -61,6 +61,7 @@ from payoutsvc.recipients.validation import (
     validate_recipient,
 )
 from payoutsvc.runtime import Runtime
+from payoutsvc.webhooks.outbox import endpoint_presence
 
 log = structlog.get_logger(__name__)
 
@@ -180,22 +181,31 @@ class PayoutService:
         now: datetime,
     ) -> StoredResponse:
         check, request = checked
-        # Locks the requester/ticket/recipient counters (PostgreSQL) until this transaction
-        # commits, so parallel requests cannot both fit under a cap they exceed together.
-        decision = await self.decide(request, now, lock=True)
+        # Counts the payout in its limit counters, whose row locks (PostgreSQL) hold until
+        # this transaction commits, so parallel requests cannot both fit under a cap they
+        # exceed together.
+        decision, counters = await self.decide(request, now, count_in=True)
         if decision.forbidden:
             # An answer, not an exception: the transaction commits the idempotency record, so
             # a replay returns this same 422, and nothing else was written.
-            log.info("payout.forbidden", rules=[r.rule for r in decision.reasons])
+            await LimitsRepository(self.session).count_out(counters)
+            # Told by the request's one log line (middleware.py), not a line of its own.
+            structlog.contextvars.bind_contextvars(
+                payout_forbidden_by=[r.rule for r in decision.reasons]
+            )
             return StoredResponse(422, decision.to_service_error().to_problem())
         values = self._new_payout(integration_id, key, body, check, request, decision, now)
+        # The daily rows' day (the ticket row's is 0): what a release subtracts from.
+        values["limit_day"] = max(day for _, _, day, _, _ in counters)
         snapshot = payout_json(_RowView(values))
         events = _opening_events(values, check, decision, snapshot, self.runtime.audit_key)
         status = values["status"]
         await self.repo.insert_payout(values)
-        await append_events(self.session, events, self.runtime.audit_key)
+        await append_events(
+            self.session, events, self.runtime.audit_key, endpoint_presence(self.runtime)
+        )
         PAYOUTS_CREATED.labels(status=status).inc()
-        log.info("payout.created", payout_id=values["id"], status=status)
+        structlog.contextvars.bind_contextvars(payout_id=values["id"], payout_status=status)
         return StoredResponse(201, snapshot)
 
     def _new_payout(
@@ -248,6 +258,7 @@ class PayoutService:
             "locked_by": None,
             "created_at": now,
             "updated_at": now,
+            "limit_day": 0,  # set by the caller from the counters it counted the payout in
         }
 
     def _policy_request(
@@ -284,7 +295,7 @@ class PayoutService:
         same requester checks and the same discreet messages); creates nothing."""
         requester = named_operator(credential, body.requested_by, "requested_by")
         check, request = self._policy_request(body, credential, requester)
-        decision = await self.decide(request, utcnow(), lock=False)
+        decision, _ = await self.decide(request, utcnow(), count_in=False)
         status: str | None = None
         if not decision.forbidden:
             status = (
@@ -300,33 +311,35 @@ class PayoutService:
         }
 
     # -- policy decision ---------------------------------------------------------------------
-    async def decide(self, request: PayoutRequest, now: datetime, *, lock: bool) -> PolicyDecision:
-        """Gather the facts and evaluate the current policy for ``request``.
+    async def decide(
+        self, request: PayoutRequest, now: datetime, *, count_in: bool
+    ) -> tuple[PolicyDecision, list[CounterDelta]]:
+        """Gather the facts and evaluate the current policy for ``request``; returns the
+        decision and the limit counters the request counts in.
 
-        ``lock``: the caller will insert the payout in this transaction, so serialise the
-        check-and-insert with every other request on the same requester, ticket or recipient
-        (PostgreSQL advisory locks held until commit), taken before any total is read.
+        ``count_in``: the caller will insert the payout in this transaction, so add it to
+        its counters now (LimitsRepository.count_in), which serialises the check-and-insert
+        with every other request on the same requester, ticket or recipient until commit;
+        the caller takes it out again if the decision forbids it. Otherwise (a preview) the
+        totals are read as they are.
         """
         limits = LimitsRepository(self.session)
-        if lock:
-            await limits.lock_limit_keys(request.limit_keys())
         policies = PolicyService.of(self.session, self.runtime)
         policy = await policies.newest_known()
         for _ in range(_MAX_POLICY_RACES):
-            day_start, day_end = policy_day_bounds(policy, now)
+            day_start, _ = policy_day_bounds(policy, now)
+            counters = request.limit_counters(int(day_start.timestamp()))
+            duplicate_since = duplicate_window_start(policy, now)
             facts = await limits.request_facts(
-                requester_id=request.requester_id,
-                currency=request.currency,
-                amount_minor=request.amount_minor,
-                ticket_system=request.ticket_system,
-                ticket_id=request.ticket_id,
-                recipient_fingerprint=request.recipient_fingerprint,
-                day_start=day_start,
-                day_end=day_end,
-                duplicate_since=duplicate_window_start(policy, now),
+                request,
+                day=int(day_start.timestamp()),
+                duplicate_since=duplicate_since,
+                with_totals=not count_in,
             )
             if facts.policy_version in (policy.version, None):
-                return evaluate_policy(_payout_facts(request, facts), policy)
+                if count_in:
+                    facts = await limits.count_in(request, facts, counters, duplicate_since)
+                return evaluate_policy(_payout_facts(request, facts), policy), counters
             # The day bounds and duplicate window depend on the policy: read again under it.
             policy = await policies.get(facts.policy_version)
         raise PolicyChanging(
@@ -398,7 +411,9 @@ class PayoutService:
             # caller that passed a stale ``locked`` row gets here.
             current = await self.repo.current_status(payout_id, visible_integration)
             raise invalid_status_transition(payout_id, current or "unknown", arrow.action)
-        await insert_hashed_events(self.session, [(planned.event, planned.head.hash)])
+        await insert_hashed_events(
+            self.session, [(planned.event, planned.head.hash)], endpoint_presence(self.runtime)
+        )
         log.info("payout.status_changed", payout_id=payout_id, status=target.value, actor=actor)
         return planned.event.snapshot()
 

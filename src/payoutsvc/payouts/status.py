@@ -44,4 +44,10 @@ EVENT_FOR_STATUS: dict[PayoutStatus, str] = {
     S.NEEDS_REVIEW: "payout.needs_review",
 }
 
+# A move into one of these statuses takes the payout out of its limit counters (every arrow
+# into them starts from a counted status, checked in transitions.py): its event says so.
+RELEASING_EVENT_TYPES: frozenset[str] = frozenset(
+    EVENT_FOR_STATUS[s] for s in NOT_COUNTED_FOR_LIMITS
+)
+
 EVENT_TYPES: tuple[str, ...] = ("payout.created", *EVENT_FOR_STATUS.values())

@@ -29,7 +29,12 @@ from typing import Any
 
 from payoutsvc.errors import invalid_status_transition
 from payoutsvc.payouts.events import GENESIS_HASH, NewEvent, hash_of, state_digest
-from payoutsvc.payouts.status import ALLOWED_TRANSITIONS, EVENT_FOR_STATUS, PayoutStatus
+from payoutsvc.payouts.status import (
+    ALLOWED_TRANSITIONS,
+    EVENT_FOR_STATUS,
+    NOT_COUNTED_FOR_LIMITS,
+    PayoutStatus,
+)
 
 S = PayoutStatus
 
@@ -50,6 +55,11 @@ class Arrow:
             for target in self.targets:
                 if target not in ALLOWED_TRANSITIONS[source]:
                     raise ValueError(f"{self.action}: {source} → {target} is not an arrow")
+                # The limit counters drop a payout when its event is one of
+                # RELEASING_EVENT_TYPES (events.py): true only if no arrow moves between two
+                # uncounted statuses, or from one back into the counted set.
+                if source in NOT_COUNTED_FOR_LIMITS:
+                    raise ValueError(f"{self.action}: {source} is not counted, nothing leaves it")
 
     @property
     def sql_sources(self) -> str:

@@ -1,5 +1,9 @@
-"""All SQL for the policy: its versions (the facts a payout decision reads from the payouts
-table are the payouts domain's: payouts/limits.py)."""
+"""All SQL for the policy: its versions, and the recount of its limit counters (the facts a
+payout decision reads, and the counters' running updates, are the payouts domain's:
+payouts/limits.py).
+
+The recount reads the payouts table by name: the policy package sits below payouts in the
+import graph (payouts imports policy), so it cannot import the Payout model."""
 
 from __future__ import annotations
 
@@ -7,19 +11,66 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    bindparam,
+    delete,
     func,
     insert,
+    or_,
     select,
     text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from payoutsvc.db.base import UtcDateTime
 from payoutsvc.db.locks import advisory_lock_id
-from payoutsvc.policy.models import PolicyVersion
+from payoutsvc.policy.models import LimitCounter, PolicyVersion
 
-# One key for "who writes the next policy version" (PostgreSQL advisory lock).
-_POLICY_WRITE_LOCK = ("policy_versions",)
+# One key for "who writes the next policy version" (PostgreSQL advisory lock). Creating a
+# payout holds it shared (PayoutRepository.claim_idempotency_key), so a PUT that moves the
+# policy day waits for in-flight payouts and recounts with all of them committed.
+POLICY_WRITE_LOCK = ("policy_versions",)
+
+# Statuses whose money will never move (payouts/status.py NOT_COUNTED_FOR_LIMITS; the policy
+# package cannot import payouts, tests/policy/test_limit_counters.py checks they agree).
+NOT_COUNTED_SQL = "('canceled', 'failed', 'rejected')"
+
+
+def _recount_select(where: str) -> str:
+    """The limit counters as a recount of the counted payouts matching ``where``: the
+    definition the running counters must always equal."""
+    counted = f"FROM payouts WHERE status NOT IN {NOT_COUNTED_SQL} AND {where}"
+    return f"""
+    SELECT 'requester' AS scope, requested_by AS subject, limit_day AS day,
+           currency AS currency, COUNT(*) AS payouts, SUM(amount_minor) AS amount_minor
+      {counted} GROUP BY requested_by, limit_day, currency
+    UNION ALL
+    SELECT 'ticket', ticket_system || ':' || ticket_id, 0, currency, COUNT(*), SUM(amount_minor)
+      {counted} GROUP BY ticket_system, ticket_id, currency
+    UNION ALL
+    SELECT 'recipient', recipient_fingerprint, limit_day, currency, COUNT(*), SUM(amount_minor)
+      {counted} GROUP BY recipient_fingerprint, limit_day, currency
+    UNION ALL
+    SELECT 'recipient', recipient_fingerprint, limit_day, '*', COUNT(*), 0
+      {counted} GROUP BY recipient_fingerprint, limit_day
+    """
+
+
+_RECOUNT_ALL = text(_recount_select("1 = 1"))
+_COUNTER_COLUMNS = "scope, subject, day, currency, payouts, amount_minor"
+_REBUILD_ALL = text(f"INSERT INTO limit_counters ({_COUNTER_COLUMNS}) " + _recount_select("1 = 1"))
+# The daily rows of some days (the ticket rows, which have no day, are left as they are).
+_RECOUNT_DAYS = text(
+    f"INSERT INTO limit_counters ({_COUNTER_COLUMNS}) SELECT * FROM ("  # noqa: S608  (constant)
+    + _recount_select("limit_day IN :days")
+    + ") AS recount WHERE scope <> 'ticket'"
+).bindparams(bindparam("days", expanding=True))
+_DAYS_SINCE = text("SELECT DISTINCT limit_day FROM payouts WHERE created_at >= :since").bindparams(
+    bindparam("since", type_=UtcDateTime())
+)
+_MOVE_DAY = text("UPDATE payouts SET limit_day = :day WHERE created_at >= :since").bindparams(
+    bindparam("since", type_=UtcDateTime())
+)
 
 
 class PolicyRepository:
@@ -35,7 +86,7 @@ class PolicyRepository:
         if self.is_postgres:
             await self.session.execute(
                 text("SELECT pg_advisory_xact_lock(:k)"),
-                {"k": advisory_lock_id(*_POLICY_WRITE_LOCK)},
+                {"k": advisory_lock_id(*POLICY_WRITE_LOCK)},
             )
 
     # -- versions -------------------------------------------------------------------------------
@@ -73,3 +124,35 @@ class PolicyRepository:
         )
         result = await self.session.execute(statement)
         return result.first() is not None
+
+    # -- limit counters -------------------------------------------------------------------------
+    async def move_policy_day(self, day: int, since: datetime) -> None:
+        """The policy day now starts at ``since`` (a new timezone): count the payouts created
+        since then in the new day's rows, and recount the rows they leave. Runs under the
+        policy write lock, so no payout is being created meanwhile (see POLICY_WRITE_LOCK)."""
+        left = (await self.session.execute(_DAYS_SINCE, {"since": since})).scalars().all()
+        days = sorted({day, *(int(d) for d in left)})
+        await self.session.execute(_MOVE_DAY, {"day": day, "since": since})
+        await self.session.execute(
+            delete(LimitCounter).where(LimitCounter.scope != "ticket", LimitCounter.day.in_(days))
+        )
+        await self.session.execute(_RECOUNT_DAYS, {"days": days})
+
+    async def rebuild_limit_counters(self) -> None:
+        """Replace every counter by its recount (repair after payouts were edited by hand)."""
+        await self.session.execute(delete(LimitCounter))
+        await self.session.execute(_REBUILD_ALL)
+
+    async def recount_limit_counters(self) -> dict[tuple[str, str, int, str], tuple[int, int]]:
+        """What every counter would hold if recounted from the payouts now (key → count,
+        amount); rows that are zero are left out."""
+        rows = (await self.session.execute(_RECOUNT_ALL)).all()
+        return {(r[0], r[1], int(r[2]), r[3]): (int(r[4]), int(r[5])) for r in rows}
+
+    async def limit_counters(self) -> dict[tuple[str, str, int, str], tuple[int, int]]:
+        """The stored counters that are not zero (key → count, amount)."""
+        query = select(LimitCounter).where(
+            or_(LimitCounter.payouts != 0, LimitCounter.amount_minor != 0)
+        )
+        rows = (await self.session.execute(query)).scalars().all()
+        return {(r.scope, r.subject, r.day, r.currency): (r.payouts, r.amount_minor) for r in rows}

@@ -33,6 +33,7 @@ from payoutsvc.policy.document import (
     load_policy_file,
     parse_policy_document,
 )
+from payoutsvc.policy.engine import policy_day_bounds
 from payoutsvc.policy.repository import PolicyRepository
 from payoutsvc.runtime import Runtime
 
@@ -95,14 +96,21 @@ class PayoutRequest:
     disclose_totals: bool = True
     disclose_requester: bool = True
 
-    def limit_keys(self) -> list[tuple[str, ...]]:
-        """The counters this request adds to: requester-day and ticket per currency, and the
-        recipient (its daily count spans currencies)."""
-        return [
-            ("limit:requester", self.requester_id, self.currency),
-            ("limit:ticket", self.ticket_system, self.ticket_id, self.currency),
-            ("limit:recipient", self.recipient_fingerprint),
-        ]
+    def limit_counters(self, day: int) -> list[tuple[str, str, int, str, int]]:
+        """The limit counters this request adds to (policy/models.py LimitCounter), as
+        (scope, subject, day, currency, amount) in key order, the order every writer locks
+        them in: requester-day and ticket per currency, the recipient-day per currency and
+        across currencies (its count cap spans currencies)."""
+        ticket = f"{self.ticket_system}:{self.ticket_id}"
+        fingerprint = self.recipient_fingerprint
+        return sorted(
+            [
+                ("requester", self.requester_id, day, self.currency, self.amount_minor),
+                ("ticket", ticket, 0, self.currency, self.amount_minor),
+                ("recipient", fingerprint, day, self.currency, self.amount_minor),
+                ("recipient", fingerprint, day, "*", 0),
+            ]
+        )
 
 
 class PolicyService:
@@ -177,9 +185,15 @@ class PolicyService:
             )
         version = current + 1
         document = stored_document(doc)
-        await self.repo.insert_version(version, document, created_by, utcnow())
+        now = utcnow()
+        await self.repo.insert_version(version, document, created_by, now)
         log.info("policy.version_created", version=version, created_by=created_by)
-        return self._cache.remember(Policy.from_document(doc, version))
+        policy = self._cache.remember(Policy.from_document(doc, version))
+        if policy.timezone != (await self.get(current)).timezone:
+            # Today's limit counters were kept per the old day; today now starts elsewhere.
+            day_start, _ = policy_day_bounds(policy, now)
+            await self.repo.move_policy_day(int(day_start.timestamp()), day_start)
+        return policy
 
     async def newest_known(self) -> Policy:
         """The newest version this process has seen (a guess: a decision confirms it in the

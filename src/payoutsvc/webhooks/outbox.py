@@ -2,24 +2,28 @@
 
 Runs inside the transaction that changes a payout's status, so a delivery exists exactly when
 its event committed. It is on the hot path of every payout creation and status change: one
-query finds the enabled endpoints of every integration in the batch (nothing is cached, so a
-just-created or just-disabled endpoint counts at once) and one INSERT writes all the rows.
+query finds the enabled endpoints of every integration in the batch (a just-created or
+just-disabled endpoint counts at once) and one INSERT writes all the rows. Integrations known
+to have no endpoint skip the query (:class:`EndpointPresence`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from payoutsvc.db.signals import Signals
 from payoutsvc.ids import new_id
+from payoutsvc.runtime import Runtime
 from payoutsvc.timestamps import rfc3339
 from payoutsvc.webhooks.filters import event_matches
 from payoutsvc.webhooks.models import DeliveryStatus
-from payoutsvc.webhooks.repository import WebhookRepository
+from payoutsvc.webhooks.repository import ENDPOINTS_CHANGED, WebhookRepository
 
 
 class OutboxEvent(Protocol):
@@ -44,6 +48,50 @@ class OutboxEvent(Protocol):
         ...
 
 
+# How long "this integration has no endpoint" is believed without hearing of a change: the
+# most a process misses a new endpoint by while the wake-up channel cannot reach it.
+NO_ENDPOINT_TTL_SECONDS = 1.0
+
+
+class EndpointPresence:
+    """Which integrations had no enabled endpoint a moment ago, per process (on the Runtime),
+    so the outbox does not look up endpoints for every event of an integration that has none.
+
+    Only "none" is remembered: an integration with endpoints is looked up every time, so a
+    disabled or deleted endpoint stops at once. Creating or enabling an endpoint announces
+    :data:`ENDPOINTS_CHANGED` at commit, which clears what this process remembered, and
+    through PostgreSQL's NOTIFY what every other process remembered; an entry also expires
+    after :data:`NO_ENDPOINT_TTL_SECONDS`, for when the notice cannot arrive.
+    """
+
+    def __init__(self, signals: Signals, clock: Callable[[], float] = time.monotonic) -> None:
+        self._changed = signals.subscribe(ENDPOINTS_CHANGED)
+        self._clock = clock
+        self._none_since: dict[str, float] = {}
+
+    def without_endpoints(self, integration_ids: Collection[str]) -> set[str]:
+        if self._changed.is_set():
+            self._changed.clear()
+            self._none_since.clear()
+        now = self._clock()
+        return {
+            integration_id
+            for integration_id in integration_ids
+            if now - self._none_since.get(integration_id, -NO_ENDPOINT_TTL_SECONDS)
+            < NO_ENDPOINT_TTL_SECONDS
+        }
+
+    def remember_none(self, integration_ids: Collection[str]) -> None:
+        now = self._clock()
+        for integration_id in integration_ids:
+            self._none_since[integration_id] = now
+
+
+def endpoint_presence(runtime: Runtime) -> EndpointPresence:
+    """This process's EndpointPresence."""
+    return runtime.per_process(EndpointPresence, lambda: EndpointPresence(runtime.db.signals))
+
+
 def webhook_body(event: OutboxEvent) -> str:
     """The exact JSON body of this event's webhook (API.md): built once, sent on every attempt,
     so the signature a receiver checks covers the same bytes every time."""
@@ -55,12 +103,23 @@ def webhook_body(event: OutboxEvent) -> str:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
 
 
-async def enqueue_deliveries(session: AsyncSession, events: Sequence[OutboxEvent]) -> None:
+async def enqueue_deliveries(
+    session: AsyncSession,
+    events: Sequence[OutboxEvent],
+    presence: EndpointPresence | None = None,
+) -> None:
     """Create one delivery row per (event, matching enabled endpoint of its integration)."""
     if not events:
         return
+    integration_ids = {e.integration_id for e in events}
+    if presence is not None:
+        integration_ids -= presence.without_endpoints(integration_ids)
+        if not integration_ids:
+            return
     repo = WebhookRepository(session)
-    endpoints = await repo.enabled_endpoints_for(e.integration_id for e in events)
+    endpoints = await repo.enabled_endpoints_for(integration_ids)
+    if presence is not None:
+        presence.remember_none(integration_ids - {e.integration_id for e in endpoints})
     if not endpoints:
         return
     by_integration: dict[str, list[tuple[str, list[str]]]] = {}

@@ -38,6 +38,9 @@ from payoutsvc.webhooks.models import (
 )
 
 _endpoints = cast(Table, WebhookEndpoint.__table__)
+# The wake-up name (db/signals.py) of "an endpoint may now exist that was not there": the
+# outbox's EndpointPresence of every process forgets which integrations had none.
+ENDPOINTS_CHANGED = "webhook-endpoints"
 _deliveries = cast(Table, WebhookDelivery.__table__)
 _attempts = cast(Table, WebhookAttempt.__table__)
 
@@ -174,6 +177,7 @@ class WebhookRepository:
 
     async def insert_endpoint(self, values: Mapping[str, Any]) -> None:
         await self.session.execute(insert(WebhookEndpoint).values(**values))
+        signal_on_commit(self.session, ENDPOINTS_CHANGED)
 
     async def get_endpoint(
         self, endpoint_id: str, integration_id: str | None
@@ -202,6 +206,8 @@ class WebhookRepository:
         result = await self.session.execute(
             update(_endpoints).where(*condition).values(**values).returning(*_endpoints.c)
         )
+        if values.get("enabled") is True:
+            signal_on_commit(self.session, ENDPOINTS_CHANGED)
         return result.first()
 
     async def delete_endpoint(self, endpoint_id: str, integration_id: str | None) -> bool:

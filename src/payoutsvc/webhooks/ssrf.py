@@ -209,7 +209,7 @@ def _refuse_private(host: str) -> UnsafeWebhookUrl:
 
 
 @functools.lru_cache(maxsize=4096)  # pure; the sender checks the same few URLs all day
-def check_url_syntax(url: str, allow_private: bool) -> httpx.URL:  # noqa: C901  (a flat list of refusals, each with its own code)
+def check_url_syntax(url: str, allow_private: bool) -> httpx.URL:
     """Validate a webhook URL without any network access and return it parsed.
 
     Raises :class:`UnsafeWebhookUrl` with code ``invalid_url``, ``https_required``,
@@ -249,7 +249,13 @@ def check_url_syntax(url: str, allow_private: bool) -> httpx.URL:  # noqa: C901 
     port = parsed.port
     if port is not None and not 1 <= port <= 65535:
         raise UnsafeWebhookUrl("invalid_url", "port must be between 1 and 65535")
+    _check_host(host, allow_private)
+    return parsed
 
+
+def _check_host(host: str, allow_private: bool) -> None:
+    """The host part of :func:`check_url_syntax`: an IP literal must be canonical (and public
+    unless private addresses are allowed), anything else a valid DNS name."""
     if ":" in host:  # IPv6 literal (httpx strips the brackets)
         if "%" in host:
             raise UnsafeWebhookUrl("invalid_url", "IPv6 zone identifiers are not allowed")
@@ -259,7 +265,7 @@ def check_url_syntax(url: str, allow_private: bool) -> httpx.URL:  # noqa: C901 
             raise UnsafeWebhookUrl("invalid_url", "host is not a valid IPv6 address") from None
         if not allow_private and not is_public_address(ip6):
             raise _refuse_private(host)
-        return parsed
+        return
 
     if _ends_in_number(host):
         # Only the canonical dotted quad is accepted: 2130706433, 0x7f.1, 017700000001,
@@ -275,13 +281,12 @@ def check_url_syntax(url: str, allow_private: bool) -> httpx.URL:  # noqa: C901 
             )
         if not allow_private and not is_public_address(ip4):
             raise _refuse_private(host)
-        return parsed
+        return
 
     if len(host) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in host.split(".")):
         raise UnsafeWebhookUrl("invalid_url", "host is not a valid DNS name")
     if not allow_private and (host == "localhost" or host.endswith(".localhost")):
         raise _refuse_private(host)
-    return parsed
 
 
 # --------------------------------------------------------------------------------------
