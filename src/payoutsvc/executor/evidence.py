@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from payoutsvc.payouts.events import KEYED_SCHEME, event_hash
+from payoutsvc.payouts.events import KEYED_SCHEME, hash_of
 from payoutsvc.payouts.status import PayoutStatus
 
 __all__ = [
@@ -86,22 +86,7 @@ Requirement = Callable[[Mapping[str, Any], ChainEvent, Sequence[ChainEvent]], st
 
 def sealed(event: ChainEvent, key: bytes) -> bool:
     """The event is keyed and its content still matches its HMAC."""
-    if event.hash_scheme != KEYED_SCHEME:
-        return False
-    return (
-        event_hash(
-            payout_id=event.payout_id,
-            sequence=event.sequence,
-            type=event.type,
-            actor=event.actor,
-            at=event.at,
-            data=event.data,
-            prev_hash=event.prev_hash,
-            event_id=event.id,
-            key=key,
-        )
-        == event.hash
-    )
+    return event.hash_scheme == KEYED_SCHEME and hash_of(event, key) == event.hash
 
 
 def approval_problem(

@@ -13,7 +13,7 @@ import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -131,8 +131,29 @@ def _hmac_sha256(key: bytes) -> _KeyedSha256:
     return _KeyedSha256(key)
 
 
-def hash_of(event: NewEvent, key: bytes) -> str:
-    """The keyed hash every new event is stored with."""
+class EventContent(Protocol):
+    """What an event's hash covers: a new event, or a stored row being checked."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def payout_id(self) -> str: ...
+    @property
+    def sequence(self) -> int: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def actor(self) -> str: ...
+    @property
+    def at(self) -> datetime: ...
+    @property
+    def data(self) -> Any: ...
+    @property
+    def prev_hash(self) -> str: ...
+
+
+def hash_of(event: EventContent, key: bytes) -> str:
+    """The keyed hash every new event is stored with (and a stored one is checked against)."""
     return event_hash(
         payout_id=event.payout_id,
         sequence=event.sequence,
