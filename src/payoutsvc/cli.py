@@ -78,7 +78,7 @@ def create_api_key(
     ] = "default",
     scopes: Annotated[
         str, typer.Option(help="Comma-separated: payouts:write,payouts:read,payouts:approve,admin")
-    ] = "admin,payouts:write,payouts:read,payouts:approve",
+    ] = "admin,payouts:write,payouts:read,payouts:approve,payouts:release",
 ) -> None:
     """Create an API key from the command line (e.g. the first key on PostgreSQL)."""
     from payoutsvc.auth.keys import SCOPES

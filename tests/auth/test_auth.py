@@ -158,7 +158,13 @@ async def test_bootstrap_key_belongs_to_the_default_integration_with_every_scope
     default = next(i for i in integrations if i["name"] == "default")
     keys = (await client.get(f"/v1/integrations/{default['id']}/api-keys")).json()["data"]
     assert len(keys) == 1
-    assert set(keys[0]["scopes"]) == {"payouts:write", "payouts:read", "payouts:approve", "admin"}
+    assert set(keys[0]["scopes"]) == {
+        "payouts:write",
+        "payouts:read",
+        "payouts:approve",
+        "payouts:release",
+        "admin",
+    }
     assert keys[0]["hint"].endswith(ADMIN_KEY[-4:])
     stored = await table_dump(app, "api_keys")
     assert ADMIN_KEY.encode() not in raw_bytes(stored)

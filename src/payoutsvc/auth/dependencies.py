@@ -149,4 +149,5 @@ def require_scope(*accepted: str) -> Callable[[Caller], Awaitable[Caller]]:
 PayoutsWriter = Annotated[Caller, Depends(require_scope("payouts:write"))]
 PayoutsReader = Annotated[Caller, Depends(require_scope("payouts:read"))]
 PayoutsApprover = Annotated[Caller, Depends(require_scope("payouts:approve"))]
+PayoutsReleaser = Annotated[Caller, Depends(require_scope("payouts:release"))]
 Admin = Annotated[Caller, Depends(require_scope("admin"))]

@@ -5,7 +5,13 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-SCOPES: tuple[str, ...] = ("payouts:write", "payouts:read", "payouts:approve", "admin")
+SCOPES: tuple[str, ...] = (
+    "payouts:write",
+    "payouts:read",
+    "payouts:approve",
+    "payouts:release",
+    "admin",
+)
 KEY_PREFIX = "psk_"
 
 

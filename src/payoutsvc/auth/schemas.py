@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field
 
 from payoutsvc.schemas_common import StrictModel
 
-Scope = Literal["payouts:write", "payouts:read", "payouts:approve", "admin"]
+Scope = Literal["payouts:write", "payouts:read", "payouts:approve", "payouts:release", "admin"]
 
 
 class IntegrationCreate(StrictModel):
