@@ -29,6 +29,8 @@ KNOWN_EVENT_TYPES: tuple[str, ...] = (
     "payout.succeeded",
     "payout.failed",
     "payout.needs_review",
+    # To back-office endpoints of any integration; `payout.*` does not match it, `*` does.
+    "reconciliation.completed",
 )
 
 MAX_FILTERS = 64
