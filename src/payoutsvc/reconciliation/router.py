@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, status
@@ -24,6 +23,7 @@ from payoutsvc.http_errors import field_errors_from_pydantic
 from payoutsvc.reconciliation.models import RunStatus
 from payoutsvc.reconciliation.schemas import (
     PERIOD_DOC,
+    DayOrMoment,
     ReconciliationCreate,
     ReconciliationDetail,
     ReconciliationOut,
@@ -85,9 +85,9 @@ async def start_reconciliation(
     caller: Admin,
     gateway: Annotated[str | None, Query(max_length=32, description="With a CSV.")] = None,
     from_: Annotated[
-        date | datetime | None, Query(alias="from", description=PERIOD_DOC + " With a CSV.")
+        DayOrMoment | None, Query(alias="from", description=PERIOD_DOC + " With a CSV.")
     ] = None,
-    to: Annotated[date | datetime | None, Query(description="With a CSV.")] = None,
+    to: Annotated[DayOrMoment | None, Query(description="With a CSV.")] = None,
 ) -> dict[str, Any]:
     body = await request.body()
     service = ReconciliationService(session, runtime)

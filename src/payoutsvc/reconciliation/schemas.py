@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
 from payoutsvc.schemas_common import StrictModel
 
@@ -15,10 +16,24 @@ PERIOD_DOC = (
 )
 
 
+def _day_or_moment(value: object) -> object:
+    """``YYYY-MM-DD`` is a day, anything longer a timestamp (pydantic alone would read
+    ``2026-12-01T00:00:00`` as a day too, dropping the missing offset unnoticed)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return date.fromisoformat(value) if len(value) == 10 else datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError("expected YYYY-MM-DD or an RFC 3339 timestamp") from None
+
+
+DayOrMoment = Annotated[date | datetime, BeforeValidator(_day_or_moment)]
+
+
 class ReconciliationCreate(StrictModel):
     gateway: str = Field(min_length=1, max_length=32, examples=["sandbox"])
-    from_: date | datetime = Field(alias="from", description=PERIOD_DOC, examples=["2026-12-01"])
-    to: date | datetime = Field(description=PERIOD_DOC, examples=["2026-12-01"])
+    from_: DayOrMoment = Field(alias="from", description=PERIOD_DOC, examples=["2026-12-01"])
+    to: DayOrMoment = Field(description=PERIOD_DOC, examples=["2026-12-01"])
 
 
 class ReconciliationStarted(BaseModel):
