@@ -19,6 +19,7 @@ from payoutsvc.reconciliation.repository import ReconciliationRepository
 from payoutsvc.reconciliation.service import ReconciliationService
 from payoutsvc.runtime import Runtime
 from tests.executor.support import FakeClock, approved_payout, drain
+from tests.helpers import eventually
 from tests.reconciliation.support import (
     count_rows,
     deliveries_of,
@@ -188,3 +189,24 @@ async def test_the_daily_run_is_recorded_once_for_the_previous_day(runtime: Runt
         assert (run.gateway, run.daily_key) == ("sandbox", "sandbox:2026-12-02")
         assert run.period_from == datetime(2026, 12, 2, tzinfo=UTC)
         assert run.period_to == datetime(2026, 12, 3, tzinfo=UTC)
+
+
+async def test_the_worker_runs_waiting_reconciliations(make_app: Any) -> None:
+    _app, client = await make_app(run_worker=True, reconcile_poll_seconds=0.05, reconcile_at="")
+    run_id = await start(client)
+
+    async def completed() -> bool:
+        return (await result(client, run_id))["status"] == "completed"
+
+    await eventually(completed, what="the worker's reconciliation")
+    assert (await result(client, run_id))["summary"]["matched"] == 0
+
+
+async def test_a_gateway_without_credentials_fails_the_run(make_app: Any) -> None:
+    app, client = await make_app(gateway_routes="stripe_account=stripe")
+    run_id = await start(client, "stripe")
+    assert await runner(app.state.runtime).run_once() == run_id
+    failed = await result(client, run_id)
+    assert failed["status"] == "failed"
+    assert "stripe" in failed["error"]
+    assert failed["summary"] is None
