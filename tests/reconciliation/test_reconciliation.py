@@ -14,12 +14,14 @@ import pytest
 from prometheus_client import REGISTRY
 
 from payoutsvc.executor.service import Executor
+from payoutsvc.policy.document import DEFAULT_POLICY_DOCUMENT
 from payoutsvc.reconciliation.models import Reconciliation, ReconciliationItem
 from payoutsvc.reconciliation.repository import ReconciliationRepository
 from payoutsvc.reconciliation.service import ReconciliationService
 from payoutsvc.runtime import Runtime
 from tests.executor.support import FakeClock, approved_payout, drain
 from tests.helpers import eventually
+from tests.policy.support import use_policy
 from tests.reconciliation.support import (
     count_rows,
     deliveries_of,
@@ -210,3 +212,21 @@ async def test_a_gateway_without_credentials_fails_the_run(make_app: Any) -> Non
     assert failed["status"] == "failed"
     assert "stripe" in failed["error"]
     assert failed["summary"] is None
+
+
+async def test_the_daily_run_follows_the_policy_timezone(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    await use_policy(client, {**DEFAULT_POLICY_DOCUMENT, "timezone": "Asia/Shanghai"})
+    before = datetime(2026, 12, 2, 17, 30, tzinfo=UTC)  # 01:30 on 3 December in Shanghai
+    after = datetime(2026, 12, 2, 18, 30, tzinfo=UTC)  # 02:30 there
+    async with runtime.db.transaction() as session:
+        service = ReconciliationService(session, runtime)
+        assert await service.schedule_daily(before) == []
+        (run_id,) = await service.schedule_daily(after)
+    async with runtime.db.transaction(write=False) as session:
+        run = await session.get(Reconciliation, run_id)
+        assert run is not None
+        assert run.daily_key == "sandbox:2026-12-02"
+        assert run.period_from == datetime(2026, 12, 1, 16, tzinfo=UTC)  # Shanghai midnight
+        assert run.period_to == datetime(2026, 12, 2, 16, tzinfo=UTC)
