@@ -175,7 +175,9 @@ async def test_gateway_calls_keep_to_the_budget(
     assert elapsed >= 0.9
 
 
-async def test_the_daily_run_is_recorded_once_for_the_previous_day(runtime: Runtime) -> None:
+async def test_the_daily_run_is_recorded_once_for_the_previous_day(make_app: Any) -> None:
+    app, _client = await make_app(reconcile_at="02:00")
+    runtime: Runtime = app.state.runtime
     early = datetime(2026, 12, 3, 1, 30, tzinfo=UTC)  # before the default 02:00 (UTC policy)
     later = datetime(2026, 12, 3, 2, 5, tzinfo=UTC)
     async with runtime.db.transaction() as session:
@@ -214,9 +216,9 @@ async def test_a_gateway_without_credentials_fails_the_run(make_app: Any) -> Non
     assert failed["summary"] is None
 
 
-async def test_the_daily_run_follows_the_policy_timezone(
-    client: httpx.AsyncClient, runtime: Runtime
-) -> None:
+async def test_the_daily_run_follows_the_policy_timezone(make_app: Any) -> None:
+    app, client = await make_app(reconcile_at="02:00")
+    runtime: Runtime = app.state.runtime
     await use_policy(client, {**DEFAULT_POLICY_DOCUMENT, "timezone": "Asia/Shanghai"})
     before = datetime(2026, 12, 2, 17, 30, tzinfo=UTC)  # 01:30 on 3 December in Shanghai
     after = datetime(2026, 12, 2, 18, 30, tzinfo=UTC)  # 02:30 there

@@ -147,8 +147,9 @@ class ReconciliationRunner:
                     run.gateway, _unmatched(payouts, [r.reference for r in run.statement])
                 )
         if run.statement is not None:
-            findings = compare_statement(_distinct(payouts), run.statement)
-            return Comparison(findings, payouts_checked=len(_distinct(payouts)))
+            distinct = _distinct(payouts)
+            findings = compare_statement(distinct, run.statement)
+            return Comparison(findings, payouts_checked=len(distinct))
         return await self._ask_gateway(run, self.gateways.get(run.gateway), payouts)
 
     async def _ask_gateway(
