@@ -131,7 +131,9 @@ class ApprovalService:
                 "policy_version": policy.version,
                 "required_approvals": payout.required_approvals,
                 "approvals": [approval_json(a) for a in approvals],
+                "release_required": payout.release_required,
             },
+            held=payout.release_required,
         )
 
     async def reject(

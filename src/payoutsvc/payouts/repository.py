@@ -135,7 +135,7 @@ class PayoutRepository:
         # A Core insert with the values as parameters compiles once and is reused; building
         # `insert(Payout).values(**values)` per call re-derives its cache key every time.
         await self.session.execute(_INSERT_PAYOUT, [values])
-        if values["status"] == PayoutStatus.APPROVED.value:
+        if values["next_attempt_at"] is not None:
             signal_on_commit(self.session, PAYOUTS_DUE)
 
     async def get(self, payout_id: str, integration_id: str | None) -> Payout | None:
@@ -210,7 +210,11 @@ class PayoutRepository:
             .returning(_PAYOUTS.c.id)
         )
         applied = result.first() is not None
-        if applied and move.target is PayoutStatus.APPROVED:
+        if (
+            applied
+            and move.target is PayoutStatus.APPROVED
+            and move.values.get("next_attempt_at") is not None
+        ):
             signal_on_commit(self.session, PAYOUTS_DUE)
         return applied
 

@@ -6,7 +6,13 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path, Query, status
 from fastapi.responses import JSONResponse
 
-from payoutsvc.auth.dependencies import Admin, PayoutsApprover, PayoutsReader, PayoutsWriter
+from payoutsvc.auth.dependencies import (
+    Admin,
+    PayoutsApprover,
+    PayoutsReader,
+    PayoutsReleaser,
+    PayoutsWriter,
+)
 from payoutsvc.deps import DbSession, RuntimeDep
 from payoutsvc.errors import (
     AlreadyApproved,
@@ -24,15 +30,19 @@ from payoutsvc.errors import (
     OperatorDisabled,
     OperatorKeyRequired,
     OperatorMismatch,
+    PayoutInFlight,
     PolicyChanging,
     PolicyViolation,
+    ReleaseNotAllowed,
     SelfApprovalForbidden,
+    SelfReleaseForbidden,
     Unauthorized,
     UnknownOperator,
     ValidationFailed,
 )
 from payoutsvc.payouts.acting import Credential
 from payoutsvc.payouts.approvals import ApprovalService
+from payoutsvc.payouts.finance import FinanceService, PaymentResult
 from payoutsvc.payouts.schemas import (
     EXAMPLE_REQUEST,
     OperatorAction,
@@ -41,7 +51,9 @@ from payoutsvc.payouts.schemas import (
     PayoutEventList,
     PayoutOut,
     PayoutPreviewOut,
+    RecordPaymentAction,
     ResolveAction,
+    RevealedRecipientOut,
 )
 from payoutsvc.payouts.service import PayoutService, check_idempotency_key
 from payoutsvc.payouts.status import PayoutStatus
@@ -363,4 +375,100 @@ async def resolve_payout(
             body.outcome,
             body.comment,
         )
+    )
+
+
+@router.post(
+    "/{payout_id}/release",
+    response_model=PayoutOut,
+    summary="Release a payout that waits for a person",
+    description=(
+        "An `approved` payout whose `release.required` is true (the policy's `release` "
+        "section: mode `manual`, above `manual_over`) is not paid until an operator releases "
+        "it; then the executor takes it at once. The operator must be active, their role "
+        "(current policy) must have `can_release` (403 `release_not_allowed`) and they must "
+        "not have requested it (403 `self_release_forbidden`). Any other status, a payout "
+        "that needs no release or one released already: 409 `invalid_status_transition`. "
+        "Event `payout.released`. Scope `payouts:release`." + _BOUND_KEYS
+    ),
+    responses=problem_responses(*_DECISION_ERRORS, SelfReleaseForbidden, ReleaseNotAllowed),
+)
+async def release_payout(
+    payout_id: PayoutId,
+    body: OperatorAction,
+    session: DbSession,
+    runtime: RuntimeDep,
+    caller: PayoutsReleaser,
+) -> JSONResponse:
+    return JSONResponse(
+        await FinanceService(session, runtime).release(
+            Credential.of(caller),
+            payout_id,
+            caller.visible_integration,
+            body.operator_id,
+            body.comment,
+        )
+    )
+
+
+@router.post(
+    "/{payout_id}/record-payment",
+    response_model=PayoutOut,
+    summary="Record an offline payment (manual gateway)",
+    description=(
+        "For a payout of the `manual` gateway waiting in `processing` with `gateway_status` "
+        "`awaiting_manual_payment`: finance paid it through the bank portal (`succeeded`, "
+        "`reference` required: it becomes `gateway_reference`) or could not "
+        "(`failed`, `failure_code` required). Any other payout, or one recorded already: 409 "
+        "`invalid_status_transition`. Same operator rules as release. Scope "
+        "`payouts:release`." + _BOUND_KEYS
+    ),
+    responses=problem_responses(*_DECISION_ERRORS, ReleaseNotAllowed),
+)
+async def record_payment(
+    payout_id: PayoutId,
+    body: RecordPaymentAction,
+    session: DbSession,
+    runtime: RuntimeDep,
+    caller: PayoutsReleaser,
+) -> JSONResponse:
+    return JSONResponse(
+        await FinanceService(session, runtime).record_payment(
+            Credential.of(caller),
+            payout_id,
+            caller.visible_integration,
+            body.operator_id,
+            PaymentResult(body.outcome, body.reference, body.failure_code, body.comment),
+        )
+    )
+
+
+@router.get(
+    "/{payout_id}/recipient",
+    response_model=RevealedRecipientOut,
+    summary="See a payout's full recipient (to pay it)",
+    description=(
+        "Decrypts and returns the full recipient (account, name, bank details) once per "
+        "call, and records a `payout.recipient_revealed` event naming the key and, for an "
+        "operator-bound key, its operator. The event is in the audit chain but never sent to "
+        "webhooks; the status does not change. While the executor is sending the payout: 409 "
+        "`payout_in_flight` (retry). Scope `payouts:release`."
+    ),
+    responses=problem_responses(
+        Unauthorized,
+        InsufficientScope,
+        NotFound,
+        PayoutInFlight,
+        OperatorDisabled,
+        UnknownOperator,
+    ),
+)
+async def reveal_recipient(
+    payout_id: PayoutId, session: DbSession, runtime: RuntimeDep, caller: PayoutsReleaser
+) -> JSONResponse:
+    return JSONResponse(
+        await FinanceService(session, runtime).reveal_recipient(
+            Credential.of(caller), caller.key_id, payout_id, caller.visible_integration
+        ),
+        headers={"Cache-Control": "no-store"},
     )
