@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query, status
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Header, Path, Query, status
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from payoutsvc.auth.dependencies import (
     Admin,
@@ -42,6 +42,7 @@ from payoutsvc.errors import (
 )
 from payoutsvc.payouts.acting import Credential
 from payoutsvc.payouts.approvals import ApprovalService
+from payoutsvc.payouts.export import HEADER, MEDIA_TYPES, ExportFormat, PayoutExport
 from payoutsvc.payouts.finance import FinanceService, PaymentResult
 from payoutsvc.payouts.schemas import (
     EXAMPLE_REQUEST,
@@ -154,6 +155,28 @@ async def create_payout(
     return JSONResponse(answer.body, status_code=answer.status_code, headers=headers)
 
 
+async def payout_filters(
+    ticket_system: Annotated[QueryText | None, Query(max_length=64)] = None,
+    ticket_id: Annotated[QueryText | None, Query(max_length=128)] = None,
+    status: PayoutStatus | None = None,
+    requested_by: Annotated[QueryText | None, Query(max_length=64)] = None,
+    created_gte: Annotated[datetime | None, Query(description="RFC 3339, inclusive")] = None,
+    created_lt: Annotated[datetime | None, Query(description="RFC 3339, exclusive")] = None,
+) -> dict[str, Any]:
+    """The list filters, shared by the list and the export."""
+    return {
+        "ticket_system": ticket_system,
+        "ticket_id": ticket_id,
+        "status": status.value if status else None,
+        "requested_by": requested_by,
+        "created_gte": _aware(created_gte),
+        "created_lt": _aware(created_lt),
+    }
+
+
+PayoutFilters = Annotated[dict[str, Any], Depends(payout_filters)]
+
+
 @router.get(
     "",
     response_model=Page[PayoutOut],
@@ -166,27 +189,48 @@ async def list_payouts(
     session: DbSession,
     runtime: RuntimeDep,
     caller: PayoutsReader,
-    ticket_system: Annotated[QueryText | None, Query(max_length=64)] = None,
-    ticket_id: Annotated[QueryText | None, Query(max_length=128)] = None,
-    status: PayoutStatus | None = None,
-    requested_by: Annotated[QueryText | None, Query(max_length=64)] = None,
-    created_gte: Annotated[datetime | None, Query(description="RFC 3339, inclusive")] = None,
-    created_lt: Annotated[datetime | None, Query(description="RFC 3339, exclusive")] = None,
+    filters: PayoutFilters,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
 ) -> JSONResponse:
     rows = await PayoutService(session, runtime).list_json(
-        caller.visible_integration,
-        limit + 1,
-        decode_cursor(cursor),
-        ticket_system=ticket_system,
-        ticket_id=ticket_id,
-        status=status.value if status else None,
-        requested_by=requested_by,
-        created_gte=_aware(created_gte),
-        created_lt=_aware(created_lt),
+        caller.visible_integration, limit + 1, decode_cursor(cursor), **filters
     )
     return JSONResponse(page_of(rows, limit, lambda p: p["id"]))
+
+
+@router.get(
+    "/export",
+    summary="Export payouts for the books (CSV or XLSX)",
+    description=(
+        "Every payout the list's filters match (same query parameters, no paging), newest "
+        "first, masked (never a full account), streamed: `format=csv` is UTF-8 with a BOM "
+        "(spreadsheet programs then show Chinese text), `format=xlsx` one sheet `payouts`. "
+        "Columns, in order: " + ", ".join(f"`{name}`" for name in HEADER) + ". Text a "
+        "spreadsheet would run as a formula starts with `'`. Keys without `admin` export only "
+        "their integration's payouts. Scope `payouts:read`."
+    ),
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {media: {} for media in MEDIA_TYPES.values()},
+            "description": "The file, as an attachment.",
+        },
+        **problem_responses(Unauthorized, InsufficientScope, ValidationFailed),
+    },
+)
+async def export_payouts(
+    runtime: RuntimeDep,
+    caller: PayoutsReader,
+    filters: PayoutFilters,
+    format: Annotated[ExportFormat, Query(description="csv or xlsx")] = "csv",
+) -> StreamingResponse:
+    export = PayoutExport(runtime.db, caller.visible_integration, filters)
+    return StreamingResponse(
+        export.chunks(format),
+        media_type=MEDIA_TYPES[format],
+        headers={"Content-Disposition": f'attachment; filename="payouts.{format}"'},
+    )
 
 
 def _aware(value: datetime | None) -> datetime | None:
