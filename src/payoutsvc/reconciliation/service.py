@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from payoutsvc.db.base import utcnow
 from payoutsvc.errors import FieldError, NotFound, ValidationFailed
+from payoutsvc.gateways.manual import NAME as MANUAL
 from payoutsvc.gateways.registry import configured_gateways
 from payoutsvc.ids import new_id
 from payoutsvc.money import format_amount
@@ -30,7 +31,7 @@ from payoutsvc.timestamps import rfc3339
 
 # Gateways that book nothing a status query could find (finance pays offline): they are
 # reconciled against an uploaded statement only.
-STATEMENT_ONLY = frozenset({"manual"})
+STATEMENT_ONLY = frozenset({MANUAL})
 MAX_PERIOD = timedelta(days=31)
 ITEMS_SHOWN = 1000
 DAILY_REQUESTER = "worker:daily"
