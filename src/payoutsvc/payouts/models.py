@@ -29,6 +29,7 @@ class Payout(Base):
         Index("ix_payouts_requested_by_created_at", "requested_by", "created_at"),
         Index("ix_payouts_recipient_fingerprint_created_at", "recipient_fingerprint", "created_at"),
         Index("ix_payouts_status_next_attempt_at", "status", "next_attempt_at"),
+        Index("ix_payouts_batch_id", "batch_id"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -76,6 +77,10 @@ class Payout(Base):
     # The policy day whose limit counters this payout is counted in (policy/models.py
     # LimitCounter.day): what a release (rejected, canceled, failed) subtracts from.
     limit_day: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    # The payout batch (batches/models.py) that created it; None for a single create. Set in
+    # the create's own transaction; not sealed by the chain (payout_digest), as it says how
+    # the payout was asked for, not what it pays.
+    batch_id: Mapped[str | None] = mapped_column(String(40), default=None)
 
 
 class PayoutColumns(TypedDict):
