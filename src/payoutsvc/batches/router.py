@@ -1,11 +1,16 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Request, status
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
-from payoutsvc.auth.dependencies import PayoutsApprover, PayoutsReader, PayoutsWriter
+from payoutsvc.auth.dependencies import (
+    PayoutsApprover,
+    PayoutsReader,
+    PayoutsReleaser,
+    PayoutsWriter,
+)
 from payoutsvc.batches.parsing import parse_csv, parse_json
 from payoutsvc.batches.schemas import (
     EXAMPLE_BATCH,
@@ -13,8 +18,8 @@ from payoutsvc.batches.schemas import (
     BatchActionOut,
     BatchOut,
 )
-from payoutsvc.batches.service import BatchService
-from payoutsvc.deps import DbSession, RuntimeDep
+from payoutsvc.batches.service import CSV, PAIN_001, BatchService
+from payoutsvc.deps import DbSession, RuntimeDep, WriteSession
 from payoutsvc.errors import (
     IdempotencyKeyInUse,
     IdempotencyKeyInvalid,
@@ -24,11 +29,13 @@ from payoutsvc.errors import (
     InvalidCursor,
     InvalidJson,
     NotFound,
+    NothingToExport,
     OperatorDisabled,
     OperatorKeyRequired,
     OperatorMismatch,
     PayloadTooLarge,
     PolicyChanging,
+    SepaDebtorNotConfigured,
     Unauthorized,
     UnknownOperator,
     UnsupportedMediaType,
@@ -227,4 +234,70 @@ async def approve_batch(
             body.operator_id,
             body.comment,
         )
+    )
+
+
+_MEDIA_TYPES = {CSV: "text/csv; charset=utf-8", PAIN_001: "application/xml"}
+_EXTENSIONS = {CSV: "csv", PAIN_001: "xml"}
+
+
+@router.get(
+    "/{batch_id}/export",
+    summary="The bank file paying a batch offline",
+    description=(
+        "The file finance uploads to the bank portal to pay the batch's payouts that await "
+        "offline payment: those the executor handed to the `manual` gateway (status "
+        "`processing`, gateway status `awaiting_manual_payment`), so nothing is in it before "
+        "its approvals, its release and the executor's evidence check.\n\n"
+        "* `format=csv`: `bank_card_cn` payouts in CNY, for the bulk-transfer upload of "
+        "Chinese corporate bank portals; UTF-8 with a BOM; columns `序号, 收款账号, "
+        "收款账号名称, 收款账号开户行, 金额, 币种, 汇款用途, 备注` (备注 is the payout id).\n"
+        "* `format=pain.001`: `iban` payouts in EUR as an ISO 20022 `pain.001.001.09` SEPA "
+        "credit transfer from the account in `PAYOUTSVC_SEPA_DEBTOR_NAME`/`_IBAN`/`_BIC` "
+        "(409 `sepa_debtor_not_configured` without them); each end-to-end id is the payout "
+        "id.\n\n"
+        "The file holds full account numbers, so every export writes a `payout.exported` "
+        "event into each exported payout's audit chain (who, when, the file's sha256). 409 "
+        "`nothing_to_export` when no payout of the batch fits the format. `X-Export-Rows` "
+        "says how many payouts the file pays. Scope `payouts:release`."
+    ),
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The bank file.",
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "application/xml": {"schema": {"type": "string"}},
+            },
+        },
+        **problem_responses(
+            Unauthorized,
+            InsufficientScope,
+            NotFound,
+            NothingToExport,
+            SepaDebtorNotConfigured,
+            ValidationFailed,
+        ),
+    },
+)
+async def export_batch(
+    batch_id: BatchId,
+    session: WriteSession,
+    runtime: RuntimeDep,
+    caller: PayoutsReleaser,
+    format: Annotated[Literal["csv", "pain.001"], Query(description="`csv` or `pain.001`.")],
+) -> Response:
+    actor = caller.operator_id or f"api_key:{caller.key_id}"
+    exported = await BatchService(session, runtime).export(
+        actor, caller.key_id, batch_id, caller.visible_integration, format
+    )
+    filename = f"{exported.name}.{_EXTENSIONS[exported.format]}"
+    return Response(
+        exported.content,
+        media_type=_MEDIA_TYPES[exported.format],
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "X-Export-Rows": str(exported.rows),
+            "Cache-Control": "no-store",
+        },
     )

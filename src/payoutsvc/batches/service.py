@@ -9,13 +9,17 @@ batch and the single requests running beside it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from payoutsvc.batches.export import Debtor, ExportRow, cn_bank_csv, sepa_credit_transfer
 from payoutsvc.batches.models import PayoutBatch
 from payoutsvc.batches.parsing import ParsedBatch, batch_invalid, item_errors
 from payoutsvc.batches.repository import BatchRepository
@@ -29,23 +33,39 @@ from payoutsvc.errors import (
     InvalidRecipient,
     InvalidStatusTransition,
     NotFound,
+    NothingToExport,
     OperatorDisabled,
     OperatorMismatch,
     SelfApprovalForbidden,
+    SepaDebtorNotConfigured,
     ServiceError,
     UnknownOperator,
     ValidationFailed,
     not_found,
 )
 from payoutsvc.ids import new_id
+from payoutsvc.payouts import transitions
 from payoutsvc.payouts.acting import Credential
 from payoutsvc.payouts.approvals import ApprovalService
-from payoutsvc.payouts.events import canonical_json
+from payoutsvc.payouts.events import NewEvent, canonical_json, insert_hashed_events
+from payoutsvc.payouts.models import Payout
+from payoutsvc.payouts.presenter import payout_json_of
 from payoutsvc.payouts.repository import PayoutRepository
 from payoutsvc.payouts.service import PayoutService, StoredResponse
 from payoutsvc.payouts.status import TERMINAL, PayoutStatus
+from payoutsvc.recipients.storage import unseal
 from payoutsvc.runtime import Runtime
 from payoutsvc.timestamps import rfc3339
+from payoutsvc.webhooks.outbox import endpoint_presence
+
+PAIN_001 = "pain.001"
+CSV = "csv"
+# What each file pays: (recipient type, currency).
+_FORMATS = {CSV: ("bank_card_cn", "CNY"), PAIN_001: ("iban", "EUR")}
+# The offline gateway: the executor hands it payouts that finance pays through a bank portal.
+MANUAL_GATEWAY = "manual"
+# The audit event of a payout whose full recipient went into a bank file.
+EXPORTED_EVENT = "payout.exported"
 
 # What one item of a batch may answer that makes it a bad item (the 422 lists it) rather
 # than a failure of the whole request (which propagates as it is: 409, 503).
@@ -66,7 +86,16 @@ APPROVE_REFUSALS: tuple[type[ServiceError], ...] = (
     AlreadyApproved,
     InvalidStatusTransition,
     NotFound,
+    NothingToExport,
 )
+
+
+@dataclass(frozen=True, slots=True)
+class ExportFile:
+    content: bytes
+    format: str
+    name: str
+    rows: int
 
 
 def item_idempotency_key(batch_key: str, item_key: str) -> str:
@@ -177,6 +206,87 @@ class BatchService:
         if batch is None:
             raise not_found("Payout batch", batch_id)
         return batch
+
+    # -- bank files --------------------------------------------------------------------------
+    async def export(
+        self, actor: str, key_id: str, batch_id: str, visible_integration: str | None, fmt: str
+    ) -> ExportFile:
+        """The bank file paying the batch's payouts that await offline payment: those the
+        executor handed to the ``manual`` gateway (``processing``, so approved, released and
+        evidence-checked), of the format's recipient type and currency. Each exported payout
+        gets a ``payout.exported`` event in its audit chain (who, which file by its sha256),
+        in the transaction that reads it: no file leaves without its record."""
+        batch = await self._batch(batch_id, visible_integration)
+        debtor = self._debtor() if fmt == PAIN_001 else None
+        recipient_type, currency = _FORMATS[fmt]
+        payouts = [
+            p
+            for p in await self.repo.payouts_in(batch.id, [PayoutStatus.PROCESSING.value])
+            if p.gateway == MANUAL_GATEWAY
+            and (p.recipient_type, p.currency) == (recipient_type, currency)
+        ]
+        if not payouts:
+            raise NothingToExport(
+                f"No payout of batch {batch.id} awaits offline payment as a {recipient_type} "
+                f"transfer in {currency} (status processing through the manual gateway)."
+            )
+        item_keys = {str(i["payout_id"]): str(i["item_key"]) for i in batch.items}
+        rows = [
+            ExportRow(
+                payout_id=p.id,
+                item_key=item_keys.get(p.id, ""),
+                reason=p.reason,
+                amount_minor=p.amount_minor,
+                currency=p.currency,
+                recipient=unseal(self.runtime.cipher, p.recipient_encrypted, p.id),
+            )
+            for p in payouts
+        ]
+        now = utcnow()
+        if debtor is not None:
+            content = sepa_credit_transfer(rows, debtor, now.date())
+        else:
+            content = cn_bank_csv(rows)
+        digest = hashlib.sha256(content).hexdigest()
+        data = {"batch_id": batch.id, "format": fmt, "file_sha256": digest, "api_key_id": key_id}
+        await self._record_export(payouts, actor, data, now)
+        return ExportFile(content, fmt, f"{batch.id}-{fmt}", len(rows))
+
+    def _debtor(self) -> Debtor:
+        settings = self.runtime.settings
+        if not (settings.sepa_debtor_name and settings.sepa_debtor_iban):
+            raise SepaDebtorNotConfigured(
+                "A pain.001 file names the account it pays from: set PAYOUTSVC_SEPA_DEBTOR_NAME "
+                "and PAYOUTSVC_SEPA_DEBTOR_IBAN (and PAYOUTSVC_SEPA_DEBTOR_BIC) and restart."
+            )
+        return Debtor(
+            settings.sepa_debtor_name, settings.sepa_debtor_iban, settings.sepa_debtor_bic
+        )
+
+    async def _record_export(
+        self, payouts: Sequence[Payout], actor: str, data: dict[str, Any], now: datetime
+    ) -> None:
+        repository = PayoutRepository(self.session)
+        approvals = await repository.approvals_for([p.id for p in payouts])
+        hashed: list[tuple[NewEvent, str]] = []
+        heads: list[tuple[str, int, int, str]] = []
+        for payout in payouts:
+            event, head = transitions.note(
+                repository.columns_of(payout),
+                EXPORTED_EVENT,
+                actor=actor,
+                data=data,
+                at=now,
+                present=functools.partial(payout_json_of, approvals=approvals[payout.id]),
+                key=self.runtime.audit_key,
+            )
+            hashed.append((event, head.hash))
+            heads.append((payout.id, payout.last_event_sequence, head.sequence, head.hash))
+        await insert_hashed_events(self.session, hashed, endpoint_presence(self.runtime))
+        if await self.repo.advance_heads(heads) != len(heads):
+            # The rows are locked (PostgreSQL) or every writer waits (SQLite): unreachable
+            # unless something wrote a payout without its lock; roll the export back.
+            raise RuntimeError("a payout's audit chain moved while its export was recorded")
 
     # -- actions on every payout of a batch ----------------------------------------------------
     async def approve(

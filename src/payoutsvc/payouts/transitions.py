@@ -239,3 +239,32 @@ def open_chain(
         payout_snapshot=snapshot,
     )
     return event, ChainHead(1, hash_of(event, key))
+
+
+def note(
+    payout: Mapping[str, Any],
+    event_type: str,
+    *,
+    actor: str,
+    data: Mapping[str, Any],
+    at: datetime,
+    present: Presenter,
+    key: bytes,
+) -> tuple[NewEvent, ChainHead]:
+    """An event that records something done with a payout without moving its status (its
+    full recipient exported to a bank file), chained after ``payout``'s head like any event.
+    It seals the state as it is (``state_digest``), so the row check of ``audit verify``
+    stays as strong when it is the newest event. The caller moves the head, conditional on
+    the one planned from."""
+    event = NewEvent(
+        payout_id=str(payout["id"]),
+        integration_id=str(payout["integration_id"]),
+        sequence=int(payout["last_event_sequence"]) + 1,
+        type=event_type,
+        actor=actor,
+        data={**data, "state_digest": state_digest(payout)},
+        at=at,
+        prev_hash=str(payout["last_event_hash"]),
+        payout_snapshot=functools.partial(present, payout),
+    )
+    return event, ChainHead(event.sequence, hash_of(event, key))

@@ -29,6 +29,7 @@ KNOWN_EVENT_TYPES: tuple[str, ...] = (
     "payout.succeeded",
     "payout.failed",
     "payout.needs_review",
+    "payout.exported",
 )
 
 MAX_FILTERS = 64
