@@ -52,8 +52,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("payouts") as batch:
-        batch.drop_index("ix_payouts_batch_id")
-        batch.drop_column("batch_id")
+    # Plain ALTER TABLE … DROP COLUMN (SQLite 3.35+): a batch "move and copy" would drop the
+    # payouts table, which payout_events and payout_approvals reference.
+    op.drop_index("ix_payouts_batch_id", table_name="payouts")
+    op.drop_column("payouts", "batch_id")
     op.drop_index("ix_payout_batches_integration_id_id", table_name="payout_batches")
     op.drop_table("payout_batches")

@@ -80,7 +80,7 @@ class Payout(Base):
     # The payout batch (batches/models.py) that created it; None for a single create. Set in
     # the create's own transaction; not sealed by the chain (payout_digest), as it says how
     # the payout was asked for, not what it pays.
-    batch_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    batch_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
 
 
 class PayoutColumns(TypedDict):
