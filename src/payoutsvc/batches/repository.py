@@ -100,6 +100,11 @@ class BatchRepository:
         )
         return {str(pid): str(status) for pid, status in result.all()}
 
+    async def payouts_of(self, batch_id: str) -> dict[str, Payout]:
+        """The batch's payouts as they are now, by id."""
+        result = await self.session.execute(select(Payout).where(Payout.batch_id == batch_id))
+        return {payout.id: payout for payout in result.scalars()}
+
     async def payouts_in(self, batch_id: str, statuses: Sequence[str]) -> Sequence[Payout]:
         """The batch's payouts in one of ``statuses``, in id (creation) order, row-locked
         until commit (PostgreSQL), so no status change slips between reading and recording

@@ -308,30 +308,31 @@ class BatchService:
 
         batch = await self._batch(batch_id, visible_integration)
         results = await self._each(
-            batch, PayoutStatus.PENDING_APPROVAL, approve, APPROVE_REFUSALS, _approve_outcome
+            batch, _awaits_approval, approve, APPROVE_REFUSALS, _approve_outcome
         )
         return _action_json(batch.id, "approve", results)
 
     async def _each(
         self,
         batch: PayoutBatch,
-        start: PayoutStatus,
+        startable: Callable[[Payout], bool],
         action: Callable[[str], Awaitable[dict[str, Any]]],
         refusals: tuple[type[ServiceError], ...],
         outcome_of: Callable[[dict[str, Any]], str],
     ) -> list[dict[str, Any]]:
-        """Run ``action`` on each of the batch's payouts in ``start``, each in its own
-        savepoint: a payout that refuses (one of ``refusals``) is rolled back alone and
-        listed with its error, the others keep their result. Any other error (one about the
-        caller, the same for every payout) propagates and the whole request changes nothing.
-        """
-        statuses = await self.repo.statuses(batch.id)
+        """Run ``action`` on each of the batch's payouts that are ``startable`` (the others
+        are ``skipped``), each in its own savepoint: a payout that refuses (one of
+        ``refusals``) is rolled back alone and listed with its error, the others keep their
+        result. Any other error (one about the caller, the same for every payout)
+        propagates and the whole request changes nothing."""
+        payouts = await self.repo.payouts_of(batch.id)
         results: list[dict[str, Any]] = []
         for item in batch.items:
             item_key, payout_id = str(item["item_key"]), str(item["payout_id"])
-            status = statuses.get(payout_id, "unknown")
+            found = payouts.get(payout_id)
+            status = found.status if found is not None else "unknown"
             result: dict[str, Any] = {"item_key": item_key, "payout_id": payout_id}
-            if status != start.value:
+            if found is None or not startable(found):
                 results.append({**result, "outcome": "skipped", "status": status, "error": None})
                 continue
             try:
@@ -353,6 +354,10 @@ class BatchService:
 def _item_index(error: FieldError) -> int:
     """``items[12].amount`` → 12: the 422 lists the items' problems in the items' order."""
     return int(error.field[len("items[") :].split("]", 1)[0])
+
+
+def _awaits_approval(payout: Payout) -> bool:
+    return payout.status == PayoutStatus.PENDING_APPROVAL.value
 
 
 def _approve_outcome(payout: dict[str, Any]) -> str:
