@@ -30,7 +30,8 @@ KNOWN_EVENT_TYPES: tuple[str, ...] = (
     "payout.failed",
     "payout.needs_review",
     # A person released a payout that waited for it (payouts/finance.py). Not here:
-    # payout.recipient_revealed, which stays in the audit chain (AUDIT_ONLY_EVENT_TYPES).
+    # payout.recipient_revealed and payout.exported, which stay in the audit chain
+    # (AUDIT_ONLY_EVENT_TYPES).
     "payout.released",
 )
 
