@@ -45,6 +45,7 @@ from payoutsvc.policy.router import router as policy_router
 from payoutsvc.policy.service import ensure_initial_policy
 from payoutsvc.ratelimit import RateLimiter
 from payoutsvc.recipients.router import router as recipients_router
+from payoutsvc.reconciliation.router import router as reconciliation_router
 from payoutsvc.runtime import Runtime
 from payoutsvc.webhooks.router import router as webhooks_router
 from payoutsvc.workers import start_background_work
@@ -143,6 +144,7 @@ def _add_routes(app: FastAPI) -> None:
         operators_router,
         integrations_router,
         audit_router,
+        reconciliation_router,
         ops_router,
     ):
         # Operators are admin-only; the scope is attached here, not in operators/router.py,

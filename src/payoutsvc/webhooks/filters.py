@@ -33,6 +33,8 @@ KNOWN_EVENT_TYPES: tuple[str, ...] = (
     # payout.recipient_revealed and payout.exported, which stay in the audit chain
     # (AUDIT_ONLY_EVENT_TYPES).
     "payout.released",
+    # To back-office endpoints of any integration; `payout.*` does not match it, `*` does.
+    "reconciliation.completed",
 )
 
 MAX_FILTERS = 64

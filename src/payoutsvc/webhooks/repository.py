@@ -243,6 +243,16 @@ class WebhookRepository:
         )
         return result.all()
 
+    async def all_enabled_endpoints(self) -> Sequence[AnyRow]:
+        """``(id, integration_id, events)`` of every enabled endpoint of every integration
+        (events about the service, not one integration's payout)."""
+        result = await self.session.execute(
+            select(_endpoints.c.id, _endpoints.c.integration_id, _endpoints.c.events)
+            .where(_endpoints.c.enabled.is_(True))
+            .order_by(_endpoints.c.id)
+        )
+        return result.all()
+
     async def disable_endpoints(
         self, endpoint_ids: Iterable[str], reason: str, now: datetime
     ) -> list[str]:
