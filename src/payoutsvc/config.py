@@ -78,6 +78,8 @@ class Settings(BaseSettings):
     audit_key: SecretStr | None = Field(default=None, min_length=32)
     # How often the worker records a signed audit checkpoint (chain heads), in seconds.
     audit_checkpoint_interval_seconds: float = Field(default=86400, gt=0)
+    # How often the worker scans new payouts and approvals for anomalies (review/), seconds.
+    review_interval: float = Field(default=3600, gt=0)
     policy_file: Path | None = None
     idempotency_ttl_hours: float = Field(default=24, ge=24)
     log_format: Literal["auto", "json", "console"] = "auto"

@@ -42,6 +42,7 @@ from payoutsvc.policy.router import router as policy_router
 from payoutsvc.policy.service import ensure_initial_policy
 from payoutsvc.ratelimit import RateLimiter
 from payoutsvc.recipients.router import router as recipients_router
+from payoutsvc.review.router import router as review_router
 from payoutsvc.runtime import Runtime
 from payoutsvc.webhooks.router import router as webhooks_router
 from payoutsvc.workers import start_background_work
@@ -140,6 +141,7 @@ def _add_routes(app: FastAPI) -> None:
         integrations_router,
         audit_router,
         ops_router,
+        review_router,
     ):
         # Operators are admin-only; the scope is attached here, not in operators/router.py,
         # because the auth package depends on operators (operator-bound keys), not back.

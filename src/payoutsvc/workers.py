@@ -12,6 +12,7 @@ from payoutsvc.executor.loop import start_executor
 from payoutsvc.executor.metrics import refresh_executor_gauges
 from payoutsvc.metrics import ThrottledRefresh
 from payoutsvc.payouts.repository import PayoutRepository
+from payoutsvc.review.service import ReviewService
 from payoutsvc.runtime import Runtime
 from payoutsvc.webhooks.sender import refresh_webhook_gauges, start_webhook_sender
 
@@ -49,6 +50,16 @@ def start_background_work(
             min(runtime.settings.audit_checkpoint_interval_seconds, 3600.0),
             audit_checkpoint,
         )
+
+        async def review_scan() -> None:
+            async with runtime.db.transaction() as session:
+                await ReviewService(session, runtime).scan_if_due(
+                    utcnow(), runtime.settings.review_interval
+                )
+
+        # Like the checkpoint: every worker checks, the watermark's lock and its scan time
+        # make it one scan per interval across all of them.
+        loops.every("review-scan", runtime.settings.review_interval, review_scan)
 
     async def refresh_gauges() -> None:
         await refresh_executor_gauges(runtime)

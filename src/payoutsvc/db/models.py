@@ -7,6 +7,7 @@ from payoutsvc.gateways import models as gateway_models
 from payoutsvc.operators import models as operator_models
 from payoutsvc.payouts import models as payout_models
 from payoutsvc.policy import models as policy_models
+from payoutsvc.review import models as review_models
 from payoutsvc.webhooks import models as webhook_models
 
 __all__ = [
@@ -17,5 +18,6 @@ __all__ = [
     "operator_models",
     "payout_models",
     "policy_models",
+    "review_models",
     "webhook_models",
 ]

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, status
@@ -54,6 +54,7 @@ from payoutsvc.schemas_common import (
     page_of,
     problem_responses,
 )
+from payoutsvc.timestamps import aware
 
 # What every action on a payout (cancel, approve, reject, resolve) may answer.
 _ACTION_ERRORS = (
@@ -171,16 +172,10 @@ async def list_payouts(
         ticket_id=ticket_id,
         status=status.value if status else None,
         requested_by=requested_by,
-        created_gte=_aware(created_gte),
-        created_lt=_aware(created_lt),
+        created_gte=aware(created_gte),
+        created_lt=aware(created_lt),
     )
     return JSONResponse(page_of(rows, limit, lambda p: p["id"]))
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
 
 
 @router.get(

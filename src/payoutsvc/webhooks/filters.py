@@ -29,6 +29,7 @@ KNOWN_EVENT_TYPES: tuple[str, ...] = (
     "payout.succeeded",
     "payout.failed",
     "payout.needs_review",
+    "anomaly.detected",
 )
 
 MAX_FILTERS = 64
@@ -75,7 +76,7 @@ def validate_event_filters(
         if not any(filter_matches(f, event) for event in known_events):
             raise ValueError(
                 f"event filter {f!r} matches no known event; use an exact event name "
-                f"({', '.join(known_events)}), 'payout.*' or '*'"
+                f"({', '.join(known_events)}), 'payout.*', 'anomaly.*' or '*'"
             )
         if f not in seen:
             seen.add(f)
