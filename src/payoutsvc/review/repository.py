@@ -191,9 +191,9 @@ class ReviewRepository:
 
     async def approvals_between(self, after_id: int, before: datetime) -> list[ApprovalRow]:
         found = await self.session.execute(
-            _APPROVALS
-            .where(PayoutApproval.id > after_id, PayoutApproval.at < before)
-            .order_by(PayoutApproval.id)
+            _APPROVALS.where(PayoutApproval.id > after_id, PayoutApproval.at < before).order_by(
+                PayoutApproval.id
+            )
         )
         return [_approval_row(r) for r in found.all()]
 
@@ -201,9 +201,7 @@ class ReviewRepository:
         rows: list[ApprovalRow] = []
         for chunk in _chunks(approvers):
             found = await self.session.execute(
-                _APPROVALS.where(
-                    PayoutApproval.operator_id.in_(chunk), PayoutApproval.at >= since
-                )
+                _APPROVALS.where(PayoutApproval.operator_id.in_(chunk), PayoutApproval.at >= since)
             )
             rows.extend(_approval_row(r) for r in found.all())
         return rows

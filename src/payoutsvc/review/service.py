@@ -4,6 +4,7 @@ anomalies (API). Services never commit: the request's or the worker step's trans
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -141,7 +142,7 @@ class ReviewService:
             now,
         )
         result = ScanResult(len(new_payouts), len(new_approvals), detected, updated)
-        log.info("review.scan.finished", **result.__dict__)
+        log.info("review.scan.finished", **dataclasses.asdict(result))
         return result
 
     async def _load(
