@@ -15,6 +15,7 @@ from sqlalchemy import text
 
 from payoutsvc.db.base import utcnow
 from payoutsvc.payouts.events import GENESIS_HASH, event_hash
+from payoutsvc.policy.document import DEFAULT_POLICY_DOCUMENT
 from payoutsvc.review.models import AnomalyEvent
 from tests.api_support import alipay_recipient, assert_problem, db_session, scalar
 from tests.helpers import bearer_of, create_operator, payout_body, request_as
@@ -258,3 +259,16 @@ async def _counter(client: httpx.AsyncClient) -> float:
         if line.startswith('payoutsvc_anomalies_detected_total{kind="threshold_splitting"}'):
             return float(line.split()[-1])
     return 0.0
+
+
+async def test_review_thresholds_are_validated(client: httpx.AsyncClient) -> None:
+    document = {
+        **DEFAULT_POLICY_DOCUMENT,
+        "review": {"working_hours": {"start": "25:00", "end": "19:00"}},
+    }
+    refused = await client.put("/v1/policy", json=document)
+    assert_problem(refused, 422, "validation_failed", "review.working_hours.start", "invalid_time")
+    document["review"] = {"threshold_splitting": {"near_percent": 0}}
+    refused = await client.put("/v1/policy", json=document)
+    assert_problem(refused, 422, "validation_failed", "review.threshold_splitting.near_percent")
+    assert (await client.get("/v1/policy")).json()["version"] == 1  # nothing changed

@@ -100,13 +100,17 @@ class ScanData:
     recipient_payouts: Mapping[str, Sequence[PayoutRow]]
     # (requester, currency) -> day counters, oldest first, for new payouts' requesters.
     requester_days: Mapping[tuple[str, str], Sequence[CounterRow]]
-    # Approvals in the approver_concentration window by the approvers of ``new_approvals``.
-    approver_history: Sequence[ApprovalRow]
+    # approver -> requester -> approvals in the approver_concentration window, for the
+    # approvers of ``new_approvals`` (counted by the database).
+    approval_counts: Mapping[str, Mapping[str, int]]
+    # The approvals in that window of the pairs ApproverConcentration.concentrated names.
+    pair_approvals: Mapping[tuple[str, str], Sequence[ApprovalRow]]
     new_ids: frozenset[str] = field(init=False)
 
     def __post_init__(self) -> None:
-        ids = {p.id for p in self.new_payouts} | {a.payout_id for a in self.new_approvals}
-        object.__setattr__(self, "new_ids", frozenset(ids))
+        # New payouts only: a later approval of an old payout is not new activity of the
+        # payout-based findings (the approval-based detectors read new_approvals).
+        object.__setattr__(self, "new_ids", frozenset(p.id for p in self.new_payouts))
 
     def local_date(self, moment: datetime) -> date:
         return moment.astimezone(self.policy.zone).date()
@@ -283,10 +287,13 @@ class RecipientManyTickets(Detector):
     def find(self, data: ScanData) -> list[Finding]:
         settings = data.policy.review.recipient_many_tickets
         findings: list[Finding] = []
+        window = timedelta(days=settings.window_days)
         for fingerprint, rows in data.recipient_payouts.items():
-            payouts = [p for p in rows if p.status not in IGNORED_STATUSES]
-            if not payouts or not data.new_ids.intersection(p.id for p in payouts):
+            counted = [p for p in rows if p.status not in IGNORED_STATUSES]
+            if not counted or not data.new_ids.intersection(p.id for p in counted):
                 continue
+            since = max(p.created_at for p in counted) - window
+            payouts = [p for p in counted if p.created_at > since]
             tickets = {p.ticket for p in payouts}
             requesters = {p.requested_by for p in payouts}
             many_tickets = len(tickets) >= settings.min_tickets
@@ -389,40 +396,46 @@ class ApproverConcentration(Detector):
 
     kind = "approver_concentration"
 
+    @staticmethod
+    def concentrated(
+        counts: Mapping[str, Mapping[str, int]], policy: Policy
+    ) -> dict[str, tuple[str, int, int]]:
+        """approver -> (requester, their approvals, all approvals) where the threshold holds."""
+        settings = policy.review.approver_concentration
+        found: dict[str, tuple[str, int, int]] = {}
+        for approver, by_requester in counts.items():
+            total = sum(by_requester.values())
+            if total < settings.min_approvals:
+                continue
+            requester, top = max(by_requester.items(), key=lambda item: (item[1], item[0]))
+            if top * 100 >= settings.share_percent * total:
+                found[approver] = (requester, top, total)
+        return found
+
     def find(self, data: ScanData) -> list[Finding]:
         settings = data.policy.review.approver_concentration
-        by_approver: dict[str, list[ApprovalRow]] = defaultdict(list)
-        for approval in data.approver_history:
-            by_approver[approval.operator_id].append(approval)
         new_pairs = {(a.operator_id, a.requester) for a in data.new_approvals}
         findings: list[Finding] = []
-        for approver, approvals in sorted(by_approver.items()):
-            if len(approvals) < settings.min_approvals:
+        concentrated = self.concentrated(data.approval_counts, data.policy)
+        for approver, (requester, top, total) in sorted(concentrated.items()):
+            pair = data.pair_approvals.get((approver, requester), ())
+            if (approver, requester) not in new_pairs or not pair:
                 continue
-            counts: dict[str, int] = defaultdict(int)
-            for approval in approvals:
-                counts[approval.requester] += 1
-            requester, top = max(counts.items(), key=lambda item: (item[1], item[0]))
-            if top * 100 < settings.share_percent * len(approvals):
-                continue
-            if (approver, requester) not in new_pairs:
-                continue
-            pair = [a for a in approvals if a.requester == requester]
+            share = top * 100 // total
             explanation = (
-                f"{approver} gave {top} of their {len(approvals)} approvals in the last "
-                f"{settings.window_days} days ({top * 100 // len(approvals)}%) to payouts "
-                f"requested by {requester}."
+                f"{approver} gave {top} of their {total} approvals in the last "
+                f"{settings.window_days} days ({share}%) to payouts requested by {requester}."
             )
             findings.append(
                 _approval_finding(
                     self.kind,
-                    "high" if top == len(approvals) else "medium",
+                    "high" if top == total else "medium",
                     [approver, requester],
                     pair,
                     explanation,
                     approver=approver,
                     requester=requester,
-                    share_percent=top * 100 // len(approvals),
+                    share_percent=share,
                 )
             )
         return findings
@@ -534,8 +547,3 @@ DETECTORS: tuple[Detector, ...] = (
     ApproverConcentration(),
     OffHours(),
 )
-
-
-def window_days_back(data_policy: Policy) -> timedelta:
-    """How far back the scan loads recipients' payouts (recipient_many_tickets' window)."""
-    return timedelta(days=data_policy.review.recipient_many_tickets.window_days)

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -197,14 +197,41 @@ class ReviewRepository:
         )
         return [_approval_row(r) for r in found.all()]
 
-    async def approvals_by(self, approvers: Iterable[str], since: datetime) -> list[ApprovalRow]:
-        rows: list[ApprovalRow] = []
+    async def approval_counts(
+        self, approvers: Iterable[str], since: datetime
+    ) -> dict[str, dict[str, int]]:
+        """approver -> requester -> approvals since ``since`` (index on approver and time)."""
+        result: dict[str, dict[str, int]] = defaultdict(dict)
         for chunk in _chunks(approvers):
             found = await self.session.execute(
-                _APPROVALS.where(PayoutApproval.operator_id.in_(chunk), PayoutApproval.at >= since)
+                select(PayoutApproval.operator_id, Payout.requested_by, func.count())
+                .join(Payout, Payout.id == PayoutApproval.payout_id)
+                .where(
+                    PayoutApproval.decision == _APPROVED,
+                    PayoutApproval.operator_id.in_(chunk),
+                    PayoutApproval.at >= since,
+                )
+                .group_by(PayoutApproval.operator_id, Payout.requested_by)
             )
-            rows.extend(_approval_row(r) for r in found.all())
-        return rows
+            for approver, requester, count in found.all():
+                result[approver][requester] = int(count)
+        return result
+
+    async def pair_approvals(
+        self, pairs: Iterable[tuple[str, str]], since: datetime
+    ) -> dict[tuple[str, str], list[ApprovalRow]]:
+        """The approvals since ``since`` by each (approver, requester) pair (few pairs)."""
+        result: dict[tuple[str, str], list[ApprovalRow]] = defaultdict(list)
+        for approver, requester in sorted(set(pairs)):
+            found = await self.session.execute(
+                _APPROVALS.where(
+                    PayoutApproval.operator_id == approver,
+                    PayoutApproval.at >= since,
+                    Payout.requested_by == requester,
+                )
+            )
+            result[approver, requester].extend(_approval_row(r) for r in found.all())
+        return result
 
     # -- anomalies ----------------------------------------------------------------------------
     async def open_by_keys(self, keys: Sequence[str]) -> dict[str, Anomaly]:

@@ -23,7 +23,15 @@ from payoutsvc.payouts.acting import Credential, deciding_operator
 from payoutsvc.payouts.events import GENESIS_HASH, KEYED_SCHEME, event_hash
 from payoutsvc.policy.document import Policy
 from payoutsvc.policy.service import PolicyService
-from payoutsvc.review.detectors import DETECTORS, MAX_PAYOUT_IDS, Finding, PayoutRow, ScanData
+from payoutsvc.review.detectors import (
+    DETECTORS,
+    MAX_PAYOUT_IDS,
+    ApprovalRow,
+    ApproverConcentration,
+    Finding,
+    PayoutRow,
+    ScanData,
+)
 from payoutsvc.review.models import Anomaly, AnomalyStatus
 from payoutsvc.review.repository import ReviewRepository
 from payoutsvc.runtime import Runtime
@@ -149,7 +157,7 @@ class ReviewService:
         self,
         policy: Policy,
         new_payouts: Sequence[PayoutRow],
-        new_approvals: Sequence[Any],
+        new_approvals: Sequence[ApprovalRow],
         now: datetime,
     ) -> ScanData:
         """The windows the detectors need around the new rows, each read on an index."""
@@ -173,11 +181,20 @@ class ReviewService:
         history_days = review.requester_velocity.history_days
         requester_days = await self.repo.requester_days(
             {p.requested_by for p in new_payouts},
-            (days[0] if days else 0) - 4 * history_days * _DAY_SECONDS,
+            (days[0] if days else 0) - 2 * history_days * _DAY_SECONDS,
         )
-        approvers = {a.operator_id for a in new_approvals}
-        history = await self.repo.approvals_by(
-            approvers, now - timedelta(days=review.approver_concentration.window_days)
+        since = now - timedelta(days=review.approver_concentration.window_days)
+        counts = await self.repo.approval_counts({a.operator_id for a in new_approvals}, since)
+        new_pairs = {(a.operator_id, a.requester) for a in new_approvals}
+        pairs = await self.repo.pair_approvals(
+            [
+                (approver, requester)
+                for approver, (requester, _, _) in ApproverConcentration.concentrated(
+                    counts, policy
+                ).items()
+                if (approver, requester) in new_pairs
+            ],
+            since,
         )
         return ScanData(
             policy=policy,
@@ -187,7 +204,8 @@ class ReviewService:
             roles=await self.repo.roles({p.requested_by for p in day_payouts}),
             recipient_payouts=recipients,
             requester_days=requester_days,
-            approver_history=history,
+            approval_counts=counts,
+            pair_approvals=pairs,
         )
 
     async def _record(self, findings: Sequence[Finding], now: datetime) -> tuple[int, int]:
