@@ -8,7 +8,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import String, Table, any_, bindparam, func, insert, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,14 +26,17 @@ _APPROVED = "approved"  # payouts/approvals.py APPROVED: the decision value of a
 _WATERMARK_ID = 1
 _EVENTS = cast(Table, AnomalyEvent.__table__)
 
+# In PayoutRow's field order; the masked recipient and the ticket are put together by the
+# database, so a row becomes a PayoutRow without Python work per column.
 _PAYOUT_COLUMNS = (
     Payout.id,
     Payout.integration_id,
     Payout.requested_by,
     Payout.recipient_fingerprint,
-    Payout.recipient_public,
-    Payout.ticket_system,
-    Payout.ticket_id,
+    Payout.recipient_type
+    + " "
+    + func.coalesce(Payout.recipient_public["account_masked"].as_string(), ""),
+    Payout.ticket_system + ":" + Payout.ticket_id,
     Payout.amount_minor,
     Payout.currency,
     Payout.status,
@@ -49,28 +53,10 @@ _APPROVAL_COLUMNS = (
 )
 
 
-def _chunks(values: Iterable[str]) -> Iterator[list[str]]:
+def _chunks(values: Iterable[str], size: int = _CHUNK) -> Iterator[list[str]]:
     ordered = sorted(set(values))
-    for start in range(0, len(ordered), _CHUNK):
-        yield ordered[start : start + _CHUNK]
-
-
-def _payout_row(row: Any) -> PayoutRow:
-    public = row.recipient_public or {}
-    masked = f"{public.get('type', 'recipient')} {public.get('account_masked', '')}".strip()
-    return PayoutRow(
-        id=row.id,
-        integration_id=row.integration_id,
-        requested_by=row.requested_by,
-        recipient_fingerprint=row.recipient_fingerprint,
-        recipient_masked=masked,
-        ticket=f"{row.ticket_system}:{row.ticket_id}",
-        amount_minor=int(row.amount_minor),
-        currency=row.currency,
-        status=row.status,
-        created_at=row.created_at,
-        limit_day=int(row.limit_day),
-    )
+    for start in range(0, len(ordered), size):
+        yield ordered[start : start + size]
 
 
 def _approval_row(row: Any) -> ApprovalRow:
@@ -94,6 +80,16 @@ _APPROVALS = (
 class ReviewRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
+        self._postgres = session.get_bind().dialect.name == "postgresql"
+        # PostgreSQL takes a whole list as one array parameter; SQLite one parameter per value.
+        self._chunk = 50_000 if self._postgres else _CHUNK
+
+    def _any(self, column: Any, values: list[str]) -> Any:
+        """``column`` equals one of ``values``: ``= ANY(:array)`` on PostgreSQL (one bind
+        parameter, one cached statement), an expanding ``IN`` on SQLite."""
+        if self._postgres:
+            return column == any_(bindparam("values", values, type_=ARRAY(String())))
+        return column.in_(values)
 
     # -- the watermark ------------------------------------------------------------------------
     async def lock_watermark(self, initial_payout_id: str, now: datetime) -> ReviewWatermark:
@@ -106,7 +102,7 @@ class ReviewRepository:
             "last_approval_id": 0,
             "scanned_at": now,
         }
-        maker = pg_insert if self.session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        maker = pg_insert if self._postgres else sqlite_insert
         await self.session.execute(
             maker(ReviewWatermark).values(**values).on_conflict_do_nothing(index_elements=["id"])
         )
@@ -144,21 +140,36 @@ class ReviewRepository:
             .where(Payout.id > after_id, Payout.id < before_id)
             .order_by(Payout.id)
         )
-        return [_payout_row(r) for r in found.all()]
+        return [PayoutRow._make(r) for r in found.all()]
+
+    async def new_days(self, after_id: str, before_id: str) -> list[int]:
+        """The policy days of the payouts with ``after_id < id < before_id``."""
+        found = await self.session.execute(
+            select(Payout.limit_day)
+            .where(Payout.id > after_id, Payout.id < before_id)
+            .distinct()
+            .order_by(Payout.limit_day)
+        )
+        return [int(day) for day in found.scalars()]
 
     async def recipient_payouts(
-        self, fingerprints: Iterable[str], since: datetime
+        self, fingerprints: Iterable[str], since: datetime, up_to_id: str
     ) -> dict[str, list[PayoutRow]]:
-        """Each recipient's payouts created since ``since``, oldest first."""
+        """Each recipient's payouts created since ``since`` with ``id <= up_to_id``, oldest
+        first (index on recipient and time)."""
         result: dict[str, list[PayoutRow]] = defaultdict(list)
-        for chunk in _chunks(fingerprints):
+        for chunk in _chunks(fingerprints, self._chunk):
             found = await self.session.execute(
                 select(*_PAYOUT_COLUMNS)
-                .where(Payout.recipient_fingerprint.in_(chunk), Payout.created_at >= since)
+                .where(
+                    self._any(Payout.recipient_fingerprint, chunk),
+                    Payout.created_at >= since,
+                    Payout.id <= up_to_id,
+                )
                 .order_by(Payout.id)
             )
             for row in found.all():
-                result[row.recipient_fingerprint].append(_payout_row(row))
+                result[row[3]].append(PayoutRow._make(row))
         return result
 
     async def roles(self, operator_ids: Iterable[str]) -> dict[str, str]:

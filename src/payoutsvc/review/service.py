@@ -133,12 +133,14 @@ class ReviewService:
         after_approval = mark.last_approval_id or await self.repo.last_approval_id_before(
             upper - FIRST_SCAN_LOOKBACK
         )
-        new_payouts = await self.repo.payouts_between(
-            mark.last_payout_id, id_floor("po", _ms(upper))
-        )
+        before_id = id_floor("po", _ms(upper))
+        day_payouts = await self._day_payouts(mark.last_payout_id, before_id)
+        new_payouts = [p for p in day_payouts if mark.last_payout_id < p.id < before_id]
         new_approvals = await self.repo.approvals_between(after_approval, upper)
         policy = await PolicyService.of(self.session, self.runtime).current()
-        data = await self._load(policy, new_payouts, new_approvals, now)
+        data = await self._load(
+            policy, (mark.last_payout_id, new_payouts, day_payouts), new_approvals, now
+        )
         found: dict[str, Finding] = {}
         for detector in DETECTORS:
             for finding in detector.find(data):
@@ -153,31 +155,41 @@ class ReviewService:
         log.info("review.scan.finished", **dataclasses.asdict(result))
         return result
 
+    async def _day_payouts(self, after_id: str, before_id: str) -> list[PayoutRow]:
+        """Every payout of the policy days the new payouts (``after_id < id < before_id``)
+        fall on, read as one id range (ids sort by creation time)."""
+        days = await self.repo.new_days(after_id, before_id)
+        if not days:
+            return []
+        rows = await self.repo.payouts_between(
+            id_floor("po", days[0] * 1000 - 1),
+            id_floor("po", (days[-1] + _LONGEST_DAY_SECONDS) * 1000),
+        )
+        wanted = set(days)
+        return [p for p in rows if p.limit_day in wanted]
+
     async def _load(
         self,
         policy: Policy,
-        new_payouts: Sequence[PayoutRow],
+        payouts: tuple[str, list[PayoutRow], list[PayoutRow]],
         new_approvals: Sequence[ApprovalRow],
         now: datetime,
     ) -> ScanData:
         """The windows the detectors need around the new rows, each read on an index."""
+        watermark, new_payouts, day_payouts = payouts
         days = sorted({p.limit_day for p in new_payouts})
-        day_payouts: list[PayoutRow] = []
-        if days:
-            rows = await self.repo.payouts_between(
-                id_floor("po", days[0] * 1000 - 1),
-                id_floor("po", (days[-1] + _LONGEST_DAY_SECONDS) * 1000),
-            )
-            wanted = set(days)
-            day_payouts = [p for p in rows if p.limit_day in wanted]
         review = policy.review
         recipients: dict[str, list[PayoutRow]] = {}
         if new_payouts:
             window = timedelta(days=review.recipient_many_tickets.window_days)
+            # The older payouts from the database, the new ones as already read.
             recipients = await self.repo.recipient_payouts(
                 {p.recipient_fingerprint for p in new_payouts},
                 min(p.created_at for p in new_payouts) - window,
+                watermark,
             )
+            for payout in new_payouts:
+                recipients[payout.recipient_fingerprint].append(payout)
         history_days = review.requester_velocity.history_days
         requester_days = await self.repo.requester_days(
             {p.requested_by for p in new_payouts},
