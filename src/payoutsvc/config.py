@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     )
     reconcile_lease_seconds: float = Field(default=300, gt=0)
     reconcile_poll_seconds: float = Field(default=10, gt=0)
+    # How often the worker scans new payouts and approvals for anomalies (review/), seconds.
+    review_interval: float = Field(default=3600, gt=0)
     policy_file: Path | None = None
     idempotency_ttl_hours: float = Field(default=24, ge=24)
     log_format: Literal["auto", "json", "console"] = "auto"

@@ -46,6 +46,7 @@ from payoutsvc.policy.service import ensure_initial_policy
 from payoutsvc.ratelimit import RateLimiter
 from payoutsvc.recipients.router import router as recipients_router
 from payoutsvc.reconciliation.router import router as reconciliation_router
+from payoutsvc.review.router import router as review_router
 from payoutsvc.runtime import Runtime
 from payoutsvc.webhooks.router import router as webhooks_router
 from payoutsvc.workers import start_background_work
@@ -146,6 +147,7 @@ def _add_routes(app: FastAPI) -> None:
         audit_router,
         reconciliation_router,
         ops_router,
+        review_router,
     ):
         # Operators are admin-only; the scope is attached here, not in operators/router.py,
         # because the auth package depends on operators (operator-bound keys), not back.

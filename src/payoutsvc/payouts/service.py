@@ -343,7 +343,11 @@ class PayoutService:
             if facts.policy_version in (policy.version, None):
                 if count_in:
                     facts = await limits.count_in(request, facts, counters, duplicate_since)
-                return evaluate_policy(_payout_facts(request, facts), policy), counters
+                held = policy.review.hold_open_anomalies and await limits.open_anomaly(
+                    request.requester_id, request.recipient_fingerprint
+                )
+                payout_facts = _payout_facts(request, facts, open_anomaly=held)
+                return evaluate_policy(payout_facts, policy), counters
             # The day bounds and duplicate window depend on the policy: read again under it.
             policy = await policies.get(facts.policy_version)
         raise PolicyChanging(
@@ -500,7 +504,9 @@ def _opening_events(
     return [created, approval.event]
 
 
-def _payout_facts(request: PayoutRequest, facts: RequestFacts) -> PayoutFacts:
+def _payout_facts(
+    request: PayoutRequest, facts: RequestFacts, *, open_anomaly: bool = False
+) -> PayoutFacts:
     return PayoutFacts(
         amount_minor=request.amount_minor,
         currency=request.currency,
@@ -518,6 +524,7 @@ def _payout_facts(request: PayoutRequest, facts: RequestFacts) -> PayoutFacts:
         requester_verified=request.requester_verified,
         disclose_totals=request.disclose_totals,
         disclose_requester=request.disclose_requester,
+        open_anomaly=open_anomaly,
     )
 
 

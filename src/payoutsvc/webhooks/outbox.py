@@ -95,10 +95,12 @@ def endpoint_presence(runtime: Runtime) -> EndpointPresence:
 def webhook_body(event: OutboxEvent) -> str:
     """The exact JSON body of this event's webhook (API.md): built once, sent on every attempt,
     so the signature a receiver checks covers the same bytes every time."""
+    # An anomaly.* event carries the anomaly (review/); its payout_id is the anomaly's id.
+    carried = "anomaly" if event.type.startswith("anomaly.") else "payout"
     body: dict[str, Any] = {
         "type": event.type,
         "timestamp": rfc3339(event.at),
-        "data": {"payout": event.snapshot(), "sequence": event.sequence},
+        "data": {carried: event.snapshot(), "sequence": event.sequence},
     }
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
 
