@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from payoutsvc.audit import checkpoint_if_due
 from payoutsvc.background import BackgroundLoops
+from payoutsvc.connectors.kinds import RENDERERS
 from payoutsvc.db.base import utcnow
 from payoutsvc.executor.loop import start_executor
 from payoutsvc.executor.metrics import refresh_executor_gauges
@@ -31,7 +32,7 @@ def start_background_work(
     loops.every("idempotency-purge", IDEMPOTENCY_PURGE_INTERVAL_SECONDS, purge_idempotency)
     if run_worker:
         start_executor(runtime, loops)
-        start_webhook_sender(runtime, loops)
+        start_webhook_sender(runtime, loops, RENDERERS)
 
         async def audit_checkpoint() -> None:
             async with runtime.db.transaction() as session:
