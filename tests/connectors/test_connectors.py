@@ -4,6 +4,7 @@ and replayed triggers; refusals written back; outages and rate limits on write-b
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -308,3 +309,41 @@ async def test_credentials_hidden_tested_and_rotated(
         client, connector, trigger(helpdesk.kind, "request", "u-agent", **REQUEST)
     )
     assert response.status_code == 404
+
+
+async def test_concurrent_redeliveries_create_one_payout(
+    client: httpx.AsyncClient, helpdesk: FakeHelpdesk
+) -> None:
+    connector = await connect(client, helpdesk)
+    body = trigger(helpdesk.kind, "request", "u-agent", **REQUEST)
+    answers = await asyncio.gather(*(send(client, connector, body) for _ in range(4)))
+    assert [a.status_code for a in answers] == [202] * 4, [a.text for a in answers]
+    assert len({a.json()["payout_id"] for a in answers}) == 1
+    assert sum(a.headers.get("Idempotent-Replayed") == "true" for a in answers) == 3
+    assert len((await client.get("/v1/payouts")).json()["data"]) == 1
+
+
+@pytest.mark.parametrize("helpdesk", ["zendesk"], indirect=True)
+async def test_write_back_waits_for_retry_after(
+    client: httpx.AsyncClient, sender: WebhookSender, helpdesk: FakeHelpdesk
+) -> None:
+    """A 429's Retry-After is honoured (longer than the retry schedule's 0.05 s), and the
+    payout's later notes wait for the earlier one."""
+    connector = await connect(client, helpdesk)
+    helpdesk.fail_next(1, 429, {"Retry-After": "1"})
+    response = await send(
+        client, connector, trigger(helpdesk.kind, "request", "u-agent", **REQUEST)
+    )
+    payout_id = response.json()["payout_id"]
+    response = await send(
+        client, connector, trigger(helpdesk.kind, "cancel", "u-agent", payout_id=payout_id)
+    )
+    assert response.json()["status"] == "canceled"
+    started = asyncio.get_running_loop().time()
+    await pump(sender, lambda: len(helpdesk.notes) == 2, what="notes")
+    assert asyncio.get_running_loop().time() - started >= 0.9
+    assert [n.text.split("\n")[0] for n in helpdesk.notes] == [
+        "Payout requested",
+        "Payout canceled",
+    ]
+    assert [r[0] for r in helpdesk.requests].count("PUT") == 3
