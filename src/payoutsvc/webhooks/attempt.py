@@ -30,6 +30,7 @@ log = structlog.get_logger(__name__)
 
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 GONE_REASON = "the receiver answered 410 Gone"
+_CREDENTIALS_CACHE_LIMIT = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,8 @@ class DeliveryAttempter:
     ) -> None:
         self.settings = settings
         self.renderers: Renderers = renderers or {}
+        # Parsed credentials of connector targets, by their (decrypted) JSON text.
+        self._credentials: dict[str, dict[str, str]] = {}
         self._client = client  # opened on first use (and again after the sender closed it)
         self.resolver = resolver
         self.rng = rng
@@ -127,7 +130,12 @@ class DeliveryAttempter:
         renderer = self.renderers.get(target.kind or "")
         if renderer is None:
             return None
-        credentials = json.loads(target.secrets[0])
+        text = target.secrets[0]
+        credentials = self._credentials.get(text)
+        if credentials is None:
+            if len(self._credentials) >= _CREDENTIALS_CACHE_LIMIT:
+                self._credentials.clear()
+            credentials = self._credentials[text] = json.loads(text)
         return renderer(target.url, credentials, target.options or {}, delivery.body)
 
     def decide(

@@ -4,9 +4,9 @@
   Freshdesk placeholders and lets you add custom headers or basic auth; it does not sign
   requests (https://support.freshdesk.com/support/solutions/articles/132589-using-webhooks-in-automation-rules).
   So the connector's ``inbound_secret`` travels in the custom header ``X-Payoutsvc-Secret``
-  (over HTTPS) and is compared in constant time. A ``timestamp`` in the body (placeholder
-  ``{{ticket.updated_at}}`` is not it; leave it out or send the rule's own) is bounded to 5
-  minutes by the inbound service when present; ``event_id`` de-duplicates redeliveries.
+  (over HTTPS) and is compared in constant time. Freshdesk offers no request timestamp, so
+  none is required; a ``timestamp`` in the body is bounded to 5 minutes when present, and
+  ``event_id`` de-duplicates redeliveries.
 * Write-back: ``POST /api/v2/tickets/{id}/notes`` with ``{"body", "private": true}`` (HTML
   body) is a private note (https://developers.freshdesk.com/api/#add_note_to_a_ticket);
   auth: basic ``{api_key}:X`` (https://developers.freshdesk.com/api/#authentication); rate

@@ -6,8 +6,9 @@
   Jira automation's "Send web request" action cannot sign, but it sends custom headers
   (https://support.atlassian.com/cloud-automation/docs/jira-automation-actions/#Send-web-request):
   there the secret itself goes in ``X-Payoutsvc-Secret`` and is compared in constant time.
-  A ``timestamp`` in the body (Jira webhooks carry one; an automation can send
-  ``{{now.millis}}``) is bounded to 5 minutes by the inbound service.
+  A ``timestamp`` in the body (Jira webhooks carry one in milliseconds; an automation sends
+  ``{{now}}``, https://support.atlassian.com/cloud-automation/docs/jira-smart-values-date-and-time/)
+  is bounded to 5 minutes by the inbound service.
 * Write-back: ``POST /rest/servicedeskapi/request/{issueKey}/comment`` with
   ``{"body", "public": false}`` is an internal comment
   (https://developer.atlassian.com/cloud/jira/service-desk/rest/api-group-request/#api-rest-servicedeskapi-request-issueidorkey-comment-post),
