@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from payoutsvc.connectors.service import ConnectorService
 from payoutsvc.executor.service import Executor
 from payoutsvc.gateways.registry import GatewayRegistry
 from payoutsvc.runtime import Runtime
@@ -347,3 +348,29 @@ async def test_write_back_waits_for_retry_after(
         "Payout canceled",
     ]
     assert [r[0] for r in helpdesk.requests].count("PUT") == 3
+
+
+async def test_disabling_drops_pending_notes_and_purge_forgets_events(
+    client: httpx.AsyncClient, runtime: Runtime, sender: WebhookSender, helpdesk: FakeHelpdesk
+) -> None:
+    connector = await connect(client, helpdesk)
+    body = trigger(helpdesk.kind, "request", "u-agent", **REQUEST)
+    first = await send(client, connector, body)
+    assert first.status_code == 202
+    response = await client.patch(f"/v1/connectors/{connector['id']}", json={"enabled": False})
+    assert response.json()["enabled"] is False
+    deliveries = (await client.get(f"/v1/connectors/{connector['id']}/deliveries")).json()
+    assert [d["status"] for d in deliveries["data"]] == ["canceled"]
+    assert await sender.run_once() == 0
+    assert helpdesk.notes == []
+
+    async with runtime.db.transaction() as session:
+        purged = await ConnectorService(session, runtime).purge_inbound_events(
+            datetime.now(UTC) + timedelta(seconds=1)
+        )
+    assert purged == 1
+    # Forgotten by the connector, the redelivery still creates nothing twice: the payout's
+    # own Idempotency-Key (connector id + event id) replays the first answer.
+    again = await send(client, connector, body)
+    assert again.json() == first.json()
+    assert len((await client.get("/v1/payouts")).json()["data"]) == 1

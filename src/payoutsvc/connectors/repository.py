@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, delete, insert, select, update
@@ -64,6 +65,12 @@ class ConnectorRepository:
             .where(_inbound.c.connector_id == connector_id, _inbound.c.event_id == event_id)
             .values(response_status=status, response_body=body)
         )
+
+    async def purge_events(self, received_before: datetime) -> int:
+        result = await self.session.execute(
+            delete(_inbound).where(_inbound.c.received_at < received_before)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
 
     async def stored_answer(self, connector_id: str, event_id: str) -> tuple[int, str] | None:
         result = await self.session.execute(

@@ -49,7 +49,12 @@ from payoutsvc.webhooks.models import WebhookEndpoint
 from payoutsvc.webhooks.outbox import NoteEvent, enqueue_note
 from payoutsvc.webhooks.presenter import delivery_json
 from payoutsvc.webhooks.repository import WebhookRepository
-from payoutsvc.webhooks.service import WebhookService, seal_secret, unseal_secret
+from payoutsvc.webhooks.service import (
+    DISABLED_BY_API,
+    WebhookService,
+    seal_secret,
+    unseal_secret,
+)
 from payoutsvc.webhooks.ssrf import Resolver, deliver
 from payoutsvc.webhooks.transport import make_webhook_client
 
@@ -89,6 +94,22 @@ def connector_json(connector: HelpdeskConnector, endpoint: WebhookEndpoint) -> d
         "created_at": connector.created_at,
         "updated_at": connector.updated_at,
     }
+
+
+def _enabled_change(
+    endpoint: WebhookEndpoint, enabled: bool | None, now: datetime
+) -> dict[str, Any]:
+    """Enabling clears the failing streak (as for webhook endpoints); disabling records why."""
+    if enabled is True and not endpoint.enabled:
+        return {
+            "enabled": True,
+            "disabled_reason": None,
+            "disabled_at": None,
+            "failing_since": None,
+        }
+    if enabled is False and endpoint.enabled:
+        return {"enabled": False, "disabled_reason": DISABLED_BY_API, "disabled_at": now}
+    return {}
 
 
 class ConnectorService:
@@ -192,9 +213,10 @@ class ConnectorService:
             "locale": own.get("locale", connector.locale),
             "tags": write_back["tags"],
         }
-        if "enabled" in given:
-            target["enabled"] = given["enabled"]
+        target.update(_enabled_change(endpoint, given.get("enabled"), now))
         await self.targets.update_endpoint(connector_id, visible, target, connector=True)
+        if target.get("enabled") is False:
+            await self.targets.cancel_pending([connector_id], "canceled: connector disabled", now)
         await self.repo.update(connector_id, {**own, "updated_at": now})
         log.info("connector.updated", connector_id=connector_id, fields=sorted(given))
         self.session.expire_all()
@@ -218,6 +240,11 @@ class ConnectorService:
         plain = unseal_secret(self.runtime.cipher, endpoint.id, endpoint.secret_encrypted)
         found: dict[str, str] = json.loads(plain)
         return found
+
+    async def purge_inbound_events(self, before: datetime) -> int:
+        """Forget handled inbound events older than ``before`` (redeliveries come within
+        minutes to days; Zendesk's are refused by their timestamp anyway)."""
+        return await self.repo.purge_events(before)
 
     # -- the credential test -------------------------------------------------------------------
     async def test(self, connector_id: str, visible: str | None) -> dict[str, Any]:
