@@ -280,6 +280,8 @@ async def test_credentials_hidden_tested_and_rotated(
     for secret in CREDENTIALS[helpdesk.kind].values():
         assert secret not in shown
     assert connector["credential_fields"] == list(CREDENTIALS[helpdesk.kind])
+    listed = (await client.get("/v1/connectors")).json()["data"]
+    assert [(c["id"], c["base_url"]) for c in listed] == [(connector["id"], helpdesk.base_url)]
     test = await client.post(f"/v1/connectors/{connector['id']}/test")
     assert test.json() == {"ok": True, "status_code": 200, "error": None}
 

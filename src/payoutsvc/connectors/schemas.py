@@ -117,6 +117,11 @@ class InboundTicket(BaseModel):
     id: str = Field(min_length=1, max_length=128)
     url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://\S+$")
 
+    @field_validator("url", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return value or None
+
 
 class InboundTrigger(BaseModel):
     """What the README's trigger templates render. Unknown fields are ignored (helpdesks add

@@ -78,7 +78,8 @@ def _credentials(kind: HelpdeskKind, given: Mapping[str, str]) -> dict[str, str]
     return {name: given[name] for name in kind.credential_fields}
 
 
-def connector_json(connector: HelpdeskConnector, endpoint: WebhookEndpoint) -> dict[str, Any]:
+def connector_json(connector: HelpdeskConnector, endpoint: Any) -> dict[str, Any]:
+    """``endpoint``: its write-back target (an ORM row or a ``targets`` row)."""
     return {
         "id": connector.id,
         "kind": connector.kind,
@@ -184,10 +185,9 @@ class ConnectorService:
     async def list(
         self, visible: str | None, limit: int, before_id: str | None
     ) -> list[dict[str, Any]]:
-        return [
-            connector_json(*await self._load(c.id, visible))
-            for c in await self.repo.list(visible, limit, before_id)
-        ]
+        connectors = await self.repo.list(visible, limit, before_id)
+        targets = {t.id: t for t in await self.targets.targets(c.id for c in connectors)}
+        return [connector_json(c, targets[c.id]) for c in connectors if c.id in targets]
 
     async def update(
         self, connector_id: str, visible: str | None, body: ConnectorUpdate

@@ -43,8 +43,6 @@ class OutboxEvent(Protocol):
     def type(self) -> str: ...
     @property
     def at(self) -> datetime: ...
-    @property
-    def actor(self) -> str: ...
 
     def snapshot(self) -> dict[str, Any]:
         """The masked object the webhook carries, as it is after this event."""
@@ -112,7 +110,8 @@ def connector_body(event: OutboxEvent, snapshot: dict[str, Any]) -> str:
     body: dict[str, Any] = {
         "type": event.type,
         "timestamp": rfc3339(event.at),
-        "actor": event.actor,
+        # Who acted (payouts.events.NewEvent has it); events without one were the system's.
+        "actor": str(getattr(event, "actor", None) or "system"),
         "data": {"payout": snapshot, "sequence": event.sequence},
     }
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
