@@ -21,6 +21,7 @@ from payoutsvc.batches.router import router as batches_router
 from payoutsvc.batches.schemas import MAX_BATCH_BYTES, BatchCreate
 from payoutsvc.bootstrap import bootstrap
 from payoutsvc.config import Settings, get_settings
+from payoutsvc.connectors.router import router as connectors_router
 from payoutsvc.crypto import load_cipher
 from payoutsvc.db.engine import Database
 from payoutsvc.db.migrate import current_revisions, head_revisions, upgrade_to_head
@@ -142,6 +143,7 @@ def _add_routes(app: FastAPI) -> None:
         policy_router,
         recipients_router,
         webhooks_router,
+        connectors_router,
         operators_router,
         integrations_router,
         audit_router,

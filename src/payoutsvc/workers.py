@@ -4,9 +4,12 @@ sender when the worker is enabled (``payoutsvc serve`` by default, ``payoutsvc w
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 
 from payoutsvc.audit import checkpoint_if_due
 from payoutsvc.background import BackgroundLoops
+from payoutsvc.connectors.kinds import RENDERERS
+from payoutsvc.connectors.service import ConnectorService
 from payoutsvc.db.base import utcnow
 from payoutsvc.executor.loop import start_executor
 from payoutsvc.executor.metrics import refresh_executor_gauges
@@ -20,6 +23,8 @@ from payoutsvc.runtime import Runtime
 from payoutsvc.webhooks.sender import refresh_webhook_gauges, start_webhook_sender
 
 IDEMPOTENCY_PURGE_INTERVAL_SECONDS = 3600.0
+# How long a helpdesk's redelivered trigger is recognised by its event_id.
+INBOUND_EVENT_RETENTION = timedelta(days=30)
 
 
 def start_background_work(
@@ -32,10 +37,17 @@ def start_background_work(
         async with runtime.db.transaction() as session:
             await PayoutRepository(session).purge_idempotency(utcnow())
 
+    async def purge_inbound_events() -> None:
+        async with runtime.db.transaction() as session:
+            await ConnectorService(session, runtime).purge_inbound_events(
+                utcnow() - INBOUND_EVENT_RETENTION
+            )
+
     loops.every("idempotency-purge", IDEMPOTENCY_PURGE_INTERVAL_SECONDS, purge_idempotency)
+    loops.every("inbound-event-purge", IDEMPOTENCY_PURGE_INTERVAL_SECONDS, purge_inbound_events)
     if run_worker:
         start_executor(runtime, loops)
-        start_webhook_sender(runtime, loops)
+        start_webhook_sender(runtime, loops, RENDERERS)
 
         async def audit_checkpoint() -> None:
             async with runtime.db.transaction() as session:

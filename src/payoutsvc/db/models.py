@@ -2,6 +2,7 @@
 
 from payoutsvc.auth import models as auth_models
 from payoutsvc.batches import models as batch_models
+from payoutsvc.connectors import models as connector_models
 from payoutsvc.db.base import Base
 from payoutsvc.executor import models as executor_models
 from payoutsvc.gateways import models as gateway_models
@@ -16,6 +17,7 @@ __all__ = [
     "Base",
     "auth_models",
     "batch_models",
+    "connector_models",
     "executor_models",
     "gateway_models",
     "operator_models",
