@@ -109,7 +109,17 @@ class Settings(BaseSettings):
         "revocation takes to reach another process.",
     )
     metrics_token: SecretStr | None = None
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP collector base URL (e.g. http://collector:4318): traces are "
+        "exported there. Unset or empty: tracing is off and costs nothing.",
+    )
     metrics_refresh_seconds: float = Field(default=5.0, ge=0)
+
+    @field_validator("otel_exporter_otlp_endpoint")
+    @classmethod
+    def _empty_endpoint_is_off(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
 
     @field_validator("rate_limit")
     @classmethod
