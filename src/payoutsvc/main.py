@@ -43,6 +43,7 @@ from payoutsvc.policy.service import ensure_initial_policy
 from payoutsvc.ratelimit import RateLimiter
 from payoutsvc.recipients.router import router as recipients_router
 from payoutsvc.runtime import Runtime
+from payoutsvc.tracing import Tracing, build_tracing, fastapi_telemetry
 from payoutsvc.webhooks.router import router as webhooks_router
 from payoutsvc.workers import start_background_work
 
@@ -73,16 +74,20 @@ async def _prepare_schema(db: Database, settings: Settings) -> set[str]:
 def create_app(settings: Settings | None = None, *, run_worker: bool | None = None) -> FastAPI:
     settings = settings or get_settings()
     worker_enabled = settings.run_worker if run_worker is None else run_worker
+    tracing = build_tracing(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings)
         db = Database.connect(settings.database_url, pool_size=settings.db_pool_size)
+        _instrument(tracing, db)
         loops = BackgroundLoops()
         runtime: Runtime | None = None
         try:
             app.state.schema_heads = await _prepare_schema(db, settings)
-            runtime = Runtime(settings=settings, db=db, cipher=load_cipher(settings))
+            runtime = Runtime(
+                settings=settings, db=db, cipher=load_cipher(settings), tracing=tracing
+            )
             app.state.runtime = runtime
             if await current_revisions(db.write_engine) == app.state.schema_heads:
                 await bootstrap(db, settings)
@@ -99,6 +104,8 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
             if runtime is not None:  # adapters built for callbacks hold HTTP connections
                 await registry_for(runtime).aclose()
             await db.dispose()
+            if tracing is not None:
+                tracing.shutdown()
 
     app = FastAPI(
         title="payoutsvc",
@@ -108,6 +115,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
         docs_url=None,
         redoc_url=None,
         openapi_url="/openapi.json",
+        telemetry=fastapi_telemetry(tracing),
     )
     app.state.settings = settings
     app.state.api_key_cache = ApiKeyCache(ttl_seconds=settings.api_key_cache_seconds)
@@ -123,7 +131,14 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
     _add_routes(app)
+    app.state.tracing = tracing
     return app
+
+
+def _instrument(tracing: Tracing | None, db: Database) -> None:
+    if tracing is not None:
+        tracing.instrument_database(db)
+        tracing.instrument_http_clients()
 
 
 def _add_routes(app: FastAPI) -> None:

@@ -18,6 +18,7 @@ import structlog
 
 from payoutsvc.config import Settings
 from payoutsvc.retry import next_delay, retry_after_seconds
+from payoutsvc.tracing import Tracing
 from payoutsvc.webhooks.claim import ClaimedDelivery, Target
 from payoutsvc.webhooks.models import DeliveryStatus
 from payoutsvc.webhooks.signing import build_headers
@@ -63,8 +64,10 @@ class DeliveryAttempter:
         resolver: Resolver | None,
         rng: random.Random | None,
         clock: Callable[[], datetime],
+        tracing: Tracing | None = None,
     ) -> None:
         self.settings = settings
+        self.tracing = tracing
         self._client = client  # opened on first use (and again after the sender closed it)
         self.resolver = resolver
         self.rng = rng
@@ -98,10 +101,27 @@ class DeliveryAttempter:
         if target.secret_error is not None:
             return DeliveryResult(None, 0.0, target.secret_error, error_code="internal")
         headers = build_headers(target.secrets, delivery.event_id, started, delivery.body)
+        if self.tracing is None:
+            return await self._deliver(target, headers, delivery.body)
+        with self.tracing.payout_span(
+            "webhook.deliver",
+            delivery.payout_id,
+            client=True,
+            **{"webhook.delivery_id": delivery.id, "webhook.event_type": delivery.event_type},
+        ) as span:
+            self.tracing.inject(headers)
+            result = await self._deliver(target, headers, delivery.body)
+            if result.status_code is not None:
+                span.set_attribute("http.response.status_code", result.status_code)
+            return result
+
+    async def _deliver(
+        self, target: Target, headers: dict[str, str], body: bytes
+    ) -> DeliveryResult:
         return await deliver(
             target.url,
             headers,
-            delivery.body,
+            body,
             allow_private=self.settings.webhook_allow_private,
             timeout=self.settings.webhook_timeout_seconds,
             client=self._client(),

@@ -67,7 +67,12 @@ class WebhookSender:
         self._client: PinnedHttp11Client | None = None
         self.claimer = DeliveryClaimer(runtime, clock=clock)
         self.attempter = DeliveryAttempter(
-            self.settings, lambda: self.client, resolver=resolver, rng=rng, clock=clock
+            self.settings,
+            lambda: self.client,
+            resolver=resolver,
+            rng=rng,
+            clock=clock,
+            tracing=runtime.tracing,
         )
         self.recorder = Recorder(runtime, clock=clock)
         self._loop: WorkLoop[ClaimedDelivery, Outcome] | None = None  # while run() runs
