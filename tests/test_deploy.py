@@ -164,6 +164,19 @@ def test_compose_starts_in_order_migrate_first_then_api_and_workers(
     assert "HEALTHCHECK" in (ROOT / "Dockerfile").read_text()
 
 
+def test_the_image_can_trace_when_the_deployment_asks_it_to(compose: dict[str, Any]) -> None:
+    """Compose and the chart pass PAYOUTSVC_OTEL_EXPORTER_OTLP_ENDPOINT through: the image
+    must carry the `otel` extra, or setting it would stop every process at startup."""
+    assert all(
+        "PAYOUTSVC_OTEL_EXPORTER_OTLP_ENDPOINT" in s["environment"] for s in ours(compose).values()
+    )
+    installs = [
+        line for line in (ROOT / "Dockerfile").read_text().splitlines() if "uv sync" in line
+    ]
+    assert installs
+    assert all("--extra otel" in line for line in installs)
+
+
 # -- helm -------------------------------------------------------------------------------------
 def chart_values(**gateway: Any) -> dict[str, Any]:
     values = dict(yaml.safe_load((CHART / "values.yaml").read_text()))
