@@ -63,12 +63,15 @@ _CLAIM_KEY_POSTGRES = _claim_key_statement(
 )
 _POLICY_LOCK_ID = advisory_lock_id(*POLICY_WRITE_LOCK)
 _CLAIM_KEY_SQLITE = _claim_key_statement("1 = 1")
-# The stored answer, built once: an update() built per call re-derives its cache key.
+_IDEMPOTENCY = cast(Table, IdempotencyRecord.__table__)
+# The stored answer, built once (an update() built per call re-derives its cache key), on the
+# table rather than the mapped class: an ORM-enabled UPDATE would also evaluate its WHERE
+# against every object in the session to synchronise them, for rows no one has loaded.
 _COMPLETE_KEY = (
-    update(IdempotencyRecord)
+    update(_IDEMPOTENCY)
     .where(
-        IdempotencyRecord.integration_id == bindparam("b_integration_id"),
-        IdempotencyRecord.key == bindparam("b_key"),
+        _IDEMPOTENCY.c.integration_id == bindparam("b_integration_id"),
+        _IDEMPOTENCY.c.key == bindparam("b_key"),
     )
     .values(response_status=bindparam("b_status"), response_body=bindparam("b_body"))
 )
