@@ -280,6 +280,8 @@ class Listener:
         await server.wait_closed()
 
     async def handle(self, headers: dict[str, str], body: bytes) -> int:
+        if not self.secret:
+            return 503  # arrived before the registration's answer: the sender retries
         delivery = verify(self.secret, headers, body)
         status = 200 if delivery.payload is not None else 401
         if delivery.payload is not None and self.options.forward_to and self.forward_http:
@@ -318,7 +320,7 @@ async def listen(options: ListenOptions, printer: Printer, stop: asyncio.Event) 
         target = f", forwarding to {options.forward_to}" if options.forward_to else ""
         printer.note(
             f"Ready: listening on {endpoint.url} as endpoint {endpoint.id} for "
-            f"{', '.join(options.events)}{escape(target)}.\n"
+            f"{escape(', '.join(options.events))}{escape(target)}.\n"
             f"Webhook signing secret: {endpoint.secret}\nCtrl-C stops and removes the endpoint."
         )
         try:
