@@ -15,6 +15,7 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+from structlog._config import BoundLoggerLazyProxy
 
 from payoutsvc import tracing
 from payoutsvc.main import create_app
@@ -32,7 +33,20 @@ def exporter(monkeypatch: pytest.MonkeyPatch) -> InMemorySpanExporter:
 
 
 @pytest.fixture
-async def traced_app(database_url: str, exporter: InMemorySpanExporter) -> AsyncIterator[Any]:
+def fresh_module_loggers() -> None:
+    """structlog fixes each module logger's processors on its first line
+    (``cache_logger_on_first_use``). A process configures logging once, before any line;
+    this test process did so for earlier tests without tracing, so forget those choices."""
+    for module in list(sys.modules.values()):
+        logger = getattr(module, "log", None)
+        if isinstance(logger, BoundLoggerLazyProxy):
+            logger.__dict__.pop("bind", None)
+
+
+@pytest.fixture
+async def traced_app(
+    database_url: str, exporter: InMemorySpanExporter, fresh_module_loggers: None
+) -> AsyncIterator[Any]:
     settings = make_settings(
         database_url,
         run_worker=True,
@@ -94,12 +108,14 @@ async def test_a_payout_is_one_trace_from_request_to_webhook(
         )
         assert approved.status_code == 200, approved.text
 
-        async def delivered() -> bool:
-            return bool(receiver.received("/hooks"))
+        async def delivery_span_ended() -> bool:
+            # The receiver records the request before it answers; the sender's span ends
+            # once it has read that answer.
+            traced_app.state.tracing.provider.force_flush()
+            return any(s.name == "webhook.deliver" for s in exporter.get_finished_spans())
 
-        await eventually(delivered, timeout=20)
+        await eventually(delivery_span_ended, timeout=20)
     [webhook_request] = receiver.received("/hooks")
-    traced_app.state.tracing.provider.force_flush()
     spans = list(exporter.get_finished_spans())
     index = by_id(spans)
 
