@@ -43,7 +43,7 @@ from payoutsvc.policy.service import ensure_initial_policy
 from payoutsvc.ratelimit import RateLimiter
 from payoutsvc.recipients.router import router as recipients_router
 from payoutsvc.runtime import Runtime
-from payoutsvc.tracing import Tracing, build_tracing, fastapi_telemetry
+from payoutsvc.tracing import build_tracing, fastapi_telemetry
 from payoutsvc.webhooks.router import router as webhooks_router
 from payoutsvc.workers import start_background_work
 
@@ -80,7 +80,8 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings)
         db = Database.connect(settings.database_url, pool_size=settings.db_pool_size)
-        _instrument(tracing, db)
+        if tracing is not None:
+            tracing.instrument(db)
         loops = BackgroundLoops()
         runtime: Runtime | None = None
         try:
@@ -133,12 +134,6 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
     _add_routes(app)
     app.state.tracing = tracing
     return app
-
-
-def _instrument(tracing: Tracing | None, db: Database) -> None:
-    if tracing is not None:
-        tracing.instrument_database(db)
-        tracing.instrument_http_clients()
 
 
 def _add_routes(app: FastAPI) -> None:

@@ -74,6 +74,11 @@ class Tracing:
         self._undo: list[Callable[[], None]] = []
 
     # -- instrumentation ------------------------------------------------------------------
+    def instrument(self, db: Database) -> None:
+        """This process's database statements and outgoing httpx requests."""
+        self.instrument_database(db)
+        self.instrument_http_clients()
+
     def instrument_database(self, db: Database) -> None:
         from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
         from opentelemetry.metrics import NoOpMeterProvider

@@ -35,8 +35,7 @@ async def run_worker(settings: Settings) -> None:
     tracing = build_tracing(settings)
     db = Database.connect(settings.database_url, pool_size=settings.db_pool_size)
     if tracing is not None:
-        tracing.instrument_database(db)
-        tracing.instrument_http_clients()
+        tracing.instrument(db)
     loops = BackgroundLoops()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
