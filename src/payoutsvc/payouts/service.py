@@ -61,6 +61,7 @@ from payoutsvc.recipients.validation import (
     validate_recipient,
 )
 from payoutsvc.runtime import Runtime
+from payoutsvc.tracing import remember_payout
 from payoutsvc.webhooks.outbox import endpoint_presence
 
 log = structlog.get_logger(__name__)
@@ -205,6 +206,7 @@ class PayoutService:
             self.session, events, self.runtime.audit_key, endpoint_presence(self.runtime)
         )
         PAYOUTS_CREATED.labels(status=status).inc()
+        remember_payout(self.runtime.tracing, values["id"])
         structlog.contextvars.bind_contextvars(payout_id=values["id"], payout_status=status)
         return StoredResponse(201, snapshot)
 
@@ -424,6 +426,7 @@ class PayoutService:
         await insert_hashed_events(
             self.session, [(planned.event, planned.head.hash)], endpoint_presence(self.runtime)
         )
+        remember_payout(self.runtime.tracing, payout_id)
         log.info("payout.status_changed", payout_id=payout_id, status=target.value, actor=actor)
         return planned.event.snapshot()
 
