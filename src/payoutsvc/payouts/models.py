@@ -31,6 +31,7 @@ class Payout(Base):
         Index("ix_payouts_requested_by_created_at", "requested_by", "created_at"),
         Index("ix_payouts_recipient_fingerprint_created_at", "recipient_fingerprint", "created_at"),
         Index("ix_payouts_status_next_attempt_at", "status", "next_attempt_at"),
+        Index("ix_payouts_batch_id", "batch_id"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -85,6 +86,10 @@ class Payout(Base):
     release_required: Mapped[bool] = mapped_column(Boolean, server_default=false())
     released_by: Mapped[str | None] = mapped_column(String(64), default=None)
     released_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+    # The payout batch (batches/models.py) that created it; None for a single create. Set in
+    # the create's own transaction; not sealed by the chain (payout_digest), as it says how
+    # the payout was asked for, not what it pays.
+    batch_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
 
 
 class PayoutColumns(TypedDict):
@@ -136,7 +141,11 @@ class PayoutColumns(TypedDict):
 
 class PayoutApproval(Base):
     __tablename__ = "payout_approvals"
-    __table_args__ = (UniqueConstraint("payout_id", "operator_id"),)
+    __table_args__ = (
+        UniqueConstraint("payout_id", "operator_id"),
+        # The review's approver_concentration reads one approver's recent approvals.
+        Index("ix_payout_approvals_operator_id_at", "operator_id", "at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     payout_id: Mapped[str] = mapped_column(ForeignKey("payouts.id"))

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, status
@@ -67,6 +67,7 @@ from payoutsvc.schemas_common import (
     page_of,
     problem_responses,
 )
+from payoutsvc.timestamps import aware
 
 # What every action on a payout (cancel, approve, reject, resolve) may answer.
 _ACTION_ERRORS = (
@@ -169,8 +170,8 @@ async def payout_filters(
         "ticket_id": ticket_id,
         "status": status.value if status else None,
         "requested_by": requested_by,
-        "created_gte": _aware(created_gte),
-        "created_lt": _aware(created_lt),
+        "created_gte": aware(created_gte),
+        "created_lt": aware(created_lt),
     }
 
 
@@ -231,12 +232,6 @@ async def export_payouts(
         media_type=MEDIA_TYPES[format],
         headers={"Content-Disposition": f'attachment; filename="payouts.{format}"'},
     )
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
 
 
 @router.get(

@@ -61,6 +61,7 @@ from payoutsvc.recipients.validation import (
     validate_recipient,
 )
 from payoutsvc.runtime import Runtime
+from payoutsvc.tracing import remember_payout
 from payoutsvc.webhooks.outbox import endpoint_presence
 
 log = structlog.get_logger(__name__)
@@ -205,6 +206,7 @@ class PayoutService:
             self.session, events, self.runtime.audit_key, endpoint_presence(self.runtime)
         )
         PAYOUTS_CREATED.labels(status=status).inc()
+        remember_payout(self.runtime.tracing, values["id"])
         structlog.contextvars.bind_contextvars(payout_id=values["id"], payout_status=status)
         return StoredResponse(201, snapshot)
 
@@ -343,7 +345,11 @@ class PayoutService:
             if facts.policy_version in (policy.version, None):
                 if count_in:
                     facts = await limits.count_in(request, facts, counters, duplicate_since)
-                return evaluate_policy(_payout_facts(request, facts), policy), counters
+                held = policy.review.hold_open_anomalies and await limits.open_anomaly(
+                    request.requester_id, request.recipient_fingerprint
+                )
+                payout_facts = _payout_facts(request, facts, open_anomaly=held)
+                return evaluate_policy(payout_facts, policy), counters
             # The day bounds and duplicate window depend on the policy: read again under it.
             policy = await policies.get(facts.policy_version)
         raise PolicyChanging(
@@ -420,6 +426,7 @@ class PayoutService:
         await insert_hashed_events(
             self.session, [(planned.event, planned.head.hash)], endpoint_presence(self.runtime)
         )
+        remember_payout(self.runtime.tracing, payout_id)
         log.info("payout.status_changed", payout_id=payout_id, status=target.value, actor=actor)
         return planned.event.snapshot()
 
@@ -500,7 +507,9 @@ def _opening_events(
     return [created, approval.event]
 
 
-def _payout_facts(request: PayoutRequest, facts: RequestFacts) -> PayoutFacts:
+def _payout_facts(
+    request: PayoutRequest, facts: RequestFacts, *, open_anomaly: bool = False
+) -> PayoutFacts:
     return PayoutFacts(
         amount_minor=request.amount_minor,
         currency=request.currency,
@@ -518,6 +527,7 @@ def _payout_facts(request: PayoutRequest, facts: RequestFacts) -> PayoutFacts:
         requester_verified=request.requester_verified,
         disclose_totals=request.disclose_totals,
         disclose_requester=request.disclose_requester,
+        open_anomaly=open_anomaly,
     )
 
 

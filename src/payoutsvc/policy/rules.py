@@ -23,6 +23,7 @@ __all__ = [
     "DailyRequestTotal",
     "DualApprovalOver",
     "DuplicateSuspected",
+    "OpenAnomaly",
     "OperatorActive",
     "PayoutFacts",
     "PerRecipientDailyAmount",
@@ -61,6 +62,9 @@ class PayoutFacts:
     duplicate_suspected: bool  # same ticket + recipient + amount in the window, other key
     recipient_warnings: tuple[str, ...] = ()  # warning codes from recipient validation
     requester_verified: bool = True  # the request came with a key bound to the requester
+    # The requester or the recipient is a subject of an open review anomaly (only looked up
+    # when the policy's review.hold_open_anomalies is on).
+    open_anomaly: bool = False
     # What the messages may tell the caller (they are stored on the payout and shown to its
     # integration): the amounts other payouts already use, which may be other integrations'
     # (totals are company-wide), and the requester's existence, role and limits, which a key
@@ -415,6 +419,27 @@ class RequesterUnverified(Rule):
         )
 
 
+class OpenAnomaly(Rule):
+    """With ``review.hold_open_anomalies``, a payout whose requester or recipient is the
+    subject of an open review anomaly (review/detectors.py) needs a person's approval.
+
+    Prevents a pattern the periodic review flagged (split payouts, a recipient collecting on
+    many tickets, a requester's sudden volume) from carrying on automatically while finance
+    has not yet looked at it.
+    """
+
+    name = "open_anomaly"
+    field = "requested_by"
+
+    def evaluate(self, facts: PayoutFacts, policy: Policy) -> RuleOutcome | None:
+        if not facts.open_anomaly or not policy.review.hold_open_anomalies:
+            return None
+        return RuleOutcome.require_approval(
+            "The requester or the recipient is the subject of an open review anomaly "
+            "(policy review.hold_open_anomalies); an operator must approve it."
+        )
+
+
 class RoleAutoApproveLimit(Rule):
     """Above the role's auto-approval limit, a second person must approve.
 
@@ -492,6 +517,7 @@ RULES: tuple[Rule, ...] = (
     DuplicateSuspected(),
     RecipientWarnings(),
     RequesterUnverified(),
+    OpenAnomaly(),
     RoleAutoApproveLimit(),
     DualApprovalOver(),
 )
