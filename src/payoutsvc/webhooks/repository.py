@@ -272,10 +272,15 @@ class WebhookRepository:
         return result.all()
 
     async def all_enabled_endpoints(self) -> Sequence[AnyRow]:
-        """``(id, integration_id, events)`` of every enabled endpoint of every integration
-        (events about the service, not one integration's payout)."""
+        """``(id, integration_id, events, target_kind)`` of every enabled endpoint of every
+        integration (events about the service, not one integration's payout)."""
         result = await self.session.execute(
-            select(_endpoints.c.id, _endpoints.c.integration_id, _endpoints.c.events)
+            select(
+                _endpoints.c.id,
+                _endpoints.c.integration_id,
+                _endpoints.c.events,
+                _endpoints.c.target_kind,
+            )
             .where(_endpoints.c.enabled.is_(True))
             .order_by(_endpoints.c.id)
         )
