@@ -22,9 +22,12 @@ from payoutsvc.errors import (
     RateLimited,
     ServiceError,
     ValidationFailed,
+    localized_problem,
     problem_body,
     summarize_field_errors,
 )
+from payoutsvc.messages import ENGLISH, Locale, negotiate
+from payoutsvc.middleware import BodyTooLarge
 from payoutsvc.recipients.schemas import RECIPIENT_TYPES
 from payoutsvc.schemas_common import Problem
 
@@ -90,29 +93,42 @@ def field_errors_from_pydantic(errors: Sequence[Any]) -> list[FieldError]:
     return found
 
 
-def _problem(
-    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+def request_locale(request: Request) -> Locale:
+    """The language of the request's problem texts, from its ``Accept-Language``."""
+    return negotiate(request.headers.get("accept-language"))
+
+
+def problem_response(
+    status: int, body: dict[str, Any], locale: Locale, headers: dict[str, str] | None = None
 ) -> JSONResponse:
+    """A problem+json response whose texts are in ``locale`` (said in ``Content-Language``)."""
+    headers = {**(headers or {}), "Content-Language": locale}
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_CONTENT_TYPE)
 
 
-async def _service_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
-    return _problem(exc.status, exc.to_problem(), exc.headers or None)
+    locale = request_locale(request)
+    return problem_response(exc.status, exc.to_problem(locale), locale, exc.headers or None)
 
 
-async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    locale = request_locale(request)
     raw = exc.errors()
     # Only the first MAX_FIELD_ERRORS are rendered (problem_body caps the list); converting
     # the rest of a huge body's errors would be work nobody reads.
     errors = field_errors_from_pydantic(raw[:MAX_FIELD_ERRORS])
-    failure: ServiceError
     if any(e.code == InvalidJson.code for e in errors):
         failure = InvalidJson("The request body is not valid JSON.")
+        return problem_response(failure.status, failure.to_problem(locale), locale)
+    status, code = ValidationFailed.status, ValidationFailed.code
+    if locale == ENGLISH:
+        detail = summarize_field_errors(errors, len(raw))
+        body = problem_body(status, code, ValidationFailed.title, detail, errors)
     else:
-        failure = ValidationFailed(summarize_field_errors(errors, len(raw)), errors=errors)
-    return _problem(failure.status, failure.to_problem())
+        body = localized_problem(status, code, None, errors, locale, len(raw))
+    return problem_response(status, body, locale)
 
 
 _HTTP_CODES = {
@@ -144,11 +160,18 @@ def _allowed_methods(request: Request) -> list[str]:
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code, title = _HTTP_CODES.get(exc.status_code, ("http_error", "HTTP error"))
-    detail = exc.detail if isinstance(exc.detail, str) else title
     headers = dict(exc.headers or {})
     if exc.status_code == 405 and (allowed := _allowed_methods(request)):
         headers["Allow"] = ", ".join(allowed)
-    return _problem(exc.status_code, problem_body(exc.status_code, code, title, detail), headers)
+    locale = request_locale(request)
+    if isinstance(exc, BodyTooLarge):
+        body = exc.error.to_problem(locale)
+    elif locale == ENGLISH:
+        detail = exc.detail if isinstance(exc.detail, str) else title
+        body = problem_body(exc.status_code, code, title, detail)
+    else:
+        body = localized_problem(exc.status_code, code, None, [], locale)
+    return problem_response(exc.status_code, body, locale, headers)
 
 
 _OPENAPI_METHODS = frozenset({"get", "put", "post", "patch", "delete", "head", "options"})

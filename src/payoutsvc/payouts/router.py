@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, status
+from fastapi import APIRouter, Header, Path, Query, Request, status
 from fastapi.responses import JSONResponse
 
 from payoutsvc.auth.dependencies import Admin, PayoutsApprover, PayoutsReader, PayoutsWriter
@@ -30,7 +30,9 @@ from payoutsvc.errors import (
     Unauthorized,
     UnknownOperator,
     ValidationFailed,
+    relocalize,
 )
+from payoutsvc.http_errors import problem_response, request_locale
 from payoutsvc.payouts.acting import Credential
 from payoutsvc.payouts.approvals import ApprovalService
 from payoutsvc.payouts.schemas import (
@@ -123,6 +125,7 @@ PayoutId = Annotated[str, Path(max_length=40, examples=["po_01jd5x0z3q8m4k2n7p9r
     },
 )
 async def create_payout(
+    request: Request,
     body: PayoutCreate,
     session: DbSession,
     runtime: RuntimeDep,
@@ -138,7 +141,11 @@ async def create_payout(
     )
     headers = {"Idempotent-Replayed": "true"} if answer.replayed else {}
     if answer.status_code >= 400:
-        headers["Content-Type"] = "application/problem+json"
+        # A stored refusal is rendered in this request's language (a replay in another
+        # language than the first request's gets the same facts in its own language).
+        locale = request_locale(request)
+        problem = relocalize(answer.body, answer.i18n or {}, locale)
+        return problem_response(answer.status_code, problem, locale, headers)
     return JSONResponse(answer.body, status_code=answer.status_code, headers=headers)
 
 
