@@ -37,7 +37,7 @@ from payoutsvc.webhooks.ssrf import REFUSAL_CODES
 from tests.api_support import assert_problem
 from tests.conftest import ADMIN_KEY, make_settings
 from tests.helpers import new_integration_client
-from tests.policy.support import body, created, post, setup_world
+from tests.policy.support import approve, body, created, post, setup_world
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
 SRC = Path(payoutsvc.__file__).parent
@@ -206,7 +206,7 @@ async def test_zh_cn_gets_chinese_401_403_404_409_with_the_same_codes(
     reader = await new_integration_client(client, "zendesk", ["payouts:read"])
     async with reader:
         refused = await reader.post("/v1/payouts", json={}, headers=ZH)
-    chinese(refused, 403, "insufficient_scope")
+    assert "payouts:write" in chinese(refused, 403, "insufficient_scope")["detail"]
     missing = chinese(await client.get("/v1/payouts/po_missing", headers=ZH), 404, "not_found")
     assert missing["detail"] == "未找到付款 po_missing。"
     chinese(await client.get("/v1/nowhere", headers=ZH), 404, "not_found")
@@ -309,3 +309,23 @@ async def test_zh_cn_413_and_429_from_the_middleware(database_url: str) -> None:
     assert "retry-after" in answers[-1].headers
     chinese(guesses[-1], 429, "rate_limited")
     assert "地址" in guesses[-1].json()["detail"]
+
+
+async def test_zh_cn_approval_refusals_name_the_operator_and_amounts(
+    client: httpx.AsyncClient,
+) -> None:
+    version = await setup_world(client)
+    own = await created(client, body("150.00", requested_by="sup-1"))
+    large = await created(client, body("90.00"))
+    with speaking(client, "zh-CN"):
+        self_approval = await approve(client, own["id"], "sup-1")
+        agent = await approve(client, large["id"], "agent-2")
+        first = await approve(client, large["id"], "sup-1")
+        twice = await approve(client, large["id"], "sup-1")
+    assert "sup-1" in chinese(self_approval, 403, "self_approval_forbidden")["detail"]
+    no_rights = chinese(agent, 403, "approval_limit_exceeded")["detail"]
+    assert (
+        no_rights == f"根据策略版本 {version}，agent-2（agent）没有审批权限；这笔付款是 90.00 CNY。"
+    )
+    assert first.status_code == 200, first.text
+    assert large["id"] in chinese(twice, 409, "invalid_status_transition")["detail"]

@@ -316,6 +316,45 @@ MESSAGES: Final[dict[str, Text]] = {
         "Too many requests from this address; see Retry-After.",
         "来自此地址的请求过多，请在 Retry-After 所示的秒数后重试。",
     ),
+    "insufficient_scope": Text(
+        "This call needs one of the scopes: {scopes}.", "此调用需要以下权限范围之一：{scopes}。"
+    ),
+    "policy_version_conflict": Text(
+        "This document was based on version {expected}, but the current version is {current}. "
+        "GET /v1/policy, re-apply the change and PUT again.",
+        "此文档基于版本 {expected}，但当前版本是 {current}。"
+        "请先 GET /v1/policy，重新修改后再 PUT。",
+    ),
+    "policy_version_current": Text("Current version: {current}.", "当前版本：{current}。"),
+    "too_many_endpoints": Text(
+        "This integration has {cap} webhook endpoints, the most it may have "
+        "(PAYOUTSVC_WEBHOOK_MAX_ENDPOINTS); delete one first.",
+        "此集成已有 {cap} 个 Webhook 端点，已达上限（PAYOUTSVC_WEBHOOK_MAX_ENDPOINTS），"
+        "请先删除一个。",
+    ),
+    "already_approved": Text(
+        "{operator} has already approved this payout; one operator counts once, so another "
+        "approver is needed ({required} required).",
+        "{operator} 已经审批过这笔付款；同一操作员只计一次，"
+        "还需要其他审批人（共需 {required} 人）。",
+    ),
+    "self_approval_forbidden": Text(
+        "{operator} requested this payout and cannot approve it; another operator must.",
+        "{operator} 是这笔付款的申请人，不能审批它；必须由其他操作员审批。",
+    ),
+    "approval_limit_hidden": Text(
+        "{operator} may not approve this payout's amount.", "{operator} 不能审批这笔付款的金额。"
+    ),
+    "approval_limit": Text(
+        "{operator} ({role}) has an approval limit of {limit} under policy version {version}; "
+        "this payout is {amount}.",
+        "根据策略版本 {version}，{operator}（{role}）的审批限额是 {limit}；这笔付款是 {amount}。",
+    ),
+    "approval_rights_none": Text(
+        "{operator} ({role}) has no approval rights under policy version {version}; this "
+        "payout is {amount}.",
+        "根据策略版本 {version}，{operator}（{role}）没有审批权限；这笔付款是 {amount}。",
+    ),
     "not_found_control_character": Text(
         "No resource has a control character in its path.", "路径中含有控制字符，不存在这样的资源。"
     ),
