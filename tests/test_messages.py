@@ -233,7 +233,13 @@ async def test_zh_cn_gets_chinese_401_403_404_409_with_the_same_codes(
 
 
 async def test_zh_cn_validation_errors_keep_fields_and_codes(client: httpx.AsyncClient) -> None:
-    payload = {"amount": 12.5, "currency": "CNY", "surprise": 1, "reason": "refund"}
+    payload = {
+        "amount": 12.5,
+        "currency": "CNY",
+        "surprise": 1,
+        "reason": "refund",
+        "ticket": {"system": "zendesk", "id": "x" * 129},
+    }
     english = assert_problem(await post(client, payload), 422, "validation_failed")
     answer = await client.post(
         "/v1/payouts", json=payload, headers={**ZH, "Idempotency-Key": uuid.uuid4().hex}
@@ -245,6 +251,8 @@ async def test_zh_cn_validation_errors_keep_fields_and_codes(client: httpx.Async
     by_code = {e["code"]: e["message"] for e in problem["errors"]}
     assert by_code["required"] == "此字段为必填项。"
     assert by_code["unknown_field"] == "未知字段。"
+    assert by_code["too_long"] == "最多 128 个字符。"  # the bound, as in English
+    assert "128" in {e["code"]: e["message"] for e in english["errors"]}["too_long"]
     assert problem["detail"].startswith(f"{problem['errors'][0]['field']}: ")
     malformed = await client.post(
         "/v1/payouts",

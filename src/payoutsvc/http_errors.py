@@ -26,7 +26,7 @@ from payoutsvc.errors import (
     problem_body,
     summarize_field_errors,
 )
-from payoutsvc.messages import ENGLISH, Locale, negotiate
+from payoutsvc.messages import ENGLISH, Locale, Message, message, negotiate
 from payoutsvc.middleware import BodyTooLarge
 from payoutsvc.recipients.schemas import RECIPIENT_TYPES
 from payoutsvc.schemas_common import Problem
@@ -75,21 +75,43 @@ def _field_path(loc: Sequence[int | str]) -> str:
     return ".".join(cleaned) or "body"
 
 
+# Pydantic errors whose bound other languages must state too: catalogue id, context key.
+_BOUNDS = {
+    "string_too_long": ("field.max_length", "max_length"),
+    "string_too_short": ("field.min_length", "min_length"),
+    "too_long": ("field.max_items", "max_length"),
+    "too_short": ("field.min_items", "min_length"),
+    "greater_than_equal": ("field.ge", "ge"),
+    "less_than_equal": ("field.le", "le"),
+}
+
+
+def _bound_text(error_type: str, ctx: dict[str, Any]) -> Message | None:
+    """The catalogue text of a length or range error, with its bound (the English message
+    stays pydantic's own)."""
+    ident, key = _BOUNDS.get(error_type, ("", ""))
+    if not ident or key not in ctx:
+        return None
+    return message(ident, limit=str(ctx[key]))
+
+
 def field_errors_from_pydantic(errors: Sequence[Any]) -> list[FieldError]:
     found: list[FieldError] = []
     for error in errors:
         error_type = str(error.get("type", "invalid"))
-        message = str(error.get("msg", "Invalid value"))
+        english = str(error.get("msg", "Invalid value"))
         field = _field_path(error.get("loc", ()))
         if error_type == "extra_forbidden":
-            message = f"Unknown field {field.rsplit('.', 1)[-1]!r}."
+            english = f"Unknown field {field.rsplit('.', 1)[-1]!r}."
         elif error_type in ("union_tag_invalid", "union_tag_not_found"):
             # Pydantic reports a bad discriminator on the union itself; the field at fault is
             # the tag (``recipient.type``), which is what a client has to fix.
             tag = str((error.get("ctx") or {}).get("discriminator", "")).strip("'\"")
             if tag.isidentifier():
                 field = tag if field == "body" else f"{field}.{tag}"
-        found.append(FieldError(field, _PYDANTIC_CODES.get(error_type, error_type), message))
+        code = _PYDANTIC_CODES.get(error_type, error_type)
+        text = _bound_text(error_type, error.get("ctx") or {})
+        found.append(FieldError(field, code, english, text))
     return found
 
 

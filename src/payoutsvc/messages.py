@@ -355,6 +355,19 @@ MESSAGES: Final[dict[str, Text]] = {
         "payout is {amount}.",
         "根据策略版本 {version}，{operator}（{role}）没有审批权限；这笔付款是 {amount}。",
     ),
+    # pydantic's length and range errors (http_errors._BOUNDS); English is pydantic's own
+    "field.max_length": Text(
+        "String should have at most {limit} characters", "最多 {limit} 个字符。"
+    ),
+    "field.min_length": Text(
+        "String should have at least {limit} characters", "至少 {limit} 个字符。"
+    ),
+    "field.max_items": Text("Should have at most {limit} items", "最多 {limit} 项。"),
+    "field.min_items": Text("Should have at least {limit} items", "至少 {limit} 项。"),
+    "field.ge": Text(
+        "Input should be greater than or equal to {limit}", "必须大于或等于 {limit}。"
+    ),
+    "field.le": Text("Input should be less than or equal to {limit}", "必须小于或等于 {limit}。"),
     "not_found_control_character": Text(
         "No resource has a control character in its path.", "路径中含有控制字符，不存在这样的资源。"
     ),
