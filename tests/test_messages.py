@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from stdnum import luhn
 
 import payoutsvc
 from payoutsvc import http_errors
@@ -337,3 +338,26 @@ async def test_zh_cn_approval_refusals_name_the_operator_and_amounts(
     )
     assert first.status_code == 200, first.text
     assert large["id"] in chinese(twice, 409, "invalid_status_transition")["detail"]
+
+
+async def test_zh_cn_recipient_checks_state_their_facts(client: httpx.AsyncClient) -> None:
+    short_iban = {"type": "iban", "account": "DE89 3704 0044 0532 0130 0", "name": "M"}
+    account = next(
+        f"622202123456789{d}" for d in "0123456789" if not luhn.is_valid(f"622202123456789{d}")
+    )
+    card = {"type": "bank_card_cn", "account": account, "name": "张三", "bank_name": "ICBC"}
+    answers = {}
+    for language in ("zh-CN", "en"):
+        with speaking(client, language):
+            iban = await client.post("/v1/recipients/validate", json={"recipient": short_iban})
+            checked = await client.post("/v1/recipients/validate", json={"recipient": card})
+        assert iban.status_code == 200, iban.text
+        assert iban.headers["content-language"] == language
+        answers[language] = (iban.json()["errors"], checked.json()["warnings"])
+    (iban_zh, luhn_zh), (iban_en, luhn_en) = answers["zh-CN"], answers["en"]
+    assert [(e["field"], e["code"]) for e in iban_zh] == [("recipient.account", "invalid_length")]
+    assert [(e["field"], e["code"]) for e in iban_en] == [("recipient.account", "invalid_length")]
+    assert iban_zh[0]["message"] == "DE 的 IBAN 必须为 22 个字符（实际 21 个）。"
+    assert iban_en[0]["message"] == "A DE IBAN must be 22 characters long (got 21)."
+    assert [e["code"] for e in luhn_zh] == [e["code"] for e in luhn_en] == ["checksum_mismatch"]
+    assert luhn_zh[0]["message"] == "卡号未通过 Luhn 校验，请仔细核对。"

@@ -298,6 +298,14 @@ NOUNS: Final[dict[str, str]] = {
     "recipient block": "收款人黑名单记录",
     "webhook delivery": "Webhook 投递",
     "webhook endpoint": "Webhook 端点",
+    # recipients/validation.py labels
+    "the card number": "卡号",
+    "the routing number": "路由号码",
+    "the account number": "账号",
+    "alipay": "支付宝",
+    "wechat": "微信",
+    "chinese bank card": "中国银行卡",
+    "us bank": "美国银行账户",
 }
 
 # -- texts with facts, by id -------------------------------------------------------------
@@ -368,6 +376,123 @@ MESSAGES: Final[dict[str, Text]] = {
         "Input should be greater than or equal to {limit}", "必须大于或等于 {limit}。"
     ),
     "field.le": Text("Input should be less than or equal to {limit}", "必须小于或等于 {limit}。"),
+    # recipients (recipients/validation.py)
+    "recipient.unsupported_type": Text(
+        "This recipient type is not supported.", "不支持此收款人类型。"
+    ),
+    "recipient.currency_only": Text(
+        "{label} payouts can only be made in {expected}.", "{label_zh}付款只能使用 {expected}。"
+    ),
+    "recipient.digits": Text("{label} must contain digits only.", "{label_zh}只能包含数字。"),
+    "recipient.digits_length": Text(
+        "{label} must be {expected} digits long (got {got}).",
+        "{label_zh}必须是 {expected} 位数字（实际 {got} 位）。",
+    ),
+    "recipient.alipay_email": Text(
+        "The Alipay account is not a valid email.", "支付宝账号不是有效的邮箱地址。"
+    ),
+    "recipient.alipay_user_id": Text(
+        "An Alipay user id must be 16 digits starting with 2088.",
+        "支付宝用户 ID 必须是以 2088 开头的 16 位数字。",
+    ),
+    "recipient.alipay_minimum": Text(
+        "Alipay payouts must be at least 0.10 CNY.", "支付宝付款金额至少为 0.10 CNY。"
+    ),
+    "recipient.alipay_account": Text(
+        "The Alipay account must be a mainland China mobile number, an email, "
+        "a 16-digit user id starting with 2088 or an open id starting with 0.",
+        "支付宝账号必须是中国大陆手机号、邮箱、以 2088 开头的 16 位用户 ID 或以 0 开头的 open id。",
+    ),
+    "recipient.alipay_not_mobile": Text(
+        "The Alipay account is a phone number but not a mainland China mobile number.",
+        "支付宝账号是电话号码，但不是中国大陆手机号。",
+    ),
+    "recipient.wechat_openid_chars": Text(
+        "The WeChat openid may only contain letters, digits, '_' and '-'.",
+        "微信 openid 只能包含字母、数字、'_' 和 '-'。",
+    ),
+    "recipient.wechat_openid_length": Text(
+        "The WeChat openid must be 20-64 characters long (got {got}).",
+        "微信 openid 必须为 20 到 64 个字符（实际 {got} 个）。",
+    ),
+    "recipient.wechat_app_id": Text(
+        "The WeChat app id must be 'wx' followed by 16 letters or digits.",
+        "微信 app id 必须是 'wx' 加 16 个字母或数字。",
+    ),
+    "recipient.wechat_minimum": Text(
+        "WeChat payouts must be at least 0.10 CNY.", "微信付款金额至少为 0.10 CNY。"
+    ),
+    "recipient.wechat_name_not_allowed": Text(
+        "WeChat Pay takes the recipient's name only from 0.30 CNY; leave it out below.",
+        "微信支付在金额达到 0.30 CNY 时才接受收款人姓名；低于此金额请不要填写。",
+    ),
+    "recipient.wechat_name_required": Text(
+        "The recipient's real name is required for WeChat payouts from 2000.00 CNY.",
+        "微信付款金额达到 2000.00 CNY 时必须提供收款人的真实姓名。",
+    ),
+    "recipient.card_luhn": Text(
+        "The card number fails the Luhn check; please double-check it.",
+        "卡号未通过 Luhn 校验，请仔细核对。",
+    ),
+    "recipient.iban_shape": Text(
+        "The IBAN must be a 2-letter country code, 2 check digits and up to 30 letters or digits.",
+        "IBAN 必须由 2 个字母的国家代码、2 位校验位和最多 30 个字母或数字组成。",
+    ),
+    "recipient.iban_country": Text(
+        "'{country}' is not a country that uses IBANs.", "'{country}' 不是使用 IBAN 的国家。"
+    ),
+    "recipient.iban_length_unknown": Text(
+        "The IBAN has the wrong length for {country}.", "IBAN 的长度不符合 {country} 的要求。"
+    ),
+    "recipient.iban_length": Text(
+        "A {country} IBAN must be {expected} characters long (got {got}).",
+        "{country} 的 IBAN 必须为 {expected} 个字符（实际 {got} 个）。",
+    ),
+    "recipient.iban_checksum": Text(
+        "The IBAN check digits do not match; please double-check it.",
+        "IBAN 校验位不匹配，请仔细核对。",
+    ),
+    "recipient.iban_format": Text(
+        "The IBAN does not match the account format of {country}.",
+        "IBAN 不符合 {country} 的账号格式。",
+    ),
+    "recipient.bic.invalid_country": Text(
+        "The BIC is not valid (unknown country).", "BIC 无效（国家未知）。"
+    ),
+    "recipient.bic.invalid_length": Text(
+        "The BIC is not valid (it must be 8 or 11 characters).",
+        "BIC 无效（必须为 8 或 11 个字符）。",
+    ),
+    "recipient.bic.checksum_mismatch": Text(
+        "The BIC is not valid (checksum mismatch).", "BIC 无效（校验不匹配）。"
+    ),
+    "recipient.bic.invalid_format": Text(
+        "The BIC is not valid (wrong format).", "BIC 无效（格式错误）。"
+    ),
+    "recipient.routing_symbol": Text(
+        "The routing number does not start with a valid Federal Reserve routing symbol.",
+        "路由号码的开头不是有效的美联储路由符号。",
+    ),
+    "recipient.routing_checksum": Text(
+        "The routing number fails the ABA checksum; please double-check it.",
+        "路由号码未通过 ABA 校验，请仔细核对。",
+    ),
+    "recipient.paypal_email": Text(
+        "The PayPal account is not a valid email.", "PayPal 账号不是有效的邮箱地址。"
+    ),
+    "recipient.paypal_account": Text(
+        "The PayPal account must be an email, an E.164 phone number starting with '+' "
+        "or a PayPal payer id (13 letters and digits).",
+        "PayPal 账号必须是邮箱、以 '+' 开头的 E.164 电话号码"
+        "或 PayPal payer id（13 个字母和数字）。",
+    ),
+    "recipient.paypal_phone": Text(
+        "The PayPal account is not a valid phone number.", "PayPal 账号不是有效的电话号码。"
+    ),
+    "recipient.stripe_account": Text(
+        "The Stripe account must be a connected account id such as 'acct_…'.",
+        "Stripe 账号必须是 connected account id，例如 'acct_…'。",
+    ),
     "not_found_control_character": Text(
         "No resource has a control character in its path.", "路径中含有控制字符，不存在这样的资源。"
     ),
