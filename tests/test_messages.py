@@ -188,6 +188,7 @@ def speaking(client: httpx.AsyncClient, language: str) -> Iterator[None]:
 def chinese(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
     problem = assert_problem(response, status, code)
     assert response.headers["content-language"] == "zh-CN"
+    assert "Accept-Language" in response.headers["vary"]
     assert problem["title"] == ERRORS[code].title
     assert CJK.search(problem["detail"]), problem
     for error in problem["errors"]:

@@ -123,8 +123,9 @@ def request_locale(request: Request) -> Locale:
 def problem_response(
     status: int, body: dict[str, Any], locale: Locale, headers: dict[str, str] | None = None
 ) -> JSONResponse:
-    """A problem+json response whose texts are in ``locale`` (said in ``Content-Language``)."""
-    headers = {**(headers or {}), "Content-Language": locale}
+    """A problem+json response whose texts are in ``locale`` (said in ``Content-Language``;
+    ``Vary`` tells caches the texts depend on ``Accept-Language``)."""
+    headers = {**(headers or {}), "Content-Language": locale, "Vary": "Accept-Language"}
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_CONTENT_TYPE)
 
 

@@ -112,6 +112,7 @@ async def send_problem(
         (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
         (b"content-length", str(len(body)).encode()),
         (b"content-language", locale.encode()),
+        (b"vary", b"Accept-Language"),
     ]
     headers.extend((name.lower().encode(), value.encode()) for name, value in (extra or {}).items())
     await send({"type": "http.response.start", "status": error.status, "headers": headers})
