@@ -19,7 +19,7 @@ from stdnum import luhn
 
 import payoutsvc
 from payoutsvc import http_errors
-from payoutsvc.errors import error_codes
+from payoutsvc.errors import error_codes, localized_problem
 from payoutsvc.main import create_app
 from payoutsvc.messages import (
     ERRORS,
@@ -142,6 +142,19 @@ def test_a_message_refuses_an_unknown_id_or_a_missing_fact() -> None:
     rendered = message("payload_too_large", limit=65536)
     assert rendered.render() == "The request body is larger than 65536 bytes."
     assert rendered.render("zh-CN") == "请求体超过了 65536 字节的上限。"
+
+
+def test_a_code_missing_from_the_catalogue_keeps_its_english_text() -> None:
+    """What a client sees until the lead adds a new code's translation (the walk above
+    fails meanwhile): English, never a bare code."""
+    problem = localized_problem(
+        418, "brand_new_code", None, [], "zh-CN", english=("Teapot", "Short and stout.")
+    )
+    assert (problem["title"], problem["detail"], problem["code"]) == (
+        "Teapot",
+        "Short and stout.",
+        "brand_new_code",
+    )
 
 
 # -- negotiation ----------------------------------------------------------------------------

@@ -189,11 +189,13 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     locale = request_locale(request)
     if isinstance(exc, BodyTooLarge):
         body = exc.error.to_problem(locale)
-    elif locale == ENGLISH:
-        detail = exc.detail if isinstance(exc.detail, str) else title
-        body = problem_body(exc.status_code, code, title, detail)
     else:
-        body = localized_problem(exc.status_code, code, None, [], locale)
+        detail = exc.detail if isinstance(exc.detail, str) else title
+        if locale == ENGLISH:
+            body = problem_body(exc.status_code, code, title, detail)
+        else:
+            english = (title, detail)
+            body = localized_problem(exc.status_code, code, None, [], locale, english=english)
     return problem_response(exc.status_code, body, locale, headers)
 
 
