@@ -1,7 +1,7 @@
 """periodic review: anomalies, their keyed history, the scan watermark
 
 Revision ID: 0014
-Revises: 0010
+Revises: 0012
 
 Adds ``anomalies``, ``anomaly_events`` and ``review_watermark`` (new tables only) and an
 index on ``payout_approvals (operator_id, at)`` for the approver_concentration detector.
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0014"
-down_revision: str | None = "0010"
+down_revision: str | None = "0012"  # main's head when this branch last merged it
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

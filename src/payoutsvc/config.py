@@ -112,6 +112,10 @@ class Settings(BaseSettings):
     )
     metrics_token: SecretStr | None = None
     metrics_refresh_seconds: float = Field(default=5.0, ge=0)
+    # -- finance: the account a batch's pain.001 SEPA credit-transfer file pays from --------
+    sepa_debtor_name: str | None = Field(default=None, min_length=1, max_length=70)
+    sepa_debtor_iban: str | None = Field(default=None, min_length=15, max_length=34)
+    sepa_debtor_bic: str | None = Field(default=None, min_length=8, max_length=11)
 
     @field_validator("rate_limit")
     @classmethod

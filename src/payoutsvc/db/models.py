@@ -1,6 +1,7 @@
 """Imports every model module so ``Base.metadata`` is complete (Alembic, tests)."""
 
 from payoutsvc.auth import models as auth_models
+from payoutsvc.batches import models as batch_models
 from payoutsvc.db.base import Base
 from payoutsvc.executor import models as executor_models
 from payoutsvc.gateways import models as gateway_models
@@ -13,6 +14,7 @@ from payoutsvc.webhooks import models as webhook_models
 __all__ = [
     "Base",
     "auth_models",
+    "batch_models",
     "executor_models",
     "gateway_models",
     "operator_models",

@@ -30,6 +30,10 @@ KNOWN_EVENT_TYPES: tuple[str, ...] = (
     "payout.failed",
     "payout.needs_review",
     "anomaly.detected",
+    # A person released a payout that waited for it (payouts/finance.py). Not here:
+    # payout.recipient_revealed and payout.exported, which stay in the audit chain
+    # (AUDIT_ONLY_EVENT_TYPES).
+    "payout.released",
 )
 
 MAX_FILTERS = 64
