@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Query, status
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, status
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from payoutsvc.auth.dependencies import (
@@ -39,7 +39,9 @@ from payoutsvc.errors import (
     Unauthorized,
     UnknownOperator,
     ValidationFailed,
+    relocalize,
 )
+from payoutsvc.http_errors import problem_response, request_locale
 from payoutsvc.payouts.acting import Credential
 from payoutsvc.payouts.approvals import ApprovalService
 from payoutsvc.payouts.export import HEADER, MEDIA_TYPES, ExportFormat, PayoutExport
@@ -137,6 +139,7 @@ PayoutId = Annotated[str, Path(max_length=40, examples=["po_01jd5x0z3q8m4k2n7p9r
     },
 )
 async def create_payout(
+    request: Request,
     body: PayoutCreate,
     session: DbSession,
     runtime: RuntimeDep,
@@ -152,7 +155,11 @@ async def create_payout(
     )
     headers = {"Idempotent-Replayed": "true"} if answer.replayed else {}
     if answer.status_code >= 400:
-        headers["Content-Type"] = "application/problem+json"
+        # A stored refusal is rendered in this request's language (a replay in another
+        # language than the first request's gets the same facts in its own language).
+        locale = request_locale(request)
+        problem = relocalize(answer.body, answer.i18n or {}, locale)
+        return problem_response(answer.status_code, problem, locale, headers)
     return JSONResponse(answer.body, status_code=answer.status_code, headers=headers)
 
 

@@ -81,6 +81,22 @@ class StoredResponse:
     status_code: int
     body: dict[str, Any]
     replayed: bool = False
+    # A refusal's ServiceError.i18n_state(): the router renders the problem in the asking
+    # request's language from it (a replay too: stored with the answer under I18N_KEY).
+    i18n: dict[str, Any] | None = None
+
+    def stored_json(self) -> str:
+        body = self.body if self.i18n is None else {**self.body, I18N_KEY: self.i18n}
+        return json.dumps(body, ensure_ascii=False)
+
+    @classmethod
+    def replay(cls, status_code: int, stored: str) -> StoredResponse:
+        body = json.loads(stored)
+        return cls(status_code, body, True, body.pop(I18N_KEY, None))
+
+
+# Never a problem member (those are fixed by API.md), so it cannot clash with one.
+I18N_KEY = "_i18n"
 
 
 def request_fingerprint(body: PayoutCreate) -> str:
@@ -164,12 +180,12 @@ class PayoutService:
                     "This Idempotency-Key was used with a different request body; "
                     "use a new key for a new payout."
                 )
-            return StoredResponse(stored.response_status, json.loads(stored.response_body), True)
+            return StoredResponse.replay(stored.response_status, stored.response_body)
 
         checked = self._policy_request(body, credential, requester)
         response = await self._create_payout(integration_id, key, body, checked, now)
         await self.repo.complete_idempotency_key(
-            integration_id, key, response.status_code, json.dumps(response.body, ensure_ascii=False)
+            integration_id, key, response.status_code, response.stored_json()
         )
         return response
 
@@ -194,7 +210,8 @@ class PayoutService:
             structlog.contextvars.bind_contextvars(
                 payout_forbidden_by=[r.rule for r in decision.reasons]
             )
-            return StoredResponse(422, decision.to_service_error().to_problem())
+            refusal = decision.to_service_error()
+            return StoredResponse(422, refusal.to_problem(), i18n=refusal.i18n_state())
         values = self._new_payout(integration_id, key, body, check, request, decision, now)
         # The daily rows' day (the ticket row's is 0): what a release subtracts from.
         values["limit_day"] = max(day for _, _, day, _, _ in counters)
