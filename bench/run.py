@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["create_payout.py", "executor_drain.py", "webhook_delivery.py"]
+BENCHMARKS = ["create_payout.py", "executor_drain.py", "webhook_delivery.py", "batch_create.py"]
 
 if __name__ == "__main__":
     for name in BENCHMARKS:

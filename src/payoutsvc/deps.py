@@ -32,5 +32,13 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+async def get_write_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """:func:`get_session` as a write transaction whatever the method: for a GET that
+    records something (an export of full accounts writes its audit events)."""
+    async with runtime_of(request).db.transaction(write=True) as session:
+        yield session
+
+
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 DbSession = Annotated[AsyncSession, Depends(get_session, scope="function")]
+WriteSession = Annotated[AsyncSession, Depends(get_write_session, scope="function")]

@@ -12,6 +12,9 @@ from typing import Any, ClassVar
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://payoutsvc.dev/problems/"
+# A problem lists at most this many field errors: a body with a million bad items must not
+# be answered with a million-item list (the detail still says how many there were).
+MAX_FIELD_ERRORS = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +38,8 @@ class ServiceError(Exception):
     status: ClassVar[int] = 500
     code: ClassVar[str] = "internal_error"
     title: str = "Internal error"
+    # How many field errors the problem lists; a batch (whose size is bounded) lists more.
+    error_limit: int = MAX_FIELD_ERRORS
 
     def __init__(
         self,
@@ -52,7 +57,9 @@ class ServiceError(Exception):
         self.headers = dict(headers or {})
 
     def to_problem(self) -> dict[str, Any]:
-        return problem_body(self.status, self.code, self.title, self.detail, self.errors)
+        return problem_body(
+            self.status, self.code, self.title, self.detail, self.errors, self.error_limit
+        )
 
 
 # -- 400 ---------------------------------------------------------------------------------
@@ -112,6 +119,18 @@ class SelfApprovalForbidden(ServiceError):
     status, code, title = 403, "self_approval_forbidden", "Self-approval forbidden"
 
 
+class SelfReleaseForbidden(ServiceError):
+    """Four eyes for the release too: the requester of a payout can never release it."""
+
+    status, code, title = 403, "self_release_forbidden", "Self-release forbidden"
+
+
+class ReleaseNotAllowed(ServiceError):
+    """The operator's role (current policy) has no ``can_release``."""
+
+    status, code, title = 403, "release_not_allowed", "Operator may not release payouts"
+
+
 class ApprovalLimitExceeded(ServiceError):
     status, code, title = 403, "approval_limit_exceeded", "Approval limit exceeded"
 
@@ -132,6 +151,12 @@ class InvalidStatusTransition(ServiceError):
         "invalid_status_transition",
         "Action not allowed in the current status",
     )
+
+
+class PayoutInFlight(ServiceError):
+    """The executor is talking to the payout's gateway right now; retry in a moment."""
+
+    status, code, title = 409, "payout_in_flight", "Payout is being sent right now"
 
 
 class IdempotencyKeyInUse(ServiceError):
@@ -162,11 +187,28 @@ class RecipientAlreadyBlocked(ServiceError):
     status, code, title = 409, "recipient_already_blocked", "Recipient already blocked"
 
 
+class NothingToExport(ServiceError):
+    """A batch export in a format none of the batch's payable payouts can be paid in."""
+
+    status, code, title = 409, "nothing_to_export", "Nothing to export"
+
+
+class SepaDebtorNotConfigured(ServiceError):
+    """A pain.001 file names the account it is paid from: PAYOUTSVC_SEPA_DEBTOR_* unset."""
+
+    status, code, title = 409, "sepa_debtor_not_configured", "SEPA debtor account not configured"
+
+
 # -- 413 ----------------------------------------------------------------------------------
 class PayloadTooLarge(ServiceError):
     """The request body is over its route's limit; refused before the rest is read."""
 
     status, code, title = 413, "payload_too_large", "Payload too large"
+
+
+# -- 415 ----------------------------------------------------------------------------------
+class UnsupportedMediaType(ServiceError):
+    status, code, title = 415, "unsupported_media_type", "Unsupported media type"
 
 
 # -- 422 ----------------------------------------------------------------------------------
@@ -239,13 +281,13 @@ def error_codes() -> dict[str, type[ServiceError]]:
     return {cls.code: cls for cls in error_classes()}
 
 
-# A problem lists at most this many field errors: a body with a million bad items must not
-# be answered with a million-item list (the detail still says how many there were).
-MAX_FIELD_ERRORS = 50
-
-
 def problem_body(
-    status: int, code: str, title: str, detail: str = "", errors: list[FieldError] | None = None
+    status: int,
+    code: str,
+    title: str,
+    detail: str = "",
+    errors: list[FieldError] | None = None,
+    error_limit: int = MAX_FIELD_ERRORS,
 ) -> dict[str, Any]:
     return {
         "type": PROBLEM_TYPE_BASE + code,
@@ -253,7 +295,7 @@ def problem_body(
         "status": status,
         "detail": detail or title,
         "code": code,
-        "errors": [e.as_dict() for e in (errors or [])[:MAX_FIELD_ERRORS]],
+        "errors": [e.as_dict() for e in (errors or [])[:error_limit]],
     }
 
 

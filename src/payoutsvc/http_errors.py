@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -155,7 +156,19 @@ _OPENAPI_METHODS = frozenset({"get", "put", "post", "patch", "delete", "head", "
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 
 
-def document_problem_responses(document: dict[str, Any]) -> dict[str, Any]:  # noqa: C901  (one flat pass over the document reads better than split)
+def document_schemas(document: dict[str, Any], models: Sequence[type[BaseModel]]) -> None:
+    """Put ``models`` (and the models they use) in the document's components (in place):
+    for request bodies an operation documents by hand (``openapi_extra``), such as a
+    batch that comes as JSON or CSV."""
+    schemas: dict[str, Any] = document.setdefault("components", {}).setdefault("schemas", {})
+    for model in models:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, definition in schema.pop("$defs", {}).items():
+            schemas.setdefault(name, definition)
+        schemas.setdefault(model.__name__, schema)
+
+
+def document_problem_responses(document: dict[str, Any]) -> dict[str, Any]:
     """Make the OpenAPI document say what the handlers above do (in place).
 
     FastAPI documents its own 422 as ``application/json`` ``HTTPValidationError`` and a
@@ -163,11 +176,8 @@ def document_problem_responses(document: dict[str, Any]) -> dict[str, Any]:  # n
     with the ``Problem`` schema. Operations with a body also answer 400 (malformed JSON), with
     any input 422, and behind an API key 401/403, whether or not their router listed them.
     """
-    schemas: dict[str, Any] = document.setdefault("components", {}).setdefault("schemas", {})
-    problem = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
-    for name, definition in problem.pop("$defs", {}).items():
-        schemas.setdefault(name, definition)
-    schemas.setdefault("Problem", problem)
+    document_schemas(document, [Problem])
+    schemas: dict[str, Any] = document["components"]["schemas"]
     for path_item in document.get("paths", {}).values():
         for method, operation in path_item.items():
             if method not in _OPENAPI_METHODS:
@@ -218,8 +228,9 @@ def document_request_limits(document: dict[str, Any], default_limit: int | None)
     return document
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Render every error as problem+json, and document it so in the app's OpenAPI."""
+def install_error_handlers(app: FastAPI, schemas: Sequence[type[BaseModel]] = ()) -> None:
+    """Render every error as problem+json, and document it so in the app's OpenAPI (with
+    ``schemas``, the models of hand-documented request bodies)."""
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
@@ -229,6 +240,7 @@ def install_error_handlers(app: FastAPI) -> None:
         if app.openapi_schema is None:
             limit: int = app.state.settings.max_body_bytes
             document = document_request_limits(generate(), limit)
+            document_schemas(document, schemas)
             app.openapi_schema = document_problem_responses(document)
         return app.openapi_schema
 

@@ -16,6 +16,9 @@ from payoutsvc import __version__
 from payoutsvc.auth.dependencies import ApiKeyCache, require_scope
 from payoutsvc.auth.router import router as integrations_router
 from payoutsvc.background import BackgroundLoops
+from payoutsvc.batches.router import BATCHES_PATH
+from payoutsvc.batches.router import router as batches_router
+from payoutsvc.batches.schemas import MAX_BATCH_BYTES, BatchCreate
 from payoutsvc.bootstrap import bootstrap
 from payoutsvc.config import Settings, get_settings
 from payoutsvc.connectors.router import router as connectors_router
@@ -43,6 +46,7 @@ from payoutsvc.policy.router import router as policy_router
 from payoutsvc.policy.service import ensure_initial_policy
 from payoutsvc.ratelimit import RateLimiter
 from payoutsvc.recipients.router import router as recipients_router
+from payoutsvc.reconciliation.router import router as reconciliation_router
 from payoutsvc.runtime import Runtime
 from payoutsvc.webhooks.router import router as webhooks_router
 from payoutsvc.workers import start_background_work
@@ -119,10 +123,10 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
     app.add_middleware(
         BodyLimitMiddleware,
         default=settings.max_body_bytes,
-        route_limits={CALLBACK_PREFIX: MAX_CALLBACK_BYTES},
+        route_limits={CALLBACK_PREFIX: MAX_CALLBACK_BYTES, BATCHES_PATH: MAX_BATCH_BYTES},
     )
     app.add_middleware(RequestContextMiddleware)
-    install_error_handlers(app)
+    install_error_handlers(app, schemas=[BatchCreate])
     _add_routes(app)
     return app
 
@@ -131,6 +135,7 @@ def _add_routes(app: FastAPI) -> None:
     app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
     for router in (
         payouts_router,
+        batches_router,
         executor_router,
         callbacks_router,
         gateways_router,
@@ -141,6 +146,7 @@ def _add_routes(app: FastAPI) -> None:
         operators_router,
         integrations_router,
         audit_router,
+        reconciliation_router,
         ops_router,
     ):
         # Operators are admin-only; the scope is attached here, not in operators/router.py,

@@ -69,6 +69,13 @@ GATEWAY_CALLBACK_CONTRADICTIONS = Counter(
     ["gateway"],
 )
 
+RECONCILIATION_FINDINGS = Counter(
+    "payoutsvc_reconciliation_findings_total",
+    "What completed reconciliations found, by kind (status_mismatch, amount_mismatch, "
+    "missing_at_gateway, unknown_to_us; unknown: no certain answer) and gateway",
+    ["kind", "gateway"],
+)
+
 # -- webhook sender ----------------------------------------------------------------------------
 WEBHOOK_DELIVERIES = Counter(
     "payoutsvc_webhook_deliveries_total",

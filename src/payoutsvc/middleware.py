@@ -124,7 +124,8 @@ class BodyTooLarge(HTTPException):
 class BodyLimitMiddleware:
     """Bodies are limited as they stream in, before anything parses them: a declared
     Content-Length over the limit is refused at once, unread; a chunked body is cut off as
-    soon as it passes the limit. ``route_limits`` maps path prefixes to their own limits.
+    soon as it passes the limit. ``route_limits`` gives some paths their own limits: a key
+    ending in ``/`` is a prefix (every path under it), any other key is that one path only.
 
     Ours rather than FastAPI's ``max_body_size``: that one answers a declared oversize with a
     plain-text 413 in place of whatever the app says, and every error here is problem+json.
@@ -136,8 +137,8 @@ class BodyLimitMiddleware:
         self.route_limits = route_limits
 
     def limit_for(self, path: str) -> int:
-        for prefix, limit in self.route_limits.items():
-            if path.startswith(prefix):
+        for route, limit in self.route_limits.items():
+            if path == route or (route.endswith("/") and path.startswith(route)):
                 return limit
         return self.default
 

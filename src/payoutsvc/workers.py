@@ -13,8 +13,11 @@ from payoutsvc.connectors.service import ConnectorService
 from payoutsvc.db.base import utcnow
 from payoutsvc.executor.loop import start_executor
 from payoutsvc.executor.metrics import refresh_executor_gauges
+from payoutsvc.gateways.registry import registry_for
 from payoutsvc.metrics import ThrottledRefresh
 from payoutsvc.payouts.repository import PayoutRepository
+from payoutsvc.reconciliation.runner import ReconciliationRunner
+from payoutsvc.reconciliation.service import ReconciliationService
 from payoutsvc.runtime import Runtime
 from payoutsvc.webhooks.sender import refresh_webhook_gauges, start_webhook_sender
 
@@ -62,8 +65,25 @@ def start_background_work(
             audit_checkpoint,
         )
 
+        start_reconciliations(runtime, loops)
+
     async def refresh_gauges() -> None:
         await refresh_executor_gauges(runtime)
         await refresh_webhook_gauges(runtime)
 
     return ThrottledRefresh(refresh_gauges, runtime.settings.metrics_refresh_seconds)
+
+
+def start_reconciliations(runtime: Runtime, loops: BackgroundLoops) -> None:
+    """Every PAYOUTSVC_RECONCILE_POLL_SECONDS: record the daily run once it is due (the
+    audit checkpoint's way: a periodic look that records only what is missing, so several
+    workers and restarts record one per day), then run what is waiting, one at a time."""
+    runner = ReconciliationRunner(runtime, registry_for(runtime))
+
+    async def reconcile() -> None:
+        async with runtime.db.transaction() as session:
+            await ReconciliationService(session, runtime).schedule_daily(utcnow())
+        while not loops.stopping.is_set() and await runner.run_once() is not None:
+            pass
+
+    loops.every("reconciliation", runtime.settings.reconcile_poll_seconds, reconcile)

@@ -29,6 +29,12 @@ KNOWN_EVENT_TYPES: tuple[str, ...] = (
     "payout.succeeded",
     "payout.failed",
     "payout.needs_review",
+    # A person released a payout that waited for it (payouts/finance.py). Not here:
+    # payout.recipient_revealed and payout.exported, which stay in the audit chain
+    # (AUDIT_ONLY_EVENT_TYPES).
+    "payout.released",
+    # To back-office endpoints of any integration; `payout.*` does not match it, `*` does.
+    "reconciliation.completed",
 )
 
 MAX_FILTERS = 64

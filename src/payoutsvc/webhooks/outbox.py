@@ -122,29 +122,17 @@ def _ticket_system(event: OutboxEvent) -> str | None:
     return ticket.get("system") if isinstance(ticket, dict) else None
 
 
-def _delivery_row(event: OutboxEvent | NoteEvent, endpoint_id: str, body: str) -> dict[str, Any]:
-    return {
-        "id": new_id("wd", int(event.at.timestamp() * 1000)),
-        "endpoint_id": endpoint_id,
-        "integration_id": event.integration_id,
-        "event_id": event.id,
-        "payout_id": event.payout_id,
-        "sequence": event.sequence,
-        "event_type": event.type,
-        "payload": body,
-        "status": DeliveryStatus.PENDING.value,
-        "attempts": 0,
-        "next_attempt_at": event.at,
-        "locked_until": None,
-        "locked_by": None,
-        "last_attempt_at": None,
-        "last_status_code": None,
-        "last_latency_ms": None,
-        "last_error": None,
-        "last_response_excerpt": None,
-        "created_at": event.at,
-        "delivered_at": None,
-    }
+def _event_row(event: OutboxEvent, endpoint_id: str, body: str) -> dict[str, Any]:
+    return _delivery_row(
+        endpoint_id,
+        event.integration_id,
+        event.id,
+        event.payout_id,
+        event.sequence,
+        event.type,
+        body,
+        event.at,
+    )
 
 
 def _rows_for(
@@ -159,12 +147,10 @@ def _rows_for(
             continue
         if kind is not None:
             if _ticket_system(event) == endpoint_id:
-                rows.append(
-                    _delivery_row(event, endpoint_id, connector_body(event, event.snapshot()))
-                )
+                rows.append(_event_row(event, endpoint_id, connector_body(event, event.snapshot())))
             continue
         body = body if body is not None else webhook_body(event)
-        rows.append(_delivery_row(event, endpoint_id, body))
+        rows.append(_event_row(event, endpoint_id, body))
     return rows
 
 
@@ -220,4 +206,76 @@ async def enqueue_note(session: AsyncSession, endpoint_id: str, note: NoteEvent)
         ensure_ascii=False,
         separators=(",", ":"),
     )
-    await WebhookRepository(session).insert_deliveries([_delivery_row(note, endpoint_id, body)])
+    row = _delivery_row(
+        endpoint_id,
+        note.integration_id,
+        note.id,
+        note.payout_id,
+        note.sequence,
+        note.type,
+        body,
+        note.at,
+    )
+    await WebhookRepository(session).insert_deliveries([row])
+
+
+async def enqueue_notice(
+    session: AsyncSession, event_type: str, subject_id: str, data: dict[str, Any], at: datetime
+) -> int:
+    """Deliveries of an event about the service rather than one payout
+    (``reconciliation.completed``): to every enabled endpoint, of any integration, whose
+    filters match it (``*`` does, ``payout.*`` does not). The subject's id stands in the
+    delivery's ``payout_id`` column as its ordering key (sequence 1: one event per subject).
+    Returns how many deliveries were written."""
+    repo = WebhookRepository(session)
+    endpoints = [
+        e for e in await repo.all_enabled_endpoints() if event_matches(e.events, event_type)
+    ]
+    if not endpoints:
+        return 0
+    body = json.dumps(
+        {"type": event_type, "timestamp": rfc3339(at), "data": data},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    event_id = new_id("evt", int(at.timestamp() * 1000))
+    rows = [
+        _delivery_row(e.id, e.integration_id, event_id, subject_id, 1, event_type, body, at)
+        for e in endpoints
+    ]
+    await repo.insert_deliveries(rows)
+    return len(rows)
+
+
+def _delivery_row(
+    endpoint_id: str,
+    integration_id: str,
+    event_id: str,
+    subject_id: str,
+    sequence: int,
+    event_type: str,
+    body: str,
+    at: datetime,
+) -> dict[str, Any]:
+    return {
+        "id": new_id("wd", int(at.timestamp() * 1000)),
+        "endpoint_id": endpoint_id,
+        "integration_id": integration_id,
+        "event_id": event_id,
+        "payout_id": subject_id,
+        "sequence": sequence,
+        "event_type": event_type,
+        "payload": body,
+        "status": DeliveryStatus.PENDING.value,
+        "attempts": 0,
+        "next_attempt_at": at,
+        "locked_until": None,
+        "locked_by": None,
+        "last_attempt_at": None,
+        "last_status_code": None,
+        "last_latency_ms": None,
+        "last_error": None,
+        "last_response_excerpt": None,
+        "created_at": at,
+        "delivered_at": None,
+    }

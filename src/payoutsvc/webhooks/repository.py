@@ -271,6 +271,17 @@ class WebhookRepository:
         )
         return result.all()
 
+    async def all_enabled_endpoints(self) -> Sequence[AnyRow]:
+        """``(id, integration_id, events)`` of every enabled endpoint of every integration
+        (events about the service, not one integration's payout)."""
+        result = await self.session.execute(
+            select(_endpoints.c.id, _endpoints.c.integration_id, _endpoints.c.events)
+            # A helpdesk connector's target takes only its own tickets' payout events.
+            .where(_endpoints.c.enabled.is_(True), _PLAIN)
+            .order_by(_endpoints.c.id)
+        )
+        return result.all()
+
     async def disable_endpoints(
         self, endpoint_ids: Iterable[str], reason: str, now: datetime
     ) -> list[str]:
