@@ -1,7 +1,7 @@
 """helpdesk connectors: connectors, handled inbound events, operators' helpdesk users
 
 Revision ID: 0015
-Revises: 0013
+Revises: 0010
 
 A connector's write-back target is a ``webhook_endpoints`` row with ``target_kind`` set, so
 its notes go through the webhook outbox, sender, retries, SSRF guard and delivery log.
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0015"
-down_revision: str | None = "0013"
+down_revision: str | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     )
     reconcile_lease_seconds: float = Field(default=300, gt=0)
     reconcile_poll_seconds: float = Field(default=10, gt=0)
+    # How often the worker scans new payouts and approvals for anomalies (review/), seconds.
+    review_interval: float = Field(default=3600, gt=0)
     policy_file: Path | None = None
     idempotency_ttl_hours: float = Field(default=24, ge=24)
     log_format: Literal["auto", "json", "console"] = "auto"
@@ -125,11 +127,21 @@ class Settings(BaseSettings):
         "revocation takes to reach another process.",
     )
     metrics_token: SecretStr | None = None
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP collector base URL (e.g. http://collector:4318): traces are "
+        "exported there. Unset or empty: tracing is off and costs nothing.",
+    )
     metrics_refresh_seconds: float = Field(default=5.0, ge=0)
     # -- finance: the account a batch's pain.001 SEPA credit-transfer file pays from --------
     sepa_debtor_name: str | None = Field(default=None, min_length=1, max_length=70)
     sepa_debtor_iban: str | None = Field(default=None, min_length=15, max_length=34)
     sepa_debtor_bic: str | None = Field(default=None, min_length=8, max_length=11)
+
+    @field_validator("otel_exporter_otlp_endpoint")
+    @classmethod
+    def _empty_endpoint_is_off(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
 
     @field_validator("rate_limit")
     @classmethod

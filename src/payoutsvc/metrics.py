@@ -20,6 +20,9 @@ HTTP_LATENCY = Histogram(
 PAYOUTS_CREATED = Counter(
     "payoutsvc_payouts_created_total", "Payouts created, by their first status", ["status"]
 )
+ANOMALIES_DETECTED = Counter(
+    "payoutsvc_anomalies_detected_total", "Anomalies the periodic review opened, by kind", ["kind"]
+)
 
 # -- executor and gateways -------------------------------------------------------------------
 EXECUTOR_QUEUE_DEPTH = Gauge(

@@ -18,6 +18,7 @@ from payoutsvc.metrics import ThrottledRefresh
 from payoutsvc.payouts.repository import PayoutRepository
 from payoutsvc.reconciliation.runner import ReconciliationRunner
 from payoutsvc.reconciliation.service import ReconciliationService
+from payoutsvc.review.service import ReviewService
 from payoutsvc.runtime import Runtime
 from payoutsvc.webhooks.sender import refresh_webhook_gauges, start_webhook_sender
 
@@ -66,6 +67,16 @@ def start_background_work(
         )
 
         start_reconciliations(runtime, loops)
+
+        async def review_scan() -> None:
+            async with runtime.db.transaction() as session:
+                await ReviewService(session, runtime).scan_if_due(
+                    utcnow(), runtime.settings.review_interval
+                )
+
+        # Like the checkpoint: every worker checks, the watermark's lock and its scan time
+        # make it one scan per interval across all of them.
+        loops.every("review-scan", runtime.settings.review_interval, review_scan)
 
     async def refresh_gauges() -> None:
         await refresh_executor_gauges(runtime)

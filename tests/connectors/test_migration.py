@@ -36,7 +36,7 @@ def _rows(path: Path, columns: str) -> list[tuple[object, ...]]:
 async def test_endpoints_survive_0015_both_ways(tmp_path: Path) -> None:
     path = tmp_path / "before.db"
     config = alembic_config(f"sqlite+aiosqlite:///{path}")
-    await asyncio.to_thread(command.upgrade, config, "0010")
+    await asyncio.to_thread(command.upgrade, config, "0014")
     engine = create_engine(f"sqlite:///{path}")
     with engine.begin() as connection:
         connection.execute(
@@ -59,5 +59,5 @@ async def test_endpoints_survive_0015_both_ways(tmp_path: Path) -> None:
     assert _rows(path, columns) == before
     assert _rows(path, "target_kind, target_options") == [(None, None)]
 
-    await asyncio.to_thread(command.downgrade, config, "0010")
+    await asyncio.to_thread(command.downgrade, config, "0014")
     assert _rows(path, columns) == before

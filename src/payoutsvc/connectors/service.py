@@ -72,7 +72,9 @@ def _credentials(kind: HelpdeskKind, given: Mapping[str, str]) -> dict[str, str]
     missing = [name for name in kind.credential_fields if not given.get(name)]
     extra = sorted(set(given) - set(kind.credential_fields))
     errors = [FieldError(f"credentials.{n}", "required", f"{n} is required.") for n in missing]
-    errors += [FieldError(f"credentials.{n}", "unknown", f"{kind.kind} has no {n}.") for n in extra]
+    errors += [
+        FieldError(f"credentials.{n}", "unknown_field", f"{kind.kind} has no {n}.") for n in extra
+    ]
     if errors:
         raise validation_failed(errors)
     return {name: given[name] for name in kind.credential_fields}

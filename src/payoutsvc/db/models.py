@@ -10,6 +10,7 @@ from payoutsvc.operators import models as operator_models
 from payoutsvc.payouts import models as payout_models
 from payoutsvc.policy import models as policy_models
 from payoutsvc.reconciliation import models as reconciliation_models
+from payoutsvc.review import models as review_models
 from payoutsvc.webhooks import models as webhook_models
 
 __all__ = [
@@ -23,5 +24,6 @@ __all__ = [
     "payout_models",
     "policy_models",
     "reconciliation_models",
+    "review_models",
     "webhook_models",
 ]

@@ -19,6 +19,7 @@ import structlog
 
 from payoutsvc.config import Settings
 from payoutsvc.retry import next_delay, retry_after_seconds
+from payoutsvc.tracing import Tracing
 from payoutsvc.webhooks.claim import ClaimedDelivery, Target
 from payoutsvc.webhooks.models import DeliveryStatus
 from payoutsvc.webhooks.render import RenderedRequest, Renderers
@@ -67,9 +68,11 @@ class DeliveryAttempter:
         rng: random.Random | None,
         clock: Callable[[], datetime],
         renderers: Renderers | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.settings = settings
         self.renderers: Renderers = renderers or {}
+        self.tracing = tracing
         # Parsed credentials of connector targets, by their (decrypted) JSON text.
         self._credentials: dict[str, dict[str, str]] = {}
         self._client = client  # opened on first use (and again after the sender closed it)
@@ -112,6 +115,21 @@ class DeliveryAttempter:
         else:
             headers = build_headers(target.secrets, delivery.event_id, started, delivery.body)
             rendered = RenderedRequest("POST", target.url, headers, delivery.body)
+        if self.tracing is None:
+            return await self._deliver(rendered)
+        with self.tracing.payout_span(
+            "webhook.deliver",
+            delivery.payout_id,
+            client=True,
+            **{"webhook.delivery_id": delivery.id, "webhook.event_type": delivery.event_type},
+        ) as span:
+            self.tracing.inject(rendered.headers)
+            result = await self._deliver(rendered)
+            if result.status_code is not None:
+                span.set_attribute("http.response.status_code", result.status_code)
+            return result
+
+    async def _deliver(self, rendered: RenderedRequest) -> DeliveryResult:
         return await deliver(
             rendered.url,
             rendered.headers,

@@ -35,6 +35,7 @@ KNOWN_EVENT_TYPES: tuple[str, ...] = (
     "payout.released",
     # To back-office endpoints of any integration; `payout.*` does not match it, `*` does.
     "reconciliation.completed",
+    "anomaly.detected",
 )
 
 MAX_FILTERS = 64
@@ -81,7 +82,7 @@ def validate_event_filters(
         if not any(filter_matches(f, event) for event in known_events):
             raise ValueError(
                 f"event filter {f!r} matches no known event; use an exact event name "
-                f"({', '.join(known_events)}), 'payout.*' or '*'"
+                f"({', '.join(known_events)}), 'payout.*', 'anomaly.*' or '*'"
             )
         if f not in seen:
             seen.add(f)

@@ -96,10 +96,12 @@ def endpoint_presence(runtime: Runtime) -> EndpointPresence:
 def webhook_body(event: OutboxEvent) -> str:
     """The exact JSON body of this event's webhook (API.md): built once, sent on every attempt,
     so the signature a receiver checks covers the same bytes every time."""
+    # An anomaly.* event carries the anomaly (review/); its payout_id is the anomaly's id.
+    carried = "anomaly" if event.type.startswith("anomaly.") else "payout"
     body: dict[str, Any] = {
         "type": event.type,
         "timestamp": rfc3339(event.at),
-        "data": {"payout": event.snapshot(), "sequence": event.sequence},
+        "data": {carried: event.snapshot(), "sequence": event.sequence},
     }
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
 
@@ -122,17 +124,29 @@ def _ticket_system(event: OutboxEvent) -> str | None:
     return ticket.get("system") if isinstance(ticket, dict) else None
 
 
-def _event_row(event: OutboxEvent, endpoint_id: str, body: str) -> dict[str, Any]:
-    return _delivery_row(
-        endpoint_id,
-        event.integration_id,
-        event.id,
-        event.payout_id,
-        event.sequence,
-        event.type,
-        body,
-        event.at,
-    )
+def _delivery_row(event: OutboxEvent | NoteEvent, endpoint_id: str, body: str) -> dict[str, Any]:
+    return {
+        "id": new_id("wd", int(event.at.timestamp() * 1000)),
+        "endpoint_id": endpoint_id,
+        "integration_id": event.integration_id,
+        "event_id": event.id,
+        "payout_id": event.payout_id,
+        "sequence": event.sequence,
+        "event_type": event.type,
+        "payload": body,
+        "status": DeliveryStatus.PENDING.value,
+        "attempts": 0,
+        "next_attempt_at": event.at,
+        "locked_until": None,
+        "locked_by": None,
+        "last_attempt_at": None,
+        "last_status_code": None,
+        "last_latency_ms": None,
+        "last_error": None,
+        "last_response_excerpt": None,
+        "created_at": event.at,
+        "delivered_at": None,
+    }
 
 
 def _rows_for(
@@ -147,10 +161,12 @@ def _rows_for(
             continue
         if kind is not None:
             if _ticket_system(event) == endpoint_id:
-                rows.append(_event_row(event, endpoint_id, connector_body(event, event.snapshot())))
+                rows.append(
+                    _delivery_row(event, endpoint_id, connector_body(event, event.snapshot()))
+                )
             continue
         body = body if body is not None else webhook_body(event)
-        rows.append(_event_row(event, endpoint_id, body))
+        rows.append(_delivery_row(event, endpoint_id, body))
     return rows
 
 
@@ -186,9 +202,9 @@ async def enqueue_deliveries(
 
 @dataclass(frozen=True, slots=True)
 class NoteEvent:
-    """Something to tell a connector's ticket that is not a payout event (an inbound trigger
-    refused): it goes out as a delivery like any event, under its own id and "payout" key,
-    so it waits for nothing and holds nothing up."""
+    """A delivery that is not a payout event: a note for a connector's ticket (an inbound
+    trigger refused) or a notice about the service (``enqueue_notice``). It goes out like any
+    event, under its own id and "payout" key, so it waits for nothing and holds nothing up."""
 
     id: str
     payout_id: str
@@ -206,30 +222,23 @@ async def enqueue_note(session: AsyncSession, endpoint_id: str, note: NoteEvent)
         ensure_ascii=False,
         separators=(",", ":"),
     )
-    row = _delivery_row(
-        endpoint_id,
-        note.integration_id,
-        note.id,
-        note.payout_id,
-        note.sequence,
-        note.type,
-        body,
-        note.at,
-    )
-    await WebhookRepository(session).insert_deliveries([row])
+    await WebhookRepository(session).insert_deliveries([_delivery_row(note, endpoint_id, body)])
 
 
 async def enqueue_notice(
     session: AsyncSession, event_type: str, subject_id: str, data: dict[str, Any], at: datetime
 ) -> int:
     """Deliveries of an event about the service rather than one payout
-    (``reconciliation.completed``): to every enabled endpoint, of any integration, whose
-    filters match it (``*`` does, ``payout.*`` does not). The subject's id stands in the
-    delivery's ``payout_id`` column as its ordering key (sequence 1: one event per subject).
-    Returns how many deliveries were written."""
+    (``reconciliation.completed``): to every enabled webhook endpoint, of any integration,
+    whose filters match it (``*`` does, ``payout.*`` does not); never to a helpdesk
+    connector's target, whose notes are about its own tickets' payouts. The subject's id
+    stands in the delivery's ``payout_id`` column as its ordering key (sequence 1: one event
+    per subject). Returns how many deliveries were written."""
     repo = WebhookRepository(session)
     endpoints = [
-        e for e in await repo.all_enabled_endpoints() if event_matches(e.events, event_type)
+        e
+        for e in await repo.all_enabled_endpoints()
+        if e.target_kind is None and event_matches(e.events, event_type)
     ]
     if not endpoints:
         return 0
@@ -240,42 +249,12 @@ async def enqueue_notice(
     )
     event_id = new_id("evt", int(at.timestamp() * 1000))
     rows = [
-        _delivery_row(e.id, e.integration_id, event_id, subject_id, 1, event_type, body, at)
+        _delivery_row(
+            NoteEvent(event_id, subject_id, e.integration_id, event_type, at, {}, sequence=1),
+            e.id,
+            body,
+        )
         for e in endpoints
     ]
     await repo.insert_deliveries(rows)
     return len(rows)
-
-
-def _delivery_row(
-    endpoint_id: str,
-    integration_id: str,
-    event_id: str,
-    subject_id: str,
-    sequence: int,
-    event_type: str,
-    body: str,
-    at: datetime,
-) -> dict[str, Any]:
-    return {
-        "id": new_id("wd", int(at.timestamp() * 1000)),
-        "endpoint_id": endpoint_id,
-        "integration_id": integration_id,
-        "event_id": event_id,
-        "payout_id": subject_id,
-        "sequence": sequence,
-        "event_type": event_type,
-        "payload": body,
-        "status": DeliveryStatus.PENDING.value,
-        "attempts": 0,
-        "next_attempt_at": at,
-        "locked_until": None,
-        "locked_by": None,
-        "last_attempt_at": None,
-        "last_status_code": None,
-        "last_latency_ms": None,
-        "last_error": None,
-        "last_response_excerpt": None,
-        "created_at": at,
-        "delivered_at": None,
-    }

@@ -275,7 +275,12 @@ class WebhookRepository:
         """``(id, integration_id, events)`` of every enabled endpoint of every integration
         (events about the service, not one integration's payout)."""
         result = await self.session.execute(
-            select(_endpoints.c.id, _endpoints.c.integration_id, _endpoints.c.events)
+            select(
+                _endpoints.c.id,
+                _endpoints.c.integration_id,
+                _endpoints.c.events,
+                _endpoints.c.target_kind,
+            )
             # A helpdesk connector's target takes only its own tickets' payout events.
             .where(_endpoints.c.enabled.is_(True), _PLAIN)
             .order_by(_endpoints.c.id)

@@ -75,6 +75,7 @@ class WebhookSender:
             rng=rng,
             clock=clock,
             renderers=renderers,
+            tracing=runtime.tracing,
         )
         self.recorder = Recorder(runtime, clock=clock)
         self._loop: WorkLoop[ClaimedDelivery, Outcome] | None = None  # while run() runs
