@@ -235,10 +235,9 @@ async def enqueue_notice(
     stands in the delivery's ``payout_id`` column as its ordering key (sequence 1: one event
     per subject). Returns how many deliveries were written."""
     repo = WebhookRepository(session)
+    # all_enabled_endpoints leaves connector targets out.
     endpoints = [
-        e
-        for e in await repo.all_enabled_endpoints()
-        if e.target_kind is None and event_matches(e.events, event_type)
+        e for e in await repo.all_enabled_endpoints() if event_matches(e.events, event_type)
     ]
     if not endpoints:
         return 0

@@ -281,7 +281,8 @@ class WebhookRepository:
                 _endpoints.c.events,
                 _endpoints.c.target_kind,
             )
-            .where(_endpoints.c.enabled.is_(True))
+            # A helpdesk connector's target takes only its own tickets' payout events.
+            .where(_endpoints.c.enabled.is_(True), _PLAIN)
             .order_by(_endpoints.c.id)
         )
         return result.all()
