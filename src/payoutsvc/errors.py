@@ -148,6 +148,13 @@ class InsufficientScope(ServiceError):
     status, code, title = 403, "insufficient_scope", "Insufficient scope"
 
 
+class ConnectorDisabled(ServiceError):
+    """A helpdesk connector switched off (``enabled: false``) takes no triggers: its
+    verified requests are refused, and nothing is written back to the ticket."""
+
+    status, code, title = 403, "connector_disabled", "Connector disabled"
+
+
 class OperatorDisabled(ServiceError):
     status, code, title = 403, "operator_disabled", "Operator disabled"
 

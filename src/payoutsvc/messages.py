@@ -175,6 +175,9 @@ ERRORS: Final[dict[str, ErrorText]] = {
         "当前状态下不允许此操作", "该对象当前的状态不允许此操作。"
     ),
     # finance operations (release, offline payment, reveal, batch bank files)
+    "connector_disabled": ErrorText(
+        "连接器已停用", "该服务台连接器已停用（enabled: false），不接受触发请求。"
+    ),
     "self_release_forbidden": ErrorText(
         "不能放行自己申请的打款", "打款的申请人不能放行这笔打款（放行同样需要四眼原则）。"
     ),

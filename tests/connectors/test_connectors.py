@@ -365,6 +365,14 @@ async def test_disabling_drops_pending_notes_and_purge_forgets_events(
     assert [d["status"] for d in deliveries["data"]] == ["canceled"]
     assert await sender.run_once() == 0
     assert helpdesk.notes == []
+    # Switched off, it takes no trigger, however well signed; nothing is created.
+    new_ticket = trigger(helpdesk.kind, "request", "u-agent", **{**REQUEST, "amount": "13.00"})
+    refused = await send(client, connector, new_ticket)
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["code"] == "connector_disabled"
+    assert len((await client.get("/v1/payouts")).json()["data"]) == 1
+    response = await client.patch(f"/v1/connectors/{connector['id']}", json={"enabled": True})
+    assert response.json()["enabled"] is True
 
     async with runtime.db.transaction() as session:
         purged = await ConnectorService(session, runtime).purge_inbound_events(

@@ -22,6 +22,7 @@ from payoutsvc.errors import (
     AlreadyApproved,
     ApprovalLimitExceeded,
     CallbackSignatureInvalid,
+    ConnectorDisabled,
     InsufficientScope,
     InvalidCursor,
     InvalidJson,
@@ -208,6 +209,7 @@ async def test_connector(
     responses=problem_responses(
         InvalidJson,
         CallbackSignatureInvalid,
+        ConnectorDisabled,
         NotFound,
         ValidationFailed,
         UnknownOperator,

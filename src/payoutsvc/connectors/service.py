@@ -30,6 +30,7 @@ from payoutsvc.connectors.schemas import ConnectorCreate, ConnectorUpdate, Inbou
 from payoutsvc.db.base import utcnow
 from payoutsvc.errors import (
     CallbackSignatureInvalid,
+    ConnectorDisabled,
     FieldError,
     InvalidJson,
     ServiceError,
@@ -278,10 +279,16 @@ class ConnectorService:
     async def inbound(
         self, connector_id: str, headers: Mapping[str, str], raw: bytes
     ) -> InboundAnswer:
-        """Verify, de-duplicate by ``event_id``, act; a refusal is also written back."""
+        """Verify, refuse if the connector is disabled, de-duplicate by ``event_id``, act; a
+        refusal by the action is also written back."""
         connector, endpoint = await self._load(connector_id, None)
         now = utcnow()
         trigger = self._verified(connector, endpoint, headers, raw, now)
+        if not endpoint.enabled:  # checked after the signature: no probing without it
+            raise ConnectorDisabled(
+                f"Connector {connector.id} is disabled; enable it (PATCH enabled: true) to "
+                "take triggers again."
+            )
         claimed = await self.repo.claim_event(
             {
                 "connector_id": connector.id,
