@@ -122,6 +122,8 @@ class PayoutColumns(TypedDict):
     created_at: datetime
     updated_at: datetime
     limit_day: int
+    # Set by the batch that created the payout, after its create (batches/service.py).
+    batch_id: NotRequired[str | None]
     # The chain head, set once the payout's first events are built.
     last_event_sequence: NotRequired[int]
     last_event_hash: NotRequired[str]
