@@ -1,7 +1,7 @@
 """payout batches: ``payout_batches`` and ``payouts.batch_id``
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 
 A new table and a new nullable column: existing payouts keep every value and belong to no
 batch.
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0012"
-down_revision: str | None = "0010"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -17,7 +17,11 @@ What the events seal (README, "Audit"):
   failure code/message after the change (checked against the row unless it is
   ``processing``, when the executor updates the gateway fields between events);
 * every operator decision (approve, reject, cancel, resolve, gateway notice):
-  ``approvals_digest`` of the approval rows at that moment.
+  ``approvals_digest`` of the approval rows at that moment;
+* the manual release: ``payout.created`` and every ``payout.approved`` record
+  ``release_required``; ``payout.released`` is the release (its actor and time are the row's
+  ``released_by`` / ``released_at``). Events that do not move the status (a release, a look
+  at the recipient) carry ``state_digest`` but no ``status``.
 
 What a walk names, per payout, is the FIRST problem found:
 
@@ -56,7 +60,7 @@ from payoutsvc.payouts.events import (
 )
 from payoutsvc.payouts.models import AuditCheckpoint, Payout, PayoutApproval, PayoutEvent
 from payoutsvc.payouts.repository import PayoutRepository
-from payoutsvc.payouts.status import ALLOWED_TRANSITIONS, PayoutStatus
+from payoutsvc.payouts.status import ALLOWED_TRANSITIONS, RELEASED_EVENT, PayoutStatus
 
 __all__ = [
     "AuditReport",
@@ -169,6 +173,7 @@ def verify_payout_chain(
     return (
         _check_head(payout, events[0], events[-1])
         or _check_walk(payout, events)
+        or _check_release(payout, events)
         or _check_approvals(payout, events, approvals)
     )
 
@@ -375,6 +380,48 @@ def _check_walk(payout: Payout, events: Sequence[PayoutEvent]) -> ChainProblem |
                     payout.id, "unauthorized", f"{_label(event)}: {why}.", event.id, event.sequence
                 )
         status = target
+    return None
+
+
+def _unauthorized(payout: Payout, event: PayoutEvent, why: str) -> ChainProblem:
+    return ChainProblem(
+        payout.id, "unauthorized", f"{_label(event)}: {why}.", event.id, event.sequence
+    )
+
+
+def _check_release(payout: Payout, events: Sequence[PayoutEvent]) -> ChainProblem | None:
+    """The manual release as payout.created decided it (``release_required``; a chain from
+    before releases existed decided none): every approval recorded the same decision, a
+    release happened only while approved after such an approval, never by the requester,
+    and before the executor's claim; the row's release columns are what the events say."""
+    required = _data(events[0]).get("release_required") is True
+    status = PayoutStatus.PENDING_APPROVAL.value
+    released: PayoutEvent | None = None
+    for event in events[1:]:
+        data = _data(event)
+        if event.type == RELEASED_EVENT:
+            if not required or status != PayoutStatus.APPROVED.value or released is not None:
+                return _unauthorized(payout, event, "a release of a payout not waiting for one")
+            if event.actor == payout.requested_by:
+                return _unauthorized(payout, event, "released by its own requester")
+            released = event
+        recorded = data.get("status")
+        if (
+            recorded == PayoutStatus.APPROVED.value
+            and (data.get("release_required") is True) != required
+        ):
+            return _unauthorized(
+                payout, event, "its release_required differs from what payout.created decided"
+            )
+        if recorded == PayoutStatus.PROCESSING.value and required and released is None:
+            return _unauthorized(payout, event, "claimed without the release its decision required")
+        if isinstance(recorded, str):
+            status = recorded
+    if payout.release_required != required:
+        return _row_altered(payout, events[0], "release_required")
+    expected = (None, None) if released is None else (released.actor, released.at)
+    if (payout.released_by, payout.released_at) != expected:
+        return _row_altered(payout, released or events[0], "released_by / released_at")
     return None
 
 

@@ -119,6 +119,18 @@ class SelfApprovalForbidden(ServiceError):
     status, code, title = 403, "self_approval_forbidden", "Self-approval forbidden"
 
 
+class SelfReleaseForbidden(ServiceError):
+    """Four eyes for the release too: the requester of a payout can never release it."""
+
+    status, code, title = 403, "self_release_forbidden", "Self-release forbidden"
+
+
+class ReleaseNotAllowed(ServiceError):
+    """The operator's role (current policy) has no ``can_release``."""
+
+    status, code, title = 403, "release_not_allowed", "Operator may not release payouts"
+
+
 class ApprovalLimitExceeded(ServiceError):
     status, code, title = 403, "approval_limit_exceeded", "Approval limit exceeded"
 
@@ -139,6 +151,12 @@ class InvalidStatusTransition(ServiceError):
         "invalid_status_transition",
         "Action not allowed in the current status",
     )
+
+
+class PayoutInFlight(ServiceError):
+    """The executor is talking to the payout's gateway right now; retry in a moment."""
+
+    status, code, title = 409, "payout_in_flight", "Payout is being sent right now"
 
 
 class IdempotencyKeyInUse(ServiceError):

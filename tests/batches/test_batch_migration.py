@@ -41,7 +41,7 @@ async def _payouts(url: str) -> list[tuple[Any, ...]]:
 
 async def test_existing_payouts_belong_to_no_batch_after_the_migration(database_url: str) -> None:
     config = alembic_config(database_url)
-    await asyncio.to_thread(command.downgrade, config, "0010")
+    await asyncio.to_thread(command.downgrade, config, "0011")
     try:
         integration_id = new_id("int")
         rows, events = approved_rows(
@@ -74,7 +74,7 @@ async def test_existing_payouts_belong_to_no_batch_after_the_migration(database_
         finally:
             await engine.dispose()
         assert [row[0] for row in batch_ids] == [None, None]
-        await asyncio.to_thread(command.downgrade, config, "0010")
+        await asyncio.to_thread(command.downgrade, config, "0011")
         assert await _payouts(database_url) == before
     finally:
         await asyncio.to_thread(command.upgrade, config, "head")

@@ -28,13 +28,27 @@ from tests.policy.support import TEST_POLICY, body, db, policy, setup_world
 BUILT_IN_APPROVALS = {"approvals": {"require_operator_key": True}}
 
 
+def with_defaults(document: dict[str, Any]) -> dict[str, Any]:
+    """A PUT document as GET shows it: the optional sections and role flags filled in
+    (approvals, release, and can_release: true only for a role named finance)."""
+    roles = {
+        name: {"can_release": name == "finance", **role} for name, role in document["roles"].items()
+    }
+    return {
+        **BUILT_IN_APPROVALS,
+        "release": {"mode": "auto", "manual_over": None},
+        **document,
+        "roles": roles,
+    }
+
+
 async def test_require_operator_key_is_on_unless_a_put_turns_it_off(
     client: httpx.AsyncClient,
 ) -> None:
     assert (await client.get("/v1/policy")).json()["approvals"] == {"require_operator_key": True}
     trusting = policy(approvals={"require_operator_key": False})
     put = await client.put("/v1/policy", json=trusting)
-    assert put.json() == {"version": 2, **trusting}
+    assert put.json() == {"version": 2, **with_defaults(trusting)}
     for wrong in ({"require_operator_key": "no"}, {"require_operator_key": True, "other": 1}):
         refused = await client.put("/v1/policy", json=policy(approvals=wrong))
         assert refused.status_code == 422, refused.text
@@ -51,7 +65,7 @@ async def test_each_put_is_a_new_immutable_version(client: httpx.AsyncClient) ->
     put = await client.put("/v1/policy", json=TEST_POLICY)
     assert put.status_code == 200, put.text
     # The optional approvals section takes its built-in value when a PUT leaves it out.
-    assert put.json() == {"version": 2, **TEST_POLICY, **BUILT_IN_APPROVALS}
+    assert put.json() == {"version": 2, **with_defaults(TEST_POLICY)}
     assert (await client.get("/v1/policy")).json() == put.json()
     again = await client.put("/v1/policy", json=policy(duplicate_window_hours=0))
     assert again.json()["version"] == 3
@@ -170,7 +184,7 @@ async def test_the_initial_policy_comes_from_the_policy_file(
     app = create_app(make_settings(database_url, policy_file=path))
     async with app.router.lifespan_context(app), _admin(app) as http:
         response = await http.get("/v1/policy")
-    assert response.json() == {"version": 1, **document, **BUILT_IN_APPROVALS}
+    assert response.json() == {"version": 1, **with_defaults(document)}
 
 
 async def test_a_broken_policy_file_stops_startup(database_url: str, tmp_path: Path) -> None:

@@ -117,18 +117,3 @@ class BatchRepository:
             .execution_options(populate_existing=True)
         )
         return (await self.session.execute(query)).scalars().all()
-
-    async def advance_heads(self, heads: Sequence[tuple[str, int, int, str]]) -> int:
-        """Move payouts' chain heads past note events (``payout.exported``): each
-        (payout_id, previous sequence, new sequence, new hash), conditional on the head it
-        was planned from. Returns how many moved."""
-        moved = 0
-        for payout_id, previous, sequence, head in heads:
-            result = await self.session.execute(
-                update(_PAYOUTS)
-                .where(_PAYOUTS.c.id == payout_id, _PAYOUTS.c.last_event_sequence == previous)
-                .values(last_event_sequence=sequence, last_event_hash=head)
-                .returning(_PAYOUTS.c.id)
-            )
-            moved += len(result.all())
-        return moved

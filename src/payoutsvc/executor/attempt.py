@@ -92,6 +92,7 @@ class Outcome:
     defer_seconds: float = 0.0
     details: Mapping[str, str] | None = None  # TransferResult.details, kept on the payout
     hold: ProviderHold | None = None  # TransferResult.hold: the provider's own pending
+    offline: bool = False  # TransferResult.offline: paid by a person, never checked again
 
 
 def _deferred(job: Job, seconds: float, detail: str) -> Outcome:
@@ -309,6 +310,7 @@ def _judge(job: Job, calls: list[Call], answer: TransferResult | GatewayError) -
         detail=f"gateway reports {answer.gateway_status or answer.state.value}",
         details=answer.details,
         hold=answer.hold if answer.state is TransferState.PENDING else None,
+        offline=answer.offline and answer.state is TransferState.PENDING,
     )
 
 

@@ -19,10 +19,12 @@ Cost: the caller loads only the approval and claim events of the batch (one quer
 two rows per payout) and this module recomputes one or two HMACs per payout; it never walks
 the whole chain (``payoutsvc audit verify`` does that).
 
-Extension point for a manual release (issue 15): add ``payout.released`` to
-:data:`SEGMENT_TYPES` (the segment then reads approval → release → claim) and append a
-requirement that, when the approval event's decision says a release is required, finds a
-keyed ``payout.released`` event in the segment by an operator other than the requester.
+A manual release (the policy's ``release`` section): when the approval event (or the row)
+says ``release_required``, the segment must also hold a keyed ``payout.released`` event
+between the approval and the claim, by an operator other than the requester
+(:func:`_released_if_required`). Events that do not move the status (a release, a look at the
+recipient: ``NOTE_EVENT_TYPES``) may sit anywhere in the segment; the claim is the newest
+event that is not one of them.
 """
 
 from __future__ import annotations
@@ -31,7 +33,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from payoutsvc.payouts.events import KEYED_SCHEME, hash_of
-from payoutsvc.payouts.status import PayoutStatus
+from payoutsvc.payouts.status import (
+    EXPORTED_EVENT,
+    NOTE_EVENT_TYPES,
+    RECIPIENT_REVEALED_EVENT,
+    RELEASED_EVENT,
+    PayoutStatus,
+)
 
 __all__ = [
     "EVIDENCE_MISSING",
@@ -46,7 +54,13 @@ APPROVAL_EVENT = "payout.approved"
 CLAIM_EVENT = "payout.processing"
 # The event types between the approval and the chain head of a payable payout, approval
 # included: the only events the caller loads.
-SEGMENT_TYPES: tuple[str, ...] = (APPROVAL_EVENT, CLAIM_EVENT)
+SEGMENT_TYPES: tuple[str, ...] = (
+    APPROVAL_EVENT,
+    RELEASED_EVENT,
+    RECIPIENT_REVEALED_EVENT,
+    EXPORTED_EVENT,
+    CLAIM_EVENT,
+)
 # Who writes which evidence (payouts.service.SYSTEM_ACTOR, executor.service.ACTOR).
 POLICY_ACTOR = "system"
 EXECUTOR_ACTOR = "executor"
@@ -129,7 +143,28 @@ def _approvals_met(
     )
 
 
-REQUIREMENTS: tuple[Requirement, ...] = (_approvals_met,)
+def _released_if_required(
+    payout: Mapping[str, Any], approval: ChainEvent, segment: Sequence[ChainEvent]
+) -> str | None:
+    """A payout whose decision required a manual release shows one: a ``payout.released``
+    event after the approval and before any claim, not by the requester."""
+    data = approval.data if isinstance(approval.data, dict) else {}
+    if data.get("release_required") is not True and not payout.get("release_required"):
+        return None
+    before_claim = segment
+    for index, event in enumerate(segment):
+        if event.type == CLAIM_EVENT:
+            before_claim = segment[index + 1 :]
+            break
+    releases = [e for e in before_claim if e.type == RELEASED_EVENT]
+    if not releases:
+        return "its decision required a manual release and none is recorded"
+    if any(e.actor == payout["requested_by"] for e in releases):
+        return f"released by its own requester {payout['requested_by']!r}"
+    return None
+
+
+REQUIREMENTS: tuple[Requirement, ...] = (_approvals_met, _released_if_required)
 
 
 def refusals(
@@ -165,9 +200,11 @@ def _why_refused(payout: Mapping[str, Any], events: Sequence[ChainEvent], key: b
     segment = _segment(payout, events)
     if not segment or segment[0].sequence != payout["last_event_sequence"]:
         return "its newest event is not an approval or the executor's claim of one"
-    head, approval = segment[0], segment[-1]
+    approval = segment[-1]
     if approval.type != APPROVAL_EVENT:
         return "no payout.approved event leads to its claim"
+    # The newest event that moved the status (a release or a reveal may follow it).
+    head = next(e for e in segment if e.type not in NOTE_EVENT_TYPES)
     claimed = head.type == CLAIM_EVENT
     if payout["status"] == PROCESSING and not (claimed and head.actor == EXECUTOR_ACTOR):
         return "it is processing without the executor's claim of an approval"

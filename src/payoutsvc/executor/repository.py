@@ -198,7 +198,10 @@ class ExecutorRepository:
         retry is due or whose lease ran out, most overdue first."""
         query = select(_P).limit(limit).with_for_update(skip_locked=True)
         if status == APPROVED:
-            query = query.where(_P.c.status == APPROVED).order_by(_P.c.next_attempt_at)
+            # One waiting for a manual release has no due time yet: the same index range.
+            query = query.where(
+                _P.c.status == APPROVED, _P.c.next_attempt_at.is_not(None)
+            ).order_by(_P.c.next_attempt_at)
         else:
             query = query.where(_P.c.status == PROCESSING, _P.c.next_attempt_at <= now).order_by(
                 _P.c.next_attempt_at
@@ -354,17 +357,21 @@ class ExecutorRepository:
         )
         depth = {status: int(count) for status, count in depth_rows.all()}
         approved = await self.session.execute(
-            select(func.min(_P.c.next_attempt_at)).where(_P.c.status == APPROVED)
+            select(func.count(), func.min(_P.c.next_attempt_at)).where(
+                _P.c.status == APPROVED, _P.c.next_attempt_at.is_not(None)
+            )
         )
+        approved_due, approved_oldest = approved.one()
         retries = await self.session.execute(
             select(func.count(), func.min(_P.c.next_attempt_at)).where(
                 _P.c.status == PROCESSING, _P.c.next_attempt_at <= now
             )
         )
         retry_count, retry_oldest = retries.one()
-        candidates = [t for t in (approved.scalar_one(), retry_oldest) if t is not None]
+        candidates = [t for t in (approved_oldest, retry_oldest) if t is not None]
         return {
             "depth": depth,
-            "due": depth.get(APPROVED, 0) + int(retry_count or 0),
+            # Approved payouts waiting for a manual release are in the depth, not due.
+            "due": int(approved_due or 0) + int(retry_count or 0),
             "oldest_due_since": min(candidates) if candidates else None,
         }

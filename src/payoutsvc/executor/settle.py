@@ -173,6 +173,10 @@ class Settler:
             )
             failure = {"code": outcome.failure_code, "message": outcome.failure_message}
             return PayoutStatus.FAILED, None, {"failure": failure}
+        if outcome.offline:
+            # Paid by a person outside any gateway (the manual adapter): no next check, so
+            # it waits processing, however long, until record-payment settles it.
+            return PayoutStatus.PROCESSING, None, {}
         hold_until = self._hold_deadline(outcome, done, now)
         if hold_until is not None:
             columns["gateway_hold_until"] = hold_until

@@ -100,6 +100,9 @@ class TransferResult:
     details: Mapping[str, str] | None = None
     # Only with PENDING: the provider holds the transfer for a reason of its own.
     hold: ProviderHold | None = None
+    # Only with PENDING: a person pays it outside any gateway (the manual adapter). The
+    # payout stays processing with no next check until its result is recorded.
+    offline: bool = False
 
 
 @dataclass(frozen=True, slots=True)

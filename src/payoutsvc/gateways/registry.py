@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 
 from payoutsvc.config import Settings
 from payoutsvc.gateways.base import Gateway
+from payoutsvc.gateways.manual import NAME as MANUAL
+from payoutsvc.gateways.manual import ManualGateway
 from payoutsvc.gateways.providers import MissingCredential
 from payoutsvc.gateways.sandbox import NAME as SANDBOX
 from payoutsvc.gateways.sandbox import SandboxGateway
@@ -50,6 +52,7 @@ def _provider(module: str) -> GatewayFactory:
 
 _FACTORIES: dict[str, GatewayFactory] = {
     SANDBOX: _sandbox,
+    MANUAL: lambda _runtime: ManualGateway(),
     "wechatpay": _provider("payoutsvc.gateways.wechatpay"),
     "alipay": _provider("payoutsvc.gateways.alipay"),
     "stripe": _provider("payoutsvc.gateways.stripe"),

@@ -8,6 +8,7 @@ approve racing a cancel ends in one consistent history either way.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import structlog
@@ -25,7 +26,7 @@ from payoutsvc.operators.models import Operator
 from payoutsvc.operators.service import OperatorService
 from payoutsvc.payouts import transitions
 from payoutsvc.payouts.acting import Acting, Credential, deciding_operator
-from payoutsvc.payouts.models import Payout
+from payoutsvc.payouts.models import Payout, PayoutApproval
 from payoutsvc.payouts.presenter import approval_json, payout_json
 from payoutsvc.payouts.repository import PayoutRepository
 from payoutsvc.payouts.service import PayoutService
@@ -125,13 +126,8 @@ class ApprovalService:
             PayoutStatus.APPROVED,
             locked=payout,
             actor=operator.id,
-            event_data={
-                "comment": comment,
-                "approver_role": operator.role,
-                "policy_version": policy.version,
-                "required_approvals": payout.required_approvals,
-                "approvals": [approval_json(a) for a in approvals],
-            },
+            event_data=_approval_data(operator, payout, policy, comment, approvals),
+            held=payout.release_required,
         )
 
     async def reject(
@@ -201,6 +197,26 @@ class ApprovalService:
             event_data={"resolution": outcome, "comment": comment},
             values=values,
         )
+
+
+def _approval_data(
+    operator: Operator,
+    payout: Payout,
+    policy: Policy,
+    comment: str | None,
+    approvals: Sequence[PayoutApproval],
+) -> dict[str, Any]:
+    """What the payout.approved event of a person's approval records (audit verify and the
+    executor's evidence check read it): who approved under which policy, every approval, and
+    whether a manual release must follow."""
+    return {
+        "comment": comment,
+        "approver_role": operator.role,
+        "policy_version": policy.version,
+        "required_approvals": payout.required_approvals,
+        "approvals": [approval_json(a) for a in approvals],
+        "release_required": payout.release_required,
+    }
 
 
 def _require_may_approve(

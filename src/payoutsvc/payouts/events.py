@@ -22,7 +22,7 @@ from payoutsvc.db.bulk import BulkInsert
 from payoutsvc.ids import new_id
 from payoutsvc.payouts.limits import LimitsRepository
 from payoutsvc.payouts.models import Payout, PayoutApproval, PayoutEvent
-from payoutsvc.payouts.status import RELEASING_EVENT_TYPES
+from payoutsvc.payouts.status import AUDIT_ONLY_EVENT_TYPES, RELEASING_EVENT_TYPES
 from payoutsvc.webhooks.outbox import EndpointPresence, enqueue_deliveries
 
 GENESIS_HASH = "0" * 64
@@ -212,7 +212,9 @@ async def insert_hashed_events(
             for e, h in hashed
         ],
     )
-    await enqueue_deliveries(session, [e for e, _ in hashed], endpoints)
+    await enqueue_deliveries(
+        session, [e for e, _ in hashed if e.type not in AUDIT_ONLY_EVENT_TYPES], endpoints
+    )
     # Every status change writes its event here, so this is the one place the limit counters
     # learn that a payout's money will never move (rejected, canceled, failed).
     released = [e.payout_id for e, _ in hashed if e.type in RELEASING_EVENT_TYPES]

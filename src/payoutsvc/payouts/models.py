@@ -6,6 +6,7 @@ from typing import Any, NotRequired, TypedDict
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     ForeignKey,
     Index,
     Integer,
@@ -15,6 +16,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql.expression import false
 
 from payoutsvc.db.base import Base, UtcDateTime
 
@@ -77,6 +79,13 @@ class Payout(Base):
     # The policy day whose limit counters this payout is counted in (policy/models.py
     # LimitCounter.day): what a release (rejected, canceled, failed) subtracts from.
     limit_day: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    # The policy's release section decided, at creation, that a person must release the
+    # payout once approved: until then it waits in ``approved`` with no ``next_attempt_at``
+    # (so the executor's claim never finds it). Sealed by its payout.created and
+    # payout.approved events; the release by its payout.released event.
+    release_required: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    released_by: Mapped[str | None] = mapped_column(String(64), default=None)
+    released_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
     # The payout batch (batches/models.py) that created it; None for a single create. Set in
     # the create's own transaction; not sealed by the chain (payout_digest), as it says how
     # the payout was asked for, not what it pays.
@@ -122,6 +131,9 @@ class PayoutColumns(TypedDict):
     created_at: datetime
     updated_at: datetime
     limit_day: int
+    release_required: bool
+    released_by: str | None
+    released_at: datetime | None
     # Set by the batch that created the payout, after its create (batches/service.py).
     batch_id: NotRequired[str | None]
     # The chain head, set once the payout's first events are built.

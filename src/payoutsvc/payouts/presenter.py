@@ -65,6 +65,11 @@ def payout_json(
         else None,
         "attempts": payout.attempts,
         "failure": failure,
+        "release": {
+            "required": bool(payout.release_required),
+            "released_by": payout.released_by,
+            "released_at": rfc3339(payout.released_at) if payout.released_at else None,
+        },
         "created_at": rfc3339(payout.created_at),
         "updated_at": rfc3339(payout.updated_at),
     }

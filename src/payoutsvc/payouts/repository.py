@@ -10,7 +10,18 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Table, bindparam, delete, func, insert, inspect, select, text, update
+from sqlalchemy import (
+    Row,
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    inspect,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import TextClause
 
@@ -39,6 +50,62 @@ _PAYOUTS = cast(Table, Payout.__table__)
 _APPROVALS = cast(Table, PayoutApproval.__table__)
 _INSERT_PAYOUT = insert(_PAYOUTS)
 _COLUMN_ATTRS = tuple(inspect(Payout).column_attrs)
+
+
+# What an export reads of a payout: never the encrypted recipient.
+_EXPORT_COLUMNS = tuple(
+    _PAYOUTS.c[name]
+    for name in (
+        "id",
+        "status",
+        "created_at",
+        "updated_at",
+        "ticket_system",
+        "ticket_id",
+        "reason",
+        "amount_minor",
+        "currency",
+        "recipient_type",
+        "recipient_public",
+        "requested_by",
+        "description",
+        "required_approvals",
+        "release_required",
+        "released_by",
+        "released_at",
+        "gateway",
+        "gateway_reference",
+        "gateway_status",
+        "failure_code",
+        "attempts",
+    )
+)
+
+
+def _list_conditions(
+    integration_id: str | None,
+    before_id: str | None,
+    *,
+    ticket_system: str | None = None,
+    ticket_id: str | None = None,
+    status: str | None = None,
+    requested_by: str | None = None,
+    created_gte: datetime | None = None,
+    created_lt: datetime | None = None,
+) -> list[Any]:
+    """The WHERE of the payout list and its export: visibility, cursor and filters."""
+    c = _PAYOUTS.c
+    wanted: list[tuple[Any, Any]] = [
+        (integration_id, lambda v: c.integration_id == v),
+        (before_id, lambda v: c.id < v),
+        (ticket_system, lambda v: c.ticket_system == v),
+        (ticket_id, lambda v: c.ticket_id == v),
+        (status, lambda v: c.status == v),
+        (requested_by, lambda v: c.requested_by == v),
+        (created_gte, lambda v: c.created_at >= v),
+        (created_lt, lambda v: c.created_at < v),
+    ]
+    return [condition(value) for value, condition in wanted if value is not None]
 
 
 def _claim_key_statement(guard: str) -> TextClause:
@@ -138,7 +205,7 @@ class PayoutRepository:
         # A Core insert with the values as parameters compiles once and is reused; building
         # `insert(Payout).values(**values)` per call re-derives its cache key every time.
         await self.session.execute(_INSERT_PAYOUT, [values])
-        if values["status"] == PayoutStatus.APPROVED.value:
+        if values["next_attempt_at"] is not None:
             signal_on_commit(self.session, PAYOUTS_DUE)
 
     async def get(self, payout_id: str, integration_id: str | None) -> Payout | None:
@@ -163,34 +230,47 @@ class PayoutRepository:
         integration_id: str | None,
         limit: int,
         before_id: str | None,
-        ticket_system: str | None = None,
-        ticket_id: str | None = None,
-        status: str | None = None,
-        requested_by: str | None = None,
-        created_gte: datetime | None = None,
-        created_lt: datetime | None = None,
+        **filters: Any,
     ) -> Sequence[Payout]:
         query = select(Payout).order_by(Payout.id.desc()).limit(limit)
-        conditions: list[Any] = []
-        if integration_id is not None:
-            conditions.append(Payout.integration_id == integration_id)
-        if before_id is not None:
-            conditions.append(Payout.id < before_id)
-        if ticket_system is not None:
-            conditions.append(Payout.ticket_system == ticket_system)
-        if ticket_id is not None:
-            conditions.append(Payout.ticket_id == ticket_id)
-        if status is not None:
-            conditions.append(Payout.status == status)
-        if requested_by is not None:
-            conditions.append(Payout.requested_by == requested_by)
-        if created_gte is not None:
-            conditions.append(Payout.created_at >= created_gte)
-        if created_lt is not None:
-            conditions.append(Payout.created_at < created_lt)
+        conditions = _list_conditions(integration_id, before_id, **filters)
         if conditions:
             query = query.where(*conditions)
         return (await self.session.execute(query)).scalars().all()
+
+    async def export_page(
+        self,
+        *,
+        integration_id: str | None,
+        limit: int,
+        before_id: str | None,
+        **filters: Any,
+    ) -> Sequence[Row[Any]]:
+        """One page of the list's payouts (same filters and order, newest first), as Core
+        rows of the columns an export writes: keyset pagination on the primary key, so
+        every page costs the same however deep the export is."""
+        query = select(*_EXPORT_COLUMNS).order_by(_PAYOUTS.c.id.desc()).limit(limit)
+        conditions = _list_conditions(integration_id, before_id, **filters)
+        if conditions:
+            query = query.where(*conditions)
+        return (await self.session.execute(query)).all()
+
+    async def approvers_of(self, payout_ids: Sequence[str]) -> dict[str, builtins.list[str]]:
+        """Who approved each payout, in order (the export's column)."""
+        found: dict[str, builtins.list[str]] = {pid: [] for pid in payout_ids}
+        if not payout_ids:
+            return found
+        result = await self.session.execute(
+            select(_APPROVALS.c.payout_id, _APPROVALS.c.operator_id)
+            .where(
+                one_of(_APPROVALS.c.payout_id, payout_ids, postgres=self.is_postgres),
+                _APPROVALS.c.decision == "approved",
+            )
+            .order_by(_APPROVALS.c.at, _APPROVALS.c.id)
+        )
+        for payout_id, operator_id in result.all():
+            found[payout_id].append(operator_id)
+        return found
 
     @staticmethod
     def columns_of(payout: Payout) -> dict[str, Any]:
@@ -213,7 +293,11 @@ class PayoutRepository:
             .returning(_PAYOUTS.c.id)
         )
         applied = result.first() is not None
-        if applied and move.target is PayoutStatus.APPROVED:
+        if (
+            applied
+            and move.target is PayoutStatus.APPROVED
+            and move.values.get("next_attempt_at") is not None
+        ):
             signal_on_commit(self.session, PAYOUTS_DUE)
         return applied
 

@@ -1,12 +1,18 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query, status
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Header, Path, Query, status
+from fastapi.responses import JSONResponse, StreamingResponse
 
-from payoutsvc.auth.dependencies import Admin, PayoutsApprover, PayoutsReader, PayoutsWriter
+from payoutsvc.auth.dependencies import (
+    Admin,
+    PayoutsApprover,
+    PayoutsReader,
+    PayoutsReleaser,
+    PayoutsWriter,
+)
 from payoutsvc.deps import DbSession, RuntimeDep
 from payoutsvc.errors import (
     AlreadyApproved,
@@ -24,15 +30,20 @@ from payoutsvc.errors import (
     OperatorDisabled,
     OperatorKeyRequired,
     OperatorMismatch,
+    PayoutInFlight,
     PolicyChanging,
     PolicyViolation,
+    ReleaseNotAllowed,
     SelfApprovalForbidden,
+    SelfReleaseForbidden,
     Unauthorized,
     UnknownOperator,
     ValidationFailed,
 )
 from payoutsvc.payouts.acting import Credential
 from payoutsvc.payouts.approvals import ApprovalService
+from payoutsvc.payouts.export import HEADER, MEDIA_TYPES, ExportFormat, PayoutExport
+from payoutsvc.payouts.finance import FinanceService, PaymentResult
 from payoutsvc.payouts.schemas import (
     EXAMPLE_REQUEST,
     OperatorAction,
@@ -41,7 +52,9 @@ from payoutsvc.payouts.schemas import (
     PayoutEventList,
     PayoutOut,
     PayoutPreviewOut,
+    RecordPaymentAction,
     ResolveAction,
+    RevealedRecipientOut,
 )
 from payoutsvc.payouts.service import PayoutService, check_idempotency_key
 from payoutsvc.payouts.status import PayoutStatus
@@ -142,6 +155,28 @@ async def create_payout(
     return JSONResponse(answer.body, status_code=answer.status_code, headers=headers)
 
 
+async def payout_filters(
+    ticket_system: Annotated[QueryText | None, Query(max_length=64)] = None,
+    ticket_id: Annotated[QueryText | None, Query(max_length=128)] = None,
+    status: PayoutStatus | None = None,
+    requested_by: Annotated[QueryText | None, Query(max_length=64)] = None,
+    created_gte: Annotated[datetime | None, Query(description="RFC 3339, inclusive")] = None,
+    created_lt: Annotated[datetime | None, Query(description="RFC 3339, exclusive")] = None,
+) -> dict[str, Any]:
+    """The list filters, shared by the list and the export."""
+    return {
+        "ticket_system": ticket_system,
+        "ticket_id": ticket_id,
+        "status": status.value if status else None,
+        "requested_by": requested_by,
+        "created_gte": _aware(created_gte),
+        "created_lt": _aware(created_lt),
+    }
+
+
+PayoutFilters = Annotated[dict[str, Any], Depends(payout_filters)]
+
+
 @router.get(
     "",
     response_model=Page[PayoutOut],
@@ -154,27 +189,48 @@ async def list_payouts(
     session: DbSession,
     runtime: RuntimeDep,
     caller: PayoutsReader,
-    ticket_system: Annotated[QueryText | None, Query(max_length=64)] = None,
-    ticket_id: Annotated[QueryText | None, Query(max_length=128)] = None,
-    status: PayoutStatus | None = None,
-    requested_by: Annotated[QueryText | None, Query(max_length=64)] = None,
-    created_gte: Annotated[datetime | None, Query(description="RFC 3339, inclusive")] = None,
-    created_lt: Annotated[datetime | None, Query(description="RFC 3339, exclusive")] = None,
+    filters: PayoutFilters,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
 ) -> JSONResponse:
     rows = await PayoutService(session, runtime).list_json(
-        caller.visible_integration,
-        limit + 1,
-        decode_cursor(cursor),
-        ticket_system=ticket_system,
-        ticket_id=ticket_id,
-        status=status.value if status else None,
-        requested_by=requested_by,
-        created_gte=_aware(created_gte),
-        created_lt=_aware(created_lt),
+        caller.visible_integration, limit + 1, decode_cursor(cursor), **filters
     )
     return JSONResponse(page_of(rows, limit, lambda p: p["id"]))
+
+
+@router.get(
+    "/export",
+    summary="Export payouts for the books (CSV or XLSX)",
+    description=(
+        "Every payout the list's filters match (same query parameters, no paging), newest "
+        "first, masked (never a full account), streamed: `format=csv` is UTF-8 with a BOM "
+        "(spreadsheet programs then show Chinese text), `format=xlsx` one sheet `payouts`. "
+        "Columns, in order: " + ", ".join(f"`{name}`" for name in HEADER) + ". Text a "
+        "spreadsheet would run as a formula starts with `'`. Keys without `admin` export only "
+        "their integration's payouts. Scope `payouts:read`."
+    ),
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {media: {} for media in MEDIA_TYPES.values()},
+            "description": "The file, as an attachment.",
+        },
+        **problem_responses(Unauthorized, InsufficientScope, ValidationFailed),
+    },
+)
+async def export_payouts(
+    runtime: RuntimeDep,
+    caller: PayoutsReader,
+    filters: PayoutFilters,
+    format: Annotated[ExportFormat, Query(description="csv or xlsx")] = "csv",
+) -> StreamingResponse:
+    export = PayoutExport(runtime.db, caller.visible_integration, filters)
+    return StreamingResponse(
+        export.chunks(format),
+        media_type=MEDIA_TYPES[format],
+        headers={"Content-Disposition": f'attachment; filename="payouts.{format}"'},
+    )
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -363,4 +419,100 @@ async def resolve_payout(
             body.outcome,
             body.comment,
         )
+    )
+
+
+@router.post(
+    "/{payout_id}/release",
+    response_model=PayoutOut,
+    summary="Release a payout that waits for a person",
+    description=(
+        "An `approved` payout whose `release.required` is true (the policy's `release` "
+        "section: mode `manual`, above `manual_over`) is not paid until an operator releases "
+        "it; then the executor takes it at once. The operator must be active, their role "
+        "(current policy) must have `can_release` (403 `release_not_allowed`) and they must "
+        "not have requested it (403 `self_release_forbidden`). Any other status, a payout "
+        "that needs no release or one released already: 409 `invalid_status_transition`. "
+        "Event `payout.released`. Scope `payouts:release`." + _BOUND_KEYS
+    ),
+    responses=problem_responses(*_DECISION_ERRORS, SelfReleaseForbidden, ReleaseNotAllowed),
+)
+async def release_payout(
+    payout_id: PayoutId,
+    body: OperatorAction,
+    session: DbSession,
+    runtime: RuntimeDep,
+    caller: PayoutsReleaser,
+) -> JSONResponse:
+    return JSONResponse(
+        await FinanceService(session, runtime).release(
+            Credential.of(caller),
+            payout_id,
+            caller.visible_integration,
+            body.operator_id,
+            body.comment,
+        )
+    )
+
+
+@router.post(
+    "/{payout_id}/record-payment",
+    response_model=PayoutOut,
+    summary="Record an offline payment (manual gateway)",
+    description=(
+        "For a payout of the `manual` gateway waiting in `processing` with `gateway_status` "
+        "`awaiting_manual_payment`: finance paid it through the bank portal (`succeeded`, "
+        "`reference` required: it becomes `gateway_reference`) or could not "
+        "(`failed`, `failure_code` required). Any other payout, or one recorded already: 409 "
+        "`invalid_status_transition`. Same operator rules as release. Scope "
+        "`payouts:release`." + _BOUND_KEYS
+    ),
+    responses=problem_responses(*_DECISION_ERRORS, ReleaseNotAllowed),
+)
+async def record_payment(
+    payout_id: PayoutId,
+    body: RecordPaymentAction,
+    session: DbSession,
+    runtime: RuntimeDep,
+    caller: PayoutsReleaser,
+) -> JSONResponse:
+    return JSONResponse(
+        await FinanceService(session, runtime).record_payment(
+            Credential.of(caller),
+            payout_id,
+            caller.visible_integration,
+            body.operator_id,
+            PaymentResult(body.outcome, body.reference, body.failure_code, body.comment),
+        )
+    )
+
+
+@router.get(
+    "/{payout_id}/recipient",
+    response_model=RevealedRecipientOut,
+    summary="See a payout's full recipient (to pay it)",
+    description=(
+        "Decrypts and returns the full recipient (account, name, bank details) once per "
+        "call, and records a `payout.recipient_revealed` event naming the key and, for an "
+        "operator-bound key, its operator. The event is in the audit chain but never sent to "
+        "webhooks; the status does not change. While the executor is sending the payout: 409 "
+        "`payout_in_flight` (retry). Scope `payouts:release`."
+    ),
+    responses=problem_responses(
+        Unauthorized,
+        InsufficientScope,
+        NotFound,
+        PayoutInFlight,
+        OperatorDisabled,
+        UnknownOperator,
+    ),
+)
+async def reveal_recipient(
+    payout_id: PayoutId, session: DbSession, runtime: RuntimeDep, caller: PayoutsReleaser
+) -> JSONResponse:
+    return JSONResponse(
+        await FinanceService(session, runtime).reveal_recipient(
+            Credential.of(caller), caller.key_id, payout_id, caller.visible_integration
+        ),
+        headers={"Cache-Control": "no-store"},
     )

@@ -146,6 +146,39 @@ class ResolveAction(StrictModel):
     comment: str | None = Field(default=None, max_length=1000)
 
 
+class RecordPaymentAction(StrictModel):
+    operator_id: str | None = Field(
+        default=None, min_length=1, max_length=64, examples=["fin-1"], description=_ACTING_OPERATOR
+    )
+    outcome: Literal["succeeded", "failed"]
+    reference: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        examples=["CMB20261203000123"],
+        description="The bank's reference for the transfer; required when it succeeded.",
+    )
+    failure_code: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[a-z0-9_]+$",
+        examples=["recipient_account_invalid"],
+        description="Why it could not be paid (snake_case); required when it failed.",
+    )
+    comment: str | None = Field(default=None, max_length=1000)
+
+
+class RevealedRecipientOut(BaseModel):
+    payout_id: str
+    recipient: dict[str, str | None] = Field(
+        description="The full recipient as it was validated: type, account, name and bank "
+        "details. Every call is recorded as a `payout.recipient_revealed` event."
+    )
+    revealed_by: str
+    revealed_at: datetime
+
+
 class ApprovalOut(BaseModel):
     operator_id: str
     decision: str
@@ -167,6 +200,15 @@ class PolicyOut(BaseModel):
 class FailureOut(BaseModel):
     code: str
     message: str | None
+
+
+class ReleaseOut(BaseModel):
+    required: bool = Field(
+        description="The policy's release section decided that, once approved, the payout "
+        "waits for a person's `POST /v1/payouts/{id}/release` before it is paid."
+    )
+    released_by: str | None = Field(examples=["fin-1"])
+    released_at: datetime | None
 
 
 class PayoutOut(BaseModel):
@@ -202,6 +244,7 @@ class PayoutOut(BaseModel):
     )
     attempts: int
     failure: FailureOut | None
+    release: ReleaseOut
     created_at: datetime
     updated_at: datetime
 

@@ -252,13 +252,17 @@ class PayoutService:
             "attempts": 0,
             "failure_code": None,
             "failure_message": None,
-            # An approved payout is the executor's job as of now.
-            "next_attempt_at": now if auto_approved else None,
+            # An approved payout is the executor's job as of now, unless it waits for a
+            # manual release (no due time: the executor's claim never finds it).
+            "next_attempt_at": now if auto_approved and not decision.release_required else None,
             "locked_until": None,
             "locked_by": None,
             "created_at": now,
             "updated_at": now,
             "limit_day": 0,  # set by the caller from the counters it counted the payout in
+            "release_required": decision.release_required,
+            "released_by": None,
+            "released_at": None,
         }
 
     def _policy_request(
@@ -385,6 +389,7 @@ class PayoutService:
         values: dict[str, Any] | None = None,
         locked: Payout | None = None,
         lease: transitions.Lease | None = None,
+        held: bool = False,
     ) -> dict[str, Any]:
         """Move a payout along one of ``arrow``'s arrows, writing its event (and, through
         the outbox, its webhooks) in the same transaction. ``locked`` is the payout when the
@@ -405,6 +410,7 @@ class PayoutService:
             key=self.runtime.audit_key,
             values=values,
             lease=lease,
+            held=held,
         )
         if not await self.repo.apply_move(planned):
             # The row is locked (PostgreSQL) or every writer waits (SQLite), so only a
@@ -458,6 +464,7 @@ def _opening_events(
             "policy": decision.as_json(),
             "required_approvals": decision.required_approvals,
             "warnings": [w.as_dict() for w in check.warnings],
+            "release_required": decision.release_required,
             # Seals the payouts row's immutable fields into the chain (audit verify).
             "payout_digest": payout_digest(values),
         },
@@ -480,10 +487,12 @@ def _opening_events(
             "policy_version": decision.version,
             "reasons": [r.as_json() for r in decision.reasons],
             "approvals": [],
+            "release_required": decision.release_required,
         },
         at=values["created_at"],
         present=lambda _after: snapshot,
         key=key,
+        held=decision.release_required,
     )
     # The row was created approved and due now, as the move plans it; only the head moves on.
     values["last_event_sequence"] = approval.head.sequence

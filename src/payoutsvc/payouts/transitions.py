@@ -33,6 +33,7 @@ from payoutsvc.payouts.status import (
     ALLOWED_TRANSITIONS,
     EVENT_FOR_STATUS,
     NOT_COUNTED_FOR_LIMITS,
+    NOTE_EVENT_TYPES,
     PayoutStatus,
 )
 
@@ -99,6 +100,11 @@ SETTLE = Arrow(
     frozenset({S.PROCESSING, S.NEEDS_REVIEW}),
     frozenset({S.SUCCEEDED, S.FAILED}),
 )
+# Finance records what it paid through a bank portal (the manual gateway): only a payout
+# still waiting for that, never one the executor gave up on.
+RECORD_PAYMENT = Arrow(
+    "record a payment for", frozenset({S.PROCESSING}), frozenset({S.SUCCEEDED, S.FAILED})
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,9 +151,12 @@ _PLANNED_HERE = frozenset(
 )
 
 
-def lease_columns(target: PayoutStatus, at: datetime, lease: Lease | None) -> dict[str, Any]:
+def lease_columns(
+    target: PayoutStatus, at: datetime, lease: Lease | None, *, held: bool = False
+) -> dict[str, Any]:
     """Whose job the payout is after moving to ``target``: a processing payout is its
-    worker's until the lease ends; an approved one is the executor's as of now; any other
+    worker's until the lease ends; an approved one is the executor's as of now, unless
+    ``held`` (it waits for a manual release: no due time, so no claim finds it); any other
     is nobody's."""
     if target is S.PROCESSING:
         if lease is None:
@@ -162,7 +171,7 @@ def lease_columns(target: PayoutStatus, at: datetime, lease: Lease | None) -> di
     return {
         "locked_by": None,
         "locked_until": None,
-        "next_attempt_at": at if target is S.APPROVED else None,
+        "next_attempt_at": at if target is S.APPROVED and not held else None,
     }
 
 
@@ -178,6 +187,7 @@ def move(
     key: bytes,
     values: Mapping[str, Any] | None = None,
     lease: Lease | None = None,
+    held: bool = False,
 ) -> Move:
     """Plan ``payout`` (its current columns) moving to ``target`` by ``arrow``'s action.
 
@@ -194,7 +204,7 @@ def move(
     columns: dict[str, Any] = {
         "status": target.value,
         "updated_at": at,
-        **lease_columns(target, at, lease),
+        **lease_columns(target, at, lease, held=held),
         **(values or {}),
     }
     after = {**payout, **columns}
@@ -215,6 +225,53 @@ def move(
     columns.update(last_event_sequence=head.sequence, last_event_hash=head.hash)
     after.update(last_event_sequence=head.sequence, last_event_hash=head.hash)
     return Move(event.payout_id, source, target, prev_sequence, event, head, columns)
+
+
+# The columns a note may set besides its chain head: the release's own.
+_NOTE_VALUES = frozenset({"released_by", "released_at"})
+
+
+def note(
+    payout: Mapping[str, Any],
+    event_type: str,
+    *,
+    actor: str,
+    data: Mapping[str, Any],
+    at: datetime,
+    present: Presenter,
+    key: bytes,
+    values: Mapping[str, Any] | None = None,
+    due: bool = False,
+) -> Move:
+    """Plan a chained event that does not move the status (NOTE_EVENT_TYPES: a release, a
+    reveal): written like a move (conditional on the status and sequence it was read at),
+    its event carries no ``status`` (audit verify reads only status events as arrows) but
+    seals the ``state_digest`` as it is. ``due``: the payout becomes the executor's job now
+    (a release)."""
+    if event_type not in NOTE_EVENT_TYPES:
+        raise ValueError(f"{event_type} is not an event that leaves the status alone")
+    if values and (other := set(values) - _NOTE_VALUES):
+        raise ValueError(f"{sorted(other)} are not set by a note")
+    status = PayoutStatus(str(payout["status"]))
+    columns: dict[str, Any] = {"updated_at": at, **(values or {})}
+    if due:
+        columns["next_attempt_at"] = at
+    after = {**payout, **columns}
+    prev_sequence = int(payout["last_event_sequence"])
+    event = NewEvent(
+        payout_id=str(payout["id"]),
+        integration_id=str(payout["integration_id"]),
+        sequence=prev_sequence + 1,
+        type=event_type,
+        actor=actor,
+        data={**data, "state_digest": state_digest(after)},
+        at=at,
+        prev_hash=str(payout["last_event_hash"]),
+        payout_snapshot=functools.partial(present, after),
+    )
+    head = ChainHead(event.sequence, hash_of(event, key))
+    columns.update(last_event_sequence=head.sequence, last_event_hash=head.hash)
+    return Move(event.payout_id, status, status, prev_sequence, event, head, columns)
 
 
 def open_chain(
@@ -239,32 +296,3 @@ def open_chain(
         payout_snapshot=snapshot,
     )
     return event, ChainHead(1, hash_of(event, key))
-
-
-def note(
-    payout: Mapping[str, Any],
-    event_type: str,
-    *,
-    actor: str,
-    data: Mapping[str, Any],
-    at: datetime,
-    present: Presenter,
-    key: bytes,
-) -> tuple[NewEvent, ChainHead]:
-    """An event that records something done with a payout without moving its status (its
-    full recipient exported to a bank file), chained after ``payout``'s head like any event.
-    It seals the state as it is (``state_digest``), so the row check of ``audit verify``
-    stays as strong when it is the newest event. The caller moves the head, conditional on
-    the one planned from."""
-    event = NewEvent(
-        payout_id=str(payout["id"]),
-        integration_id=str(payout["integration_id"]),
-        sequence=int(payout["last_event_sequence"]) + 1,
-        type=event_type,
-        actor=actor,
-        data={**data, "state_digest": state_digest(payout)},
-        at=at,
-        prev_hash=str(payout["last_event_hash"]),
-        payout_snapshot=functools.partial(present, payout),
-    )
-    return event, ChainHead(event.sequence, hash_of(event, key))

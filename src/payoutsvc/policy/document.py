@@ -53,6 +53,7 @@ __all__ = [
     "Policy",
     "PolicyDocumentIn",
     "PolicyFileError",
+    "ReleaseIn",
     "RoleDocumentIn",
     "RoleLimits",
     "default_policy",
@@ -69,6 +70,9 @@ PAYOUT_REASONS: tuple[str, ...] = (
     "other",
 )
 PayoutReason = Literal["refund", "compensation", "reimbursement", "partner_payment", "other"]
+
+# The role that may release payouts when a policy does not say (RoleDocumentIn.can_release).
+RELEASER_ROLE = "finance"
 
 _ROLE_NAME_FIRST = "abcdefghijklmnopqrstuvwxyz"
 _ROLE_NAME_REST = _ROLE_NAME_FIRST + "0123456789_-"
@@ -163,6 +167,12 @@ class RoleDocumentIn(_PolicyModel):
     reasons: list[PayoutReason] | None = Field(
         max_length=len(PAYOUT_REASONS), description="Allowed reasons; null: any reason."
     )
+    can_release: bool | None = Field(
+        default=None,
+        description="May release payouts that wait for a manual release (the policy's "
+        "`release` section), record offline payments and see a payout's full recipient "
+        "account. Optional in a PUT: true for a role named `finance`, false for any other.",
+    )
 
 
 class PerRecipientDailyIn(_PolicyModel):
@@ -182,6 +192,20 @@ class ApprovalsIn(_PolicyModel):
     )
 
 
+class ReleaseIn(_PolicyModel):
+    mode: Literal["auto", "manual"] = Field(
+        default="auto",
+        description="auto: an approved payout is paid at once. manual: it waits in "
+        "`approved` until an operator whose role has `can_release` releases it.",
+    )
+    manual_over: AmountMap | None = Field(
+        default=None,
+        description="Only with mode manual: per currency, the amount up to which a payout "
+        "is still paid at once; above it (or in a currency not listed) it waits for a "
+        "release. null: every payout waits.",
+    )
+
+
 class PolicyDocumentIn(_PolicyModel):
     """The body of ``PUT /v1/policy``: the policy document without ``version``."""
 
@@ -196,6 +220,7 @@ class PolicyDocumentIn(_PolicyModel):
     )
     # Optional in a PUT (the built-in values apply); documented in the policy router.
     approvals: ApprovalsIn = Field(default_factory=ApprovalsIn)
+    release: ReleaseIn = Field(default_factory=ReleaseIn)
 
     def amount_maps(self) -> Iterator[tuple[str, Mapping[str, str]]]:
         """Every amount map in the document with its dotted path."""
@@ -208,6 +233,8 @@ class PolicyDocumentIn(_PolicyModel):
         yield "dual_approval_over", self.dual_approval_over
         yield "per_ticket_max", self.per_ticket_max
         yield "per_recipient_daily.amount", self.per_recipient_daily.amount
+        if self.release.manual_over is not None:
+            yield "release.manual_over", self.release.manual_over
 
     @model_validator(mode="after")
     def _check_semantics(self) -> PolicyDocumentIn:
@@ -248,6 +275,14 @@ def _semantic_errors(doc: PolicyDocumentIn) -> list[FieldError]:
                         f"{currency} is used here but is not listed in currencies.",
                     )
                 )
+    if doc.release.mode == "auto" and doc.release.manual_over is not None:
+        errors.append(
+            FieldError(
+                "release.manual_over",
+                "manual_over_without_manual_mode",
+                "manual_over applies only with release.mode manual.",
+            )
+        )
     for name, role in doc.roles.items():
         seen: set[str] = set()
         for index, reason in enumerate(role.reasons or ()):
@@ -327,6 +362,7 @@ class RoleLimits:
     approve_max: Mapping[str, int] | None
     daily_request_total: Mapping[str, int]
     reasons: tuple[str, ...] | None
+    can_release: bool = False
 
 
 def _to_minor(amounts: Mapping[str, str]) -> dict[str, int]:
@@ -355,6 +391,10 @@ class Policy:
     timezone: str = "UTC"
     # Decisions only through a key bound to the acting operator; see ApprovalsIn.
     require_operator_key: bool = True
+    # The release section (ReleaseIn): "auto" or "manual", and manual's per-currency
+    # threshold in minor units (None: every payout waits for a release).
+    release_mode: str = "auto"
+    release_manual_over: Mapping[str, int] | None = None
 
     @property
     def zone(self) -> ZoneInfo:
@@ -383,6 +423,9 @@ class Policy:
                 approve_max=None if role.approve_max is None else _to_minor(role.approve_max),
                 daily_request_total=_to_minor(role.daily_request_total),
                 reasons=None if role.reasons is None else tuple(role.reasons),
+                can_release=(
+                    role.can_release if role.can_release is not None else name == RELEASER_ROLE
+                ),
             )
             for name, role in doc.roles.items()
         }
@@ -397,6 +440,10 @@ class Policy:
             duplicate_window_hours=doc.duplicate_window_hours,
             timezone=doc.timezone,
             require_operator_key=doc.approvals.require_operator_key,
+            release_mode=doc.release.mode,
+            release_manual_over=(
+                None if doc.release.manual_over is None else _to_minor(doc.release.manual_over)
+            ),
         )
 
     def to_document(self) -> dict[str, Any]:
@@ -413,6 +460,7 @@ class Policy:
                     ),
                     "daily_request_total": _to_strings(role.daily_request_total),
                     "reasons": None if role.reasons is None else list(role.reasons),
+                    "can_release": role.can_release,
                 }
                 for name, role in self.roles.items()
             },
@@ -425,7 +473,23 @@ class Policy:
             "duplicate_window_hours": self.duplicate_window_hours,
             "timezone": self.timezone,
             "approvals": {"require_operator_key": self.require_operator_key},
+            "release": {
+                "mode": self.release_mode,
+                "manual_over": (
+                    None
+                    if self.release_manual_over is None
+                    else _to_strings(self.release_manual_over)
+                ),
+            },
         }
+
+    def release_required(self, amount_minor: int, currency: str) -> bool:
+        """Whether a payout of this amount waits for a manual release once approved."""
+        if self.release_mode != "manual":
+            return False
+        if self.release_manual_over is None or currency not in self.release_manual_over:
+            return True
+        return amount_minor > self.release_manual_over[currency]
 
 
 # The built-in policy, used until a PUT or PAYOUTSVC_POLICY_FILE. CNY values are API.md's example
@@ -440,6 +504,7 @@ DEFAULT_POLICY_DOCUMENT: dict[str, Any] = {
             "approve_max": None,
             "daily_request_total": {"CNY": "2000.00", "USD": "280.00", "EUR": "280.00"},
             "reasons": ["refund", "compensation"],
+            "can_release": False,
         },
         "supervisor": {
             "request_max": {"CNY": "5000.00", "USD": "700.00", "EUR": "700.00"},
@@ -447,6 +512,7 @@ DEFAULT_POLICY_DOCUMENT: dict[str, Any] = {
             "approve_max": {"CNY": "5000.00", "USD": "700.00", "EUR": "700.00"},
             "daily_request_total": {"CNY": "20000.00", "USD": "2800.00", "EUR": "2800.00"},
             "reasons": None,
+            "can_release": False,
         },
         "finance": {
             "request_max": {"CNY": "50000.00", "USD": "7000.00", "EUR": "7000.00"},
@@ -454,6 +520,7 @@ DEFAULT_POLICY_DOCUMENT: dict[str, Any] = {
             "approve_max": {"CNY": "50000.00", "USD": "7000.00", "EUR": "7000.00"},
             "daily_request_total": {"CNY": "200000.00", "USD": "28000.00", "EUR": "28000.00"},
             "reasons": None,
+            "can_release": True,
         },
     },
     "dual_approval_over": {"CNY": "10000.00", "USD": "1400.00", "EUR": "1400.00"},
@@ -465,6 +532,7 @@ DEFAULT_POLICY_DOCUMENT: dict[str, Any] = {
     "duplicate_window_hours": 24,
     "timezone": "UTC",
     "approvals": {"require_operator_key": True},
+    "release": {"mode": "auto", "manual_over": None},
 }
 
 

@@ -53,6 +53,8 @@ class PolicyDecision:
     required_approvals: int  # 0 when auto-approved or forbidden, else 1 or 2
     reasons: list[PolicyReason] = field(default_factory=list)
     version: int = 0
+    # The policy's release section: once approved, the payout waits for a person's release.
+    release_required: bool = False
 
     @property
     def forbidden(self) -> bool:
@@ -105,14 +107,16 @@ def evaluate_policy(
             required = max(required, outcome.approvals)
     if violations:
         return PolicyDecision("forbidden", 0, violations, policy.version)
+    release = policy.release_required(facts.amount_minor, facts.currency)
     if demands:
-        return PolicyDecision("approval_required", required, demands, policy.version)
+        return PolicyDecision("approval_required", required, demands, policy.version, release)
     auto = RoleAutoApproveLimit()
     return PolicyDecision(
         "auto_approved",
         0,
         [PolicyReason(auto.name, auto.within_limit_message(facts, policy), auto.field)],
         policy.version,
+        release,
     )
 
 

@@ -29,7 +29,9 @@ KNOWN_EVENT_TYPES: tuple[str, ...] = (
     "payout.succeeded",
     "payout.failed",
     "payout.needs_review",
-    "payout.exported",
+    # A person released a payout that waited for it (payouts/finance.py). Not here:
+    # payout.recipient_revealed, which stays in the audit chain (AUDIT_ONLY_EVENT_TYPES).
+    "payout.released",
 )
 
 MAX_FILTERS = 64
