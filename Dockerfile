@@ -6,11 +6,12 @@ RUN pip install --no-cache-dir "uv==0.13.9"
 WORKDIR /src
 COPY pyproject.toml uv.lock README.md ./
 # Dependencies first (cached layer), then the project itself, without dev tools.
-RUN uv sync --frozen --no-dev --no-install-project
+# The `otel` extra: tracing is one environment variable away (PAYOUTSVC_OTEL_EXPORTER_OTLP_ENDPOINT).
+RUN uv sync --frozen --no-dev --extra otel --no-install-project
 COPY src ./src
 COPY migrations ./migrations
 COPY alembic.ini ./
-RUN uv sync --frozen --no-dev --no-editable
+RUN uv sync --frozen --no-dev --extra otel --no-editable
 
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 --home-dir /var/lib/payoutsvc --create-home payoutsvc

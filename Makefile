@@ -20,7 +20,10 @@ $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
 
 setup: $(VENV)/.synced
 
-## make run: the service on the embedded default (SQLite file, sandbox gateway, in-process worker)
+## make run: the service on the embedded default (SQLite file, sandbox gateway, in-process worker),
+## accepting http:// and loopback webhook URLs so that `payoutsvc listen` works on a laptop
+## (a development convenience of this target only: `payoutsvc serve` itself keeps refusing them)
+run: export PAYOUTSVC_WEBHOOK_ALLOW_PRIVATE ?= true
 run: setup
 	$(VENV)/bin/payoutsvc serve
 

@@ -87,6 +87,9 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "rate_limit_burst": 100000,
         # Tests read the queue gauges right after changing the queues.
         "metrics_refresh_seconds": 0,
+        # No daily reconciliation appearing in tests that run the worker (its webhook would
+        # reach their `*` endpoints); tests/reconciliation/ turns it on where it is tested.
+        "reconcile_at": "",
     }
     values.update(overrides)
     return Settings(**values)

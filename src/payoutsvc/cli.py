@@ -1,4 +1,4 @@
-"""`payoutsvc` command line: serve | worker | migrate | openapi | create-api-key."""
+"""`payoutsvc` command line: serve | worker | migrate | openapi | create-api-key | listen."""
 
 from __future__ import annotations
 
@@ -103,6 +103,51 @@ def create_api_key(
             await db.dispose()
 
     typer.echo(asyncio.run(create()))
+
+
+@app.command()
+def listen(
+    api: Annotated[str, typer.Option(help="Base URL of the running service.")] = (
+        "http://127.0.0.1:8000"
+    ),
+    events: Annotated[
+        list[str] | None,
+        typer.Option(help="Event filter(s) to receive, repeated or comma-separated [payout.*]."),
+    ] = None,
+    forward_to: Annotated[
+        str | None,
+        typer.Option(help="Re-post each verified delivery (body and signature headers) here."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print each verified payload as one JSON line.")
+    ] = False,
+    api_key: Annotated[
+        str,
+        typer.Option(
+            envvar="PAYOUTSVC_API_KEY",
+            help="API key with scope admin or payouts:write (default: $PAYOUTSVC_API_KEY).",
+            show_default=False,
+        ),
+    ] = "",
+) -> None:
+    """Receive this service's webhooks on a laptop: a temporary endpoint on a loopback port,
+    every delivery's signature verified and printed, the endpoint deleted on exit (Ctrl-C).
+
+    The service must allow loopback webhook URLs (PAYOUTSVC_WEBHOOK_ALLOW_PRIVATE=true;
+    `make run` sets it)."""
+    from payoutsvc.listen import ListenOptions, run
+
+    if not api_key:
+        raise typer.BadParameter("set PAYOUTSVC_API_KEY or pass --api-key", param_hint="--api-key")
+    filters = tuple(f.strip() for item in events or ["payout.*"] for f in item.split(","))
+    options = ListenOptions(
+        api=api.rstrip("/"),
+        api_key=api_key,
+        events=tuple(f for f in filters if f),
+        forward_to=forward_to,
+        as_json=as_json,
+    )
+    raise typer.Exit(run(options))
 
 
 audit_app = typer.Typer(help="Tamper evidence of the payout history.", no_args_is_help=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -17,6 +18,7 @@ DEFAULT_SQLITE_FILE = "payoutsvc.db"
 # least this many characters (`payoutsvc create-api-key` makes 40+).
 MIN_BOOTSTRAP_KEY_CHARS = 32
 _RATE_LIMIT_STORAGES = ("memory://", "redis://", "rediss://")
+_HH_MM = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
 
 
 def _parse_seconds_list(value: object) -> object:
@@ -78,6 +80,22 @@ class Settings(BaseSettings):
     audit_key: SecretStr | None = Field(default=None, min_length=32)
     # How often the worker records a signed audit checkpoint (chain heads), in seconds.
     audit_checkpoint_interval_seconds: float = Field(default=86400, gt=0)
+    # -- reconciliation (README "Reconciliation") ------------------------------------------
+    reconcile_calls_per_second: int = Field(
+        default=10,
+        ge=1,
+        description="Gateway calls a reconciliation may make per second and gateway, in each "
+        "worker process: what it takes away from paying.",
+    )
+    reconcile_at: str = Field(
+        default="02:00",
+        description="Local time (HH:MM, policy timezone) after which the worker reconciles "
+        "the previous day for every gateway that can be asked; empty: no daily run.",
+    )
+    reconcile_lease_seconds: float = Field(default=300, gt=0)
+    reconcile_poll_seconds: float = Field(default=10, gt=0)
+    # How often the worker scans new payouts and approvals for anomalies (review/), seconds.
+    review_interval: float = Field(default=3600, gt=0)
     policy_file: Path | None = None
     idempotency_ttl_hours: float = Field(default=24, ge=24)
     log_format: Literal["auto", "json", "console"] = "auto"
@@ -109,11 +127,21 @@ class Settings(BaseSettings):
         "revocation takes to reach another process.",
     )
     metrics_token: SecretStr | None = None
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP collector base URL (e.g. http://collector:4318): traces are "
+        "exported there. Unset or empty: tracing is off and costs nothing.",
+    )
     metrics_refresh_seconds: float = Field(default=5.0, ge=0)
     # -- finance: the account a batch's pain.001 SEPA credit-transfer file pays from --------
     sepa_debtor_name: str | None = Field(default=None, min_length=1, max_length=70)
     sepa_debtor_iban: str | None = Field(default=None, min_length=15, max_length=34)
     sepa_debtor_bic: str | None = Field(default=None, min_length=8, max_length=11)
+
+    @field_validator("otel_exporter_otlp_endpoint")
+    @classmethod
+    def _empty_endpoint_is_off(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
 
     @field_validator("rate_limit")
     @classmethod
@@ -154,6 +182,14 @@ class Settings(BaseSettings):
     @classmethod
     def _positive_schedule(cls, value: tuple[float, ...]) -> tuple[float, ...]:
         return checked_schedule(value)
+
+    @field_validator("reconcile_at")
+    @classmethod
+    def _hh_mm(cls, value: str) -> str:
+        value = value.strip()
+        if value and not _HH_MM.fullmatch(value):
+            raise ValueError("expected HH:MM (24-hour clock), or empty for no daily run")
+        return value
 
     @field_validator("gateway_routes")
     @classmethod

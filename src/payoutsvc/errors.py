@@ -8,7 +8,21 @@ snake_case ``code`` and a list of field-level ``errors``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Any, ClassVar
+
+from payoutsvc.messages import (
+    ENGLISH,
+    ERRORS,
+    FIELD_ERRORS,
+    FIELD_FALLBACK,
+    MESSAGES,
+    NOUNS,
+    ErrorText,
+    Locale,
+    Message,
+    message,
+)
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://payoutsvc.dev/problems/"
@@ -23,10 +37,24 @@ class FieldError:
 
     field: str
     code: str
-    message: str
+    message: str  # English
+    # The catalogue text with its facts, when the message carries any (messages.py); without
+    # it other languages get the catalogue's generic message for ``code``.
+    text: Message | None = dataclass_field(default=None, compare=False)
 
-    def as_dict(self) -> dict[str, str]:
-        return {"field": self.field, "code": self.code, "message": self.message}
+    @classmethod
+    def of(cls, field_path: str, code: str, text: Message) -> FieldError:
+        return cls(field_path, code, text.render(ENGLISH), text)
+
+    def message_in(self, locale: Locale) -> str:
+        if locale == ENGLISH:
+            return self.message
+        if self.text is not None:
+            return self.text.render(locale)
+        return FIELD_ERRORS.get(self.code, FIELD_FALLBACK)
+
+    def as_dict(self, locale: Locale = ENGLISH) -> dict[str, str]:
+        return {"field": self.field, "code": self.code, "message": self.message_in(locale)}
 
 
 class ServiceError(Exception):
@@ -43,23 +71,47 @@ class ServiceError(Exception):
 
     def __init__(
         self,
-        detail: str = "",
+        detail: str | Message = "",
         *,
         errors: list[FieldError] | None = None,
         headers: dict[str, str] | None = None,
         title: str | None = None,
     ) -> None:
+        """``detail``: an English sentence that only restates the title (other languages get
+        the catalogue's generic detail for ``code``), or a catalogue ``Message`` carrying the
+        facts, rendered in the client's language."""
         if title is not None:
             self.title = title
-        super().__init__(detail or self.title)
-        self.detail = detail
+        self.text = detail if isinstance(detail, Message) else None
+        english = detail.render(ENGLISH) if isinstance(detail, Message) else detail
+        super().__init__(english or self.title)
+        self.detail = english
         self.errors = list(errors or [])
         self.headers = dict(headers or {})
 
-    def to_problem(self) -> dict[str, Any]:
-        return problem_body(
-            self.status, self.code, self.title, self.detail, self.errors, self.error_limit
+    def to_problem(self, locale: Locale = ENGLISH) -> dict[str, Any]:
+        if locale == ENGLISH:
+            return problem_body(
+                self.status, self.code, self.title, self.detail, self.errors, self.error_limit
+            )
+        english = (self.title, self.detail)
+        return localized_problem(
+            self.status,
+            self.code,
+            self.text,
+            self.errors,
+            locale,
+            english=english,
+            error_limit=self.error_limit,
         )
+
+    def i18n_state(self) -> dict[str, Any]:
+        """What :func:`relocalize` needs to render this problem again in another language
+        (kept with a stored answer; see payouts/service.py)."""
+        return {
+            "text": None if self.text is None else self.text.as_json(),
+            "errors": [None if e.text is None else e.text.as_json() for e in self.errors],
+        }
 
 
 # -- 400 ---------------------------------------------------------------------------------
@@ -288,6 +340,7 @@ def problem_body(
     detail: str = "",
     errors: list[FieldError] | None = None,
     error_limit: int = MAX_FIELD_ERRORS,
+    locale: Locale = ENGLISH,
 ) -> dict[str, Any]:
     return {
         "type": PROBLEM_TYPE_BASE + code,
@@ -295,15 +348,62 @@ def problem_body(
         "status": status,
         "detail": detail or title,
         "code": code,
-        "errors": [e.as_dict() for e in (errors or [])[:error_limit]],
+        "errors": [e.as_dict(locale) for e in (errors or [])[:error_limit]],
     }
 
 
-def summarize_field_errors(errors: list[FieldError], total: int | None = None) -> str:
+def localized_problem(
+    status: int,
+    code: str,
+    text: Message | None,
+    errors: list[FieldError],
+    locale: Locale,
+    total: int | None = None,
+    english: tuple[str, str] = ("", ""),
+    error_limit: int = MAX_FIELD_ERRORS,
+) -> dict[str, Any]:
+    """A problem in ``locale`` (not English): the catalogue's title for ``code``; as detail
+    the raise site's message, else a summary of the field errors, else the generic detail.
+    A code the catalogue lacks (tests/test_messages.py fails on one) keeps its ``english``
+    title and detail rather than showing a bare code."""
+    entry = ERRORS.get(code) or ErrorText(english[0] or code, english[1] or english[0] or code)
+    title = entry.title
+    if text is not None:
+        detail = text.render(locale)
+    elif errors:
+        detail = summarize_field_errors(errors, total, locale)
+    else:
+        detail = entry.detail
+    return problem_body(status, code, title, detail, errors, error_limit, locale)
+
+
+def relocalize(problem: dict[str, Any], state: dict[str, Any], locale: Locale) -> dict[str, Any]:
+    """A problem stored in English (with its :meth:`ServiceError.i18n_state`) in ``locale``."""
+    if locale == ENGLISH:
+        return problem
+    stored = problem.get("errors") or []
+    texts = list(state.get("errors") or [])
+    errors = []
+    for index, item in enumerate(stored):
+        data = texts[index] if index < len(texts) else None
+        text = Message.from_json(data) if isinstance(data, dict) else None
+        errors.append(FieldError(item["field"], item["code"], item["message"], text))
+    detail = state.get("text")
+    text = Message.from_json(detail) if isinstance(detail, dict) else None
+    english = (str(problem.get("title", "")), str(problem.get("detail", "")))
+    return localized_problem(
+        problem["status"], problem["code"], text, errors, locale, english=english
+    )
+
+
+def summarize_field_errors(
+    errors: list[FieldError], total: int | None = None, locale: Locale = ENGLISH
+) -> str:
     """The first few problems as one sentence, and how many more there were."""
     total = len(errors) if total is None else total
-    shown = "; ".join(f"{e.field}: {e.message}" for e in errors[:5])
-    return shown if total <= 5 else f"{shown} (and {total - 5} more)"
+    separator = MESSAGES["list_separator"].in_locale(locale)
+    shown = separator.join(f"{e.field}: {e.message_in(locale)}" for e in errors[:5])
+    return shown if total <= 5 else shown + message("and_more", n=total - 5).render(locale)
 
 
 def validation_failed(errors: list[FieldError], detail: str = "") -> ValidationFailed:
@@ -311,8 +411,11 @@ def validation_failed(errors: list[FieldError], detail: str = "") -> ValidationF
 
 
 def not_found(what: str, object_id: str) -> NotFound:
-    return NotFound(f"No {what.lower()} {object_id!r}.", title=f"{what} not found")
+    noun = what.lower()
+    text = message("not_found", what=noun, what_zh=NOUNS.get(noun, what), id=object_id)
+    return NotFound(text, title=f"{what} not found")
 
 
 def invalid_status_transition(object_id: str, status: str, action: str) -> InvalidStatusTransition:
-    return InvalidStatusTransition(f"Cannot {action} {object_id}: its status is {status!r}.")
+    text = message("invalid_status_transition", action=action, id=object_id, status=status)
+    return InvalidStatusTransition(text)

@@ -23,9 +23,12 @@ from payoutsvc.errors import (
     RateLimited,
     ServiceError,
     ValidationFailed,
+    localized_problem,
     problem_body,
     summarize_field_errors,
 )
+from payoutsvc.messages import ENGLISH, Locale, Message, message, negotiate
+from payoutsvc.middleware import BodyTooLarge
 from payoutsvc.recipients.schemas import RECIPIENT_TYPES
 from payoutsvc.schemas_common import Problem
 
@@ -73,47 +76,83 @@ def _field_path(loc: Sequence[int | str]) -> str:
     return ".".join(cleaned) or "body"
 
 
+# Pydantic errors whose bound other languages must state too: catalogue id, context key.
+_BOUNDS = {
+    "string_too_long": ("field.max_length", "max_length"),
+    "string_too_short": ("field.min_length", "min_length"),
+    "too_long": ("field.max_items", "max_length"),
+    "too_short": ("field.min_items", "min_length"),
+    "greater_than_equal": ("field.ge", "ge"),
+    "less_than_equal": ("field.le", "le"),
+}
+
+
+def _bound_text(error_type: str, ctx: dict[str, Any]) -> Message | None:
+    """The catalogue text of a length or range error, with its bound (the English message
+    stays pydantic's own)."""
+    ident, key = _BOUNDS.get(error_type, ("", ""))
+    if not ident or key not in ctx:
+        return None
+    return message(ident, limit=str(ctx[key]))
+
+
 def field_errors_from_pydantic(errors: Sequence[Any]) -> list[FieldError]:
     found: list[FieldError] = []
     for error in errors:
         error_type = str(error.get("type", "invalid"))
-        message = str(error.get("msg", "Invalid value"))
+        english = str(error.get("msg", "Invalid value"))
         field = _field_path(error.get("loc", ()))
         if error_type == "extra_forbidden":
-            message = f"Unknown field {field.rsplit('.', 1)[-1]!r}."
+            english = f"Unknown field {field.rsplit('.', 1)[-1]!r}."
         elif error_type in ("union_tag_invalid", "union_tag_not_found"):
             # Pydantic reports a bad discriminator on the union itself; the field at fault is
             # the tag (``recipient.type``), which is what a client has to fix.
             tag = str((error.get("ctx") or {}).get("discriminator", "")).strip("'\"")
             if tag.isidentifier():
                 field = tag if field == "body" else f"{field}.{tag}"
-        found.append(FieldError(field, _PYDANTIC_CODES.get(error_type, error_type), message))
+        code = _PYDANTIC_CODES.get(error_type, error_type)
+        text = _bound_text(error_type, error.get("ctx") or {})
+        found.append(FieldError(field, code, english, text))
     return found
 
 
-def _problem(
-    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+def request_locale(request: Request) -> Locale:
+    """The language of the request's problem texts, from its ``Accept-Language``."""
+    return negotiate(request.headers.get("accept-language"))
+
+
+def problem_response(
+    status: int, body: dict[str, Any], locale: Locale, headers: dict[str, str] | None = None
 ) -> JSONResponse:
+    """A problem+json response whose texts are in ``locale`` (said in ``Content-Language``;
+    ``Vary`` tells caches the texts depend on ``Accept-Language``)."""
+    headers = {**(headers or {}), "Content-Language": locale, "Vary": "Accept-Language"}
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_CONTENT_TYPE)
 
 
-async def _service_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
-    return _problem(exc.status, exc.to_problem(), exc.headers or None)
+    locale = request_locale(request)
+    return problem_response(exc.status, exc.to_problem(locale), locale, exc.headers or None)
 
 
-async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    locale = request_locale(request)
     raw = exc.errors()
     # Only the first MAX_FIELD_ERRORS are rendered (problem_body caps the list); converting
     # the rest of a huge body's errors would be work nobody reads.
     errors = field_errors_from_pydantic(raw[:MAX_FIELD_ERRORS])
-    failure: ServiceError
     if any(e.code == InvalidJson.code for e in errors):
         failure = InvalidJson("The request body is not valid JSON.")
+        return problem_response(failure.status, failure.to_problem(locale), locale)
+    status, code = ValidationFailed.status, ValidationFailed.code
+    if locale == ENGLISH:
+        detail = summarize_field_errors(errors, len(raw))
+        body = problem_body(status, code, ValidationFailed.title, detail, errors)
     else:
-        failure = ValidationFailed(summarize_field_errors(errors, len(raw)), errors=errors)
-    return _problem(failure.status, failure.to_problem())
+        body = localized_problem(status, code, None, errors, locale, len(raw))
+    return problem_response(status, body, locale)
 
 
 _HTTP_CODES = {
@@ -145,11 +184,20 @@ def _allowed_methods(request: Request) -> list[str]:
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code, title = _HTTP_CODES.get(exc.status_code, ("http_error", "HTTP error"))
-    detail = exc.detail if isinstance(exc.detail, str) else title
     headers = dict(exc.headers or {})
     if exc.status_code == 405 and (allowed := _allowed_methods(request)):
         headers["Allow"] = ", ".join(allowed)
-    return _problem(exc.status_code, problem_body(exc.status_code, code, title, detail), headers)
+    locale = request_locale(request)
+    if isinstance(exc, BodyTooLarge):
+        body = exc.error.to_problem(locale)
+    else:
+        detail = exc.detail if isinstance(exc.detail, str) else title
+        if locale == ENGLISH:
+            body = problem_body(exc.status_code, code, title, detail)
+        else:
+            english = (title, detail)
+            body = localized_problem(exc.status_code, code, None, [], locale, english=english)
+    return problem_response(exc.status_code, body, locale, headers)
 
 
 _OPENAPI_METHODS = frozenset({"get", "put", "post", "patch", "delete", "head", "options"})

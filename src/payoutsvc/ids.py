@@ -32,3 +32,9 @@ def new_id(prefix: str, now_ms: int | None = None) -> str:
         f"{_PAIRS[(r >> 50) & 1023]}{_PAIRS[(r >> 40) & 1023]}{_PAIRS[(r >> 30) & 1023]}"
         f"{_PAIRS[(r >> 20) & 1023]}{_PAIRS[(r >> 10) & 1023]}{_PAIRS[r & 1023]}"
     )
+
+
+def id_floor(prefix: str, millis: int) -> str:
+    """The smallest id ``new_id(prefix, m)`` can mint for any ``m >= millis``: ``id >=
+    id_floor(p, t)`` selects by creation time on the primary-key index alone."""
+    return f"{prefix}_{_encode_time(millis)}"

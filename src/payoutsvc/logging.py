@@ -34,6 +34,11 @@ def configure_logging(settings: Settings) -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _drop_secrets,
     ]
+    if settings.otel_exporter_otlp_endpoint is not None:
+        # Imported only with tracing on: the processor reads OpenTelemetry's current span.
+        from payoutsvc.tracing import add_trace_ids
+
+        shared.insert(1, add_trace_ids)
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if use_json

@@ -21,6 +21,7 @@ from payoutsvc.batches.router import router as batches_router
 from payoutsvc.batches.schemas import MAX_BATCH_BYTES, BatchCreate
 from payoutsvc.bootstrap import bootstrap
 from payoutsvc.config import Settings, get_settings
+from payoutsvc.connectors.router import router as connectors_router
 from payoutsvc.crypto import load_cipher
 from payoutsvc.db.engine import Database
 from payoutsvc.db.migrate import current_revisions, head_revisions, upgrade_to_head
@@ -45,7 +46,10 @@ from payoutsvc.policy.router import router as policy_router
 from payoutsvc.policy.service import ensure_initial_policy
 from payoutsvc.ratelimit import RateLimiter
 from payoutsvc.recipients.router import router as recipients_router
+from payoutsvc.reconciliation.router import router as reconciliation_router
+from payoutsvc.review.router import router as review_router
 from payoutsvc.runtime import Runtime
+from payoutsvc.tracing import build_tracing, fastapi_telemetry
 from payoutsvc.webhooks.router import router as webhooks_router
 from payoutsvc.workers import start_background_work
 
@@ -76,16 +80,21 @@ async def _prepare_schema(db: Database, settings: Settings) -> set[str]:
 def create_app(settings: Settings | None = None, *, run_worker: bool | None = None) -> FastAPI:
     settings = settings or get_settings()
     worker_enabled = settings.run_worker if run_worker is None else run_worker
+    tracing = build_tracing(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings)
         db = Database.connect(settings.database_url, pool_size=settings.db_pool_size)
+        if tracing is not None:
+            tracing.instrument(db)
         loops = BackgroundLoops()
         runtime: Runtime | None = None
         try:
             app.state.schema_heads = await _prepare_schema(db, settings)
-            runtime = Runtime(settings=settings, db=db, cipher=load_cipher(settings))
+            runtime = Runtime(
+                settings=settings, db=db, cipher=load_cipher(settings), tracing=tracing
+            )
             app.state.runtime = runtime
             if await current_revisions(db.write_engine) == app.state.schema_heads:
                 await bootstrap(db, settings)
@@ -102,6 +111,8 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
             if runtime is not None:  # adapters built for callbacks hold HTTP connections
                 await registry_for(runtime).aclose()
             await db.dispose()
+            if tracing is not None:
+                tracing.shutdown()
 
     app = FastAPI(
         title="payoutsvc",
@@ -111,6 +122,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
         docs_url=None,
         redoc_url=None,
         openapi_url="/openapi.json",
+        telemetry=fastapi_telemetry(tracing),
     )
     app.state.settings = settings
     app.state.api_key_cache = ApiKeyCache(ttl_seconds=settings.api_key_cache_seconds)
@@ -126,6 +138,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app, schemas=[BatchCreate])
     _add_routes(app)
+    app.state.tracing = tracing
     return app
 
 
@@ -140,10 +153,13 @@ def _add_routes(app: FastAPI) -> None:
         policy_router,
         recipients_router,
         webhooks_router,
+        connectors_router,
         operators_router,
         integrations_router,
         audit_router,
+        reconciliation_router,
         ops_router,
+        review_router,
     ):
         # Operators are admin-only; the scope is attached here, not in operators/router.py,
         # because the auth package depends on operators (operator-bound keys), not back.

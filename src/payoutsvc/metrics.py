@@ -20,6 +20,9 @@ HTTP_LATENCY = Histogram(
 PAYOUTS_CREATED = Counter(
     "payoutsvc_payouts_created_total", "Payouts created, by their first status", ["status"]
 )
+ANOMALIES_DETECTED = Counter(
+    "payoutsvc_anomalies_detected_total", "Anomalies the periodic review opened, by kind", ["kind"]
+)
 
 # -- executor and gateways -------------------------------------------------------------------
 EXECUTOR_QUEUE_DEPTH = Gauge(
@@ -67,6 +70,13 @@ GATEWAY_CALLBACK_CONTRADICTIONS = Counter(
     "Verified gateway notices whose final result contradicts a payout's final status "
     "(e.g. paid at the provider, failed here): each one needs a person",
     ["gateway"],
+)
+
+RECONCILIATION_FINDINGS = Counter(
+    "payoutsvc_reconciliation_findings_total",
+    "What completed reconciliations found, by kind (status_mismatch, amount_mismatch, "
+    "missing_at_gateway, unknown_to_us; unknown: no certain answer) and gateway",
+    ["kind", "gateway"],
 )
 
 # -- webhook sender ----------------------------------------------------------------------------

@@ -19,25 +19,20 @@ from payoutsvc.errors import (
     NotFound,
     PayloadTooLarge,
     RateLimited,
-    problem_body,
+    ServiceError,
 )
+from payoutsvc.messages import message as catalogue_message
+from payoutsvc.messages import negotiate
 from payoutsvc.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from payoutsvc.ratelimit import PER_ADDRESS, RateLimiter, Verdict
 
-INTERNAL_ERROR_BODY = problem_body(
-    500,
-    "internal_error",
-    "Internal server error",
-    "Something went wrong on our side. Quote the X-Request-Id when you report it.",
-)
+INTERNAL_ERROR = ServiceError(catalogue_message("internal_error"), title="Internal server error")
 
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 # No id, route or file of ours has a control character in its path (and PostgreSQL text
 # cannot hold NUL): such a path is answered 404 before it reaches any query.
 _CONTROL_IN_PATH = re.compile(r"[\x00-\x1f\x7f]")
-NOT_FOUND_BODY = json.dumps(
-    NotFound("No resource has a control character in its path.").to_problem()
-).encode()
+NOT_FOUND_IN_PATH = NotFound(catalogue_message("not_found_control_character"))
 access_log = structlog.get_logger("payoutsvc.access")
 
 
@@ -71,7 +66,7 @@ class RequestContextMiddleware:
 
         try:
             if _CONTROL_IN_PATH.search(scope["path"]):
-                await _send_problem(send_with_id, 404, NOT_FOUND_BODY)
+                await send_problem(send_with_id, scope, NOT_FOUND_IN_PATH)
             else:
                 await self.app(scope, receive, send_with_id)
         except Exception as exc:
@@ -82,7 +77,7 @@ class RequestContextMiddleware:
             )
             if status_holder.get("started"):
                 raise
-            await _send_problem(send_with_id, 500, json.dumps(INTERNAL_ERROR_BODY).encode())
+            await send_problem(send_with_id, scope, INTERNAL_ERROR)
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
@@ -99,15 +94,28 @@ class RequestContextMiddleware:
             )
 
 
-async def _send_problem(
-    send: Send, status: int, body: bytes, extra: dict[str, str] | None = None
+def _accept_language(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"accept-language":
+            return str(value.decode("latin-1"))
+    return None
+
+
+async def send_problem(
+    send: Send, scope: Scope, error: ServiceError, extra: dict[str, str] | None = None
 ) -> None:
+    """Answer ``error`` as problem+json in the request's language (``Accept-Language``),
+    outside the app's exception handlers."""
+    locale = negotiate(_accept_language(scope))
+    body = json.dumps(error.to_problem(locale), ensure_ascii=False).encode()
     headers = [
         (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
         (b"content-length", str(len(body)).encode()),
+        (b"content-language", locale.encode()),
+        (b"vary", b"Accept-Language"),
     ]
     headers.extend((name.lower().encode(), value.encode()) for name, value in (extra or {}).items())
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -117,7 +125,8 @@ class BodyTooLarge(HTTPException):
     and the app's handler renders 413 as problem+json ``payload_too_large``."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(413, f"The request body is larger than {limit} bytes.")
+        self.error = PayloadTooLarge(catalogue_message("payload_too_large", limit=limit))
+        super().__init__(413, self.error.detail)
         self.limit = limit
 
 
@@ -149,7 +158,7 @@ class BodyLimitMiddleware:
         limit = self.limit_for(scope["path"])
         declared = _content_length(scope)
         if declared is not None and declared > limit:
-            await _send_problem(send, 413, _too_large_body(limit))
+            await send_problem(send, scope, _too_large(limit))
             return
         received = 0
 
@@ -175,7 +184,7 @@ class BodyLimitMiddleware:
             # Read outside the framework's body parsing (nothing caught it on the way).
             if started:
                 raise
-            await _send_problem(send, 413, _too_large_body(limit))
+            await send_problem(send, scope, _too_large(limit))
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -188,9 +197,8 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-def _too_large_body(limit: int) -> bytes:
-    problem = PayloadTooLarge(f"The request body is larger than {limit} bytes.").to_problem()
-    return json.dumps(problem).encode()
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(catalogue_message("payload_too_large", limit=limit))
 
 
 API_PREFIX = "/v1/"
@@ -231,9 +239,8 @@ class RateLimitMiddleware:
         else:
             verdict = await self.limiter.peek(PER_ADDRESS, address)
         if not verdict.allowed:
-            refusal = RateLimited("Too many requests from this address; see Retry-After.")
-            body = json.dumps(refusal.to_problem()).encode()
-            await _send_problem(send, refusal.status, body, verdict.headers())
+            refusal = RateLimited(catalogue_message("rate_limited_address"))
+            await send_problem(send, scope, refusal, verdict.headers())
             return
         state = scope.setdefault("state", {})
         if path.startswith(CALLBACK_PREFIX):

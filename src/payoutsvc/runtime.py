@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from payoutsvc.config import Settings
 from payoutsvc.crypto import RecipientCipher, audit_key
 from payoutsvc.db.engine import Database
+
+if TYPE_CHECKING:
+    from payoutsvc.tracing import Tracing
 
 T = TypeVar("T")
 
@@ -18,6 +21,8 @@ class Runtime:
     settings: Settings
     db: Database
     cipher: RecipientCipher
+    # OpenTelemetry (tracing.py), None unless PAYOUTSVC_OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    tracing: Tracing | None = None
     # (integration, idempotency key) pairs whose first request is running in this process;
     # PostgreSQL additionally serialises them across processes with an advisory lock.
     idempotency_in_flight: set[tuple[str, str]] = field(default_factory=set)

@@ -14,6 +14,7 @@ from payoutsvc.crypto import load_cipher
 from payoutsvc.db.engine import Database
 from payoutsvc.logging import configure_logging
 from payoutsvc.runtime import Runtime
+from payoutsvc.tracing import build_tracing
 from payoutsvc.workers import start_background_work
 
 log = structlog.get_logger(__name__)
@@ -31,14 +32,17 @@ else:
 
 async def run_worker(settings: Settings) -> None:
     configure_logging(settings)
+    tracing = build_tracing(settings)
     db = Database.connect(settings.database_url, pool_size=settings.db_pool_size)
+    if tracing is not None:
+        tracing.instrument(db)
     loops = BackgroundLoops()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        runtime = Runtime(settings=settings, db=db, cipher=load_cipher(settings))
+        runtime = Runtime(settings=settings, db=db, cipher=load_cipher(settings), tracing=tracing)
         start_background_work(runtime, loops, run_worker=True)
         _tune_garbage_collector()
         log.info("worker.started", database=db.dialect)
@@ -49,6 +53,8 @@ async def run_worker(settings: Settings) -> None:
     finally:
         await loops.stop()
         await db.dispose()
+        if tracing is not None:
+            tracing.shutdown()
 
 
 def _tune_garbage_collector() -> None:

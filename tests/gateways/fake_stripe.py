@@ -6,6 +6,11 @@ https://docs.stripe.com/api/idempotent_requests, https://docs.stripe.com/webhook
 - ``POST /v1/transfers`` (form-encoded), ``GET /v1/transfers/{id}``,
   ``GET /v1/transfers?transfer_group=…``; ``Authorization: Bearer <key>`` or Basic with the
   key as user name, anything else 401.
+- The list (https://docs.stripe.com/api/transfers/list, https://docs.stripe.com/api/pagination):
+  newest first, ``created[gt|gte|lt|lte]`` (unix seconds, inclusive for gte/lte),
+  ``limit`` 1-100 (default 10, anything else 400), ``starting_after=<id>`` continues after
+  that transfer (an unknown id is 400 ``resource_missing``), ``has_more`` says whether
+  another page follows.
 - Idempotency on the ``Idempotency-Key`` header: once the endpoint began executing, its
   status and body are saved under the key (errors and 500s too) and replayed to a retry with
   the same parameters, with ``Idempotent-Replayed: true``; the same key with other
@@ -284,16 +289,37 @@ class FakeStripe:
         refused = self._refuse(request)
         if refused is not None:
             return self._answer(seen, refused)
-        group = request.query_params.get("transfer_group")
+        query = request.query_params
+        group = query.get("transfer_group")
         listed = [
             t
             for t in reversed(self.transfers.values())
-            if self.ignore_list_filter or group is None or t["transfer_group"] == group
+            if (self.ignore_list_filter or group is None or t["transfer_group"] == group)
+            and _created_matches(t["created"], query)
         ]
         if group is not None and self.unlisted.get(group, 0) > 0:
             self.unlisted[group] -= 1
             listed = [t for t in listed if t["transfer_group"] != group]
-        limit = int(request.query_params.get("limit", "10"))
+        limit = int(query.get("limit", "10"))
+        if not 1 <= limit <= 100:
+            return self._answer(
+                seen, _error(400, "invalid_request_error", "limit must be 1-100", param="limit")
+            )
+        after = query.get("starting_after")
+        if after is not None:
+            ids = [t["id"] for t in listed]
+            if after not in ids:
+                return self._answer(
+                    seen,
+                    _error(
+                        400,
+                        "invalid_request_error",
+                        f"No such transfer: '{after}'",
+                        code="resource_missing",
+                        param="starting_after",
+                    ),
+                )
+            listed = listed[ids.index(after) + 1 :]
         return self._answer(
             seen,
             JSONResponse(
@@ -497,6 +523,16 @@ class FakeStripe:
         if fault == "500_after_booking":
             return 500, _error_body("api_error", "An unknown error occurred")
         return 200, json.loads(json.dumps(transfer))
+
+
+def _created_matches(created: int, query: Mapping[str, str]) -> bool:
+    bounds = {
+        "created[gt]": lambda v: created > v,
+        "created[gte]": lambda v: created >= v,
+        "created[lt]": lambda v: created < v,
+        "created[lte]": lambda v: created <= v,
+    }
+    return all(test(int(query[name])) for name, test in bounds.items() if name in query)
 
 
 def _error_body(

@@ -26,17 +26,20 @@ from tests.helpers import new_integration_client, request_as
 from tests.policy.support import TEST_POLICY, body, db, policy, setup_world
 
 BUILT_IN_APPROVALS = {"approvals": {"require_operator_key": True}}
+# A PUT without a review section gets the built-in thresholds (review/detectors.py).
+BUILT_IN_REVIEW = {"review": DEFAULT_POLICY_DOCUMENT["review"]}
 
 
 def with_defaults(document: dict[str, Any]) -> dict[str, Any]:
     """A PUT document as GET shows it: the optional sections and role flags filled in
-    (approvals, release, and can_release: true only for a role named finance)."""
+    (approvals, release, review, and can_release: true only for a role named finance)."""
     roles = {
         name: {"can_release": name == "finance", **role} for name, role in document["roles"].items()
     }
     return {
         **BUILT_IN_APPROVALS,
         "release": {"mode": "auto", "manual_over": None},
+        **BUILT_IN_REVIEW,
         **document,
         "roles": roles,
     }

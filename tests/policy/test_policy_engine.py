@@ -95,6 +95,7 @@ def test_rule_order_and_names_are_stable() -> None:
         "duplicate_suspected",
         "recipient_warnings",
         "requester_unverified",
+        "open_anomaly",
         "role_auto_approve_limit",
         "dual_approval_over",
     ]

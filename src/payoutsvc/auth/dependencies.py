@@ -21,6 +21,7 @@ from payoutsvc.errors import (
     ServiceError,
     Unauthorized,
 )
+from payoutsvc.messages import message
 from payoutsvc.middleware import RATE_LIMIT_STATE, client_address
 from payoutsvc.ratelimit import PER_ADDRESS, PER_KEY, RateLimiter
 
@@ -139,7 +140,7 @@ def require_scope(*accepted: str) -> Callable[[Caller], Awaitable[Caller]]:
         if caller.is_admin or caller.scopes.intersection(accepted):
             return caller
         raise InsufficientScope(
-            f"This call needs one of the scopes: {', '.join(accepted)}.",
+            message("insufficient_scope", scopes=", ".join(accepted)),
             title="The API key lacks a required scope",
         )
 

@@ -45,6 +45,7 @@ from payoutsvc.metrics import GATEWAY_ATTEMPTS, GATEWAY_LATENCY
 from payoutsvc.recipients.masking import mask_account
 from payoutsvc.recipients.storage import unseal
 from payoutsvc.runtime import Runtime
+from payoutsvc.tracing import traced_call
 
 log = structlog.get_logger(__name__)
 
@@ -129,6 +130,16 @@ class Attempter:
 
     async def execute(self, job: Job) -> Outcome:
         """Take the payout one step towards a result. Never raises for gateway trouble."""
+        tracing = self.runtime.tracing
+        if tracing is None:
+            return await self._execute(job)
+        with tracing.payout_span("payout.execute", job.id, gateway=job.gateway):
+            # The events this step writes (processing, succeeded, ...) are its doing: their
+            # webhook deliveries are traced as its children.
+            tracing.remember_payout(job.id)
+            return await self._execute(job)
+
+    async def _execute(self, job: Job) -> Outcome:
         ready = self._preflight(job)
         if isinstance(ready, Outcome):
             return ready
@@ -234,7 +245,9 @@ class Attempter:
         answer: TransferResult | GatewayError
         try:
             async with asyncio.timeout(self.call_timeout):
-                answer = await invoke()
+                answer = await traced_call(
+                    self.runtime.tracing, f"gateway.{operation}", invoke, gateway=job.gateway
+                )
         except GatewayError as exc:
             answer = exc
         except TimeoutError:

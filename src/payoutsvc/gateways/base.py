@@ -103,6 +103,10 @@ class TransferResult:
     # Only with PENDING: a person pays it outside any gateway (the manual adapter). The
     # payout stays processing with no next check until its result is recorded.
     offline: bool = False
+    # What the provider says it moved, in our minor units, when its answer says so
+    # (reconciliation compares it with the payout; None: this adapter's answer does not tell).
+    amount_minor: int | None = None
+    currency: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +125,18 @@ class CallbackNotice:
     idempotency_key: str
     result: TransferResult
     notice_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ListedTransfer:
+    """One transfer from a provider's own list of what it booked (reconciliation)."""
+
+    reference: str  # the provider's id
+    idempotency_key: str  # the key it was booked under; "" when it carries none of ours
+    amount_minor: int
+    currency: str
+    state: TransferState
+    created_at: datetime
 
 
 class GatewayError(Exception):
@@ -185,4 +201,15 @@ class Gateway(Protocol):
 
     async def aclose(self) -> None:
         """Release connections and background tasks."""
+        ...
+
+
+@runtime_checkable
+class TransferLister(Protocol):
+    """A gateway that can list the transfers it booked in a period (the sandbox's ledger,
+    Stripe's ``GET /v1/transfers``): reconciliation then also finds transfers we know
+    nothing of. Raises GatewayError subclasses when the list cannot be read."""
+
+    async def list_transfers(self, since: datetime, until: datetime) -> list[ListedTransfer]:
+        """Every transfer created in ``[since, until)``."""
         ...

@@ -33,6 +33,7 @@ import secrets
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum
 from typing import Any
 
@@ -44,6 +45,7 @@ from payoutsvc.gateways.base import (
     CallbackReply,
     InvalidCallback,
     InvalidSignature,
+    ListedTransfer,
     OutcomeUnknown,
     Rejected,
     TransferRequest,
@@ -104,9 +106,19 @@ class _Submit:
     behaviour: Behaviour
 
 
-def _result_of(status: str, reference: str) -> TransferResult:
-    state = TransferState.SUCCEEDED if status == "succeeded" else TransferState.PENDING
-    return TransferResult(state=state, reference=reference, gateway_status=status)
+def _state_of(status: str) -> TransferState:
+    return TransferState.SUCCEEDED if status == "succeeded" else TransferState.PENDING
+
+
+def _result_of(status: str, reference: str, row: Any = None) -> TransferResult:
+    """The answer about a transfer; with its ledger ``row``, also what it moved."""
+    return TransferResult(
+        state=_state_of(status),
+        reference=reference,
+        gateway_status=status,
+        amount_minor=None if row is None else row.amount_minor,
+        currency=None if row is None else row.currency,
+    )
 
 
 class SandboxGateway:
@@ -160,7 +172,24 @@ class SandboxGateway:
                 checks = row.status_checks + 1
                 status = "succeeded" if checks >= POLLS_UNTIL_SUCCESS else "pending"
                 await ledger.record_status_check(idempotency_key, status, checks, utcnow())
-            return _result_of(status, row.id)
+            return _result_of(status, row.id, row)
+
+    async def list_transfers(self, since: datetime, until: datetime) -> list[ListedTransfer]:
+        """The ledger's transfers booked in ``[since, until)`` (reconciliation)."""
+        await self._network()
+        async with self._db.transaction(write=False) as session:
+            rows = await SandboxLedgerRepository(session).created_between(since, until)
+        return [
+            ListedTransfer(
+                reference=row.id,
+                idempotency_key=row.idempotency_key,
+                amount_minor=row.amount_minor,
+                currency=row.currency,
+                state=_state_of(row.status),
+                created_at=row.created_at,
+            )
+            for row in rows
+        ]
 
     async def parse_callback(self, headers: Mapping[str, str], body: bytes) -> CallbackNotice:
         lowered = {k.lower(): v for k, v in headers.items()}

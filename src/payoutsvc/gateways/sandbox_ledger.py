@@ -95,6 +95,14 @@ class SandboxLedgerRepository:
             query = query.where(_T.c.id < before_id)
         return (await self.session.execute(query)).all()
 
+    async def created_between(self, since: datetime, until: datetime) -> Sequence[Row[Any]]:
+        query = (
+            select(_T)
+            .where(_T.c.created_at >= since, _T.c.created_at < until)
+            .order_by(_T.c.created_at, _T.c.id)
+        )
+        return (await self.session.execute(query)).all()
+
     async def secret(self, name: str, candidate: str, now: datetime) -> str:
         """The stored secret called ``name``, storing ``candidate`` first if there is none
         (the first process to ask wins; everyone then reads the same value)."""

@@ -12,6 +12,9 @@ Wire format (Stripe API v1, form-encoded requests, JSON answers):
   with the same parameters; the same key with other parameters is an ``idempotency_error``.
 - status: ``GET /v1/transfers/{tr_…}`` when the reference is known, else
   ``GET /v1/transfers?transfer_group=<key>`` (none listed: NOT_FOUND, safe to submit).
+- list (reconciliation): ``GET /v1/transfers?created[gte]=…&created[lte]=…&limit=100``,
+  page after page with ``starting_after=<last id>`` while ``has_more``
+  (https://docs.stripe.com/api/transfers/list, https://docs.stripe.com/api/pagination).
 - callbacks: Stripe events ``transfer.created`` / ``transfer.updated`` / ``transfer.reversed``,
   header ``Stripe-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">``
   (several ``v1`` while a signing secret is being rolled; any one matching is enough),
@@ -38,6 +41,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeGuard
 from urllib.parse import urlsplit
@@ -53,6 +57,7 @@ from payoutsvc.gateways.base import (
     Gateway,
     InvalidCallback,
     InvalidSignature,
+    ListedTransfer,
     NotDone,
     OutcomeUnknown,
     Rejected,
@@ -79,6 +84,8 @@ _API_VERSION_SHAPE = re.compile(r"\d{4}-\d{2}-\d{2}(\.[a-z]+)?")
 SIGNATURE_HEADER = "stripe-signature"
 SIGNATURE_TOLERANCE_SECONDS = 300
 DESCRIPTION_MAX_CHARS = 5000  # Stripe's limit on description strings
+LIST_PAGE_SIZE = 100  # Stripe's largest page
+MAX_LIST_PAGES = 1000  # a period of more than 100,000 transfers is refused, not truncated
 TRANSFER_EVENTS = frozenset({"transfer.created", "transfer.updated", "transfer.reversed"})
 
 # Stripe's own minor units differ from ISO 4217 for a few currencies
@@ -312,6 +319,33 @@ class StripeGateway:
             )
         return _result_of(mine[0])
 
+    async def list_transfers(self, since: datetime, until: datetime) -> list[ListedTransfer]:
+        """Every transfer created in ``[since, until)``, newest first as Stripe lists them.
+        ``created[lte]`` is inclusive and in whole seconds, so the last second is asked
+        for and anything at or after ``until`` is dropped here."""
+        params = {
+            "created[gte]": str(int(since.timestamp())),
+            "created[lte]": str(int(until.timestamp())),
+            "limit": str(LIST_PAGE_SIZE),
+        }
+        found: list[ListedTransfer] = []
+        for _ in range(MAX_LIST_PAGES):
+            response = await self._get("/v1/transfers", params=params)
+            if not response.is_success:
+                raise _status_error(response)
+            listed = _json(response)
+            data = listed.get("data")
+            if listed.get("object") != "list" or not isinstance(data, list):
+                raise OutcomeUnknown("Stripe's answer is not a list of transfers")
+            transfers = [t for t in data if _is_transfer(t)]
+            if len(transfers) != len(data):
+                raise OutcomeUnknown("Stripe listed something that is not a transfer")
+            found.extend(t for t in map(_listed, transfers) if since <= t.created_at < until)
+            if listed.get("has_more") is not True or not transfers:
+                return found
+            params["starting_after"] = transfers[-1]["id"]
+        raise OutcomeUnknown(f"more than {MAX_LIST_PAGES} pages of Stripe transfers")
+
     async def parse_callback(self, headers: Mapping[str, str], body: bytes) -> CallbackNotice:
         self._verify(headers, body)
         try:
@@ -478,8 +512,32 @@ def _belongs_to(transfer: Mapping[str, Any], key: str) -> bool:
     )
 
 
+def _amount_of(transfer: Mapping[str, Any]) -> tuple[int | None, str]:
+    """The transfer's amount in our minor units (None when it does not map exactly)."""
+    currency = str(transfer["currency"]).upper()
+    try:
+        return minor_from_stripe(transfer["amount"], currency), currency
+    except MoneyError:
+        return None, currency
+
+
+def _listed(transfer: Mapping[str, Any]) -> ListedTransfer:
+    result = _result_of(transfer)
+    amount, currency = _amount_of(transfer)
+    created = transfer.get("created")
+    return ListedTransfer(
+        reference=transfer["id"],
+        idempotency_key=_key_of(transfer),
+        amount_minor=transfer["amount"] if amount is None else amount,
+        currency=currency,
+        state=result.state,
+        created_at=datetime.fromtimestamp(created if type(created) is int else 0, UTC),
+    )
+
+
 def _result_of(transfer: Mapping[str, Any]) -> TransferResult:
     amount, reversed_amount = transfer["amount"], transfer.get("amount_reversed", 0)
+    amount_minor, currency = _amount_of(transfer)
     details: dict[str, str] = {}
     if isinstance(transfer.get("destination_payment"), str):
         # The payment the connected account sees in its own dashboard.
@@ -492,11 +550,12 @@ def _result_of(transfer: Mapping[str, Any]) -> TransferResult:
             failure_code="gateway_reversed",
             failure_message="The platform reversed the Stripe transfer; the funds went back.",
             details=details or None,
+            amount_minor=amount_minor,
+            currency=currency,
         )
     status = "succeeded"
     if reversed_amount > 0:
         status = "partially_reversed"
-        currency = str(transfer["currency"]).upper()
         try:
             details["amount_reversed"] = format_amount(
                 minor_from_stripe(reversed_amount, currency), currency
@@ -508,6 +567,8 @@ def _result_of(transfer: Mapping[str, Any]) -> TransferResult:
         reference=transfer["id"],
         gateway_status=status,
         details=details or None,
+        amount_minor=amount_minor,
+        currency=currency,
     )
 
 

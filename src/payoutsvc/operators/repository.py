@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import builtins
+from collections.abc import Iterable, Sequence
+from typing import cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, delete, insert, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from payoutsvc.operators.models import Operator
+from payoutsvc.operators.models import Operator, OperatorHelpdeskUser
+
+_users = cast(Table, OperatorHelpdeskUser.__table__)
 
 
 class OperatorRepository:
@@ -26,3 +30,54 @@ class OperatorRepository:
         if after_id:
             query = query.where(Operator.id > after_id)
         return (await self.session.execute(query)).scalars().all()
+
+    # -- helpdesk users -----------------------------------------------------------------------
+    async def helpdesk_users(
+        self, operator_ids: Iterable[str]
+    ) -> dict[str, builtins.list[tuple[str, str]]]:
+        """``operator id -> [(connector_id, user_id)]`` for these operators, one query."""
+        ids = sorted(set(operator_ids))
+        found: dict[str, builtins.list[tuple[str, str]]] = {i: [] for i in ids}
+        if not ids:
+            return found
+        result = await self.session.execute(
+            select(_users.c.operator_id, _users.c.connector_id, _users.c.user_id)
+            .where(_users.c.operator_id.in_(ids))
+            .order_by(_users.c.connector_id, _users.c.user_id)
+        )
+        for operator_id, connector_id, user_id in result.all():
+            found[operator_id].append((connector_id, user_id))
+        return found
+
+    async def owners_of(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """Which operator each ``(connector_id, user_id)`` belongs to now."""
+        if not pairs:
+            return {}
+        result = await self.session.execute(
+            select(_users.c.connector_id, _users.c.user_id, _users.c.operator_id).where(
+                tuple_(_users.c.connector_id, _users.c.user_id).in_(list(pairs))
+            )
+        )
+        return {(c, u): o for c, u, o in result.all()}
+
+    async def replace_helpdesk_users(
+        self, operator_id: str, pairs: Sequence[tuple[str, str]]
+    ) -> None:
+        await self.session.execute(delete(_users).where(_users.c.operator_id == operator_id))
+        if pairs:
+            await self.session.execute(
+                insert(_users),
+                [{"operator_id": operator_id, "connector_id": c, "user_id": u} for c, u in pairs],
+            )
+
+    async def operator_for_helpdesk_user(self, connector_id: str, user_id: str) -> str | None:
+        result = await self.session.execute(
+            select(_users.c.operator_id).where(
+                _users.c.connector_id == connector_id, _users.c.user_id == user_id
+            )
+        )
+        found: str | None = result.scalar_one_or_none()
+        return found
+
+    async def forget_connector(self, connector_id: str) -> None:
+        await self.session.execute(delete(_users).where(_users.c.connector_id == connector_id))

@@ -24,12 +24,22 @@ router = APIRouter(prefix="/v1/operators", tags=["Operators"])
 OperatorId = Annotated[str, Path(max_length=64, examples=["agent-17"])]
 
 
-def _json(operator: Operator) -> dict[str, Any]:
+async def _one(service: OperatorService, operator: Operator) -> dict[str, Any]:
+    return (await _many(service, [operator]))[0]
+
+
+async def _many(service: OperatorService, operators: list[Operator]) -> list[dict[str, Any]]:
+    users = await service.helpdesk_users([o.id for o in operators])
+    return [_json(o, users.get(o.id, [])) for o in operators]
+
+
+def _json(operator: Operator, users: list[tuple[str, str]]) -> dict[str, Any]:
     return {
         "id": operator.id,
         "role": operator.role,
         "display_name": operator.display_name,
         "disabled": operator.disabled,
+        "helpdesk_users": [{"connector_id": c, "user_id": u} for c, u in users],
         "created_at": operator.created_at,
         "updated_at": operator.updated_at,
     }
@@ -45,7 +55,8 @@ def _json(operator: Operator) -> dict[str, Any]:
     responses=problem_responses(Unauthorized, InsufficientScope, OperatorExists, ValidationFailed),
 )
 async def create_operator(body: OperatorCreate, session: DbSession) -> dict[str, Any]:
-    return _json(await OperatorService(session).create(body))
+    service = OperatorService(session)
+    return await _one(service, await service.create(body))
 
 
 @router.get(
@@ -60,9 +71,10 @@ async def list_operators(
     limit: LimitQuery = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
-    rows = await OperatorService(session).list(limit + 1, decode_cursor(cursor))
+    service = OperatorService(session)
+    rows = await service.list(limit + 1, decode_cursor(cursor))
     page = page_of(list(rows), limit, lambda o: o.id)
-    page["data"] = [_json(o) for o in page["data"]]
+    page["data"] = await _many(service, page["data"])
     return page
 
 
@@ -74,7 +86,8 @@ async def list_operators(
     responses=problem_responses(Unauthorized, InsufficientScope, NotFound),
 )
 async def get_operator(operator_id: OperatorId, session: DbSession) -> dict[str, Any]:
-    return _json(await OperatorService(session).get(operator_id))
+    service = OperatorService(session)
+    return await _one(service, await service.get(operator_id))
 
 
 @router.patch(
@@ -88,7 +101,8 @@ async def get_operator(operator_id: OperatorId, session: DbSession) -> dict[str,
 async def update_operator(
     operator_id: OperatorId, body: OperatorUpdate, session: DbSession
 ) -> dict[str, Any]:
-    return _json(await OperatorService(session).update(operator_id, body))
+    service = OperatorService(session)
+    return await _one(service, await service.update(operator_id, body))
 
 
 @router.delete(
@@ -100,4 +114,5 @@ async def update_operator(
     responses=problem_responses(Unauthorized, InsufficientScope, NotFound),
 )
 async def delete_operator(operator_id: OperatorId, session: DbSession) -> dict[str, Any]:
-    return _json(await OperatorService(session).disable(operator_id))
+    service = OperatorService(session)
+    return await _one(service, await service.disable(operator_id))

@@ -17,7 +17,7 @@ from payoutsvc.errors import (
 )
 from payoutsvc.operators.models import Operator
 from payoutsvc.operators.repository import OperatorRepository
-from payoutsvc.operators.schemas import OperatorCreate, OperatorUpdate
+from payoutsvc.operators.schemas import HelpdeskUser, OperatorCreate, OperatorUpdate
 
 
 class OperatorService:
@@ -40,7 +40,35 @@ class OperatorService:
             updated_at=now,
         )
         await self.repo.add(operator)
+        if body.helpdesk_users:
+            await self.set_helpdesk_users(operator.id, body.helpdesk_users)
         return operator
+
+    async def set_helpdesk_users(self, operator_id: str, users: list[HelpdeskUser]) -> None:
+        """Replace the operator's helpdesk users; one taken by another operator is refused."""
+        pairs = sorted({(u.connector_id, u.user_id) for u in users})
+        owners = await self.repo.owners_of(pairs)
+        taken = [
+            FieldError(
+                f"helpdesk_users[{index}]",
+                "helpdesk_user_taken",
+                f"{user.user_id!r} of {user.connector_id} is already operator {owner!r}.",
+            )
+            for index, user in enumerate(users)
+            if (owner := owners.get((user.connector_id, user.user_id), operator_id)) != operator_id
+        ]
+        if taken:
+            raise ValidationFailed("A helpdesk user maps to one operator only.", errors=taken)
+        await self.repo.replace_helpdesk_users(operator_id, pairs)
+
+    async def helpdesk_users(self, operator_ids: list[str]) -> dict[str, list[tuple[str, str]]]:
+        return await self.repo.helpdesk_users(operator_ids)
+
+    async def operator_for_helpdesk_user(self, connector_id: str, user_id: str) -> str | None:
+        return await self.repo.operator_for_helpdesk_user(connector_id, user_id)
+
+    async def forget_connector(self, connector_id: str) -> None:
+        await self.repo.forget_connector(connector_id)
 
     async def get(self, operator_id: str) -> Operator:
         operator = await self.repo.get(operator_id)
@@ -60,6 +88,9 @@ class OperatorService:
                     f"{field} cannot be null",
                     errors=[FieldError(field, "null_not_allowed", f"{field} cannot be null.")],
                 )
+        users = changes.pop("helpdesk_users", None)
+        if users is not None:
+            await self.set_helpdesk_users(operator_id, body.helpdesk_users or [])
         for field, value in changes.items():
             setattr(operator, field, value)
         operator.updated_at = utcnow()

@@ -21,6 +21,7 @@ from payoutsvc.errors import (
     SelfApprovalForbidden,
     not_found,
 )
+from payoutsvc.messages import message
 from payoutsvc.money import format_money
 from payoutsvc.operators.models import Operator
 from payoutsvc.operators.service import OperatorService
@@ -91,8 +92,9 @@ class ApprovalService:
         approvals = (await self.repo.approvals_for([payout.id]))[payout.id]
         if any(a.operator_id == operator.id for a in approvals):
             raise AlreadyApproved(
-                f"{operator.id} has already approved this payout; one operator counts once, "
-                f"so another approver is needed ({payout.required_approvals} required)."
+                message(
+                    "already_approved", operator=operator.id, required=payout.required_approvals
+                )
             )
         now = utcnow()
         await self.repo.insert_approval(
@@ -226,26 +228,24 @@ def _require_may_approve(
     policy; 403 otherwise. ``discreet``: the caller does not prove the approver, so the
     refusal does not tell their role or limit."""
     if payout.requested_by == operator.id:
-        raise SelfApprovalForbidden(
-            f"{operator.id} requested this payout and cannot approve it; another operator must."
-        )
+        raise SelfApprovalForbidden(message("self_approval_forbidden", operator=operator.id))
     if approver_limit_allows(policy, operator.role, payout.amount_minor, payout.currency):
         return
     if discreet:
-        raise ApprovalLimitExceeded(f"{operator.id} may not approve this payout's amount.")
+        raise ApprovalLimitExceeded(message("approval_limit_hidden", operator=operator.id))
     limits = policy.role(operator.role)
     limit = (
         None
         if limits is None or limits.approve_max is None
         else limits.approve_max.get(payout.currency)
     )
-    allowed = (
-        "no approval rights"
-        if limit is None
-        else f"an approval limit of {format_money(limit, payout.currency)}"
-    )
-    raise ApprovalLimitExceeded(
-        f"{operator.id} ({operator.role}) has {allowed} under policy version "
-        f"{policy.version}; this payout is "
-        f"{format_money(payout.amount_minor, payout.currency)}."
-    )
+    facts: dict[str, str | int] = {
+        "operator": operator.id,
+        "role": str(operator.role),
+        "version": policy.version,
+        "amount": format_money(payout.amount_minor, payout.currency),
+    }
+    if limit is None:
+        raise ApprovalLimitExceeded(message("approval_rights_none", **facts))
+    limit_text = format_money(limit, payout.currency)
+    raise ApprovalLimitExceeded(message("approval_limit", limit=limit_text, **facts))

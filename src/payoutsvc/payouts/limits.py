@@ -23,11 +23,14 @@ from sqlalchemy import (
     Select,
     String,
     bindparam,
+    column,
     exists,
     false,
     func,
     literal,
+    or_,
     select,
+    table,
     text,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -147,6 +150,22 @@ def _duplicate() -> ColumnElement[bool]:
 
 _DUPLICATE = select(_duplicate())
 
+# The review's anomalies (review/models.py Anomaly), named here rather than imported: the
+# review domain reads payouts, so payouts must not import it. Served by the partial indexes
+# on open anomalies' subjects (migration 0014).
+_ANOMALIES = table(
+    "anomalies", column("status"), column("subject_requester"), column("subject_recipient")
+)
+_OPEN_ANOMALY = select(
+    exists().where(
+        _ANOMALIES.c.status == "open",
+        or_(
+            _ANOMALIES.c.subject_requester == bindparam("requester_id", type_=String()),
+            _ANOMALIES.c.subject_recipient == bindparam("fingerprint", type_=String()),
+        ),
+    )
+)
+
 
 def _facts_statement(*, with_duplicate: bool, with_totals: bool) -> Select[Any]:
     """The facts of one payout request as ONE statement of scalar subqueries, each served by
@@ -228,6 +247,13 @@ class LimitsRepository:
             policy_version=None if row[8] is None else int(row[8]),
             ticket_payouts=int(row[9]),
         )
+
+    async def open_anomaly(self, requester_id: str, fingerprint: str) -> bool:
+        """Whether the requester or the recipient is a subject of an open review anomaly."""
+        found = await self.session.execute(
+            _OPEN_ANOMALY, {"requester_id": requester_id, "fingerprint": fingerprint}
+        )
+        return bool(found.scalar_one())
 
     # -- limit counters -------------------------------------------------------------------------
     async def count_in(

@@ -143,7 +143,11 @@ class PayoutColumns(TypedDict):
 
 class PayoutApproval(Base):
     __tablename__ = "payout_approvals"
-    __table_args__ = (UniqueConstraint("payout_id", "operator_id"),)
+    __table_args__ = (
+        UniqueConstraint("payout_id", "operator_id"),
+        # The review's approver_concentration reads one approver's recent approvals.
+        Index("ix_payout_approvals_operator_id_at", "operator_id", "at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     payout_id: Mapped[str] = mapped_column(ForeignKey("payouts.id"))

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Query, status
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, status
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from payoutsvc.auth.dependencies import (
@@ -39,7 +39,9 @@ from payoutsvc.errors import (
     Unauthorized,
     UnknownOperator,
     ValidationFailed,
+    relocalize,
 )
+from payoutsvc.http_errors import problem_response, request_locale
 from payoutsvc.payouts.acting import Credential
 from payoutsvc.payouts.approvals import ApprovalService
 from payoutsvc.payouts.export import HEADER, MEDIA_TYPES, ExportFormat, PayoutExport
@@ -67,6 +69,7 @@ from payoutsvc.schemas_common import (
     page_of,
     problem_responses,
 )
+from payoutsvc.timestamps import aware
 
 # What every action on a payout (cancel, approve, reject, resolve) may answer.
 _ACTION_ERRORS = (
@@ -136,6 +139,7 @@ PayoutId = Annotated[str, Path(max_length=40, examples=["po_01jd5x0z3q8m4k2n7p9r
     },
 )
 async def create_payout(
+    request: Request,
     body: PayoutCreate,
     session: DbSession,
     runtime: RuntimeDep,
@@ -151,7 +155,11 @@ async def create_payout(
     )
     headers = {"Idempotent-Replayed": "true"} if answer.replayed else {}
     if answer.status_code >= 400:
-        headers["Content-Type"] = "application/problem+json"
+        # A stored refusal is rendered in this request's language (a replay in another
+        # language than the first request's gets the same facts in its own language).
+        locale = request_locale(request)
+        problem = relocalize(answer.body, answer.i18n or {}, locale)
+        return problem_response(answer.status_code, problem, locale, headers)
     return JSONResponse(answer.body, status_code=answer.status_code, headers=headers)
 
 
@@ -169,8 +177,8 @@ async def payout_filters(
         "ticket_id": ticket_id,
         "status": status.value if status else None,
         "requested_by": requested_by,
-        "created_gte": _aware(created_gte),
-        "created_lt": _aware(created_lt),
+        "created_gte": aware(created_gte),
+        "created_lt": aware(created_lt),
     }
 
 
@@ -231,12 +239,6 @@ async def export_payouts(
         media_type=MEDIA_TYPES[format],
         headers={"Content-Disposition": f'attachment; filename="payouts.{format}"'},
     )
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
 
 
 @router.get(

@@ -61,6 +61,7 @@ from payoutsvc.recipients.validation import (
     validate_recipient,
 )
 from payoutsvc.runtime import Runtime
+from payoutsvc.tracing import remember_payout
 from payoutsvc.webhooks.outbox import endpoint_presence
 
 log = structlog.get_logger(__name__)
@@ -80,6 +81,22 @@ class StoredResponse:
     status_code: int
     body: dict[str, Any]
     replayed: bool = False
+    # A refusal's ServiceError.i18n_state(): the router renders the problem in the asking
+    # request's language from it (a replay too: stored with the answer under I18N_KEY).
+    i18n: dict[str, Any] | None = None
+
+    def stored_json(self) -> str:
+        body = self.body if self.i18n is None else {**self.body, I18N_KEY: self.i18n}
+        return json.dumps(body, ensure_ascii=False)
+
+    @classmethod
+    def replay(cls, status_code: int, stored: str) -> StoredResponse:
+        body = json.loads(stored)
+        return cls(status_code, body, True, body.pop(I18N_KEY, None))
+
+
+# Never a problem member (those are fixed by API.md), so it cannot clash with one.
+I18N_KEY = "_i18n"
 
 
 def request_fingerprint(body: PayoutCreate) -> str:
@@ -163,12 +180,12 @@ class PayoutService:
                     "This Idempotency-Key was used with a different request body; "
                     "use a new key for a new payout."
                 )
-            return StoredResponse(stored.response_status, json.loads(stored.response_body), True)
+            return StoredResponse.replay(stored.response_status, stored.response_body)
 
         checked = self._policy_request(body, credential, requester)
         response = await self._create_payout(integration_id, key, body, checked, now)
         await self.repo.complete_idempotency_key(
-            integration_id, key, response.status_code, json.dumps(response.body, ensure_ascii=False)
+            integration_id, key, response.status_code, response.stored_json()
         )
         return response
 
@@ -193,7 +210,8 @@ class PayoutService:
             structlog.contextvars.bind_contextvars(
                 payout_forbidden_by=[r.rule for r in decision.reasons]
             )
-            return StoredResponse(422, decision.to_service_error().to_problem())
+            refusal = decision.to_service_error()
+            return StoredResponse(422, refusal.to_problem(), i18n=refusal.i18n_state())
         values = self._new_payout(integration_id, key, body, check, request, decision, now)
         # The daily rows' day (the ticket row's is 0): what a release subtracts from.
         values["limit_day"] = max(day for _, _, day, _, _ in counters)
@@ -205,6 +223,7 @@ class PayoutService:
             self.session, events, self.runtime.audit_key, endpoint_presence(self.runtime)
         )
         PAYOUTS_CREATED.labels(status=status).inc()
+        remember_payout(self.runtime.tracing, values["id"])
         structlog.contextvars.bind_contextvars(payout_id=values["id"], payout_status=status)
         return StoredResponse(201, snapshot)
 
@@ -343,7 +362,11 @@ class PayoutService:
             if facts.policy_version in (policy.version, None):
                 if count_in:
                     facts = await limits.count_in(request, facts, counters, duplicate_since)
-                return evaluate_policy(_payout_facts(request, facts), policy), counters
+                held = policy.review.hold_open_anomalies and await limits.open_anomaly(
+                    request.requester_id, request.recipient_fingerprint
+                )
+                payout_facts = _payout_facts(request, facts, open_anomaly=held)
+                return evaluate_policy(payout_facts, policy), counters
             # The day bounds and duplicate window depend on the policy: read again under it.
             policy = await policies.get(facts.policy_version)
         raise PolicyChanging(
@@ -420,6 +443,7 @@ class PayoutService:
         await insert_hashed_events(
             self.session, [(planned.event, planned.head.hash)], endpoint_presence(self.runtime)
         )
+        remember_payout(self.runtime.tracing, payout_id)
         log.info("payout.status_changed", payout_id=payout_id, status=target.value, actor=actor)
         return planned.event.snapshot()
 
@@ -500,7 +524,9 @@ def _opening_events(
     return [created, approval.event]
 
 
-def _payout_facts(request: PayoutRequest, facts: RequestFacts) -> PayoutFacts:
+def _payout_facts(
+    request: PayoutRequest, facts: RequestFacts, *, open_anomaly: bool = False
+) -> PayoutFacts:
     return PayoutFacts(
         amount_minor=request.amount_minor,
         currency=request.currency,
@@ -518,6 +544,7 @@ def _payout_facts(request: PayoutRequest, facts: RequestFacts) -> PayoutFacts:
         requester_verified=request.requester_verified,
         disclose_totals=request.disclose_totals,
         disclose_requester=request.disclose_requester,
+        open_anomaly=open_anomaly,
     )
 
 

@@ -52,15 +52,15 @@ RELEASING_EVENT_TYPES: frozenset[str] = frozenset(
 
 # Chained events that do not move the status (transitions.note): a person's release of a
 # payout that waited for one, a person's look at its full recipient, and its full recipient
-# written into a batch's bank file (batches/service.py).
+# written to a bank file (batches/service.py).
 RELEASED_EVENT = "payout.released"
 RECIPIENT_REVEALED_EVENT = "payout.recipient_revealed"
 EXPORTED_EVENT = "payout.exported"
 NOTE_EVENT_TYPES: frozenset[str] = frozenset(
     {RELEASED_EVENT, RECIPIENT_REVEALED_EVENT, EXPORTED_EVENT}
 )
-# Events kept in the audit chain only, never delivered to helpdesk webhooks (who looked at an
-# account is for the auditors, not for the ticket system).
+# Events kept in the audit chain only, never delivered to helpdesk webhooks (who looked at or
+# exported an account is for the auditors, not for the ticket system).
 AUDIT_ONLY_EVENT_TYPES: frozenset[str] = frozenset({RECIPIENT_REVEALED_EVENT, EXPORTED_EVENT})
 
 EVENT_TYPES: tuple[str, ...] = (

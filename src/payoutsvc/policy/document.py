@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cache
 from pathlib import Path
@@ -54,8 +54,10 @@ __all__ = [
     "PolicyDocumentIn",
     "PolicyFileError",
     "ReleaseIn",
+    "ReviewIn",
     "RoleDocumentIn",
     "RoleLimits",
+    "WorkingHoursIn",
     "default_policy",
     "load_policy_file",
     "parse_policy_document",
@@ -206,6 +208,84 @@ class ReleaseIn(_PolicyModel):
     )
 
 
+_HHMM_DIGITS = "0123456789"
+
+
+def _check_hhmm(value: str) -> str:
+    if not (
+        len(value) == 5
+        and value[2] == ":"
+        and all(c in _HHMM_DIGITS for c in value[:2] + value[3:])
+        and int(value[:2]) < 24
+        and int(value[3:]) < 60
+    ):
+        raise _custom_error("invalid_time", f"{value!r} is not a time of day such as '09:00'.")
+    return value
+
+
+TimeOfDay = Annotated[str, AfterValidator(_check_hhmm)]
+
+
+class WorkingHoursIn(_PolicyModel):
+    """When requests and approvals are expected, in the policy's timezone: ``start`` up to
+    (excluding) ``end`` on the ISO weekdays ``days`` (1 Monday … 7 Sunday)."""
+
+    start: TimeOfDay
+    end: TimeOfDay
+    days: list[Annotated[int, Field(ge=1, le=7)]] = Field(
+        default_factory=lambda: [1, 2, 3, 4, 5], min_length=1, max_length=7
+    )
+
+    @model_validator(mode="after")
+    def _start_before_end(self) -> WorkingHoursIn:
+        if self.start >= self.end:
+            raise _custom_error("invalid_time", "working_hours.start must be before end.")
+        return self
+
+
+class ThresholdSplittingIn(_PolicyModel):
+    near_percent: int = Field(
+        default=80,
+        ge=1,
+        le=100,
+        description="A payout counts as just under a limit at this share of it or more.",
+    )
+    min_payouts: int = Field(default=3, ge=2, le=1000)
+
+
+class RecipientManyTicketsIn(_PolicyModel):
+    window_days: int = Field(default=7, ge=1, le=90)
+    min_tickets: int = Field(default=5, ge=2, le=100000)
+    min_requesters: int = Field(default=3, ge=2, le=100000)
+
+
+class RequesterVelocityIn(_PolicyModel):
+    history_days: int = Field(
+        default=30, ge=3, le=365, description="Active days the usual level is the median of."
+    )
+    min_history_days: int = Field(default=5, ge=1, le=365)
+    factor: int = Field(default=3, ge=2, le=1000, description="How many times the median.")
+    min_payouts: int = Field(default=5, ge=1, le=100000)
+
+
+class ApproverConcentrationIn(_PolicyModel):
+    window_days: int = Field(default=30, ge=1, le=365)
+    min_approvals: int = Field(default=10, ge=2, le=100000)
+    share_percent: int = Field(default=80, ge=1, le=100)
+
+
+class ReviewIn(_PolicyModel):
+    """The periodic review (review/detectors.py): each detector's thresholds and whether an
+    open anomaly holds new payouts of its subjects for approval."""
+
+    hold_open_anomalies: bool = False
+    working_hours: WorkingHoursIn | None = None
+    threshold_splitting: ThresholdSplittingIn = Field(default_factory=ThresholdSplittingIn)
+    recipient_many_tickets: RecipientManyTicketsIn = Field(default_factory=RecipientManyTicketsIn)
+    requester_velocity: RequesterVelocityIn = Field(default_factory=RequesterVelocityIn)
+    approver_concentration: ApproverConcentrationIn = Field(default_factory=ApproverConcentrationIn)
+
+
 class PolicyDocumentIn(_PolicyModel):
     """The body of ``PUT /v1/policy``: the policy document without ``version``."""
 
@@ -221,6 +301,7 @@ class PolicyDocumentIn(_PolicyModel):
     # Optional in a PUT (the built-in values apply); documented in the policy router.
     approvals: ApprovalsIn = Field(default_factory=ApprovalsIn)
     release: ReleaseIn = Field(default_factory=ReleaseIn)
+    review: ReviewIn = Field(default_factory=ReviewIn)
 
     def amount_maps(self) -> Iterator[tuple[str, Mapping[str, str]]]:
         """Every amount map in the document with its dotted path."""
@@ -395,6 +476,8 @@ class Policy:
     # threshold in minor units (None: every payout waits for a release).
     release_mode: str = "auto"
     release_manual_over: Mapping[str, int] | None = None
+    # The periodic review's thresholds (review/detectors.py); frozen, so safe to share.
+    review: ReviewIn = field(default_factory=ReviewIn)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -444,6 +527,7 @@ class Policy:
             release_manual_over=(
                 None if doc.release.manual_over is None else _to_minor(doc.release.manual_over)
             ),
+            review=doc.review,
         )
 
     def to_document(self) -> dict[str, Any]:
@@ -481,6 +565,7 @@ class Policy:
                     else _to_strings(self.release_manual_over)
                 ),
             },
+            "review": self.review.model_dump(mode="json"),
         }
 
     def release_required(self, amount_minor: int, currency: str) -> bool:
@@ -533,6 +618,19 @@ DEFAULT_POLICY_DOCUMENT: dict[str, Any] = {
     "timezone": "UTC",
     "approvals": {"require_operator_key": True},
     "release": {"mode": "auto", "manual_over": None},
+    "review": {
+        "hold_open_anomalies": False,
+        "working_hours": None,
+        "threshold_splitting": {"near_percent": 80, "min_payouts": 3},
+        "recipient_many_tickets": {"window_days": 7, "min_tickets": 5, "min_requesters": 3},
+        "requester_velocity": {
+            "history_days": 30,
+            "min_history_days": 5,
+            "factor": 3,
+            "min_payouts": 5,
+        },
+        "approver_concentration": {"window_days": 30, "min_approvals": 10, "share_percent": 80},
+    },
 }
 
 

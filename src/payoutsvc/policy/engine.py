@@ -15,10 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from dataclasses import field as dataclass_field
 from datetime import UTC, datetime, time, timedelta
 from typing import Any, Literal
 
 from payoutsvc.errors import FieldError, PolicyViolation, ServiceError
+from payoutsvc.messages import Message
 from payoutsvc.policy.document import Policy
 from payoutsvc.policy.rules import RULES, PayoutFacts, RoleAutoApproveLimit, Rule
 
@@ -42,6 +44,8 @@ class PolicyReason:
     rule: str
     message: str
     field: str = ""
+    # A violation's catalogue text (RuleOutcome.text), for the 422 in the client's language.
+    text: Message | None = dataclass_field(default=None, compare=False)
 
     def as_json(self) -> dict[str, str]:
         return {"rule": self.rule, "message": self.message}
@@ -76,7 +80,7 @@ class PolicyDecision:
         """The ``errors`` of a 422 ``policy_violation``: one per violated rule (code = rule)."""
         if not self.forbidden:
             return []
-        return [FieldError(r.field, r.rule, r.message) for r in self.reasons]
+        return [FieldError(r.field, r.rule, r.message, r.text) for r in self.reasons]
 
     def to_service_error(self) -> ServiceError:
         """The 422 ``policy_violation`` problem for a forbidden decision."""
@@ -99,7 +103,7 @@ def evaluate_policy(
         outcome = rule.evaluate(facts, policy)
         if outcome is None:
             continue
-        reason = PolicyReason(rule.name, outcome.message, rule.field)
+        reason = PolicyReason(rule.name, outcome.message, rule.field, outcome.text)
         if outcome.kind == "forbid":
             violations.append(reason)
         else:

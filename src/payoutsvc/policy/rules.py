@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import ClassVar, Literal
 
+from payoutsvc.messages import Message, message
 from payoutsvc.money import format_money
 from payoutsvc.policy.document import Policy, RoleLimits
 
@@ -23,6 +25,7 @@ __all__ = [
     "DailyRequestTotal",
     "DualApprovalOver",
     "DuplicateSuspected",
+    "OpenAnomaly",
     "OperatorActive",
     "PayoutFacts",
     "PerRecipientDailyAmount",
@@ -61,6 +64,9 @@ class PayoutFacts:
     duplicate_suspected: bool  # same ticket + recipient + amount in the window, other key
     recipient_warnings: tuple[str, ...] = ()  # warning codes from recipient validation
     requester_verified: bool = True  # the request came with a key bound to the requester
+    # The requester or the recipient is a subject of an open review anomaly (only looked up
+    # when the policy's review.hold_open_anomalies is on).
+    open_anomaly: bool = False
     # What the messages may tell the caller (they are stored on the payout and shown to its
     # integration): the amounts other payouts already use, which may be other integrations'
     # (totals are company-wide), and the requester's existence, role and limits, which a key
@@ -77,8 +83,11 @@ class RuleOutcome:
     """What a rule concluded: ``forbid`` (a violation) or ``require_approval`` by 1 or 2 people."""
 
     kind: OutcomeKind
-    message: str
+    message: str  # English: what the payout's policy.reasons[] say
     approvals: int = 0  # 0 for forbid; 1 or 2 for require_approval
+    # The catalogue text behind a forbid's message (messages.py): a 422 policy_violation
+    # is rendered from it in the client's language, with the same amounts.
+    text: Message | None = dataclass_field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind == "forbid" and self.approvals != 0:
@@ -87,8 +96,10 @@ class RuleOutcome:
             raise ValueError("An approval outcome needs 1 or 2 approvals.")
 
     @classmethod
-    def forbid(cls, message: str) -> RuleOutcome:
-        return cls("forbid", message)
+    def forbid(cls, ident: str, **params: str | int) -> RuleOutcome:
+        """A violation, said by the catalogue text ``ident`` (``rule.*`` in messages.py)."""
+        text = message(ident, **params)
+        return cls("forbid", text.render(), text=text)
 
     @classmethod
     def require_approval(cls, message: str, approvals: int = 1) -> RuleOutcome:
@@ -134,15 +145,14 @@ class OperatorActive(Rule):
         who = facts.requester_id
         active = facts.requester_active and policy.role(facts.requester_role) is not None
         if not facts.disclose_requester:
-            return None if active else RuleOutcome.forbid(f"{who!r} is not an active operator.")
+            return None if active else RuleOutcome.forbid("rule.not_active", who=who)
         if facts.requester_role is None:
-            return RuleOutcome.forbid(f"Operator {who!r} is not a known operator.")
+            return RuleOutcome.forbid("rule.unknown_operator", who=who)
         if not facts.requester_active:
-            return RuleOutcome.forbid(f"Operator {who!r} is disabled.")
+            return RuleOutcome.forbid("rule.operator_disabled", who=who)
         if policy.role(facts.requester_role) is None:
             return RuleOutcome.forbid(
-                f"Operator {who!r} has role {facts.requester_role!r}, which policy version "
-                f"{policy.version} does not define."
+                "rule.role_undefined", who=who, role=facts.requester_role, version=policy.version
             )
         return None
 
@@ -162,10 +172,10 @@ class ReasonAllowed(Rule):
         if role is None or role.reasons is None or facts.reason in role.reasons:
             return None
         if not facts.disclose_requester:
-            return RuleOutcome.forbid(f"Reason {facts.reason!r} is not allowed for the requester.")
+            return RuleOutcome.forbid("rule.reason_not_allowed", reason=facts.reason)
         allowed = ", ".join(role.reasons) or "none"
         return RuleOutcome.forbid(
-            f"Reason {facts.reason!r} is not allowed for the {role.name} role (allowed: {allowed})."
+            "rule.reason_not_allowed_role", reason=facts.reason, role=role.name, allowed=allowed
         )
 
 
@@ -182,15 +192,19 @@ class CurrencyAllowed(Rule):
     def evaluate(self, facts: PayoutFacts, policy: Policy) -> RuleOutcome | None:
         currency = facts.currency
         if currency not in policy.currencies:
+            allowed = ", ".join(policy.currencies)
             return RuleOutcome.forbid(
-                f"{currency} is not an allowed currency (allowed: {', '.join(policy.currencies)})."
+                "rule.currency_not_allowed", currency=currency, allowed=allowed
             )
         role = _known_role(facts, policy)
         if role is None:
             return None
         if currency not in role.request_max or currency not in role.daily_request_total:
-            who = _role_name(facts, role).capitalize()
-            return RuleOutcome.forbid(f"{who} cannot request payouts in {currency}.")
+            if not facts.disclose_requester:
+                return RuleOutcome.forbid("rule.currency_not_for_requester", currency=currency)
+            return RuleOutcome.forbid(
+                "rule.currency_not_for_role", role=role.name, currency=currency
+            )
         return None
 
 
@@ -212,10 +226,12 @@ class RequestMax(Rule):
             return None
         amount = format_money(facts.amount_minor, facts.currency)
         if not facts.disclose_requester:
-            return RuleOutcome.forbid(f"{amount} exceeds the requester's request limit.")
+            return RuleOutcome.forbid("rule.request_max_hidden", amount=amount)
         return RuleOutcome.forbid(
-            f"{amount} exceeds the {role.name} request limit of "
-            f"{format_money(limit, facts.currency)}."
+            "rule.request_max",
+            amount=amount,
+            role=role.name,
+            limit=format_money(limit, facts.currency),
         )
 
 
@@ -238,14 +254,12 @@ class PerTicketMax(Rule):
             return None
         c = facts.currency
         if not facts.disclose_totals:
-            return RuleOutcome.forbid(
-                f"This payout would bring the ticket's total over the per-ticket limit of "
-                f"{format_money(limit, c)}."
-            )
+            return RuleOutcome.forbid("rule.per_ticket_max_hidden", limit=format_money(limit, c))
         return RuleOutcome.forbid(
-            f"This payout would bring the ticket's total to {format_money(total, c)} "
-            f"(already {format_money(facts.ticket_total_minor, c)}), over the per-ticket limit "
-            f"of {format_money(limit, c)}."
+            "rule.per_ticket_max",
+            total=format_money(total, c),
+            already=format_money(facts.ticket_total_minor, c),
+            limit=format_money(limit, c),
         )
 
 
@@ -270,20 +284,19 @@ class DailyRequestTotal(Rule):
         if total <= limit:
             return None
         c = facts.currency
-        limit_text = (
-            f"the {role.name} daily limit of {format_money(limit, c)}"
-            if facts.disclose_requester
-            else "the requester's daily limit"
-        )
+        who = facts.requester_id
+        totals = {
+            "total": format_money(total, c),
+            "already": format_money(facts.requester_daily_total_minor, c),
+        }
+        if not facts.disclose_requester:
+            if not facts.disclose_totals:
+                return RuleOutcome.forbid("rule.daily_request_total_hidden", who=who)
+            return RuleOutcome.forbid("rule.daily_request_total_no_role", who=who, **totals)
+        role_limit = {"role": role.name, "limit": format_money(limit, c)}
         if not facts.disclose_totals:
-            return RuleOutcome.forbid(
-                f"This payout would bring {facts.requester_id}'s total for today over {limit_text}."
-            )
-        already = format_money(facts.requester_daily_total_minor, c)
-        return RuleOutcome.forbid(
-            f"This payout would bring {facts.requester_id}'s total for today to "
-            f"{format_money(total, c)} (already {already}), over {limit_text}."
-        )
+            return RuleOutcome.forbid("rule.daily_request_total_no_totals", who=who, **role_limit)
+        return RuleOutcome.forbid("rule.daily_request_total", who=who, **totals, **role_limit)
 
 
 class PerRecipientDailyCount(Rule):
@@ -301,12 +314,9 @@ class PerRecipientDailyCount(Rule):
         if limit is None or facts.recipient_daily_count + 1 <= limit:
             return None
         if not facts.disclose_totals:
-            return RuleOutcome.forbid(
-                f"The recipient has reached the limit of {limit} payout(s) per recipient per day."
-            )
+            return RuleOutcome.forbid("rule.per_recipient_daily_count_hidden", limit=limit)
         return RuleOutcome.forbid(
-            f"The recipient already has {facts.recipient_daily_count} payout(s) today; the limit "
-            f"is {limit} per recipient per day."
+            "rule.per_recipient_daily_count", count=facts.recipient_daily_count, limit=limit
         )
 
 
@@ -330,13 +340,13 @@ class PerRecipientDailyAmount(Rule):
         c = facts.currency
         if not facts.disclose_totals:
             return RuleOutcome.forbid(
-                "This payout would bring the recipient's total for today over the "
-                f"per-recipient daily limit of {format_money(limit, c)}."
+                "rule.per_recipient_daily_amount_hidden", limit=format_money(limit, c)
             )
         return RuleOutcome.forbid(
-            f"This payout would bring the recipient's total for today to {format_money(total, c)} "
-            f"(already {format_money(facts.recipient_daily_total_minor, c)}), over the "
-            f"per-recipient daily limit of {format_money(limit, c)}."
+            "rule.per_recipient_daily_amount",
+            total=format_money(total, c),
+            already=format_money(facts.recipient_daily_total_minor, c),
+            limit=format_money(limit, c),
         )
 
 
@@ -352,7 +362,7 @@ class RecipientBlocked(Rule):
     def evaluate(self, facts: PayoutFacts, policy: Policy) -> RuleOutcome | None:
         if not facts.recipient_blocked:
             return None
-        return RuleOutcome.forbid("The recipient is on the blocklist.")
+        return RuleOutcome.forbid("rule.recipient_blocked")
 
 
 class DuplicateSuspected(Rule):
@@ -412,6 +422,27 @@ class RequesterUnverified(Rule):
             f"The API key is not bound to {facts.requester_id}, so the request is not approved "
             "on their authority (policy approvals.require_operator_key); an operator must "
             "approve it."
+        )
+
+
+class OpenAnomaly(Rule):
+    """With ``review.hold_open_anomalies``, a payout whose requester or recipient is the
+    subject of an open review anomaly (review/detectors.py) needs a person's approval.
+
+    Prevents a pattern the periodic review flagged (split payouts, a recipient collecting on
+    many tickets, a requester's sudden volume) from carrying on automatically while finance
+    has not yet looked at it.
+    """
+
+    name = "open_anomaly"
+    field = "requested_by"
+
+    def evaluate(self, facts: PayoutFacts, policy: Policy) -> RuleOutcome | None:
+        if not facts.open_anomaly or not policy.review.hold_open_anomalies:
+            return None
+        return RuleOutcome.require_approval(
+            "The requester or the recipient is the subject of an open review anomaly "
+            "(policy review.hold_open_anomalies); an operator must approve it."
         )
 
 
@@ -492,6 +523,7 @@ RULES: tuple[Rule, ...] = (
     DuplicateSuspected(),
     RecipientWarnings(),
     RequesterUnverified(),
+    OpenAnomaly(),
     RoleAutoApproveLimit(),
     DualApprovalOver(),
 )

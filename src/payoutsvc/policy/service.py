@@ -26,6 +26,7 @@ from payoutsvc.errors import (
     not_found,
     validation_failed,
 )
+from payoutsvc.messages import message
 from payoutsvc.policy.document import (
     DEFAULT_POLICY_DOCUMENT,
     Policy,
@@ -176,10 +177,13 @@ class PolicyService:
         current = await self.repo.newest_version() or 1
         if expected is not None and expected != current:
             raise PolicyVersionConflict(
-                f"This document was based on version {expected}, but the current version is "
-                f"{current}. GET /v1/policy, re-apply the change and PUT again.",
+                message("policy_version_conflict", expected=expected, current=current),
                 errors=[
-                    FieldError("version", "policy_version_conflict", f"Current version: {current}.")
+                    FieldError.of(
+                        "version",
+                        "policy_version_conflict",
+                        message("policy_version_current", current=current),
+                    )
                 ],
                 title="Policy changed meanwhile",
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Response, status
+from fastapi import APIRouter, Path, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -20,6 +20,7 @@ from payoutsvc.errors import (
     Unauthorized,
     ValidationFailed,
 )
+from payoutsvc.messages import negotiate
 from payoutsvc.recipients.schemas import RecipientOut
 from payoutsvc.recipients.service import (
     RecipientBlockCreate,
@@ -98,9 +99,15 @@ def _service(session: DbSession, runtime: RuntimeDep) -> RecipientService:
     },
 )
 async def validate_recipient(
-    body: RecipientValidateIn, session: DbSession, runtime: RuntimeDep, _caller: PayoutsWriter
+    request: Request,
+    body: RecipientValidateIn,
+    session: DbSession,
+    runtime: RuntimeDep,
+    _caller: PayoutsWriter,
 ) -> JSONResponse:
-    return JSONResponse(await _service(session, runtime).validate(body))
+    result = await _service(session, runtime).validate(body)
+    locale = negotiate(request.headers.get("accept-language"))
+    return JSONResponse(result.as_json(locale), headers={"Content-Language": locale})
 
 
 @router.post(

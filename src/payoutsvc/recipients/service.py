@@ -7,6 +7,7 @@ recipient, and a block keeps only the recipient's keyed fingerprint and masked a
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -23,6 +24,7 @@ from payoutsvc.errors import (
     not_found,
 )
 from payoutsvc.ids import new_id
+from payoutsvc.messages import ENGLISH, Locale
 from payoutsvc.money import parse_amount
 from payoutsvc.recipients.masking import mask_account
 from payoutsvc.recipients.models import RecipientBlock
@@ -100,8 +102,25 @@ class RecipientBlockCreate(StrictModel):
     reason: str | None = Field(default=None, max_length=1000, examples=["chargeback fraud"])
 
 
-def _field_errors(problems: Sequence[FieldError]) -> list[dict[str, str]]:
-    return [p.as_dict() for p in problems]
+def _field_errors(problems: Sequence[FieldError], locale: Locale = ENGLISH) -> list[dict[str, str]]:
+    return [p.as_dict(locale) for p in problems]
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientValidation:
+    """What POST /v1/recipients/validate answers; its messages in the caller's language."""
+
+    errors: list[FieldError]
+    warnings: list[FieldError]
+    normalized: dict[str, Any]
+
+    def as_json(self, locale: Locale = ENGLISH) -> dict[str, Any]:
+        return {
+            "valid": not self.errors,
+            "errors": _field_errors(self.errors, locale),
+            "warnings": _field_errors(self.warnings, locale),
+            "normalized": self.normalized,
+        }
 
 
 class RecipientService:
@@ -109,7 +128,7 @@ class RecipientService:
         self.repo = RecipientRepository(session)
         self.fingerprint_key = fingerprint_key
 
-    async def validate(self, body: RecipientValidateIn) -> dict[str, Any]:
+    async def validate(self, body: RecipientValidateIn) -> RecipientValidation:
         """The checks POST /v1/payouts runs, plus the blocklist, as data instead of a 422."""
         amount_minor = (
             parse_amount(body.amount, body.currency)
@@ -124,12 +143,7 @@ class RecipientService:
                 errors.append(
                     FieldError("recipient", BLOCKED_CODE, "The recipient is on the blocklist.")
                 )
-        return {
-            "valid": not errors,
-            "errors": _field_errors(errors),
-            "warnings": _field_errors(check.warnings),
-            "normalized": public_view(check.normalized),
-        }
+        return RecipientValidation(errors, list(check.warnings), public_view(check.normalized))
 
     # -- blocklist --------------------------------------------------------------------------------
     def _identity(self, recipient: BlockedRecipientIn) -> dict[str, str | None]:

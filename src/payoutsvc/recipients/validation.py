@@ -26,6 +26,7 @@ from stdnum import luhn
 from stdnum.us import rtn
 
 from payoutsvc.errors import FieldError
+from payoutsvc.messages import NOUNS, Message, message
 from payoutsvc.recipients.schemas import (
     AlipayRecipient,
     BankCardCnRecipient,
@@ -116,11 +117,11 @@ class _Checker:
             for key, value in recipient.model_dump().items()
         }
 
-    def error(self, field_path: str, code: str, message: str) -> None:
-        self.errors.append(FieldError(field_path, code, message))
+    def error(self, field_path: str, code: str, text: Message) -> None:
+        self.errors.append(FieldError.of(field_path, code, text))
 
-    def warning(self, field_path: str, code: str, message: str) -> None:
-        self.warnings.append(FieldError(field_path, code, message))
+    def warning(self, field_path: str, code: str, text: Message) -> None:
+        self.warnings.append(FieldError.of(field_path, code, text))
 
     def set(self, key: str, value: str | None) -> None:
         self.normalized[key] = value
@@ -155,7 +156,7 @@ def validate_recipient(
     elif isinstance(recipient, StripeAccountRecipient):
         _check_stripe_account(checker, recipient)
     else:  # pragma: no cover - the union is closed; guards against a new type without rules
-        checker.error("recipient.type", "unsupported_type", "This recipient type is not supported.")
+        checker.error("recipient.type", "unsupported_type", message("recipient.unsupported_type"))
     return checker.result()
 
 
@@ -190,14 +191,18 @@ def recipient_fingerprint(normalized: Mapping[str, str | None], key: bytes) -> s
 # --- shared checks ------------------------------------------------------------------------
 
 
+def _label(label: str) -> dict[str, str]:
+    """A label's parameters for a catalogue message: as given, and in Chinese."""
+    return {"label": label, "label_zh": NOUNS.get(label.lower(), label)}
+
+
 def _require_currency(checker: _Checker, currency: str | None, expected: str, label: str) -> bool:
     """Error unless ``currency`` is ``expected``; returns whether amount limits may be applied."""
     if currency is None:
         return False
     if currency != expected:
-        checker.error(
-            "currency", "unsupported_currency", f"{label} payouts can only be made in {expected}."
-        )
+        text = message("recipient.currency_only", expected=expected, **_label(label))
+        checker.error("currency", "unsupported_currency", text)
         return False
     return True
 
@@ -230,15 +235,14 @@ def _digits_field(
     """Strip spaces/dashes; error unless ``min_len``-``max_len`` digits remain."""
     compact = _SEPARATORS.sub("", value)
     if not compact.isascii() or not compact.isdigit():
-        checker.error(field_path, "invalid_format", f"{label} must contain digits only.")
+        checker.error(field_path, "invalid_format", message("recipient.digits", **_label(label)))
         return None
     if not min_len <= len(compact) <= max_len:
         expected = f"{min_len}" if min_len == max_len else f"{min_len}-{max_len}"
-        checker.error(
-            field_path,
-            "invalid_length",
-            f"{label} must be {expected} digits long (got {len(compact)}).",
+        text = message(
+            "recipient.digits_length", expected=expected, got=len(compact), **_label(label)
         )
+        checker.error(field_path, "invalid_length", text)
         return None
     return compact
 
@@ -256,7 +260,7 @@ def _check_alipay(
     elif "@" in account:
         email = _normalize_email(account)
         if email is None:
-            checker.error(_ACCOUNT, "invalid_format", "The Alipay account is not a valid email.")
+            checker.error(_ACCOUNT, "invalid_format", message("recipient.alipay_email"))
         else:
             checker.set("account", email)
     else:
@@ -265,24 +269,17 @@ def _check_alipay(
             if _ALIPAY_USER_ID.fullmatch(compact):
                 checker.set("account", compact)
             else:
-                checker.error(
-                    _ACCOUNT,
-                    "invalid_length",
-                    "An Alipay user id must be 16 digits starting with 2088.",
-                )
+                checker.error(_ACCOUNT, "invalid_length", message("recipient.alipay_user_id"))
         else:
             _check_alipay_mobile(checker, account)
 
     cny = _require_currency(checker, currency, "CNY", "Alipay")
     if cny and amount_minor is not None and amount_minor < ALIPAY_MIN_AMOUNT_MINOR:
-        checker.error("amount", "amount_below_minimum", "Alipay payouts must be at least 0.10 CNY.")
+        checker.error("amount", "amount_below_minimum", message("recipient.alipay_minimum"))
 
 
 def _check_alipay_mobile(checker: _Checker, account: str) -> None:
-    generic = (
-        "The Alipay account must be a mainland China mobile number, an email, "
-        "a 16-digit user id starting with 2088 or an open id starting with 0."
-    )
+    generic = message("recipient.alipay_account")
     if not _PHONE_CHARS.fullmatch(account):
         checker.error(_ACCOUNT, "invalid_format", generic)
         return
@@ -294,11 +291,7 @@ def _check_alipay_mobile(checker: _Checker, account: str) -> None:
         phonenumbers.PhoneNumberType.MOBILE,
         phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
     ):
-        checker.error(
-            _ACCOUNT,
-            "invalid_format",
-            "The Alipay account is a phone number but not a mainland China mobile number.",
-        )
+        checker.error(_ACCOUNT, "invalid_format", message("recipient.alipay_not_mobile"))
         return
     checker.set("account", phonenumbers.national_significant_number(number))
 
@@ -308,42 +301,23 @@ def _check_wechat(
 ) -> None:
     openid = recipient.account
     if not _WECHAT_OPENID_CHARS.fullmatch(openid):
-        checker.error(
-            _ACCOUNT,
-            "invalid_format",
-            "The WeChat openid may only contain letters, digits, '_' and '-'.",
-        )
+        checker.error(_ACCOUNT, "invalid_format", message("recipient.wechat_openid_chars"))
     elif not 20 <= len(openid) <= 64:
-        checker.error(
-            _ACCOUNT,
-            "invalid_length",
-            f"The WeChat openid must be 20-64 characters long (got {len(openid)}).",
-        )
+        text = message("recipient.wechat_openid_length", got=len(openid))
+        checker.error(_ACCOUNT, "invalid_length", text)
 
     if not _WECHAT_APP_ID.fullmatch(recipient.app_id):
-        checker.error(
-            "recipient.app_id",
-            "invalid_format",
-            "The WeChat app id must be 'wx' followed by 16 letters or digits.",
-        )
+        checker.error("recipient.app_id", "invalid_format", message("recipient.wechat_app_id"))
 
     if _require_currency(checker, currency, "CNY", "WeChat") and amount_minor is not None:
         if amount_minor < WECHAT_MIN_AMOUNT_MINOR:
-            checker.error(
-                "amount", "amount_below_minimum", "WeChat payouts must be at least 0.10 CNY."
-            )
+            checker.error("amount", "amount_below_minimum", message("recipient.wechat_minimum"))
         elif amount_minor < WECHAT_NAME_ALLOWED_FROM_MINOR and recipient.name:
-            checker.error(
-                "recipient.name",
-                "not_allowed",
-                "WeChat Pay takes the recipient's name only from 0.30 CNY; leave it out below.",
-            )
+            text = message("recipient.wechat_name_not_allowed")
+            checker.error("recipient.name", "not_allowed", text)
         if amount_minor >= WECHAT_NAME_REQUIRED_FROM_MINOR and not recipient.name:
-            checker.error(
-                "recipient.name",
-                "required",
-                "The recipient's real name is required for WeChat payouts from 2000.00 CNY.",
-            )
+            text = message("recipient.wechat_name_required")
+            checker.error("recipient.name", "required", text)
 
 
 def _check_bank_card_cn(
@@ -353,11 +327,7 @@ def _check_bank_card_cn(
     if card is not None:
         checker.set("account", card)
         if not luhn.is_valid(card):
-            checker.warning(
-                _ACCOUNT,
-                "checksum_mismatch",
-                "The card number fails the Luhn check; please double-check it.",
-            )
+            checker.warning(_ACCOUNT, "checksum_mismatch", message("recipient.card_luhn"))
     _require_currency(checker, currency, "CNY", "Chinese bank card")
 
 
@@ -371,12 +341,7 @@ _SCHWIFTY_ERRORS: tuple[tuple[type[Exception], str], ...] = (
 def _check_iban(checker: _Checker, recipient: IbanRecipient) -> None:
     compact = _WHITESPACE.sub("", recipient.account).upper()
     if not _IBAN_SHAPE.fullmatch(compact) or len(compact) > 34:
-        checker.error(
-            _ACCOUNT,
-            "invalid_format",
-            "The IBAN must be a 2-letter country code, 2 check digits and up to 30 letters "
-            "or digits.",
-        )
+        checker.error(_ACCOUNT, "invalid_format", message("recipient.iban_shape"))
     else:
         try:
             iban = IBAN(compact)
@@ -390,25 +355,28 @@ def _check_iban(checker: _Checker, recipient: IbanRecipient) -> None:
             bic = BIC(recipient.bic)
         except schwifty_errors.SchwiftyException as exc:
             code = _code_for(exc, "invalid_format")
-            checker.error("recipient.bic", code, f"The BIC is not valid ({_reason(code)}).")
+            checker.error("recipient.bic", code, message(f"recipient.bic.{code}"))
         else:
             checker.set("bic", str(bic.compact))
 
 
-def _describe_iban_error(exc: Exception, compact: str) -> tuple[str, str]:
+def _describe_iban_error(exc: Exception, compact: str) -> tuple[str, Message]:
     country = compact[:2]
     code = _code_for(exc, "invalid_format")
     if code == "invalid_country":
-        return code, f"'{country}' is not a country that uses IBANs."
+        return code, message("recipient.iban_country", country=country)
     if code == "invalid_length":
         try:
             expected = int(IBAN(compact, allow_invalid=True).spec.iban_length)
         except (schwifty_errors.SchwiftyException, AttributeError, TypeError, ValueError):
-            return code, f"The IBAN has the wrong length for {country}."
-        return code, f"A {country} IBAN must be {expected} characters long (got {len(compact)})."
+            return code, message("recipient.iban_length_unknown", country=country)
+        text = message(
+            "recipient.iban_length", country=country, expected=expected, got=len(compact)
+        )
+        return code, text
     if code == "checksum_mismatch":
-        return code, "The IBAN check digits do not match; please double-check it."
-    return code, f"The IBAN does not match the account format of {country}."
+        return code, message("recipient.iban_checksum")
+    return code, message("recipient.iban_format", country=country)
 
 
 def _code_for(exc: Exception, default: str) -> str:
@@ -418,14 +386,6 @@ def _code_for(exc: Exception, default: str) -> str:
     return default
 
 
-def _reason(code: str) -> str:
-    return {
-        "invalid_country": "unknown country",
-        "invalid_length": "it must be 8 or 11 characters",
-        "checksum_mismatch": "checksum mismatch",
-    }.get(code, "wrong format")
-
-
 def _check_us_bank(checker: _Checker, recipient: UsBankRecipient, currency: str | None) -> None:
     routing_field = "recipient.routing_number"
     routing = _digits_field(
@@ -433,17 +393,10 @@ def _check_us_bank(checker: _Checker, recipient: UsBankRecipient, currency: str 
     )
     if routing is not None:
         if routing[:2] not in _ABA_PREFIXES or routing == "000000000":
-            checker.error(
-                routing_field,
-                "invalid_format",
-                "The routing number does not start with a valid Federal Reserve routing symbol.",
-            )
+            checker.error(routing_field, "invalid_format", message("recipient.routing_symbol"))
         elif not rtn.is_valid(routing):
-            checker.error(
-                routing_field,
-                "checksum_mismatch",
-                "The routing number fails the ABA checksum; please double-check it.",
-            )
+            text = message("recipient.routing_checksum")
+            checker.error(routing_field, "checksum_mismatch", text)
         else:
             checker.set("routing_number", routing)
 
@@ -459,7 +412,7 @@ def _check_paypal(checker: _Checker, recipient: PaypalRecipient) -> None:
     if "@" in account:
         email = _normalize_email(account)
         if email is None:
-            checker.error(_ACCOUNT, "invalid_format", "The PayPal account is not a valid email.")
+            checker.error(_ACCOUNT, "invalid_format", message("recipient.paypal_email"))
         else:
             checker.set("account", email)
         return
@@ -468,24 +421,15 @@ def _check_paypal(checker: _Checker, recipient: PaypalRecipient) -> None:
         if _PAYPAL_PAYER_ID.fullmatch(payer_id):
             checker.set("account", payer_id)
             return
-        checker.error(
-            _ACCOUNT,
-            "invalid_format",
-            "The PayPal account must be an email, an E.164 phone number starting with '+' "
-            "or a PayPal payer id (13 letters and digits).",
-        )
+        checker.error(_ACCOUNT, "invalid_format", message("recipient.paypal_account"))
         return
     number = _parse_phone(account, None)
     if number is None:
-        checker.error(_ACCOUNT, "invalid_format", "The PayPal account is not a valid phone number.")
+        checker.error(_ACCOUNT, "invalid_format", message("recipient.paypal_phone"))
         return
     checker.set("account", phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
 
 
 def _check_stripe_account(checker: _Checker, recipient: StripeAccountRecipient) -> None:
     if not _STRIPE_ACCOUNT.fullmatch(recipient.account):
-        checker.error(
-            _ACCOUNT,
-            "invalid_format",
-            "The Stripe account must be a connected account id such as 'acct_…'.",
-        )
+        checker.error(_ACCOUNT, "invalid_format", message("recipient.stripe_account"))

@@ -9,6 +9,7 @@ Retry-After on 429/503).
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,8 +19,10 @@ import structlog
 
 from payoutsvc.config import Settings
 from payoutsvc.retry import next_delay, retry_after_seconds
+from payoutsvc.tracing import Tracing
 from payoutsvc.webhooks.claim import ClaimedDelivery, Target
 from payoutsvc.webhooks.models import DeliveryStatus
+from payoutsvc.webhooks.render import RenderedRequest, Renderers
 from payoutsvc.webhooks.signing import build_headers
 from payoutsvc.webhooks.ssrf import DeliveryResult, Resolver, deliver
 from payoutsvc.webhooks.transport import PinnedHttp11Client
@@ -28,6 +31,7 @@ log = structlog.get_logger(__name__)
 
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 GONE_REASON = "the receiver answered 410 Gone"
+_CREDENTIALS_CACHE_LIMIT = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +67,14 @@ class DeliveryAttempter:
         resolver: Resolver | None,
         rng: random.Random | None,
         clock: Callable[[], datetime],
+        renderers: Renderers | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.settings = settings
+        self.renderers: Renderers = renderers or {}
+        self.tracing = tracing
+        # Parsed credentials of connector targets, by their (decrypted) JSON text.
+        self._credentials: dict[str, dict[str, str]] = {}
         self._client = client  # opened on first use (and again after the sender closed it)
         self.resolver = resolver
         self.rng = rng
@@ -97,11 +107,34 @@ class DeliveryAttempter:
     ) -> DeliveryResult:
         if target.secret_error is not None:
             return DeliveryResult(None, 0.0, target.secret_error, error_code="internal")
-        headers = build_headers(target.secrets, delivery.event_id, started, delivery.body)
+        if target.kind is not None:
+            rendered = self._render(target, delivery)
+            if rendered is None:
+                error = f"no renderer for target kind {target.kind!r} in this process"
+                return DeliveryResult(None, 0.0, error, error_code="internal")
+        else:
+            headers = build_headers(target.secrets, delivery.event_id, started, delivery.body)
+            rendered = RenderedRequest("POST", target.url, headers, delivery.body)
+        if self.tracing is None:
+            return await self._deliver(rendered)
+        with self.tracing.payout_span(
+            "webhook.deliver",
+            delivery.payout_id,
+            client=True,
+            **{"webhook.delivery_id": delivery.id, "webhook.event_type": delivery.event_type},
+        ) as span:
+            self.tracing.inject(rendered.headers)
+            result = await self._deliver(rendered)
+            if result.status_code is not None:
+                span.set_attribute("http.response.status_code", result.status_code)
+            return result
+
+    async def _deliver(self, rendered: RenderedRequest) -> DeliveryResult:
         return await deliver(
-            target.url,
-            headers,
-            delivery.body,
+            rendered.url,
+            rendered.headers,
+            rendered.body,
+            method=rendered.method,
             allow_private=self.settings.webhook_allow_private,
             timeout=self.settings.webhook_timeout_seconds,
             client=self._client(),
@@ -109,6 +142,19 @@ class DeliveryAttempter:
             # The sender's own client keys reused connections by hostname *and* address.
             keep_alive=True,
         )
+
+    def _render(self, target: Target, delivery: ClaimedDelivery) -> RenderedRequest | None:
+        """A connector target's request (its credentials are the secret, as JSON)."""
+        renderer = self.renderers.get(target.kind or "")
+        if renderer is None:
+            return None
+        text = target.secrets[0]
+        credentials = self._credentials.get(text)
+        if credentials is None:
+            if len(self._credentials) >= _CREDENTIALS_CACHE_LIMIT:
+                self._credentials.clear()
+            credentials = self._credentials[text] = json.loads(text)
+        return renderer(target.url, credentials, target.options or {}, delivery.body)
 
     def decide(
         self, delivery: ClaimedDelivery, started: datetime, result: DeliveryResult

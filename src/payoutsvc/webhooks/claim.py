@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 
@@ -40,6 +41,10 @@ class Target:
     secrets: tuple[str, ...] = ()  # current first, then the previous one during a rotation
     secret_error: str | None = None
     failing_since: datetime | None = None
+    # A helpdesk connector's target (webhooks/render.py): its kind, and how notes are written.
+    # Its one "secret" is then the helpdesk credentials as JSON.
+    kind: str | None = None
+    options: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +126,19 @@ class DeliveryClaimer:
                 (),
                 "cannot decrypt the endpoint secret",
                 row.failing_since,
+                row.target_kind,
+                row.target_options,
             )
-        return Target(row.id, row.url, bool(row.enabled), secrets, None, row.failing_since)
+        return Target(
+            row.id,
+            row.url,
+            bool(row.enabled),
+            secrets,
+            None,
+            row.failing_since,
+            row.target_kind,
+            row.target_options,
+        )
 
     def _secret(self, endpoint_id: str, blob: bytes) -> str:
         # Keyed by the ciphertext itself, so a rotated secret can never be served stale.

@@ -30,8 +30,12 @@ KNOWN_EVENT_TYPES: tuple[str, ...] = (
     "payout.failed",
     "payout.needs_review",
     # A person released a payout that waited for it (payouts/finance.py). Not here:
-    # payout.recipient_revealed, which stays in the audit chain (AUDIT_ONLY_EVENT_TYPES).
+    # payout.recipient_revealed and payout.exported, which stay in the audit chain
+    # (AUDIT_ONLY_EVENT_TYPES).
     "payout.released",
+    # To back-office endpoints of any integration; `payout.*` does not match it, `*` does.
+    "reconciliation.completed",
+    "anomaly.detected",
 )
 
 MAX_FILTERS = 64
@@ -78,7 +82,7 @@ def validate_event_filters(
         if not any(filter_matches(f, event) for event in known_events):
             raise ValueError(
                 f"event filter {f!r} matches no known event; use an exact event name "
-                f"({', '.join(known_events)}), 'payout.*' or '*'"
+                f"({', '.join(known_events)}), 'payout.*', 'anomaly.*' or '*'"
             )
         if f not in seen:
             seen.add(f)

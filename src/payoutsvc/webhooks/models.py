@@ -60,6 +60,13 @@ class WebhookEndpoint(Base):
     # Start of the current run of failed attempts (None after a success); five days of it
     # disables the endpoint.
     failing_since: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+    # None: a Standard Webhooks endpoint. Otherwise the kind of helpdesk connector this target
+    # belongs to (connectors/): the sender renders its requests with that kind's renderer
+    # (method, path, auth, body), the secret holds the helpdesk credentials (JSON) and
+    # ``target_options`` how notes are written (locale, tags). Its deliveries, retries, SSRF
+    # checks and log are the same as any endpoint's.
+    target_kind: Mapped[str | None] = mapped_column(String(40), default=None)
+    target_options: Mapped[dict[str, object] | None] = mapped_column(JSON, default=None)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -95,12 +96,78 @@ def endpoint_presence(runtime: Runtime) -> EndpointPresence:
 def webhook_body(event: OutboxEvent) -> str:
     """The exact JSON body of this event's webhook (API.md): built once, sent on every attempt,
     so the signature a receiver checks covers the same bytes every time."""
+    # An anomaly.* event carries the anomaly (review/); its payout_id is the anomaly's id.
+    carried = "anomaly" if event.type.startswith("anomaly.") else "payout"
     body: dict[str, Any] = {
         "type": event.type,
         "timestamp": rfc3339(event.at),
-        "data": {"payout": event.snapshot(), "sequence": event.sequence},
+        "data": {carried: event.snapshot(), "sequence": event.sequence},
     }
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
+def connector_body(event: OutboxEvent, snapshot: dict[str, Any]) -> str:
+    """The stored body of a helpdesk connector's delivery: the webhook's, plus who acted
+    (the note names them); the connector's renderer turns it into the note request."""
+    body: dict[str, Any] = {
+        "type": event.type,
+        "timestamp": rfc3339(event.at),
+        # Who acted (payouts.events.NewEvent has it); events without one were the system's.
+        "actor": str(getattr(event, "actor", None) or "system"),
+        "data": {"payout": snapshot, "sequence": event.sequence},
+    }
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
+def _ticket_system(event: OutboxEvent) -> str | None:
+    ticket = event.snapshot().get("ticket")
+    return ticket.get("system") if isinstance(ticket, dict) else None
+
+
+def _delivery_row(event: OutboxEvent | NoteEvent, endpoint_id: str, body: str) -> dict[str, Any]:
+    return {
+        "id": new_id("wd", int(event.at.timestamp() * 1000)),
+        "endpoint_id": endpoint_id,
+        "integration_id": event.integration_id,
+        "event_id": event.id,
+        "payout_id": event.payout_id,
+        "sequence": event.sequence,
+        "event_type": event.type,
+        "payload": body,
+        "status": DeliveryStatus.PENDING.value,
+        "attempts": 0,
+        "next_attempt_at": event.at,
+        "locked_until": None,
+        "locked_by": None,
+        "last_attempt_at": None,
+        "last_status_code": None,
+        "last_latency_ms": None,
+        "last_error": None,
+        "last_response_excerpt": None,
+        "created_at": event.at,
+        "delivered_at": None,
+    }
+
+
+def _rows_for(
+    event: OutboxEvent, endpoints: Sequence[tuple[str, list[str], str | None]]
+) -> list[dict[str, Any]]:
+    """One row per matching endpoint. A helpdesk connector's target (a kind set) takes only
+    the events of payouts on its own tickets (``ticket.system`` is the connector id)."""
+    rows: list[dict[str, Any]] = []
+    body: str | None = None
+    for endpoint_id, filters, kind in endpoints:
+        if not event_matches(filters, event.type):
+            continue
+        if kind is not None:
+            if _ticket_system(event) == endpoint_id:
+                rows.append(
+                    _delivery_row(event, endpoint_id, connector_body(event, event.snapshot()))
+                )
+            continue
+        body = body if body is not None else webhook_body(event)
+        rows.append(_delivery_row(event, endpoint_id, body))
+    return rows
 
 
 async def enqueue_deliveries(
@@ -122,40 +189,72 @@ async def enqueue_deliveries(
         presence.remember_none(integration_ids - {e.integration_id for e in endpoints})
     if not endpoints:
         return
-    by_integration: dict[str, list[tuple[str, list[str]]]] = {}
+    by_integration: dict[str, list[tuple[str, list[str], str | None]]] = {}
     for endpoint in endpoints:
         by_integration.setdefault(endpoint.integration_id, []).append(
-            (endpoint.id, endpoint.events)
+            (endpoint.id, endpoint.events, endpoint.target_kind)
         )
     rows: list[dict[str, Any]] = []
     for event in events:
-        body: str | None = None
-        for endpoint_id, filters in by_integration.get(event.integration_id, ()):
-            if not event_matches(filters, event.type):
-                continue
-            body = body if body is not None else webhook_body(event)
-            rows.append(
-                {
-                    "id": new_id("wd", int(event.at.timestamp() * 1000)),
-                    "endpoint_id": endpoint_id,
-                    "integration_id": event.integration_id,
-                    "event_id": event.id,
-                    "payout_id": event.payout_id,
-                    "sequence": event.sequence,
-                    "event_type": event.type,
-                    "payload": body,
-                    "status": DeliveryStatus.PENDING.value,
-                    "attempts": 0,
-                    "next_attempt_at": event.at,
-                    "locked_until": None,
-                    "locked_by": None,
-                    "last_attempt_at": None,
-                    "last_status_code": None,
-                    "last_latency_ms": None,
-                    "last_error": None,
-                    "last_response_excerpt": None,
-                    "created_at": event.at,
-                    "delivered_at": None,
-                }
-            )
+        rows.extend(_rows_for(event, by_integration.get(event.integration_id, ())))
     await repo.insert_deliveries(rows)
+
+
+@dataclass(frozen=True, slots=True)
+class NoteEvent:
+    """A delivery that is not a payout event: a note for a connector's ticket (an inbound
+    trigger refused) or a notice about the service (``enqueue_notice``). It goes out like any
+    event, under its own id and "payout" key, so it waits for nothing and holds nothing up."""
+
+    id: str
+    payout_id: str
+    integration_id: str
+    type: str
+    at: datetime
+    body: dict[str, Any]
+    sequence: int = 0
+
+
+async def enqueue_note(session: AsyncSession, endpoint_id: str, note: NoteEvent) -> None:
+    """One delivery of ``note`` to a connector's target, in the caller's transaction."""
+    body = json.dumps(
+        {"type": note.type, "timestamp": rfc3339(note.at), **note.body},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    await WebhookRepository(session).insert_deliveries([_delivery_row(note, endpoint_id, body)])
+
+
+async def enqueue_notice(
+    session: AsyncSession, event_type: str, subject_id: str, data: dict[str, Any], at: datetime
+) -> int:
+    """Deliveries of an event about the service rather than one payout
+    (``reconciliation.completed``): to every enabled webhook endpoint, of any integration,
+    whose filters match it (``*`` does, ``payout.*`` does not); never to a helpdesk
+    connector's target, whose notes are about its own tickets' payouts. The subject's id
+    stands in the delivery's ``payout_id`` column as its ordering key (sequence 1: one event
+    per subject). Returns how many deliveries were written."""
+    repo = WebhookRepository(session)
+    endpoints = [
+        e
+        for e in await repo.all_enabled_endpoints()
+        if e.target_kind is None and event_matches(e.events, event_type)
+    ]
+    if not endpoints:
+        return 0
+    body = json.dumps(
+        {"type": event_type, "timestamp": rfc3339(at), "data": data},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    event_id = new_id("evt", int(at.timestamp() * 1000))
+    rows = [
+        _delivery_row(
+            NoteEvent(event_id, subject_id, e.integration_id, event_type, at, {}, sequence=1),
+            e.id,
+            body,
+        )
+        for e in endpoints
+    ]
+    await repo.insert_deliveries(rows)
+    return len(rows)

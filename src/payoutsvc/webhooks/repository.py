@@ -115,7 +115,12 @@ TARGET_COLUMNS = (
     _endpoints.c.previous_secret_encrypted,
     _endpoints.c.previous_secret_expires_at,
     _endpoints.c.failing_since,
+    _endpoints.c.target_kind,
+    _endpoints.c.target_options,
 )
+# The endpoints of the webhook-endpoints API: a helpdesk connector's target is managed
+# through /v1/connectors instead.
+_PLAIN = _endpoints.c.target_kind.is_(None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +176,7 @@ class WebhookRepository:
 
     async def count_endpoints(self, integration_id: str) -> int:
         result = await self.session.execute(
-            select(func.count()).where(_endpoints.c.integration_id == integration_id)
+            select(func.count()).where(_endpoints.c.integration_id == integration_id, _PLAIN)
         )
         return int(result.scalar_one())
 
@@ -180,9 +185,13 @@ class WebhookRepository:
         signal_on_commit(self.session, ENDPOINTS_CHANGED)
 
     async def get_endpoint(
-        self, endpoint_id: str, integration_id: str | None
+        self, endpoint_id: str, integration_id: str | None, *, connector: bool = False
     ) -> WebhookEndpoint | None:
-        query = select(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id)
+        """A webhook endpoint, or with ``connector`` a connector's write-back target."""
+        query = select(WebhookEndpoint).where(
+            WebhookEndpoint.id == endpoint_id,
+            _endpoints.c.target_kind.is_not(None) if connector else _PLAIN,
+        )
         if integration_id is not None:
             query = query.where(WebhookEndpoint.integration_id == integration_id)
         return (await self.session.execute(query)).scalar_one_or_none()
@@ -190,7 +199,9 @@ class WebhookRepository:
     async def list_endpoints(
         self, integration_id: str | None, limit: int, before_id: str | None
     ) -> Sequence[WebhookEndpoint]:
-        query = select(WebhookEndpoint).order_by(WebhookEndpoint.id.desc()).limit(limit)
+        query = (
+            select(WebhookEndpoint).where(_PLAIN).order_by(WebhookEndpoint.id.desc()).limit(limit)
+        )
         if integration_id is not None:
             query = query.where(WebhookEndpoint.integration_id == integration_id)
         if before_id is not None:
@@ -198,11 +209,17 @@ class WebhookRepository:
         return (await self.session.execute(query)).scalars().all()
 
     async def update_endpoint(
-        self, endpoint_id: str, integration_id: str | None, values: Mapping[str, Any]
+        self,
+        endpoint_id: str,
+        integration_id: str | None,
+        values: Mapping[str, Any],
+        *,
+        connector: bool = False,
     ) -> AnyRow | None:
         condition = [_endpoints.c.id == endpoint_id]
         if integration_id is not None:
             condition.append(_endpoints.c.integration_id == integration_id)
+        condition.append(_endpoints.c.target_kind.is_not(None) if connector else _PLAIN)
         result = await self.session.execute(
             update(_endpoints).where(*condition).values(**values).returning(*_endpoints.c)
         )
@@ -210,10 +227,15 @@ class WebhookRepository:
             signal_on_commit(self.session, ENDPOINTS_CHANGED)
         return result.first()
 
-    async def delete_endpoint(self, endpoint_id: str, integration_id: str | None) -> bool:
+    async def delete_endpoint(
+        self, endpoint_id: str, integration_id: str | None, *, connector: bool = False
+    ) -> bool:
         """Delete an endpoint with its deliveries and their attempts (explicitly: SQLite
         enforces ON DELETE CASCADE only with foreign keys on, and order matters for both)."""
-        endpoint = select(_endpoints.c.id).where(_endpoints.c.id == endpoint_id)
+        endpoint = select(_endpoints.c.id).where(
+            _endpoints.c.id == endpoint_id,
+            _endpoints.c.target_kind.is_not(None) if connector else _PLAIN,
+        )
         if integration_id is not None:
             endpoint = endpoint.where(_endpoints.c.integration_id == integration_id)
         # Lock the row first so a concurrent enqueue or sender write waits for us.
@@ -231,14 +253,30 @@ class WebhookRepository:
         return True
 
     async def enabled_endpoints_for(self, integration_ids: Iterable[str]) -> Sequence[AnyRow]:
-        """``(id, integration_id, events)`` of every enabled endpoint of these integrations:
-        one query for the whole batch of events (the outbox runs on every status change)."""
+        """``(id, integration_id, events, target_kind)`` of every enabled endpoint of these
+        integrations: one query for the whole batch of events (the outbox runs on every
+        status change)."""
         ids = sorted(set(integration_ids))
         if not ids:
             return []
         result = await self.session.execute(
-            select(_endpoints.c.id, _endpoints.c.integration_id, _endpoints.c.events)
+            select(
+                _endpoints.c.id,
+                _endpoints.c.integration_id,
+                _endpoints.c.events,
+                _endpoints.c.target_kind,
+            )
             .where(_endpoints.c.integration_id.in_(ids), _endpoints.c.enabled.is_(True))
+            .order_by(_endpoints.c.id)
+        )
+        return result.all()
+
+    async def all_enabled_endpoints(self) -> Sequence[AnyRow]:
+        """``(id, integration_id, events)`` of every enabled endpoint of every integration
+        (events about the service, not one integration's payout)."""
+        result = await self.session.execute(
+            select(_endpoints.c.id, _endpoints.c.integration_id, _endpoints.c.events)
+            .where(_endpoints.c.enabled.is_(True))
             .order_by(_endpoints.c.id)
         )
         return result.all()

@@ -31,6 +31,7 @@ from payoutsvc.runtime import Runtime
 from payoutsvc.webhooks.attempt import DeliveryAttempter, Outcome
 from payoutsvc.webhooks.claim import ClaimedDelivery, DeliveryClaimer
 from payoutsvc.webhooks.record import Recorder
+from payoutsvc.webhooks.render import Renderers
 from payoutsvc.webhooks.repository import DELIVERIES_DUE, WebhookRepository
 from payoutsvc.webhooks.ssrf import DeliveryResult, Resolver
 from payoutsvc.webhooks.transport import PinnedHttp11Client, make_webhook_client
@@ -56,6 +57,7 @@ class WebhookSender:
         rng: random.Random | None = None,
         clock: Callable[[], datetime] = utcnow,
         timer: LoopTimer = REAL_TIME,
+        renderers: Renderers | None = None,
     ) -> None:
         self.runtime = runtime
         self.settings = runtime.settings
@@ -67,7 +69,13 @@ class WebhookSender:
         self._client: PinnedHttp11Client | None = None
         self.claimer = DeliveryClaimer(runtime, clock=clock)
         self.attempter = DeliveryAttempter(
-            self.settings, lambda: self.client, resolver=resolver, rng=rng, clock=clock
+            self.settings,
+            lambda: self.client,
+            resolver=resolver,
+            rng=rng,
+            clock=clock,
+            renderers=renderers,
+            tracing=runtime.tracing,
         )
         self.recorder = Recorder(runtime, clock=clock)
         self._loop: WorkLoop[ClaimedDelivery, Outcome] | None = None  # while run() runs
@@ -182,9 +190,12 @@ class WebhookSender:
 PURGE_INTERVAL_SECONDS = 3600.0
 
 
-def start_webhook_sender(runtime: Runtime, loops: BackgroundLoops) -> WebhookSender:
-    """Start the sender and the retention purge in a worker process."""
-    sender = WebhookSender(runtime)
+def start_webhook_sender(
+    runtime: Runtime, loops: BackgroundLoops, renderers: Renderers | None = None
+) -> WebhookSender:
+    """Start the sender and the retention purge in a worker process; ``renderers`` render
+    the requests of targets that are not Standard Webhooks endpoints (helpdesk connectors)."""
+    sender = WebhookSender(runtime, renderers=renderers)
     loops.start("webhook-sender", sender.run)
     loops.every("webhook-purge", PURGE_INTERVAL_SECONDS, sender.purge)
     return sender

@@ -24,6 +24,7 @@ from payoutsvc.errors import (
     validation_failed,
 )
 from payoutsvc.ids import new_id
+from payoutsvc.messages import message
 from payoutsvc.runtime import Runtime
 from payoutsvc.webhooks.models import DeliveryStatus, WebhookEndpoint
 from payoutsvc.webhooks.presenter import (
@@ -113,10 +114,7 @@ class WebhookService:
         await self.repo.lock_endpoint_list(integration_id)
         cap = self.runtime.settings.webhook_max_endpoints
         if await self.repo.count_endpoints(integration_id) >= cap:
-            raise TooManyEndpoints(
-                f"This integration has {cap} webhook endpoints, the most it may have "
-                "(PAYOUTSVC_WEBHOOK_MAX_ENDPOINTS); delete one first."
-            )
+            raise TooManyEndpoints(message("too_many_endpoints", cap=cap))
         now = utcnow()
         endpoint_id = new_id("we", int(now.timestamp() * 1000))
         secret = generate_secret()

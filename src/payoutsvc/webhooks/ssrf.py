@@ -434,8 +434,10 @@ async def post_pinned(
     timeout: float,  # noqa: ASYNC109 -- part of the contract; enforced with asyncio.timeout
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     keep_alive: bool = False,
+    method: str = "POST",
 ) -> DeliveryResult:
-    """POST ``body`` to ``url`` over a connection to ``ip`` (no DNS lookup happens here).
+    """POST (or ``method``) ``body`` to ``url`` over a connection to ``ip`` (no DNS lookup
+    happens here).
 
     The request line goes to ``ip`` with the original ``Host`` header; for https, TLS SNI
     and certificate verification use the URL's hostname (httpcore's ``sni_hostname``
@@ -468,6 +470,7 @@ async def post_pinned(
                 body=body,
                 max_response_bytes=max_response_bytes,
                 keep_alive=keep_alive,
+                method=method,
             )
     except (TimeoutError, TransportError, OSError) as exc:
         return _not_answered(exc, _elapsed_ms(start), timeout)
@@ -518,8 +521,9 @@ async def deliver(
     resolver: Resolver | None = None,
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     keep_alive: bool = False,
+    method: str = "POST",
 ) -> DeliveryResult:
-    """Check ``url``, resolve it once, and POST to a checked address.
+    """Check ``url``, resolve it once, and POST (or ``method``) to a checked address.
 
     Refusals (bad URL, non-public address, DNS failure) come back as a result with
     ``status_code=None`` -- e.g. error "refused: resolves to a non-public address" --
@@ -550,7 +554,7 @@ async def deliver(
     result: DeliveryResult | None = None
     for ip in addresses[:MAX_ADDRESS_ATTEMPTS]:
         result = await post_pinned(
-            client, parsed, ip, headers, body, timeout, max_response_bytes, keep_alive
+            client, parsed, ip, headers, body, timeout, max_response_bytes, keep_alive, method
         )
         if result.error_code != "connect_error":
             break

@@ -174,10 +174,12 @@ class PinnedHttp11Client:
         body: bytes,
         max_response_bytes: int,
         keep_alive: bool,
+        method: str = "POST",
     ) -> HttpReply:
-        """POST ``body`` to ``address:port`` with ``Host: host_header`` (TLS to
-        ``server_name`` for https). The caller bounds the whole call with a timeout; a
-        cancelled call closes its connection. ``headers`` must not carry framing headers
+        """POST (or ``method``: a helpdesk connector's PUT or GET) ``body`` to
+        ``address:port`` with ``Host: host_header`` (TLS to ``server_name`` for https).
+        The caller bounds the whole call with a timeout; a cancelled call closes its
+        connection. ``headers`` must not carry framing headers
         (host, content-length, connection, transfer-encoding): this client writes those."""
         if scheme not in ("http", "https"):
             raise TransportConnectError(f"unsupported scheme {scheme!r}")
@@ -195,7 +197,7 @@ class PinnedHttp11Client:
             address,
             port,
         )
-        request = _request_bytes(target, host_header, headers, body, keep_alive)
+        request = _request_bytes(method, target, host_header, headers, body, keep_alive)
 
         connection = self._take(key) if keep_alive else None
         if connection is not None:
@@ -254,10 +256,20 @@ class PinnedHttp11Client:
         )
 
 
+_METHODS = frozenset({"GET", "POST", "PUT"})
+
+
 def _request_bytes(
-    target: str, host_header: str, headers: dict[str, str], body: bytes, keep_alive: bool
+    method: str,
+    target: str,
+    host_header: str,
+    headers: dict[str, str],
+    body: bytes,
+    keep_alive: bool,
 ) -> bytes:
-    lines = [f"POST {target} HTTP/1.1", f"host: {host_header}"]
+    if method not in _METHODS:
+        raise TransportConnectError(f"unsupported method {method!r}")
+    lines = [f"{method} {target} HTTP/1.1", f"host: {host_header}"]
     lines.extend(f"{name}: {value}" for name, value in headers.items())
     lines.append(f"content-length: {len(body)}")
     if not keep_alive:

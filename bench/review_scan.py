@@ -1,0 +1,323 @@
+"""Periodic review scan (issue 16): how long one scan takes over 1,000,000 payouts of history
+with 10,000 new since the last scan, and how much a scan running beside payout creation
+slows creation down.
+
+1. A scratch PostgreSQL database; `payoutsvc serve` (worker off) on it, with the create
+   bench's generous policy and requesters (bench/create_payout.py ``prepare``).
+2. History bulk-loaded with COPY (not the API): ``--history`` payouts over ``--days`` days
+   up to an hour ago, 64 requesters, random customers and amounts, a tenth approved by one
+   of 10 approvers; then ``--new`` payouts in the last hour (with a planted split pattern);
+   the limit counters recounted; the scan's watermark set to where the new ones start.
+3. The scan, timed in this process (one transaction, commit included). Target < 10 s.
+4. Creation rate with wrk (unique tickets and recipients, as the create bench), alternating
+   rounds without and with a scan running in a second process: it rewinds the watermark
+   to the start of the new payouts and scans again, back to back, for the whole round, so
+   every round overlaps full-size scans. Target: with >= 0.9 of without.
+
+Run: `.venv/bin/python bench/review_scan.py [--history 1000000 --new 10000 --seconds 10
+--rounds 2]` (wrk needed: apt-get install -y wrk). Heavy: run it alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import ROOT, VENV_BIN, free_port, require_wrk, run_wrk, scratch_database, server
+from bench.create_payout import API_KEY, REQUESTERS, prepare
+
+from payoutsvc.crypto import generate_key
+
+APPROVERS = [f"bench-sup-{n}" for n in range(10)]
+_COLUMNS = (
+    "id",
+    "integration_id",
+    "status",
+    "idempotency_key",
+    "ticket_system",
+    "ticket_id",
+    "reason",
+    "amount_minor",
+    "currency",
+    "recipient_type",
+    "recipient_encrypted",
+    "recipient_public",
+    "recipient_fingerprint",
+    "requested_by",
+    "metadata",
+    "required_approvals",
+    "gateway",
+    "gateway_idempotency_key",
+    "attempts",
+    "last_event_sequence",
+    "last_event_hash",
+    "created_at",
+    "updated_at",
+    "limit_day",
+)
+
+
+def _settings_env(url: str, key: str) -> dict[str, str]:
+    return {
+        "PAYOUTSVC_DATABASE_URL": url,
+        "PAYOUTSVC_RUN_WORKER": "false",
+        "PAYOUTSVC_BOOTSTRAP_API_KEY": API_KEY,
+        "PAYOUTSVC_ENCRYPTION_KEY": key,
+        "PAYOUTSVC_ENVIRONMENT": "production",
+        "PAYOUTSVC_LOG_LEVEL": "WARNING",
+        "PAYOUTSVC_RATE_LIMIT": "1000000/second",
+        "PAYOUTSVC_RATE_LIMIT_BURST": "1000000",
+    }
+
+
+def _rows(
+    rng: random.Random, integration: str, start: datetime, end: datetime, count: int, tag: str
+) -> Iterator[tuple[object, ...]]:
+    from payoutsvc.ids import new_id
+
+    span = (end - start).total_seconds()
+    for n in range(count):
+        at = start + timedelta(seconds=span * n / count + rng.random())
+        customer = f"{rng.randrange(2_000_000):07d}"
+        day = int(datetime(at.year, at.month, at.day, tzinfo=UTC).timestamp())
+        yield (
+            new_id("po", int(at.timestamp() * 1000)),
+            integration,
+            "succeeded",
+            f"{tag}-{n}",
+            "bench",
+            f"{tag}-t{n}",
+            "refund",
+            rng.randint(500, 3500),
+            "CNY",
+            "alipay",
+            b"\x00",
+            json.dumps({"type": "alipay", "account_masked": f"c***{customer[-4:]}@example.com"}),
+            f"fp{customer}",
+            f"bench-agent-{rng.randrange(REQUESTERS)}",
+            "{}",
+            1,
+            "sandbox",
+            f"{tag}-gw-{n}",
+            1,
+            1,
+            "0" * 64,
+            at,
+            at,
+            day,
+        )
+
+
+async def seed(url: str, history: int, new: int, days: int) -> str:
+    """Bulk-load the history and the new payouts; returns the watermark the new ones start
+    after, as "last payout id|last approval id" (the ``--watermark`` of the scan loop)."""
+    import asyncpg
+
+    from payoutsvc.db.engine import Database
+    from payoutsvc.ids import id_floor
+    from payoutsvc.policy.repository import PolicyRepository
+
+    rng = random.Random(16)
+    now = datetime.now(UTC)
+    new_start, new_end = now - timedelta(hours=1), now - timedelta(minutes=2)
+    connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        integration = await connection.fetchval("SELECT id FROM integrations LIMIT 1")
+        began = time.monotonic()
+        old = list(
+            _rows(rng, integration, new_start - timedelta(days=days), new_start, history, "h")
+        )
+        fresh = list(_rows(rng, integration, new_start, new_end, new, "n"))
+        # A planted pattern among the new: three payouts just under the 100.00 auto-approval.
+        for i, amount in enumerate((9_600, 9_700, 9_800)):
+            row = list(fresh[i * 10])
+            row[7], row[13] = amount, "bench-agent-1"
+            fresh[i * 10] = tuple(row)
+        for rows in (old, fresh):
+            await connection.copy_records_to_table("payouts", records=rows, columns=_COLUMNS)
+        approvals = [
+            (row[0], rng.choice(APPROVERS), "approved", row[21] + timedelta(minutes=5))
+            for row in (*old, *fresh)
+            if rng.random() < 0.1  # a tenth approved by a person
+        ]
+        approvals.sort(key=lambda a: a[3])
+        await connection.copy_records_to_table(
+            "payout_approvals",
+            records=approvals,
+            columns=("payout_id", "operator_id", "decision", "at"),
+        )
+        await connection.execute("ANALYZE")
+        print(
+            f"seeded {len(old) + len(fresh):,} payouts, {len(approvals):,} approvals "
+            f"in {time.monotonic() - began:.0f} s"
+        )
+        watermark = id_floor("po", int(new_start.timestamp() * 1000))
+        last_old_approval = await connection.fetchval(
+            "SELECT COALESCE(MAX(id), 0) FROM payout_approvals WHERE at < $1", new_start
+        )
+        await connection.execute(
+            "INSERT INTO review_watermark (id, last_payout_id, last_approval_id, scanned_at)"
+            " VALUES (1, $1, $2, $3)",
+            watermark,
+            last_old_approval,
+            new_start,
+        )
+    finally:
+        await connection.close()
+    database = Database.connect(url)
+    async with database.transaction() as session:
+        await PolicyRepository(session).rebuild_limit_counters()
+    await database.dispose()
+    return f"{watermark}|{last_old_approval}"
+
+
+async def scan_loop(url: str, key: str, watermark: str, seconds: float) -> list[float]:
+    """Scan over and over for ``seconds`` (each after rewinding the watermark), or once when
+    ``seconds`` is 0; returns each scan's duration."""
+    from sqlalchemy import text
+
+    from payoutsvc.config import Settings
+    from payoutsvc.db.base import utcnow
+    from payoutsvc.main import create_app
+    from payoutsvc.review.service import ReviewService
+
+    for name, value in _settings_env(url, key).items():
+        os.environ[name] = value
+    app = create_app(Settings())
+    durations: list[float] = []
+    async with app.router.lifespan_context(app):
+        runtime = app.state.runtime
+        deadline = time.monotonic() + seconds
+        while True:
+            payout_id, approval_id = watermark.split("|")
+            async with runtime.db.transaction() as session:
+                await session.execute(
+                    text("UPDATE review_watermark SET last_payout_id = :p, last_approval_id = :a"),
+                    {"p": payout_id, "a": int(approval_id)},
+                )
+            began = time.monotonic()
+            async with runtime.db.transaction() as session:
+                result = await ReviewService(session, runtime).scan(utcnow())
+            durations.append(time.monotonic() - began)
+            if len(durations) == 1:
+                print(
+                    f"  scan read {result.new_payouts:,} new payouts, "
+                    f"{result.new_approvals:,} new approvals; anomalies: "
+                    f"{result.detected} new, {result.updated} updated",
+                    file=sys.stderr,
+                )
+            if time.monotonic() >= deadline:
+                return durations
+
+
+def _creation_round(base: str, seconds: int, connections: int) -> float:
+    script = ROOT / "bench" / "create_payout.lua"
+    env = {"BENCH_API_KEY": API_KEY, "BENCH_REQUESTERS": str(REQUESTERS)}
+    result = run_wrk(f"{base}/v1/payouts", script, connections, seconds, env)
+    if result.get("errors") or result.get("non_2xx"):
+        print(f"  wrk errors: {result}")
+    return result["rps"]
+
+
+def _with_scans(
+    args: argparse.Namespace, url: str, key: str, watermark: str, base: str
+) -> tuple[float, list[float]]:
+    scanner = subprocess.Popen(
+        [
+            sys.executable,
+            __file__,
+            "--scan-loop",
+            url,
+            "--key",
+            key,
+            "--watermark",
+            watermark,
+            "--seconds",
+            str(args.seconds + 4),
+        ],
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    time.sleep(3)  # the scanner's startup (imports, pool), so wrk overlaps scanning
+    rate = _creation_round(base, args.seconds, args.connections)
+    out, _ = scanner.communicate(timeout=600)
+    return rate, json.loads(out.decode().strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--history", type=int, default=1_000_000)
+    parser.add_argument("--new", type=int, default=10_000)
+    parser.add_argument("--days", type=int, default=100)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--scan-loop", help=argparse.SUPPRESS)
+    parser.add_argument("--key", help=argparse.SUPPRESS)
+    parser.add_argument("--watermark", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.scan_loop:
+        durations = asyncio.run(scan_loop(args.scan_loop, args.key, args.watermark, args.seconds))
+        print(json.dumps(durations))
+        return
+    require_wrk()
+    key = generate_key()
+    with scratch_database("payoutsvc_review_bench") as url:
+        env = _settings_env(url, key)
+        subprocess.run(
+            [str(VENV_BIN / "payoutsvc"), "migrate"], env={**os.environ, **env}, check=True
+        )
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        with server(
+            [str(VENV_BIN / "payoutsvc"), "serve", "--port", str(port)],
+            env,
+            f"{base}/readyz",
+            "review_service.log",
+        ):
+            prepare(base)
+            watermark = asyncio.run(seed(url, args.history, args.new, args.days))
+            [first] = asyncio.run(scan_loop(url, key, watermark, 0))
+            print(
+                f"scan over {args.history:,} payouts with {args.new:,} new: {first:.2f} s "
+                "(target < 10 s)"
+            )
+            without: list[float] = []
+            with_scan: list[float] = []
+            scans: list[float] = []
+            for n in range(args.rounds):
+                for mode in ("without", "with") if n % 2 == 0 else ("with", "without"):
+                    if mode == "without":
+                        without.append(_creation_round(base, args.seconds, args.connections))
+                        print(f"  round {n + 1} without a scan: {without[-1]:.1f} payouts/s")
+                    else:
+                        rate, durations = _with_scans(args, url, key, watermark, base)
+                        with_scan.append(rate)
+                        scans.extend(durations)
+                        print(
+                            f"  round {n + 1} with scans ({len(durations)} scans, "
+                            f"{statistics.median(durations):.2f} s each): {rate:.1f} payouts/s"
+                        )
+    ratio = statistics.median(with_scan) / statistics.median(without)
+    print(
+        f"creation: median {statistics.median(without):.1f}/s without, "
+        f"{statistics.median(with_scan):.1f}/s with scans running: ratio {ratio:.2f} "
+        "(target >= 0.90)"
+    )
+    print(f"scans under load: median {statistics.median(scans):.2f} s, max {max(scans):.2f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Helpdesk connectors: helpdesk triggers act on payouts; payout events become ticket notes."""
