@@ -1,7 +1,7 @@
 """payout batches: ``payout_batches`` and ``payouts.batch_id``
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 
 A new table and a new nullable column: existing payouts keep every value and belong to no
 batch.

@@ -16,12 +16,14 @@ import xmlschema
 from fastapi import FastAPI
 
 from payoutsvc.config import Settings
+from payoutsvc.executor.service import Executor
+from payoutsvc.gateways.registry import GatewayRegistry
 from payoutsvc.main import create_app
-from payoutsvc.payouts.status import PayoutStatus
 from tests.api_support import assert_problem
 from tests.batches.support import BATCHES, item, post_batch
 from tests.conftest import ADMIN_KEY, make_settings
-from tests.helpers import bearer_of, new_integration_client, walk
+from tests.executor.support import FakeClock
+from tests.helpers import act_as, bearer_of, new_integration_client
 from tests.policy.support import policy, setup_world
 
 # The ISO 20022 schema of pain.001.001.09 as the sepaxml package ships it (its package data,
@@ -50,19 +52,28 @@ def iban(account: str, name: str) -> dict[str, str]:
 
 
 @pytest.fixture
-async def batch(client: httpx.AsyncClient, app: FastAPI) -> dict[str, Any]:
-    """Five auto-approved payouts by agent-1: two bank cards and two IBANs handed to the
-    manual gateway by the executor (processing), and one bank card still approved."""
+async def executor(app: FastAPI) -> AsyncIterator[Executor]:
+    gateways = GatewayRegistry(app.state.runtime)
+    yield Executor(app.state.runtime, gateways, clock=FakeClock(), worker_id="test-worker")
+    await gateways.aclose()
+
+
+@pytest.fixture
+async def batch(client: httpx.AsyncClient, executor: Executor) -> dict[str, Any]:
+    """Five auto-approved payouts by agent-1, routed to the manual gateway: the executor
+    hands two bank cards and two IBANs to finance (processing, awaiting_manual_payment);
+    one bank card over the policy's manual_over waits for a release."""
     document = policy(currencies=["CNY", "USD", "EUR"])
     agent = document["roles"]["agent"]
     for limit in ("request_max", "auto_approve_max", "daily_request_total"):
         agent[limit]["EUR"] = agent[limit]["CNY"]
     document["per_recipient_daily"] = {"count": 3, "amount": {"CNY": "1500.00", "EUR": "900.00"}}
+    document["release"] = {"mode": "manual", "manual_over": {"CNY": "4.00", "EUR": "100.00"}}
     await setup_world(client, document)
     items = [
-        item("card-1", "5.00", recipient=card("6222021234567894")),
-        item("card-2", "7.25", recipient=card("6217001234567890122", "=SUM(A1)")),
-        item("card-late", "3.00", recipient=card("6222 0212 3456 7894")),
+        item("card-1", "3.00", recipient=card("6222021234567894")),
+        item("card-2", "3.25", recipient=card("6217001234567890122", "=SUM(A1)")),
+        item("card-late", "6.00", recipient=card("6222 0212 3456 7894")),
         item(
             "iban-1", "9.99", currency="EUR", recipient=iban("DE89370400440532013000", "Max Müller")
         ),
@@ -72,10 +83,10 @@ async def batch(client: httpx.AsyncClient, app: FastAPI) -> dict[str, Any]:
     assert created.status_code == 201, created.text
     body = dict(created.json())
     assert body["counts"] == {"approved": 5}
-    for entry in body["items"]:
-        if entry["item_key"] != "card-late":
-            await walk(app.state.runtime, entry["payout_id"], PayoutStatus.PROCESSING, actor="ex")
+    assert await executor.run_once() == 4  # card-late waits for its release
     body["payout_of"] = {i["item_key"]: i["payout_id"] for i in body["items"]}
+    shown = (await client.get(f"{BATCHES}/{body['id']}")).json()
+    assert shown["counts"] == {"approved": 1, "processing": 4}
     return body
 
 
@@ -109,9 +120,9 @@ async def test_the_csv_lists_the_bank_cards_awaiting_offline_payment(
     payout_of = batch["payout_of"]
     bank = "中国工商银行"
     assert rows[1:] == [
-        ["1", "6222021234567894", "张三", bank, "5.00", "CNY", "退款", payout_of["card-1"]],
+        ["1", "6222021234567894", "张三", bank, "3.00", "CNY", "退款", payout_of["card-1"]],
         # A name a spreadsheet would run as a formula is written as text.
-        ["2", "6217001234567890122", "'=SUM(A1)", bank, "7.25", "CNY", "退款", payout_of["card-2"]],
+        ["2", "6217001234567890122", "'=SUM(A1)", bank, "3.25", "CNY", "退款", payout_of["card-2"]],
     ]
     # Each exported payout's chain records who exported which file; the others none.
     digest = hashlib.sha256(exported.content).hexdigest()
@@ -203,3 +214,46 @@ async def test_pain_001_without_a_debtor_account_is_refused(
         f"{BATCHES}/{batch['id']}/export", params={"format": "pain.001"}
     )
     assert_problem(refused, 409, "sepa_debtor_not_configured")
+
+
+async def test_a_batch_is_released_paid_offline_and_recorded(
+    client: httpx.AsyncClient, batch: dict[str, Any], executor: Executor
+) -> None:
+    """The worked example: release what waits, the executor hands it to finance, the bank
+    file pays it, record-payment settles it."""
+    payout_of = batch["payout_of"]
+    finance = await _finance(client)
+    # A role without can_release releases nothing.
+    refused = await client.post(
+        f"{BATCHES}/{batch['id']}/release",
+        json={},
+        headers=await bearer_of(client, "sup-1", ("payouts:release",)),
+    )
+    assert_problem(refused, 403, "release_not_allowed")
+    released = await client.post(f"{BATCHES}/{batch['id']}/release", json={}, headers=finance)
+    assert released.status_code == 200, released.text
+    results = {r["item_key"]: r for r in released.json()["results"]}
+    assert (results["card-late"]["outcome"], results["card-late"]["status"]) == (
+        "released",
+        "approved",
+    )
+    assert released.json()["outcomes"] == {"released": 1, "skipped": 4}
+    assert await executor.run_once() == 1
+    exported = await client.get(
+        f"{BATCHES}/{batch['id']}/export", params={"format": "csv"}, headers=finance
+    )
+    assert exported.headers["x-export-rows"] == "3"
+    recorded = await act_as(
+        client,
+        "fin-1",
+        payout_of["card-late"],
+        "record-payment",
+        {"outcome": "succeeded", "reference": "ICBC-20261203-0001"},
+        ("payouts:release", "payouts:read"),
+    )
+    assert recorded.status_code == 200, recorded.text
+    shown = (await client.get(f"{BATCHES}/{batch['id']}")).json()
+    assert shown["counts"] == {"processing": 4, "succeeded": 1}
+    # Releasing again finds nothing waiting.
+    again = await client.post(f"{BATCHES}/{batch['id']}/release", json={}, headers=finance)
+    assert again.json()["outcomes"] == {"skipped": 5}

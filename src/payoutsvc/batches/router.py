@@ -35,6 +35,7 @@ from payoutsvc.errors import (
     OperatorMismatch,
     PayloadTooLarge,
     PolicyChanging,
+    ReleaseNotAllowed,
     SepaDebtorNotConfigured,
     Unauthorized,
     UnknownOperator,
@@ -56,6 +57,11 @@ from payoutsvc.schemas_common import (
 
 router = APIRouter(prefix="/v1/payout-batches", tags=["Payout batches"])
 
+_BOUND_KEYS = (
+    " Decisions need a key bound to the deciding operator under the policy's "
+    "`approvals.require_operator_key` (default true): any other key is 403 "
+    "`operator_key_required`."
+)
 BatchId = Annotated[str, Path(max_length=40, examples=["pb_01jd5x0z3q8m4k2n7p9r6s5t4v"])]
 # The one route whose body may be this large (main.py gives BodyLimitMiddleware the path).
 BATCHES_PATH = "/v1/payout-batches"
@@ -228,6 +234,49 @@ async def approve_batch(
 ) -> JSONResponse:
     return JSONResponse(
         await BatchService(session, runtime).approve(
+            Credential.of(caller),
+            batch_id,
+            caller.visible_integration,
+            body.operator_id,
+            body.comment,
+        )
+    )
+
+
+@router.post(
+    "/{batch_id}/release",
+    response_model=BatchActionOut,
+    summary="Release every payout of a batch that waits for a release",
+    description=(
+        "`POST /v1/payouts/{id}/release` for each payout of the batch that waits for one "
+        "(`approved`, `release.required`, not released yet), with the same rules per payout: "
+        "the operator's role must have `can_release` (else 403 `release_not_allowed` for the "
+        "whole request, releasing nothing) and a payout they requested themselves is "
+        "`refused` with `self_release_forbidden` while the others are released (each in its "
+        "own savepoint). Payouts in another state are `skipped`. Released payouts are the "
+        "executor's job at once. Scope `payouts:release`." + _BOUND_KEYS
+    ),
+    responses=problem_responses(
+        Unauthorized,
+        InsufficientScope,
+        NotFound,
+        ValidationFailed,
+        UnknownOperator,
+        OperatorDisabled,
+        OperatorMismatch,
+        OperatorKeyRequired,
+        ReleaseNotAllowed,
+    ),
+)
+async def release_batch(
+    batch_id: BatchId,
+    body: OperatorAction,
+    session: DbSession,
+    runtime: RuntimeDep,
+    caller: PayoutsReleaser,
+) -> JSONResponse:
+    return JSONResponse(
+        await BatchService(session, runtime).release(
             Credential.of(caller),
             batch_id,
             caller.visible_integration,

@@ -36,18 +36,23 @@ from payoutsvc.errors import (
     NothingToExport,
     OperatorDisabled,
     OperatorMismatch,
+    PayoutInFlight,
     SelfApprovalForbidden,
+    SelfReleaseForbidden,
     SepaDebtorNotConfigured,
     ServiceError,
     UnknownOperator,
     ValidationFailed,
     not_found,
 )
+from payoutsvc.gateways.manual import AWAITING_MANUAL_PAYMENT
+from payoutsvc.gateways.manual import NAME as MANUAL_GATEWAY
 from payoutsvc.ids import new_id
 from payoutsvc.payouts import transitions
 from payoutsvc.payouts.acting import Credential
 from payoutsvc.payouts.approvals import ApprovalService
 from payoutsvc.payouts.events import NewEvent, canonical_json, insert_hashed_events
+from payoutsvc.payouts.finance import FinanceService
 from payoutsvc.payouts.models import Payout
 from payoutsvc.payouts.presenter import payout_json_of
 from payoutsvc.payouts.repository import PayoutRepository
@@ -62,9 +67,6 @@ PAIN_001 = "pain.001"
 CSV = "csv"
 # What each file pays: (recipient type, currency).
 _FORMATS = {CSV: ("bank_card_cn", "CNY"), PAIN_001: ("iban", "EUR")}
-# The offline gateway: the executor hands it payouts that finance pays through a bank portal.
-MANUAL_GATEWAY = "manual"
-# The audit event of a payout whose full recipient went into a bank file.
 
 # What one item of a batch may answer that makes it a bad item (the 422 lists it) rather
 # than a failure of the whole request (which propagates as it is: 409, 503).
@@ -75,6 +77,13 @@ _ITEM_REFUSALS: tuple[type[ServiceError], ...] = (
     OperatorDisabled,
     OperatorMismatch,
     IdempotencyKeyReused,
+)
+# What one payout may answer to a batch release likewise (ReleaseNotAllowed is the caller's).
+RELEASE_REFUSALS: tuple[type[ServiceError], ...] = (
+    SelfReleaseForbidden,
+    InvalidStatusTransition,
+    PayoutInFlight,
+    NotFound,
 )
 # What one payout may answer to a batch approve without saying anything about the others.
 # Errors about the caller (operator_key_required, unknown operator, ...) are the same for
@@ -221,7 +230,7 @@ class BatchService:
         payouts = [
             p
             for p in await self.repo.payouts_in(batch.id, [PayoutStatus.PROCESSING.value])
-            if p.gateway == MANUAL_GATEWAY
+            if (p.gateway, p.gateway_status) == (MANUAL_GATEWAY, AWAITING_MANUAL_PAYMENT)
             and (p.recipient_type, p.currency) == (recipient_type, currency)
         ]
         if not payouts:
@@ -265,6 +274,8 @@ class BatchService:
     async def _record_export(
         self, payouts: Sequence[Payout], actor: str, data: dict[str, Any], now: datetime
     ) -> None:
+        """A ``payout.exported`` note in each payout's chain (audit-only: not sent to the
+        helpdesk's webhooks), written like a move: conditional on the head it was read at."""
         repository = PayoutRepository(self.session)
         approvals = await repository.approvals_for([p.id for p in payouts])
         hashed: list[tuple[NewEvent, str]] = []
@@ -280,8 +291,8 @@ class BatchService:
             )
             if not await repository.apply_move(planned):
                 # The rows are locked (PostgreSQL) or every writer waits (SQLite): unreachable
-                # unless something wrote a payout without its lock; roll the export back.
-                raise RuntimeError("a payout's audit chain moved while its export was recorded")
+                # unless something wrote a payout without its lock; the export rolls back.
+                raise RuntimeError(f"{payout.id}'s audit chain moved while its export was recorded")
             hashed.append((planned.event, planned.head.hash))
         await insert_hashed_events(self.session, hashed, endpoint_presence(self.runtime))
 
@@ -308,6 +319,28 @@ class BatchService:
             batch, _awaits_approval, approve, APPROVE_REFUSALS, _approve_outcome
         )
         return _action_json(batch.id, "approve", results)
+
+    async def release(
+        self,
+        credential: Credential,
+        batch_id: str,
+        visible_integration: str | None,
+        named: str | None,
+        comment: str | None,
+    ) -> dict[str, Any]:
+        """POST /v1/payouts/{id}/release on each payout of the batch that waits for one
+        (approved, release required, not released), by the same FinanceService, so the same
+        rules hold per payout (can_release, never the requester)."""
+        finance = FinanceService(self.session, self.runtime)
+
+        async def release(payout_id: str) -> dict[str, Any]:
+            return await finance.release(credential, payout_id, visible_integration, named, comment)
+
+        batch = await self._batch(batch_id, visible_integration)
+        results = await self._each(
+            batch, _awaits_release, release, RELEASE_REFUSALS, lambda _payout: "released"
+        )
+        return _action_json(batch.id, "release", results)
 
     async def _each(
         self,
@@ -355,6 +388,14 @@ def _item_index(error: FieldError) -> int:
 
 def _awaits_approval(payout: Payout) -> bool:
     return payout.status == PayoutStatus.PENDING_APPROVAL.value
+
+
+def _awaits_release(payout: Payout) -> bool:
+    return (
+        payout.status == PayoutStatus.APPROVED.value
+        and payout.release_required
+        and payout.released_at is None
+    )
 
 
 def _approve_outcome(payout: dict[str, Any]) -> str:

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 from payoutsvc.payouts.events import KEYED_SCHEME, hash_of
 from payoutsvc.payouts.status import (
+    EXPORTED_EVENT,
     NOTE_EVENT_TYPES,
     RECIPIENT_REVEALED_EVENT,
     RELEASED_EVENT,
@@ -57,6 +58,7 @@ SEGMENT_TYPES: tuple[str, ...] = (
     APPROVAL_EVENT,
     RELEASED_EVENT,
     RECIPIENT_REVEALED_EVENT,
+    EXPORTED_EVENT,
     CLAIM_EVENT,
 )
 # Who writes which evidence (payouts.service.SYSTEM_ACTOR, executor.service.ACTOR).

@@ -134,6 +134,8 @@ class PayoutColumns(TypedDict):
     release_required: bool
     released_by: str | None
     released_at: datetime | None
+    # Set by the batch that created the payout, after its create (batches/service.py).
+    batch_id: NotRequired[str | None]
     # The chain head, set once the payout's first events are built.
     last_event_sequence: NotRequired[int]
     last_event_hash: NotRequired[str]

@@ -68,4 +68,5 @@ EVENT_TYPES: tuple[str, ...] = (
     *EVENT_FOR_STATUS.values(),
     RELEASED_EVENT,
     RECIPIENT_REVEALED_EVENT,
+    EXPORTED_EVENT,
 )
