@@ -286,3 +286,25 @@ async def test_the_batch_helper_can_release_through_the_service(
             Credential(bound_operator=RELEASER, admin=False), payout["id"], None, None, "batch"
         )
     assert view["release"]["released_by"] == RELEASER
+
+
+async def test_clearing_release_required_while_pending_approval_still_needs_a_release(
+    client: httpx.AsyncClient, runtime: Runtime, executor: Executor
+) -> None:
+    """The edit made before the approval: the approval takes the requirement from the sealed
+    payout.created, not from the row, so the payout still waits (and can be released)."""
+    await use_release(client, {"mode": "manual", "manual_over": None})
+    payout = await _create(client, LARGE)
+    assert payout["status"] == "pending_approval"
+    await _set(runtime, payout["id"], release_required=False)
+
+    approved = await approve_as(client, payout["id"], APPROVER)
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["release"]["required"] is True
+    assert await executor.run_once() == 0
+    assert payout["id"] not in await transfers_by_payout(runtime.db)
+
+    released = await release_as(client, payout["id"], RELEASER)
+    assert released.status_code == 200, released.text
+    assert await executor.run_once() == 1
+    assert (await _status(client, payout["id"]))["status"] == "succeeded"

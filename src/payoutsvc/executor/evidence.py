@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from payoutsvc.payouts.events import KEYED_SCHEME, hash_of
+from payoutsvc.payouts.events import sealed
 from payoutsvc.payouts.status import (
     EXPORTED_EVENT,
     NOTE_EVENT_TYPES,
@@ -96,11 +96,6 @@ class ChainEvent(Protocol):
 # One rule a payable payout's approval must meet: (payout columns, the approval event, the
 # segment head-first) -> why not, or None. Issue 15 appends the release rule here.
 Requirement = Callable[[Mapping[str, Any], ChainEvent, Sequence[ChainEvent]], str | None]
-
-
-def sealed(event: ChainEvent, key: bytes) -> bool:
-    """The event is keyed and its content still matches its HMAC."""
-    return event.hash_scheme == KEYED_SCHEME and hash_of(event, key) == event.hash
 
 
 def approval_problem(

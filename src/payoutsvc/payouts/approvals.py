@@ -27,6 +27,7 @@ from payoutsvc.operators.models import Operator
 from payoutsvc.operators.service import OperatorService
 from payoutsvc.payouts import transitions
 from payoutsvc.payouts.acting import Acting, Credential, deciding_operator
+from payoutsvc.payouts.events import sealed
 from payoutsvc.payouts.models import Payout, PayoutApproval
 from payoutsvc.payouts.presenter import approval_json, payout_json
 from payoutsvc.payouts.repository import PayoutRepository
@@ -121,6 +122,7 @@ class ApprovalService:
             await self.repo.touch(payout.id, now)
             payout.updated_at = now
             return payout_json(payout, approvals)
+        held = await self._release_required(payout)
         return await self.payouts.transition(
             payout.id,
             visible_integration,
@@ -128,9 +130,25 @@ class ApprovalService:
             PayoutStatus.APPROVED,
             locked=payout,
             actor=operator.id,
-            event_data=_approval_data(operator, payout, policy, comment, approvals),
-            held=payout.release_required,
+            event_data=_approval_data(operator, payout, policy, comment, approvals, held),
+            # A row whose release_required was cleared gets it back, so the release can follow.
+            values={"release_required": True} if held and not payout.release_required else None,
+            held=held,
         )
+
+    async def _release_required(self, payout: Payout) -> bool:
+        """Whether the approved payout must wait for a manual release: as its create decided
+        and sealed in ``payout.created``, not only as the row says now, so clearing the row's
+        ``release_required`` while the payout waits for approval does not pay it unreleased.
+        An opening event that is missing or does not verify counts as requiring one (a person
+        then looks before it is paid)."""
+        if payout.release_required:
+            return True
+        opening = await self.repo.opening_event(payout.id)
+        if opening is None or not sealed(opening, self.runtime.audit_key):
+            return True
+        data = opening.data if isinstance(opening.data, dict) else {}
+        return data.get("release_required") is True
 
     async def reject(
         self,
@@ -207,6 +225,7 @@ def _approval_data(
     policy: Policy,
     comment: str | None,
     approvals: Sequence[PayoutApproval],
+    release_required: bool,
 ) -> dict[str, Any]:
     """What the payout.approved event of a person's approval records (audit verify and the
     executor's evidence check read it): who approved under which policy, every approval, and
@@ -217,7 +236,7 @@ def _approval_data(
         "policy_version": policy.version,
         "required_approvals": payout.required_approvals,
         "approvals": [approval_json(a) for a in approvals],
-        "release_required": payout.release_required,
+        "release_required": release_required,
     }
 
 

@@ -167,6 +167,20 @@ def hash_of(event: EventContent, key: bytes) -> str:
     )
 
 
+class StoredEvent(EventContent, Protocol):
+    """A stored event: its content, and the hash and scheme it was stored with."""
+
+    @property
+    def hash(self) -> str: ...
+    @property
+    def hash_scheme(self) -> str: ...
+
+
+def sealed(event: StoredEvent, key: bytes) -> bool:
+    """The stored event is keyed and its content still matches its HMAC."""
+    return event.hash_scheme == KEYED_SCHEME and hash_of(event, key) == event.hash
+
+
 async def append_events(
     session: AsyncSession,
     events: list[NewEvent],

@@ -335,6 +335,13 @@ class PayoutRepository:
             .execution_options(synchronize_session=False)
         )
 
+    async def opening_event(self, payout_id: str) -> PayoutEvent | None:
+        """The payout's first event (``payout.created``), which seals what its create decided."""
+        result = await self.session.execute(
+            select(PayoutEvent).where(PayoutEvent.payout_id == payout_id, PayoutEvent.sequence == 1)
+        )
+        return result.scalar_one_or_none()
+
     async def events_for(self, payout_id: str) -> Sequence[PayoutEvent]:
         result = await self.session.execute(
             select(PayoutEvent)
