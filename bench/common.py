@@ -3,6 +3,8 @@ processes and their readiness, wrk output parsing."""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import os
 import re
 import signal
@@ -10,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -141,3 +143,42 @@ def run_wrk(
 def require_wrk() -> None:
     if subprocess.run(["which", "wrk"], capture_output=True).returncode != 0:
         sys.exit("wrk is needed: apt-get install -y wrk (Debian's package)")
+
+
+def run_against_receiver(
+    description: str,
+    database_prefix: str,
+    log_name: str,
+    main: Callable[[argparse.Namespace, str, str], Awaitable[int]],
+) -> None:
+    """The delivery benchmarks' entry point: their options, a migrated scratch database,
+    ``bench/webhook_receiver.py`` on a free port, then ``main(args, database_url, base)``
+    on uvloop (as the sender runs in production: `payoutsvc worker` installs it, uvicorn
+    picks it for `serve`); exits with its result."""
+    import uvloop
+
+    from payoutsvc.db.migrate import upgrade_to_head
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--deliveries", type=int, default=5000)
+    parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=3)
+    arguments = parser.parse_args()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with scratch_database(database_prefix) as url:
+        upgrade_to_head(url)
+        receiver_argv = [
+            str(VENV_BIN / "uvicorn"),
+            "bench.webhook_receiver:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ]
+        with server(receiver_argv, {}, f"{base}/count", log_name):
+            uvloop.install()
+            sys.exit(asyncio.run(main(arguments, url, base)))

@@ -28,18 +28,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import VENV_BIN, free_port, scratch_database, server
+from bench.common import run_against_receiver
 
 from payoutsvc.auth.service import AuthService
 from payoutsvc.config import Settings
 from payoutsvc.crypto import generate_key, load_cipher
 from payoutsvc.db.base import utcnow
 from payoutsvc.db.engine import Database
-from payoutsvc.db.migrate import upgrade_to_head
 from payoutsvc.ids import new_id
 from payoutsvc.payouts.events import GENESIS_HASH, NewEvent
 from payoutsvc.runtime import Runtime
@@ -295,28 +293,4 @@ async def main(args: argparse.Namespace, database_url: str, base: str) -> int:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--deliveries", type=int, default=5000)
-    parser.add_argument("--concurrency", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=3)
-    arguments = parser.parse_args()
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    with scratch_database("bench_webhooks") as url:
-        upgrade_to_head(url)
-        receiver_argv = [
-            str(VENV_BIN / "uvicorn"),
-            "bench.webhook_receiver:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ]
-        with server(receiver_argv, {}, f"{base}/count", "webhook_receiver.log"):
-            # The sender runs on uvloop in production (`payoutsvc worker` installs it, uvicorn
-            # picks it for `serve`); sender and bare loops alike run on it here.
-            uvloop.install()
-            sys.exit(asyncio.run(main(arguments, url, base)))
+    run_against_receiver(__doc__.split("\n\n")[0], "bench_webhooks", "webhook_receiver.log", main)

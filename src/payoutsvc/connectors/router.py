@@ -47,18 +47,12 @@ from payoutsvc.schemas_common import (
     problem_responses,
 )
 from payoutsvc.webhooks.schemas import WebhookDeliveryOut
-from payoutsvc.webhooks.ssrf import Resolver
+from payoutsvc.webhooks.ssrf import installed_resolver
 
 router = APIRouter(prefix="/v1/connectors", tags=["Helpdesk connectors"])
 
 ConnectorId = Annotated[str, Path(max_length=40, examples=["hc_01jd5x0z3q8m4k2n7p9r6s5t4v"])]
 _ADMIN = " Scope `admin`."
-
-
-def _resolver(request: Request) -> Resolver | None:
-    # Tests may install their own DNS resolver for the SSRF guard (as for webhooks).
-    resolver: Resolver | None = getattr(request.app.state, "webhook_resolver", None)
-    return resolver
 
 
 @router.post(
@@ -79,7 +73,7 @@ def _resolver(request: Request) -> Resolver | None:
 async def create_connector(
     body: ConnectorCreate, request: Request, session: DbSession, runtime: RuntimeDep, caller: Admin
 ) -> dict[str, Any]:
-    service = ConnectorService(session, runtime, _resolver(request))
+    service = ConnectorService(session, runtime, installed_resolver(request.app.state))
     return await service.create(caller.integration_id, caller.visible_integration, body)
 
 
@@ -134,7 +128,7 @@ async def update_connector(
     runtime: RuntimeDep,
     caller: Admin,
 ) -> dict[str, Any]:
-    service = ConnectorService(session, runtime, _resolver(request))
+    service = ConnectorService(session, runtime, installed_resolver(request.app.state))
     return await service.update(connector_id, caller.visible_integration, body)
 
 
@@ -189,7 +183,7 @@ async def test_connector(
     runtime: RuntimeDep,
     caller: Admin,
 ) -> dict[str, Any]:
-    service = ConnectorService(session, runtime, _resolver(request))
+    service = ConnectorService(session, runtime, installed_resolver(request.app.state))
     return await service.test(connector_id, caller.visible_integration)
 
 

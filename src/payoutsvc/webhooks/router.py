@@ -41,7 +41,7 @@ from payoutsvc.webhooks.schemas import (
     WebhookEndpointWithSecret,
 )
 from payoutsvc.webhooks.service import WebhookService
-from payoutsvc.webhooks.ssrf import Resolver
+from payoutsvc.webhooks.ssrf import installed_resolver
 
 router = APIRouter(tags=["Webhooks"])
 
@@ -49,12 +49,6 @@ EndpointId = Annotated[str, Path(max_length=40, examples=["we_01jd5x0z3q8m4k2n7p
 DeliveryId = Annotated[str, Path(max_length=40, examples=["wd_01jd5x0z3q8m4k2n7p9r6s5t4v"])]
 
 _SCOPE_NOTE = " Scope `payouts:write` (or `admin`, which sees every integration's)."
-
-
-def _resolver(request: Request) -> Resolver | None:
-    # Tests and tools may install their own DNS resolver for the SSRF guard.
-    resolver: Resolver | None = getattr(request.app.state, "webhook_resolver", None)
-    return resolver
 
 
 @router.post(
@@ -96,9 +90,9 @@ async def create_endpoint(
                 title="The API key lacks a required scope",
             )
         owner = (await AuthService(session).get_integration(body.integration_id)).id
-    created = await WebhookService(session, runtime, _resolver(request)).create_endpoint(
-        owner, body
-    )
+    created = await WebhookService(
+        session, runtime, installed_resolver(request.app.state)
+    ).create_endpoint(owner, body)
     return JSONResponse(created, status_code=status.HTTP_201_CREATED)
 
 
@@ -158,7 +152,7 @@ async def update_endpoint(
     runtime: RuntimeDep,
     caller: PayoutsWriter,
 ) -> JSONResponse:
-    service = WebhookService(session, runtime, _resolver(request))
+    service = WebhookService(session, runtime, installed_resolver(request.app.state))
     return JSONResponse(
         await service.update_endpoint(endpoint_id, caller.visible_integration, body)
     )

@@ -303,6 +303,14 @@ class Resolver(Protocol):
     async def __call__(self, host: str, port: int, /) -> Sequence[str]: ...
 
 
+def installed_resolver(app_state: object) -> Resolver | None:
+    """The DNS resolver the guard uses for calls an HTTP request makes (webhook endpoints,
+    helpdesk connectors): None in production; tests and tools install their own on the
+    app's state as ``webhook_resolver``."""
+    resolver: Resolver | None = getattr(app_state, "webhook_resolver", None)
+    return resolver
+
+
 async def system_resolver(host: str, port: int, /) -> list[str]:
     """The default :class:`Resolver`: the event loop's ``getaddrinfo`` (TCP addresses)."""
     infos = await asyncio.get_running_loop().getaddrinfo(
