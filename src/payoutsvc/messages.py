@@ -303,6 +303,7 @@ FIELD_ERRORS: Final[dict[str, str]] = {
     "duplicate": "该值在批次中重复出现。",
     # operators, policy
     "helpdesk_user_taken": "该服务台用户已关联到另一个操作员。",
+    "unknown_connector": "没有这个 ID 的服务台连接器。",
     "invalid_time": "不是有效的时间（格式如 09:00）。",
     "manual_over_without_manual_mode": "只有在 mode 为 manual 时才能设置 manual_over。",
     # reconciliation (reconciliation/service.py, statement.py)

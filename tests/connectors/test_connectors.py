@@ -384,3 +384,29 @@ async def test_disabling_drops_pending_notes_and_purge_forgets_events(
     again = await send(client, connector, body)
     assert again.json() == first.json()
     assert len((await client.get("/v1/payouts")).json()["data"]) == 1
+
+
+async def test_helpdesk_users_must_name_an_existing_connector(
+    client: httpx.AsyncClient, helpdesk: FakeHelpdesk
+) -> None:
+    connector = await connect(client, helpdesk)
+    unknown = {"connector_id": "hc_nosuchconnector", "user_id": "u-new"}
+
+    refused = await client.post(
+        "/v1/operators", json={"id": "agent-2", "role": "agent", "helpdesk_users": [unknown]}
+    )
+    assert refused.status_code == 422, refused.text
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    problem = refused.json()
+    assert problem["code"] == "validation_failed"
+    assert [(e["field"], e["code"]) for e in problem["errors"]] == [
+        ("helpdesk_users[0].connector_id", "unknown_connector")
+    ]
+    assert (await client.get("/v1/operators/agent-2")).status_code == 404
+
+    kept = {"connector_id": connector["id"], "user_id": "u-agent"}
+    refused = await client.patch("/v1/operators/agent-1", json={"helpdesk_users": [kept, unknown]})
+    assert refused.status_code == 422, refused.text
+    assert [e["field"] for e in refused.json()["errors"]] == ["helpdesk_users[1].connector_id"]
+    operator = (await client.get("/v1/operators/agent-1")).json()
+    assert operator["helpdesk_users"] == [kept]

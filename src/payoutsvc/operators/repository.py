@@ -6,12 +6,15 @@ import builtins
 from collections.abc import Iterable, Sequence
 from typing import cast
 
-from sqlalchemy import Table, delete, insert, select, tuple_
+from sqlalchemy import Table, column, delete, insert, select, table, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payoutsvc.operators.models import Operator, OperatorHelpdeskUser
 
 _users = cast(Table, OperatorHelpdeskUser.__table__)
+# The helpdesk connectors (connectors/models.py HelpdeskConnector), named here rather than
+# imported: the connectors domain uses operators, so operators must not import it.
+_CONNECTORS = table("helpdesk_connectors", column("id"))
 
 
 class OperatorRepository:
@@ -59,6 +62,16 @@ class OperatorRepository:
             )
         )
         return {(c, u): o for c, u, o in result.all()}
+
+    async def existing_connectors(self, connector_ids: Iterable[str]) -> set[str]:
+        """Which of these helpdesk connector ids exist."""
+        ids = sorted(set(connector_ids))
+        if not ids:
+            return set()
+        result = await self.session.execute(
+            select(_CONNECTORS.c.id).where(_CONNECTORS.c.id.in_(ids))
+        )
+        return set(result.scalars().all())
 
     async def replace_helpdesk_users(
         self, operator_id: str, pairs: Sequence[tuple[str, str]]

@@ -45,7 +45,22 @@ class OperatorService:
         return operator
 
     async def set_helpdesk_users(self, operator_id: str, users: list[HelpdeskUser]) -> None:
-        """Replace the operator's helpdesk users; one taken by another operator is refused."""
+        """Replace the operator's helpdesk users; one naming a connector that does not exist,
+        or taken by another operator, is refused and nothing changes."""
+        existing = await self.repo.existing_connectors(u.connector_id for u in users)
+        unknown = [
+            FieldError(
+                f"helpdesk_users[{index}].connector_id",
+                "unknown_connector",
+                f"There is no helpdesk connector {user.connector_id!r}.",
+            )
+            for index, user in enumerate(users)
+            if user.connector_id not in existing
+        ]
+        if unknown:
+            raise ValidationFailed(
+                "A helpdesk user must name an existing connector.", errors=unknown
+            )
         pairs = sorted({(u.connector_id, u.user_id) for u in users})
         owners = await self.repo.owners_of(pairs)
         taken = [
