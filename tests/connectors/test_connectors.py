@@ -150,6 +150,8 @@ async def test_trigger_approve_paid_with_notes(
     client: httpx.AsyncClient, runtime: Runtime, sender: WebhookSender, helpdesk: FakeHelpdesk
 ) -> None:
     connector = await connect(client, helpdesk)
+    ticket = TICKET[helpdesk.kind]
+    helpdesk.tags[ticket] = ["vip"]  # an agent's own tag, which status tags leave alone
     first = trigger(helpdesk.kind, "request", "u-agent", **REQUEST)
     response = await send(client, connector, first)
     assert response.status_code == 202, response.text
@@ -180,10 +182,17 @@ async def test_trigger_approve_paid_with_notes(
     events = [
         e["type"] for e in (await client.get(f"/v1/payouts/{payout_id}/events")).json()["data"]
     ]
-    await pump(sender, lambda: len(helpdesk.notes) >= len(events), what="notes")
+    # Each event is a note and, as its own delivery, one tag write (status tags on).
+    await pump(
+        sender,
+        lambda: len(helpdesk.notes) >= len(events) and helpdesk.tag_writes >= len(events),
+        what="notes and tags",
+    )
     notes = helpdesk.notes
     assert len(notes) == len(events)
-    assert {n.ticket for n in notes} == {TICKET[helpdesk.kind]}
+    assert helpdesk.tag_writes == len(events)
+    assert {n.ticket for n in notes} == {ticket}
+    assert helpdesk.tags == {ticket: ["vip", "payout_succeeded"]}
     headings = [n.text.split("<br>")[0].split("\n")[0] for n in notes]
     assert headings[0] == "Payout requested", headings
     assert headings[-1] == "Payout paid", headings
@@ -192,12 +201,11 @@ async def test_trigger_approve_paid_with_notes(
         assert ACCOUNT not in note.text
         assert payout_id in note.text
         assert "100.00 CNY" in note.text
-    if helpdesk.kind == "zendesk":
-        assert notes[-1].tags == ["payout_succeeded"]
     assert not [r for r in helpdesk.refused if r[0] != 503 and r[0] != 429], helpdesk.refused
 
     deliveries = (await client.get(f"{connector['inbound_url'][:-8]}/deliveries")).json()["data"]
-    assert len(deliveries) == len(events)
+    assert len(deliveries) == 2 * len(events)
+    assert {d["status"] for d in deliveries} == {"delivered"}
     assert all(d["status"] == "delivered" for d in deliveries)
 
 
@@ -331,8 +339,8 @@ async def test_write_back_waits_for_retry_after(
     client: httpx.AsyncClient, sender: WebhookSender, helpdesk: FakeHelpdesk
 ) -> None:
     """A 429's Retry-After is honoured (longer than the retry schedule's 0.05 s), and the
-    payout's later notes wait for the earlier one."""
-    connector = await connect(client, helpdesk)
+    payout's later notes wait for the earlier one (notes only: status tags off)."""
+    connector = await connect(client, helpdesk, write_back={"events": ["payout.*"], "tags": False})
     helpdesk.fail_next(1, 429, {"Retry-After": "1"})
     response = await send(
         client, connector, trigger(helpdesk.kind, "request", "u-agent", **REQUEST)
@@ -362,9 +370,11 @@ async def test_disabling_drops_pending_notes_and_purge_forgets_events(
     response = await client.patch(f"/v1/connectors/{connector['id']}", json={"enabled": False})
     assert response.json()["enabled"] is False
     deliveries = (await client.get(f"/v1/connectors/{connector['id']}/deliveries")).json()
-    assert [d["status"] for d in deliveries["data"]] == ["canceled"]
+    # The note and its tag write (status tags on), both dropped.
+    assert [d["status"] for d in deliveries["data"]] == ["canceled", "canceled"]
     assert await sender.run_once() == 0
     assert helpdesk.notes == []
+    assert helpdesk.tag_writes == 0
     # Switched off, it takes no trigger, however well signed; nothing is created.
     new_ticket = trigger(helpdesk.kind, "request", "u-agent", **{**REQUEST, "amount": "13.00"})
     refused = await send(client, connector, new_ticket)

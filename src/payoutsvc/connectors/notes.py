@@ -1,4 +1,5 @@
-"""The words of a ticket note, in the connector's locale (``zh-CN`` or ``en``).
+"""The words of a ticket note, in the connector's locale (``zh-CN`` or ``en``), and the
+status tag a ticket carries after a payout event.
 
 Built from a delivery's stored body (webhooks/outbox.py: ``connector_body`` for a payout
 event, ``enqueue_note`` for a refused trigger). The recipient is the payout's public view,
@@ -12,8 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from payoutsvc.payouts.status import PayoutStatus
+
 LOCALES = ("zh-CN", "en")
 REFUSED = "connector.refused"
+# A payout's status as a ticket tag: ``payout_succeeded`` (API.md). Lower case, no spaces:
+# a valid Zendesk tag, Jira label and Freshdesk tag alike.
+STATUS_TAG_PREFIX = "payout_"
 
 _WHAT: dict[str, dict[str, str]] = {
     "en": {
@@ -105,7 +111,30 @@ _REFUSAL_HINTS: dict[str, dict[str, str]] = {
 class Note:
     ticket_id: str
     text: str
-    status: str | None  # the payout's status after the event (for a tag), None for a refusal
+
+
+@dataclass(frozen=True, slots=True)
+class StatusTags:
+    """One tag write: the ticket gets the tag of the payout's status after the event and
+    loses the tags of every other status. Set operations, so writing it twice (a retry after
+    a timeout) or after a later one's tags leaves the same tags: no read of the ticket's
+    own tags is needed, and the agents' other tags are never touched."""
+
+    ticket_id: str
+    add: str
+    remove: tuple[str, ...]
+
+
+def status_tags_of(delivery_body: bytes) -> StatusTags:
+    """The tag write of a tag delivery (webhooks/outbox.py ``TAGS_WRITE``); ValueError when
+    the body is not one."""
+    try:
+        payout = json.loads(delivery_body)["data"]["payout"]
+        ticket_id, status = str(payout["ticket"]["id"]), PayoutStatus(payout["status"])
+    except (KeyError, TypeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise ValueError(f"not a connector tag delivery body: {exc!r}") from None
+    others = tuple(STATUS_TAG_PREFIX + s for s in PayoutStatus if s != status)
+    return StatusTags(ticket_id, STATUS_TAG_PREFIX + status, others)
 
 
 def _recipient(recipient: Mapping[str, Any] | None) -> str:
@@ -115,7 +144,7 @@ def _recipient(recipient: Mapping[str, Any] | None) -> str:
     return " ".join(parts) or "-"
 
 
-def _payout_lines(locale: str, body: Mapping[str, Any]) -> tuple[str, list[str], Mapping[str, Any]]:
+def _payout_lines(locale: str, body: Mapping[str, Any]) -> tuple[str, list[str]]:
     labels = _LABELS[locale]
     payout: Mapping[str, Any] = body["data"]["payout"]
     lines = [
@@ -132,7 +161,7 @@ def _payout_lines(locale: str, body: Mapping[str, Any]) -> tuple[str, list[str],
     failure = payout.get("failure")
     if failure:
         lines.append(f"{labels['failure']}: {failure.get('code')} {failure.get('message') or ''}")
-    return str(payout["ticket"]["id"]), lines, payout
+    return str(payout["ticket"]["id"]), lines
 
 
 def _refusal_lines(locale: str, body: Mapping[str, Any]) -> list[str]:
@@ -159,8 +188,8 @@ def note_of(delivery_body: bytes, locale: str) -> Note:
         heading = _WHAT[locale].get(kind, kind)
         if kind == REFUSED:
             lines = _refusal_lines(locale, body)
-            return Note(str(body["ticket"]["id"]), "\n".join([heading, *lines]), None)
-        ticket_id, lines, payout = _payout_lines(locale, body)
+            return Note(str(body["ticket"]["id"]), "\n".join([heading, *lines]))
+        ticket_id, lines = _payout_lines(locale, body)
     except (KeyError, TypeError, json.JSONDecodeError) as exc:
         raise ValueError(f"not a connector delivery body: {exc!r}") from None
-    return Note(ticket_id, "\n".join([heading, *lines]), str(payout["status"]))
+    return Note(ticket_id, "\n".join([heading, *lines]))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import structlog
@@ -130,6 +130,18 @@ class DeliveryAttempter:
             return result
 
     async def _deliver(self, rendered: RenderedRequest) -> DeliveryResult:
+        result = await self._request(rendered)
+        if rendered.then is None or not result.ok:
+            return result
+        try:
+            write = rendered.then(result.response_body)
+        except ValueError as exc:
+            error = f"cannot build the write from the read's answer: {exc}"
+            return replace(result, error=error, error_code="protocol_error")
+        written = await self._request(write)
+        return replace(written, latency_ms=round(result.latency_ms + written.latency_ms, 3))
+
+    async def _request(self, rendered: RenderedRequest) -> DeliveryResult:
         return await deliver(
             rendered.url,
             rendered.headers,

@@ -106,9 +106,20 @@ def webhook_body(event: OutboxEvent) -> str:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
 
 
-def connector_body(event: OutboxEvent, snapshot: dict[str, Any]) -> str:
+# A connector target whose options ask for ``tags`` gets a second delivery per payout event,
+# marked ``"write": "tags"`` in its body, under the event's id plus TAGS_EVENT_SUFFIX (so the
+# (endpoint, event) uniqueness still makes a re-run outbox write it once). It has the event's
+# sequence: it goes after the payout's earlier notes and tags, alongside its own note, and
+# each delivery is one HTTP request, so retrying the tags never repeats the note.
+WRITE_KEY = "write"
+TAGS_WRITE = "tags"
+TAGS_EVENT_SUFFIX = ".tags"
+
+
+def connector_body(event: OutboxEvent, snapshot: dict[str, Any], write: str | None = None) -> str:
     """The stored body of a helpdesk connector's delivery: the webhook's, plus who acted
-    (the note names them); the connector's renderer turns it into the note request."""
+    (the note names them), and for the tag delivery its ``write`` mark; the connector's
+    renderer turns it into the note (or tags) request."""
     body: dict[str, Any] = {
         "type": event.type,
         "timestamp": rfc3339(event.at),
@@ -116,6 +127,8 @@ def connector_body(event: OutboxEvent, snapshot: dict[str, Any]) -> str:
         "actor": str(getattr(event, "actor", None) or "system"),
         "data": {"payout": snapshot, "sequence": event.sequence},
     }
+    if write is not None:
+        body[WRITE_KEY] = write
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -124,12 +137,14 @@ def _ticket_system(event: OutboxEvent) -> str | None:
     return ticket.get("system") if isinstance(ticket, dict) else None
 
 
-def _delivery_row(event: OutboxEvent | NoteEvent, endpoint_id: str, body: str) -> dict[str, Any]:
+def _delivery_row(
+    event: OutboxEvent | NoteEvent, endpoint_id: str, body: str, event_id: str | None = None
+) -> dict[str, Any]:
     return {
         "id": new_id("wd", int(event.at.timestamp() * 1000)),
         "endpoint_id": endpoint_id,
         "integration_id": event.integration_id,
-        "event_id": event.id,
+        "event_id": event_id or event.id,
         "payout_id": event.payout_id,
         "sequence": event.sequence,
         "event_type": event.type,
@@ -149,21 +164,27 @@ def _delivery_row(event: OutboxEvent | NoteEvent, endpoint_id: str, body: str) -
     }
 
 
-def _rows_for(
-    event: OutboxEvent, endpoints: Sequence[tuple[str, list[str], str | None]]
-) -> list[dict[str, Any]]:
+# (endpoint id, event filters, target kind, target options) of an enabled endpoint
+EndpointRow = tuple[str, list[str], str | None, dict[str, Any] | None]
+
+
+def _rows_for(event: OutboxEvent, endpoints: Sequence[EndpointRow]) -> list[dict[str, Any]]:
     """One row per matching endpoint. A helpdesk connector's target (a kind set) takes only
-    the events of payouts on its own tickets (``ticket.system`` is the connector id)."""
+    the events of payouts on its own tickets (``ticket.system`` is the connector id), and
+    with ``tags`` in its options a second row for the status tags (TAGS_WRITE)."""
     rows: list[dict[str, Any]] = []
     body: str | None = None
-    for endpoint_id, filters, kind in endpoints:
+    for endpoint_id, filters, kind, options in endpoints:
         if not event_matches(filters, event.type):
             continue
         if kind is not None:
             if _ticket_system(event) == endpoint_id:
-                rows.append(
-                    _delivery_row(event, endpoint_id, connector_body(event, event.snapshot()))
-                )
+                snapshot = event.snapshot()
+                rows.append(_delivery_row(event, endpoint_id, connector_body(event, snapshot)))
+                if options and options.get("tags"):
+                    tags_body = connector_body(event, snapshot, TAGS_WRITE)
+                    tags_id = event.id + TAGS_EVENT_SUFFIX
+                    rows.append(_delivery_row(event, endpoint_id, tags_body, tags_id))
             continue
         body = body if body is not None else webhook_body(event)
         rows.append(_delivery_row(event, endpoint_id, body))
@@ -189,10 +210,10 @@ async def enqueue_deliveries(
         presence.remember_none(integration_ids - {e.integration_id for e in endpoints})
     if not endpoints:
         return
-    by_integration: dict[str, list[tuple[str, list[str], str | None]]] = {}
+    by_integration: dict[str, list[EndpointRow]] = {}
     for endpoint in endpoints:
         by_integration.setdefault(endpoint.integration_id, []).append(
-            (endpoint.id, endpoint.events, endpoint.target_kind)
+            (endpoint.id, endpoint.events, endpoint.target_kind, endpoint.target_options)
         )
     rows: list[dict[str, Any]] = []
     for event in events:

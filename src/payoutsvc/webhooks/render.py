@@ -9,7 +9,7 @@ webhooks, hands its renderers to the sender (``workers.py``), so there is one de
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -20,6 +20,12 @@ class RenderedRequest:
     url: str  # absolute; the sender checks it with the SSRF guard like any webhook URL
     headers: dict[str, str]
     body: bytes
+    # A read-modify-write (a helpdesk whose API can only replace a list, like Freshdesk's
+    # tags): this request only reads, and ``then`` builds the write from its 2xx answer's
+    # body (ValueError if it cannot). The sender makes both in one attempt, through the
+    # same guard; the attempt's result is the write's. A retry repeats the pair, which is
+    # safe because the read is.
+    then: Callable[[bytes], RenderedRequest] | None = None
 
 
 class TargetRenderer(Protocol):

@@ -253,9 +253,9 @@ class WebhookRepository:
         return True
 
     async def enabled_endpoints_for(self, integration_ids: Iterable[str]) -> Sequence[AnyRow]:
-        """``(id, integration_id, events, target_kind)`` of every enabled endpoint of these
-        integrations: one query for the whole batch of events (the outbox runs on every
-        status change)."""
+        """``(id, integration_id, events, target_kind, target_options)`` of every enabled
+        endpoint of these integrations: one query for the whole batch of events (the outbox
+        runs on every status change)."""
         ids = sorted(set(integration_ids))
         if not ids:
             return []
@@ -265,6 +265,7 @@ class WebhookRepository:
                 _endpoints.c.integration_id,
                 _endpoints.c.events,
                 _endpoints.c.target_kind,
+                _endpoints.c.target_options,
             )
             .where(_endpoints.c.integration_id.in_(ids), _endpoints.c.enabled.is_(True))
             .order_by(_endpoints.c.id)

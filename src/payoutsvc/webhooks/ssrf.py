@@ -413,6 +413,9 @@ class DeliveryResult:
     response_excerpt: str = ""
     retry_after: str | None = None
     error_code: str | None = None
+    # The whole body read (up to max_response_bytes) of a 2xx answer, for a request whose
+    # follow-up is built from it (render.RenderedRequest.then); never stored.
+    response_body: bytes = b""
 
     @property
     def ok(self) -> bool:
@@ -505,7 +508,7 @@ def _answered(status: int, retry_after: str | None, raw: bytes, latency: float) 
         retry_after = retry_after[:_MAX_RETRY_AFTER_CHARS]
     excerpt = _excerpt(raw)
     if 200 <= status < 300:
-        return DeliveryResult(status, latency, None, excerpt, retry_after, None)
+        return DeliveryResult(status, latency, None, excerpt, retry_after, None, raw)
     if 300 <= status < 400:
         error, code = f"redirect not followed (HTTP {status})", "redirect"
     else:

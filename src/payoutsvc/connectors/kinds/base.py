@@ -1,5 +1,6 @@
 """What every helpdesk kind supplies: how it authenticates the requests it sends us, how its
-API takes an internal note, and a cheap authenticated call to test credentials."""
+API takes an internal note and a change of the ticket's status tags, and a cheap
+authenticated call to test credentials."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from payoutsvc.connectors.notes import Note, note_of
+from payoutsvc.connectors.notes import Note, StatusTags, note_of, status_tags_of
+from payoutsvc.webhooks.outbox import TAGS_WRITE, WRITE_KEY
 from payoutsvc.webhooks.render import RenderedRequest, TargetRenderer
 
 # Inbound requests older (or further in the future) than this are refused where the helpdesk
@@ -34,8 +36,11 @@ class HelpdeskKind:
     credential_fields: tuple[str, ...]
     # (credentials, lower-cased headers, raw body, now) -> None, or InboundRefused
     verify: Callable[[Mapping[str, str], Mapping[str, str], bytes, datetime], None]
-    # (base URL, credentials, note, tags on) -> the write-back request
-    note_request: Callable[[str, Mapping[str, str], Note, bool], RenderedRequest]
+    # (base URL, credentials, note) -> the request that writes the internal note
+    note_request: Callable[[str, Mapping[str, str], Note], RenderedRequest]
+    # (base URL, credentials, tags) -> the one request that adds the status tag and removes
+    # the other status tags, leaving the ticket's other tags alone
+    tags_request: Callable[[str, Mapping[str, str], StatusTags], RenderedRequest]
     # (base URL, credentials) -> a cheap authenticated GET
     test_request: Callable[[str, Mapping[str, str]], RenderedRequest]
     # (status, response excerpt) -> whether the credentials were accepted
@@ -48,8 +53,12 @@ class HelpdeskKind:
             options: Mapping[str, Any],
             delivery_body: bytes,
         ) -> RenderedRequest:
+            # One request per delivery: a note, or (its own delivery, webhooks/outbox.py) the
+            # status tags, so retrying one never repeats the other.
+            if json.loads(delivery_body).get(WRITE_KEY) == TAGS_WRITE:
+                return self.tags_request(base_url, credentials, status_tags_of(delivery_body))
             note = note_of(delivery_body, str(options.get("locale") or "en"))
-            return self.note_request(base_url, credentials, note, bool(options.get("tags")))
+            return self.note_request(base_url, credentials, note)
 
         return render
 

@@ -16,6 +16,12 @@
   (https://developer.atlassian.com/cloud/jira/platform/basic-auth-for-rest-apis/); rate
   limits answer 429 with ``Retry-After``
   (https://developer.atlassian.com/cloud/jira/platform/rate-limiting/).
+  Status tags are Jira labels, their own delivery: ``PUT /rest/api/3/issue/{issueIdOrKey}``
+  with ``{"update": {"labels": [{"add": ...}, {"remove": ...}, ...]}}`` (204); the ``update``
+  verbs change only the labels named, whereas ``fields.labels`` would replace them all
+  (https://developer.atlassian.com/cloud/jira/platform/rest/v3/api-group-issues/#api-rest-api-3-issue-issueidorkey-put,
+  https://developer.atlassian.com/server/jira/platform/updating-an-issue-via-the-jira-rest-apis-6848604/).
+  A service desk request is a Jira issue, so its key works here.
 * Test: ``GET /rest/api/3/myself``.
 """
 
@@ -35,7 +41,7 @@ from payoutsvc.connectors.kinds.base import (
     segment,
     url_of,
 )
-from payoutsvc.connectors.notes import Note
+from payoutsvc.connectors.notes import Note, StatusTags
 from payoutsvc.webhooks.render import RenderedRequest
 
 SIGNATURE = "x-hub-signature"
@@ -61,12 +67,19 @@ def _auth(credentials: Mapping[str, str]) -> str:
     return basic_auth(credentials["email"], credentials["api_token"])
 
 
-def note_request(
-    base_url: str, credentials: Mapping[str, str], note: Note, tags: bool
-) -> RenderedRequest:
+def note_request(base_url: str, credentials: Mapping[str, str], note: Note) -> RenderedRequest:
     path = f"/rest/servicedeskapi/request/{segment(note.ticket_id)}/comment"
     body = {"body": note.text, "public": False}
     return json_request("POST", url_of(base_url, path), _auth(credentials), body)
+
+
+def tags_request(
+    base_url: str, credentials: Mapping[str, str], tags: StatusTags
+) -> RenderedRequest:
+    verbs = [{"add": tags.add}, *({"remove": label} for label in tags.remove)]
+    path = f"/rest/api/3/issue/{segment(tags.ticket_id)}"
+    body = {"update": {"labels": verbs}}
+    return json_request("PUT", url_of(base_url, path), _auth(credentials), body)
 
 
 def test_request(base_url: str, credentials: Mapping[str, str]) -> RenderedRequest:
@@ -78,5 +91,6 @@ JIRA_SERVICE_MANAGEMENT = HelpdeskKind(
     credential_fields=("email", "api_token", "webhook_secret"),
     verify=verify,
     note_request=note_request,
+    tags_request=tags_request,
     test_request=test_request,
 )

@@ -6,8 +6,13 @@
   (https://developer.zendesk.com/documentation/webhooks/verifying/). Requests whose
   timestamp is more than 5 minutes away are refused (replays).
 * Write-back: ``PUT /api/v2/tickets/{id}`` with ``{"ticket": {"comment": {"body", "public":
-  false}}}`` adds an internal note; ``additional_tags`` adds tags without replacing the
-  ticket's (https://developer.zendesk.com/api-reference/ticketing/tickets/tickets/#update-ticket).
+  false}}}`` adds an internal note
+  (https://developer.zendesk.com/api-reference/ticketing/tickets/tickets/#update-ticket).
+  Status tags are their own delivery: ``PUT /api/v2/tickets/update_many.json?ids={id}`` with
+  ``{"ticket": {"additional_tags": [...], "remove_tags": [...]}}``, which adds and removes
+  without replacing the ticket's other tags; Update Ticket's ``tags`` would replace them all,
+  and ``additional_tags``/``remove_tags`` work only in this bulk form
+  (https://developer.zendesk.com/documentation/ticketing/managing-tickets/adding-tags-to-tickets-without-overwriting-existing-tags/).
   Auth: basic ``{email}/token:{api_token}``
   (https://developer.zendesk.com/api-reference/introduction/security-and-auth/).
   Rate limits answer 429 with ``Retry-After``
@@ -36,7 +41,7 @@ from payoutsvc.connectors.kinds.base import (
     segment,
     url_of,
 )
-from payoutsvc.connectors.notes import Note
+from payoutsvc.connectors.notes import Note, StatusTags
 from payoutsvc.webhooks.render import RenderedRequest
 
 SIGNATURE = "x-zendesk-webhook-signature"
@@ -64,13 +69,17 @@ def _auth(credentials: Mapping[str, str]) -> str:
     return basic_auth(f"{credentials['email']}/token", credentials["api_token"])
 
 
-def note_request(
-    base_url: str, credentials: Mapping[str, str], note: Note, tags: bool
-) -> RenderedRequest:
+def note_request(base_url: str, credentials: Mapping[str, str], note: Note) -> RenderedRequest:
     ticket: dict[str, Any] = {"comment": {"body": note.text, "public": False}}
-    if tags and note.status is not None:
-        ticket["additional_tags"] = [f"payout_{note.status}"]
     url = url_of(base_url, f"/api/v2/tickets/{segment(note.ticket_id)}")
+    return json_request("PUT", url, _auth(credentials), {"ticket": ticket})
+
+
+def tags_request(
+    base_url: str, credentials: Mapping[str, str], tags: StatusTags
+) -> RenderedRequest:
+    ticket = {"additional_tags": [tags.add], "remove_tags": list(tags.remove)}
+    url = url_of(base_url, f"/api/v2/tickets/update_many.json?ids={segment(tags.ticket_id)}")
     return json_request("PUT", url, _auth(credentials), {"ticket": ticket})
 
 
@@ -92,6 +101,7 @@ ZENDESK = HelpdeskKind(
     credential_fields=("email", "api_token", "webhook_signing_secret"),
     verify=verify,
     note_request=note_request,
+    tags_request=tags_request,
     test_request=test_request,
     test_accepted=test_accepted,
 )
