@@ -4,7 +4,8 @@ same sender, same receiver (issue 17: notes/s >= 0.8x the webhook sender's rate)
 * Receiver: ``bench/webhook_receiver.py`` (bare ASGI, 204 for any request) under uvicorn in
   its own process, standing in for the helpdesk API: the fastest helpdesk we can fake, so the
   figure is the connector's cost, not the fake's.
-* Notes: a Zendesk connector target (``target_kind`` zendesk, zh-CN, tags on) with
+* Notes: a Zendesk connector target (``target_kind`` zendesk, zh-CN, status tags off: a
+  tag write is a delivery of its own, one more request of the same kind) with
   ``--deliveries`` pending deliveries enqueued through the real outbox (one event each of
   distinct payouts on the connector's tickets), drained by ``WebhookSender.run`` with the
   connectors' renderers: claim, render the note (``PUT /api/v2/tickets/{id}``, basic auth),
@@ -70,7 +71,7 @@ async def seed_connector(runtime: Runtime, base_url: str, count: int) -> None:
                 "enabled": True,
                 "secret_encrypted": seal_secret(runtime.cipher, target_id, json.dumps(CREDENTIALS)),
                 "target_kind": "zendesk",
-                "target_options": {"locale": "zh-CN", "tags": True},
+                "target_options": {"locale": "zh-CN", "tags": False},
                 "created_at": now,
                 "updated_at": now,
             }
