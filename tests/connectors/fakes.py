@@ -69,6 +69,8 @@ class FakeHelpdesk:
     refused: list[tuple[int, str]] = field(default_factory=list)  # (status, why)
     tags: dict[str, list[str]] = field(default_factory=dict)  # ticket -> its tags, in order
     tag_writes: int = 0  # accepted requests that changed tags
+    # Tag writes that are applied but answered with this status (a lost answer): (status, n)
+    lost_tag_answers: list[int] = field(default_factory=list)
     port: int = 0
 
     def __post_init__(self) -> None:
@@ -214,6 +216,8 @@ class FakeHelpdesk:
     def _tags_written(self, status: int, reply: Any) -> tuple[int, Any]:
         with self._lock:
             self.tag_writes += 1
+            if self.lost_tag_answers:
+                return self.lost_tag_answers.pop(0), {"error": "injected after applying"}
         return status, reply
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:

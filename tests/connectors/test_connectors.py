@@ -360,6 +360,25 @@ async def test_write_back_waits_for_retry_after(
     assert [r[0] for r in helpdesk.requests].count("PUT") == 3
 
 
+async def test_a_retried_tag_write_neither_repeats_the_note_nor_disturbs_the_tags(
+    client: httpx.AsyncClient, sender: WebhookSender, helpdesk: FakeHelpdesk
+) -> None:
+    """The helpdesk applies the tag write but its answer is lost (502): the retry writes the
+    same tags again, and the note, a delivery of its own, is written once."""
+    connector = await connect(client, helpdesk)
+    ticket = TICKET[helpdesk.kind]
+    helpdesk.tags[ticket] = ["vip", "payout_processing"]  # a stale status tag goes too
+    helpdesk.lost_tag_answers.append(502)
+    body = trigger(helpdesk.kind, "request", "u-agent", **REQUEST)
+    response = await send(client, connector, body)
+    assert response.status_code == 202, response.text
+    await pump(sender, lambda: helpdesk.tag_writes >= 2 and len(helpdesk.notes) >= 1, what="tags")
+    assert await sender.run_once() == 0  # nothing left to send
+    assert len(helpdesk.notes) == 1
+    assert helpdesk.tag_writes == 2
+    assert helpdesk.tags == {ticket: ["vip", "payout_pending_approval"]}
+
+
 async def test_disabling_drops_pending_notes_and_purge_forgets_events(
     client: httpx.AsyncClient, runtime: Runtime, sender: WebhookSender, helpdesk: FakeHelpdesk
 ) -> None:

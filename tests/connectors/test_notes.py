@@ -7,7 +7,8 @@ import json
 import pytest
 
 from payoutsvc.connectors.kinds import KINDS
-from payoutsvc.connectors.notes import note_of
+from payoutsvc.connectors.notes import note_of, status_tags_of
+from payoutsvc.payouts.status import PayoutStatus
 
 BODY = {
     "type": "payout.failed",
@@ -58,3 +59,12 @@ def test_freshdesk_note_body_is_escaped_html() -> None:
     assert "<script>" not in sent["body"]
     assert "&lt;script&gt;" in sent["body"]
     assert request.url == "https://acme.freshdesk.com/api/v2/tickets/4821/notes"
+
+
+def test_status_tags_add_this_status_and_remove_every_other() -> None:
+    tags = status_tags_of(json.dumps(BODY, ensure_ascii=False).encode())
+    assert tags.ticket_id == "4821"
+    assert tags.add == "payout_failed"
+    assert set(tags.remove) == {f"payout_{s}" for s in PayoutStatus} - {"payout_failed"}
+    with pytest.raises(ValueError, match="not a connector tag delivery body"):
+        status_tags_of(b'{"data": {"payout": {"ticket": {"id": "1"}, "status": "lost"}}}')
