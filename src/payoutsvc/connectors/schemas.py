@@ -41,7 +41,8 @@ class WriteBack(StrictModel):
     events: list[str] = Field(default_factory=lambda: ["payout.*"], min_length=1, max_length=64)
     tags: bool = Field(
         default=False,
-        description="Also tag the ticket per status (`payout_succeeded`, …; Zendesk).",
+        description="Also tag the ticket with the payout's status (`payout_succeeded`, …), "
+        "replacing the previous status tag and keeping the ticket's other tags.",
     )
 
     @field_validator("events")
