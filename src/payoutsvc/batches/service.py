@@ -320,6 +320,8 @@ class BatchService:
             )
 
         batch = await self._batch(batch_id, visible_integration)
+        # A caller who may approve nothing is refused as a whole, even with nothing to approve.
+        await approvals.require_approver(credential, named)
         results = await self._each(
             batch, _awaits_approval, approve, APPROVE_REFUSALS, _approve_outcome
         )
@@ -342,6 +344,8 @@ class BatchService:
             return await finance.release(credential, payout_id, visible_integration, named, comment)
 
         batch = await self._batch(batch_id, visible_integration)
+        # A caller who may release nothing is refused as a whole, even with nothing to release.
+        await finance.require_releaser(credential, named)
         results = await self._each(
             batch, _awaits_release, release, RELEASE_REFUSALS, lambda _payout: "released"
         )
