@@ -244,6 +244,9 @@ class BatchService:
                 f"transfer in {currency} (status processing through the manual gateway)."
             )
         item_keys = {str(i["payout_id"]): str(i["item_key"]) for i in batch.items}
+        # The file lists them in the batch's order (ids made in one millisecond are not).
+        position = {payout_id: n for n, payout_id in enumerate(item_keys)}
+        payouts.sort(key=lambda p: position.get(p.id, len(position)))
         rows = [
             ExportRow(
                 payout_id=p.id,

@@ -225,8 +225,9 @@ class PayoutService:
                         )
                         continue
                     checked = self._policy_request(body, credential, requester)
+                    # Each payout's own time, as if created alone (and its id's).
                     outcome = await self._plan_payout(
-                        integration_id, key, body, checked, now, planned_like=likenesses
+                        integration_id, key, body, checked, utcnow(), planned_like=likenesses
                     )
                 except refusals as exc:
                     answers[index] = exc
