@@ -192,8 +192,9 @@ class PayoutService:
         transaction: each item decided by the policy exactly as if it had been created
         alone after the ones before it (their counters, and their payouts for the duplicate
         check), but written together: the keys claimed in one statement, the payouts, their
-        events and the answers in one each. An item that raises one of ``refusals`` gets
-        that error in its place; any other error propagates."""
+        events and the answers in one each. The keys must be distinct (a batch's item keys
+        are). An item that raises one of ``refusals`` gets that error in its place; any
+        other error propagates."""
         now = utcnow()
         answers: list[StoredResponse | ServiceError | None] = [None] * len(items)
         pending: list[tuple[int, str, PayoutCreate, Acting, str]] = []
