@@ -257,7 +257,8 @@ async def approve_batch(
         "whole request, releasing nothing, even when no payout waits) and a payout they "
         "requested themselves is `refused` with `self_release_forbidden` while the others "
         "are released (each in its own savepoint). Payouts in another state are "
-        "`skipped`. Released payouts are the executor's job at once. Scope `payouts:release`." + _BOUND_KEYS
+        "`skipped`. Released payouts are the executor's job at once. Scope "
+        "`payouts:release`." + _BOUND_KEYS
     ),
     responses=problem_responses(
         Unauthorized,
