@@ -397,6 +397,13 @@ MESSAGES: Final[dict[str, Text]] = {
         "this payout is {amount}.",
         "根据策略版本 {version}，{operator}（{role}）的审批限额是 {limit}；这笔付款是 {amount}。",
     ),
+    "approver_rights_none": Text(
+        "{operator} ({role}) has no approval rights under policy version {version}.",
+        "根据策略版本 {version}，{operator}（{role}）没有审批权限。",
+    ),
+    "approver_rights_hidden": Text(
+        "{operator} may not approve payouts.", "{operator} 不能审批付款。"
+    ),
     "approval_rights_none": Text(
         "{operator} ({role}) has no approval rights under policy version {version}; this "
         "payout is {amount}.",

@@ -112,3 +112,25 @@ async def test_another_integrations_batch_is_not_found(
     listed = await client.get(BATCHES, params={"limit": 1})
     assert [b["id"] for b in listed.json()["data"]] == [batch["id"]]
     assert listed.json()["data"][0]["items"] is None
+
+
+async def test_a_caller_who_may_not_approve_or_release_at_all_is_refused_as_a_whole(
+    client: httpx.AsyncClient, batch: dict[str, object]
+) -> None:
+    # An agent's role has no approval rights: the single approve's 403 for the whole batch,
+    # rather than a 200 listing every payout as refused.
+    refused = await client.post(
+        f"{BATCHES}/{batch['id']}/approve", json={}, headers=await bearer_of(client, "agent-2")
+    )
+    problem = assert_problem(refused, 403, "approval_limit_exceeded")
+    assert "no approval rights" in problem["detail"]
+    # Nothing awaits a release yet, yet a role without can_release hears so rather than
+    # a 200 with every payout skipped.
+    unreleasable = await client.post(
+        f"{BATCHES}/{batch['id']}/release",
+        json={},
+        headers=await bearer_of(client, "sup-1", ("payouts:release",)),
+    )
+    assert_problem(unreleasable, 403, "release_not_allowed")
+    shown = (await client.get(f"{BATCHES}/{batch['id']}")).json()
+    assert shown["counts"] == {"pending_approval": 4}

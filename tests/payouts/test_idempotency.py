@@ -245,14 +245,14 @@ async def test_a_second_request_while_the_first_runs_is_409(
 ) -> None:
     entered = asyncio.Event()
     release = asyncio.Event()
-    original = PayoutRepository.insert_payout
+    original = PayoutRepository.insert_payouts
 
-    async def paused_insert(self: PayoutRepository, values: dict[str, Any]) -> None:
+    async def paused_insert(self: PayoutRepository, rows: Any) -> None:
         entered.set()
         await release.wait()
-        await original(self, values)
+        await original(self, rows)
 
-    monkeypatch.setattr(PayoutRepository, "insert_payout", paused_insert)
+    monkeypatch.setattr(PayoutRepository, "insert_payouts", paused_insert)
     body = payout_body()
     first = asyncio.create_task(post_payout(client, body, key="slow"))
     await asyncio.wait_for(entered.wait(), timeout=10)

@@ -21,6 +21,7 @@ from payoutsvc.batches.schemas import (
 from payoutsvc.batches.service import CSV, PAIN_001, BatchService
 from payoutsvc.deps import DbSession, RuntimeDep, WriteSession
 from payoutsvc.errors import (
+    ApprovalLimitExceeded,
     IdempotencyKeyInUse,
     IdempotencyKeyInvalid,
     IdempotencyKeyMissing,
@@ -211,8 +212,9 @@ async def get_batch(
         "`already_approved`, or a status that changed meanwhile) is listed with its error and "
         "the others keep their approval. Payouts in another status are `skipped`. An error "
         "about the caller (`operator_key_required`, `operator_mismatch`, an unknown or "
-        "disabled operator) fails the whole request and approves nothing. Scope "
-        "`payouts:approve`."
+        "disabled operator, or 403 `approval_limit_exceeded` for a role with no approval "
+        "rights at all) fails the whole request and approves nothing, even when no payout "
+        "waits for approval. Scope `payouts:approve`."
     ),
     responses=problem_responses(
         Unauthorized,
@@ -223,6 +225,7 @@ async def get_batch(
         OperatorDisabled,
         OperatorMismatch,
         OperatorKeyRequired,
+        ApprovalLimitExceeded,
     ),
 )
 async def approve_batch(
@@ -251,10 +254,11 @@ async def approve_batch(
         "`POST /v1/payouts/{id}/release` for each payout of the batch that waits for one "
         "(`approved`, `release.required`, not released yet), with the same rules per payout: "
         "the operator's role must have `can_release` (else 403 `release_not_allowed` for the "
-        "whole request, releasing nothing) and a payout they requested themselves is "
-        "`refused` with `self_release_forbidden` while the others are released (each in its "
-        "own savepoint). Payouts in another state are `skipped`. Released payouts are the "
-        "executor's job at once. Scope `payouts:release`." + _BOUND_KEYS
+        "whole request, releasing nothing, even when no payout waits) and a payout they "
+        "requested themselves is `refused` with `self_release_forbidden` while the others "
+        "are released (each in its own savepoint). Payouts in another state are "
+        "`skipped`. Released payouts are the executor's job at once. Scope "
+        "`payouts:release`." + _BOUND_KEYS
     ),
     responses=problem_responses(
         Unauthorized,

@@ -1,10 +1,11 @@
 """Batch use cases. Services never commit: the request's transaction does.
 
-A batch is many ``POST /v1/payouts`` in one transaction, each made by
-:meth:`PayoutService.create` itself (never a copy of it), so every item is decided by the
-policy exactly as if it had been created alone, in the batch's order: the limit counters it
-counts in are the ones single creates count in, locked until commit, so a cap holds across a
-batch and the single requests running beside it.
+A batch is many ``POST /v1/payouts`` in one transaction, made by
+:meth:`PayoutService.create_many` (the pieces of ``create`` itself, never a copy of them), so
+every item is decided by the policy exactly as if it had been created alone, in the batch's
+order: the limit counters it counts in are the ones single creates count in, locked until
+commit, so a cap holds across a batch and the single requests running beside it; only the
+writes are gathered (keys, payouts, events, answers: one statement each).
 """
 
 from __future__ import annotations
@@ -176,20 +177,24 @@ class BatchService:
         created: list[tuple[str, str, dict[str, Any]]] = []
         errors: list[FieldError] = []
         refused: set[int] = set()
-        for index, item_key, body in batch.items.valid:
-            try:
-                answer = await self.payouts.create(
-                    credential, integration_id, item_idempotency_key(key, item_key), body
+        valid = batch.items.valid
+        answers = await self.payouts.create_many(
+            credential,
+            integration_id,
+            [(item_idempotency_key(key, item_key), body) for _, item_key, body in valid],
+            _ITEM_REFUSALS,
+        )
+        for (index, item_key, _), answer in zip(valid, answers, strict=True):
+            if isinstance(answer, ServiceError):
+                errors += item_errors(
+                    index, answer.errors or [FieldError("", answer.code, answer.detail)]
                 )
-            except _ITEM_REFUSALS as exc:
-                errors += item_errors(index, exc.errors or [FieldError("", exc.code, exc.detail)])
                 refused.add(index)
-                continue
-            if answer.status_code != 201:  # the policy forbids it (a stored 422)
+            elif answer.status_code != 201:  # the policy forbids it (a stored 422)
                 errors += item_errors(index, _problem_errors(answer.body))
                 refused.add(index)
-                continue
-            created.append((item_key, str(answer.body["id"]), answer.body))
+            else:
+                created.append((item_key, str(answer.body["id"]), answer.body))
         if errors or batch.items.errors:
             everything = sorted([*batch.items.errors, *errors], key=_item_index)
             raise batch_invalid(everything, batch.items.bad + len(refused), batch.items.total)
@@ -239,6 +244,9 @@ class BatchService:
                 f"transfer in {currency} (status processing through the manual gateway)."
             )
         item_keys = {str(i["payout_id"]): str(i["item_key"]) for i in batch.items}
+        # The file lists them in the batch's order (ids made in one millisecond are not).
+        position = {payout_id: n for n, payout_id in enumerate(item_keys)}
+        payouts.sort(key=lambda p: position.get(p.id, len(position)))
         rows = [
             ExportRow(
                 payout_id=p.id,
@@ -315,6 +323,8 @@ class BatchService:
             )
 
         batch = await self._batch(batch_id, visible_integration)
+        # A caller who may approve nothing is refused as a whole, even with nothing to approve.
+        await approvals.require_approver(credential, named)
         results = await self._each(
             batch, _awaits_approval, approve, APPROVE_REFUSALS, _approve_outcome
         )
@@ -337,6 +347,8 @@ class BatchService:
             return await finance.release(credential, payout_id, visible_integration, named, comment)
 
         batch = await self._batch(batch_id, visible_integration)
+        # A caller who may release nothing is refused as a whole, even with nothing to release.
+        await finance.require_releaser(credential, named)
         results = await self._each(
             batch, _awaits_release, release, RELEASE_REFUSALS, lambda _payout: "released"
         )

@@ -66,6 +66,25 @@ class ApprovalService:
         )
         return operator, acting, policy
 
+    async def require_approver(self, credential: Credential, named: str | None) -> None:
+        """403 when the acting operator may approve no payout at all (the same checks and
+        codes as :meth:`approve`: the key, an active operator, a role with approval rights):
+        what a batch approve asks before its payouts, whose own refusals stay per payout."""
+        operator, acting, policy = await self._decider(credential, named)
+        limits = policy.role(operator.role)
+        if limits is not None and limits.approve_max:
+            return
+        if acting.discreet_for(credential):
+            raise ApprovalLimitExceeded(message("approver_rights_hidden", operator=operator.id))
+        raise ApprovalLimitExceeded(
+            message(
+                "approver_rights_none",
+                operator=operator.id,
+                role=str(operator.role),
+                version=policy.version,
+            )
+        )
+
     async def _pending_payout(
         self, payout_id: str, visible_integration: str | None, arrow: transitions.Arrow
     ) -> Payout:

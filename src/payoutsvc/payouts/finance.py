@@ -61,6 +61,12 @@ class FinanceService:
         self.repo = PayoutRepository(session)
         self.payouts = PayoutService(session, runtime)
 
+    async def require_releaser(self, credential: Credential, named: str | None) -> None:
+        """403 (``release_not_allowed``, ``operator_key_required``, ...) when the acting
+        operator may release no payout at all, as :meth:`release` would answer: what a batch
+        release asks before its payouts, whose own refusals stay per payout."""
+        await self._releaser(credential, named)
+
     async def _releaser(self, credential: Credential, named: str | None) -> tuple[Operator, Acting]:
         """The active operator releasing or recording, whose role may release (403
         ``release_not_allowed`` otherwise), as the key and the current policy allow."""

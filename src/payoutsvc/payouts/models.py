@@ -32,6 +32,9 @@ class Payout(Base):
         Index("ix_payouts_recipient_fingerprint_created_at", "recipient_fingerprint", "created_at"),
         Index("ix_payouts_status_next_attempt_at", "status", "next_attempt_at"),
         Index("ix_payouts_batch_id", "batch_id"),
+        # A reconciliation's period (reconciliation/repository.py payouts_of_period).
+        Index("ix_payouts_gateway_created_at", "gateway", "created_at"),
+        Index("ix_payouts_gateway_updated_at", "gateway", "updated_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

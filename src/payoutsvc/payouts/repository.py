@@ -108,11 +108,14 @@ def _list_conditions(
     return [condition(value) for value, condition in wanted if value is not None]
 
 
-def _claim_key_statement(guard: str) -> TextClause:
+def _claim_key_statement(guard: str, source: str = "") -> TextClause:
+    """Claim keys: one (``:key``, ``:request_hash``), or every row of ``source`` (a FROM
+    clause naming them ``v.key``, ``v.request_hash``), each only when ``guard`` holds."""
+    keys = "v.key, v.request_hash" if source else ":key, :request_hash"
     return text(
         "INSERT INTO idempotency_keys (integration_id, key, request_hash, response_status,"
         " response_body, created_at, expires_at)"
-        f" SELECT :integration_id, :key, :request_hash, 0, '', :now, :expires_at WHERE {guard}"
+        f" SELECT :integration_id, {keys}, 0, '', :now, :expires_at {source} WHERE {guard}"
         " ON CONFLICT (integration_id, key) DO UPDATE SET"
         " request_hash = excluded.request_hash, response_status = 0, response_body = '',"
         " created_at = excluded.created_at, expires_at = excluded.expires_at"
@@ -127,6 +130,13 @@ def _claim_key_statement(guard: str) -> TextClause:
 # counters while this payout is being counted under the old day (policy/repository.py).
 _CLAIM_KEY_POSTGRES = _claim_key_statement(
     "pg_try_advisory_xact_lock(:lock_id) AND pg_advisory_xact_lock_shared(:policy_lock) IS NOT NULL"
+)
+# Many keys at once (a batch's items): each row takes its own key's advisory lock.
+_CLAIM_KEYS_POSTGRES = _claim_key_statement(
+    "pg_try_advisory_xact_lock(v.lock_id)"
+    " AND pg_advisory_xact_lock_shared(:policy_lock) IS NOT NULL",
+    "FROM unnest(CAST(:keys AS varchar[]), CAST(:request_hashes AS varchar[]),"
+    " CAST(:lock_ids AS bigint[])) AS v(key, request_hash, lock_id)",
 )
 _POLICY_LOCK_ID = advisory_lock_id(*POLICY_WRITE_LOCK)
 _CLAIM_KEY_SQLITE = _claim_key_statement("1 = 1")
@@ -186,12 +196,47 @@ class PayoutRepository:
         result = await self.session.execute(statement, params)
         return result.first() is not None
 
-    async def complete_idempotency_key(
-        self, integration_id: str, key: str, status: int, body: str
+    async def claim_idempotency_keys(
+        self,
+        integration_id: str,
+        claims: Sequence[tuple[str, str]],
+        now: datetime,
+        expires_at: datetime,
+    ) -> set[str]:
+        """:meth:`claim_idempotency_key` for many (key, request_hash) at once; returns the
+        keys this transaction now owns. PostgreSQL: one statement for all of them."""
+        if not self.is_postgres:
+            return {
+                key
+                for key, request_hash in claims
+                if await self.claim_idempotency_key(
+                    integration_id, key, request_hash, now, expires_at
+                )
+            }
+        params: dict[str, Any] = {
+            "integration_id": integration_id,
+            "keys": [key for key, _ in claims],
+            "request_hashes": [request_hash for _, request_hash in claims],
+            "lock_ids": [advisory_lock_id("idem", integration_id, key) for key, _ in claims],
+            "now": now,
+            "expires_at": expires_at,
+            "policy_lock": _POLICY_LOCK_ID,
+        }
+        result = await self.session.execute(_CLAIM_KEYS_POSTGRES, params)
+        return {str(row[0]) for row in result.all()}
+
+    async def complete_idempotency_keys(
+        self, integration_id: str, answers: Sequence[tuple[str, int, str]]
     ) -> None:
+        """Store the answers (key, status, body) of claimed keys (one executemany)."""
+        if not answers:
+            return
         await self.session.execute(
             _COMPLETE_KEY,
-            {"b_integration_id": integration_id, "b_key": key, "b_status": status, "b_body": body},
+            [
+                {"b_integration_id": integration_id, "b_key": k, "b_status": s, "b_body": b}
+                for k, s, b in answers
+            ],
         )
 
     async def purge_idempotency(self, now: datetime) -> int:
@@ -201,11 +246,14 @@ class PayoutRepository:
         return int(getattr(result, "rowcount", 0) or 0)
 
     # -- payouts ---------------------------------------------------------------------------
-    async def insert_payout(self, values: PayoutColumns) -> None:
+    async def insert_payouts(self, rows: Sequence[PayoutColumns]) -> None:
         # A Core insert with the values as parameters compiles once and is reused; building
         # `insert(Payout).values(**values)` per call re-derives its cache key every time.
-        await self.session.execute(_INSERT_PAYOUT, [values])
-        if values["next_attempt_at"] is not None:
+        # Many rows are one executemany (multi-row INSERTs on PostgreSQL).
+        if not rows:
+            return
+        await self.session.execute(_INSERT_PAYOUT, list(rows))
+        if any(values["next_attempt_at"] is not None for values in rows):
             signal_on_commit(self.session, PAYOUTS_DUE)
 
     async def get(self, payout_id: str, integration_id: str | None) -> Payout | None:

@@ -6,8 +6,8 @@ import functools
 import hashlib
 import json
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -167,41 +167,123 @@ class PayoutService:
     ) -> StoredResponse:
         now = utcnow()
         fingerprint = request_fingerprint(body)
-        expires_at = now + timedelta(hours=self.runtime.settings.idempotency_ttl_hours)
-        claimed = await self.repo.claim_idempotency_key(
-            integration_id, key, fingerprint, now, expires_at
+        claimed = await self.repo.claim_idempotency_keys(
+            integration_id, [(key, fingerprint)], now, self._key_expiry(now)
         )
-        if not claimed:
-            stored = await self.repo.get_idempotency(integration_id, key)
-            if stored is None:
-                raise _key_in_use()  # claimed by a transaction that has not committed yet
-            if stored.request_hash != fingerprint:
-                raise IdempotencyKeyReused(
-                    "This Idempotency-Key was used with a different request body; "
-                    "use a new key for a new payout."
-                )
-            return StoredResponse.replay(stored.response_status, stored.response_body)
-
+        if key not in claimed:
+            return await self._unclaimed_answer(integration_id, key, fingerprint)
         checked = self._policy_request(body, credential, requester)
-        response = await self._create_payout(integration_id, key, body, checked, now)
-        await self.repo.complete_idempotency_key(
-            integration_id, key, response.status_code, response.stored_json()
+        outcome = await self._plan_payout(integration_id, key, body, checked, now)
+        await self._insert_payouts([outcome] if isinstance(outcome, NewPayout) else [])
+        response = outcome.response if isinstance(outcome, NewPayout) else outcome
+        await self.repo.complete_idempotency_keys(
+            integration_id, [(key, response.status_code, response.stored_json())]
         )
         return response
 
-    async def _create_payout(
+    async def create_many(
+        self,
+        credential: Credential,
+        integration_id: str,
+        items: Sequence[tuple[str, PayoutCreate]],
+        refusals: tuple[type[ServiceError], ...],
+    ) -> list[StoredResponse | ServiceError]:
+        """:meth:`create` for each (Idempotency-Key, body) of ``items``, in order, in this
+        transaction: each item decided by the policy exactly as if it had been created
+        alone after the ones before it (their counters, and their payouts for the duplicate
+        check), but written together: the keys claimed in one statement, the payouts, their
+        events and the answers in one each. The keys must be distinct (a batch's item keys
+        are). An item that raises one of ``refusals`` gets that error in its place; any
+        other error propagates."""
+        now = utcnow()
+        answers: list[StoredResponse | ServiceError | None] = [None] * len(items)
+        pending: list[tuple[int, str, PayoutCreate, Acting, str]] = []
+        for index, (key, body) in enumerate(items):
+            try:
+                requester = named_operator(credential, body.requested_by, "requested_by")
+            except refusals as exc:
+                answers[index] = exc
+                continue
+            body = body.model_copy(update={"requested_by": requester.operator_id})
+            pending.append((index, key, body, requester, request_fingerprint(body)))
+        flights = {(integration_id, key) for _, key, _, _, _ in pending}
+        in_flight = self.runtime.idempotency_in_flight
+        if flights & in_flight:
+            raise _key_in_use()
+        in_flight.update(flights)
+        try:
+            claimed = await self.repo.claim_idempotency_keys(
+                integration_id, [(k, f) for _, k, _, _, f in pending], now, self._key_expiry(now)
+            )
+            planned: list[NewPayout] = []
+            likenesses: set[tuple[Any, ...]] = set()
+            completed: list[tuple[str, int, str]] = []
+            for index, key, body, requester, fingerprint in pending:
+                try:
+                    if key not in claimed:
+                        answers[index] = await self._unclaimed_answer(
+                            integration_id, key, fingerprint
+                        )
+                        continue
+                    checked = self._policy_request(body, credential, requester)
+                    # Each payout's own time, as if created alone (and its id's).
+                    outcome = await self._plan_payout(
+                        integration_id, key, body, checked, utcnow(), planned_like=likenesses
+                    )
+                except refusals as exc:
+                    answers[index] = exc
+                    continue
+                if isinstance(outcome, NewPayout):
+                    planned.append(outcome)
+                    likenesses.add(_likeness(checked[1]))
+                    outcome = outcome.response
+                answers[index] = outcome
+                completed.append((key, outcome.status_code, outcome.stored_json()))
+            await self._insert_payouts(planned)
+            await self.repo.complete_idempotency_keys(integration_id, completed)
+        finally:
+            in_flight.difference_update(flights)
+        return [answer for answer in answers if answer is not None]
+
+    def _key_expiry(self, now: datetime) -> datetime:
+        return now + timedelta(hours=self.runtime.settings.idempotency_ttl_hours)
+
+    async def _unclaimed_answer(
+        self, integration_id: str, key: str, fingerprint: str
+    ) -> StoredResponse:
+        """The answer for a key another request owns: its stored answer (a replay), 422
+        when the body differs, 409 while that request has not committed."""
+        stored = await self.repo.get_idempotency(integration_id, key)
+        if stored is None:
+            raise _key_in_use()  # claimed by a transaction that has not committed yet
+        if stored.request_hash != fingerprint:
+            raise IdempotencyKeyReused(
+                "This Idempotency-Key was used with a different request body; "
+                "use a new key for a new payout."
+            )
+        return StoredResponse.replay(stored.response_status, stored.response_body)
+
+    async def _plan_payout(
         self,
         integration_id: str,
         key: str,
         body: PayoutCreate,
         checked: tuple[RecipientCheck, PayoutRequest],
         now: datetime,
-    ) -> StoredResponse:
+        *,
+        planned_like: Collection[tuple[Any, ...]] = (),
+    ) -> NewPayout | StoredResponse:
+        """Decide a new payout: counted in its limit counters and built, ready to insert
+        (:meth:`_insert_payouts`), or the policy's 422 (nothing else written).
+        ``planned_like``: the likenesses of payouts planned in this transaction but not
+        inserted yet, which the duplicate check must see as it sees inserted ones."""
         check, request = checked
         # Counts the payout in its limit counters, whose row locks (PostgreSQL) hold until
         # this transaction commits, so parallel requests cannot both fit under a cap they
         # exceed together.
-        decision, counters = await self.decide(request, now, count_in=True)
+        decision, counters = await self.decide(
+            request, now, count_in=True, planned_like=planned_like
+        )
         if decision.forbidden:
             # An answer, not an exception: the transaction commits the idempotency record, so
             # a replay returns this same 422, and nothing else was written.
@@ -217,15 +299,25 @@ class PayoutService:
         values["limit_day"] = max(day for _, _, day, _, _ in counters)
         snapshot = payout_json(_RowView(values))
         events = _opening_events(values, check, decision, snapshot, self.runtime.audit_key)
-        status = values["status"]
-        await self.repo.insert_payout(values)
+        return NewPayout(values, events, StoredResponse(201, snapshot))
+
+    async def _insert_payouts(self, planned: Sequence[NewPayout]) -> None:
+        """Write planned payouts with their opening events (and webhooks), one statement
+        each for all of them."""
+        if not planned:
+            return
+        await self.repo.insert_payouts([p.values for p in planned])
         await append_events(
-            self.session, events, self.runtime.audit_key, endpoint_presence(self.runtime)
+            self.session,
+            [event for p in planned for event in p.events],
+            self.runtime.audit_key,
+            endpoint_presence(self.runtime),
         )
-        PAYOUTS_CREATED.labels(status=status).inc()
-        remember_payout(self.runtime.tracing, values["id"])
-        structlog.contextvars.bind_contextvars(payout_id=values["id"], payout_status=status)
-        return StoredResponse(201, snapshot)
+        for p in planned:
+            PAYOUTS_CREATED.labels(status=p.values["status"]).inc()
+            remember_payout(self.runtime.tracing, p.values["id"])
+        last = planned[-1].values
+        structlog.contextvars.bind_contextvars(payout_id=last["id"], payout_status=last["status"])
 
     def _new_payout(
         self,
@@ -335,7 +427,12 @@ class PayoutService:
 
     # -- policy decision ---------------------------------------------------------------------
     async def decide(
-        self, request: PayoutRequest, now: datetime, *, count_in: bool
+        self,
+        request: PayoutRequest,
+        now: datetime,
+        *,
+        count_in: bool,
+        planned_like: Collection[tuple[Any, ...]] = (),
     ) -> tuple[PolicyDecision, list[CounterDelta]]:
         """Gather the facts and evaluate the current policy for ``request``; returns the
         decision and the limit counters the request counts in.
@@ -344,7 +441,7 @@ class PayoutService:
         its counters now (LimitsRepository.count_in), which serialises the check-and-insert
         with every other request on the same requester, ticket or recipient until commit;
         the caller takes it out again if the decision forbids it. Otherwise (a preview) the
-        totals are read as they are.
+        totals are read as they are. ``planned_like``: see :meth:`_plan_payout`.
         """
         limits = LimitsRepository(self.session)
         policies = PolicyService.of(self.session, self.runtime)
@@ -362,6 +459,8 @@ class PayoutService:
             if facts.policy_version in (policy.version, None):
                 if count_in:
                     facts = await limits.count_in(request, facts, counters, duplicate_since)
+                if duplicate_since is not None and _likeness(request) in planned_like:
+                    facts = replace(facts, duplicate_suspected=True)
                 held = policy.review.hold_open_anomalies and await limits.open_anomaly(
                     request.requester_id, request.recipient_fingerprint
                 )
@@ -470,6 +569,26 @@ class PayoutService:
             actor=acting.operator_id,
             event_data={"reason": reason, "operator_verified": acting.verified},
         )
+
+
+@dataclass(frozen=True, slots=True)
+class NewPayout:
+    """A decided payout not inserted yet: its row, its opening events, its 201 answer."""
+
+    values: PayoutColumns
+    events: list[NewEvent]
+    response: StoredResponse
+
+
+def _likeness(request: PayoutRequest) -> tuple[Any, ...]:
+    """What makes two payouts alike for the duplicate check (limits.py ``_duplicate``)."""
+    return (
+        request.ticket_system,
+        request.ticket_id,
+        request.recipient_fingerprint,
+        request.amount_minor,
+        request.currency,
+    )
 
 
 def _opening_events(
