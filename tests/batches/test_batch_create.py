@@ -11,7 +11,7 @@ import pytest
 from tests.api_support import assert_problem
 from tests.batches.support import BATCHES, item, payout_count, post_batch
 from tests.helpers import bearer_of
-from tests.policy.support import TEST_POLICY, body, paypal, policy, setup_world
+from tests.policy.support import TEST_POLICY, body, paypal, policy, reason_rules, setup_world
 
 
 @pytest.fixture
@@ -40,6 +40,27 @@ async def test_a_batch_creates_one_payout_per_item_decided_by_the_policy(
     assert shown.status_code == 200, shown.text
     assert shown.json()["counts"] == batch["counts"]
     assert shown.json()["items"] == batch["items"]
+
+
+async def test_a_repeated_item_in_one_batch_is_suspected_as_a_duplicate(
+    client: httpx.AsyncClient, world: None
+) -> None:
+    """Two items paying the same ticket, recipient and amount: the second is held for
+    approval as it would be if created alone after the first (the batch writes its payouts
+    together, so the duplicate check must see the ones planned before it)."""
+    same = {"ticket": "T-twice", "recipient": paypal(4242)}
+    created = await post_batch(
+        client,
+        [item("row-1", "5.00", **same), item("row-2", "5.00", **same), item("row-3", "5.00")],
+    )
+    assert created.status_code == 201, created.text
+    first, second, other = [
+        (await client.get(f"/v1/payouts/{i['payout_id']}")).json() for i in created.json()["items"]
+    ]
+    assert first["status"] == "approved"
+    assert second["status"] == "pending_approval"
+    assert reason_rules(second) == {"duplicate_suspected"}
+    assert other["status"] == "approved"
 
 
 async def test_one_bad_item_creates_nothing_and_every_bad_item_is_named(
