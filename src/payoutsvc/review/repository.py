@@ -3,6 +3,7 @@ windows around them, each on an index), the anomalies and their keyed history.""
 
 from __future__ import annotations
 
+import builtins
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
@@ -288,6 +289,28 @@ class ReviewRepository:
         if since is not None:
             query = query.where(Anomaly.detected_at >= since)
         return (await self.session.execute(query)).scalars().all()
+
+    async def anomalies_page(self, after_id: str | None, limit: int) -> Sequence[Anomaly]:
+        """Anomalies in id order (keyset pagination), for walking every audit chain."""
+        query = select(Anomaly).order_by(Anomaly.id).limit(limit)
+        if after_id is not None:
+            query = query.where(Anomaly.id > after_id)
+        return (await self.session.execute(query)).scalars().all()
+
+    async def events_of(
+        self, anomalies: Sequence[Anomaly]
+    ) -> dict[str, builtins.list[AnomalyEvent]]:
+        """The events of several anomalies, each list in sequence order."""
+        found: dict[str, builtins.list[AnomalyEvent]] = {a.id: [] for a in anomalies}
+        for chunk in _chunks(found):
+            result = await self.session.execute(
+                select(AnomalyEvent)
+                .where(AnomalyEvent.anomaly_id.in_(chunk))
+                .order_by(AnomalyEvent.anomaly_id, AnomalyEvent.sequence)
+            )
+            for event in result.scalars():
+                found[event.anomaly_id].append(event)
+        return found
 
     async def events_for(self, anomaly_id: str) -> Sequence[AnomalyEvent]:
         found = await self.session.execute(
