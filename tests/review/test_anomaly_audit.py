@@ -93,7 +93,7 @@ async def test_untouched_anomaly_histories_verify(
 async def test_an_edited_anomaly_event_is_named(
     client: httpx.AsyncClient, app: FastAPI, found: dict[str, str]
 ) -> None:
-    detected, reviewed = await _events(app, found["reviewed"])
+    _, reviewed = await _events(app, found["reviewed"])
     # Someone turns the confirmation into a dismissal in the history.
     forged = {**reviewed.data, "outcome": "dismissed"}
     await _sql(app, update(AnomalyEvent).where(AnomalyEvent.id == reviewed.id).values(data=forged))
@@ -173,7 +173,8 @@ async def test_the_cli_names_a_broken_anomaly_history(
     get_settings.cache_clear()
     try:
         _, reviewed = await _events(app, found["reviewed"])
-        await _sql(app, update(AnomalyEvent).where(AnomalyEvent.id == reviewed.id).values(actor="x"))
+        edit = update(AnomalyEvent).where(AnomalyEvent.id == reviewed.id).values(actor="x")
+        await _sql(app, edit)
         broken = await asyncio.to_thread(CliRunner().invoke, cli_app, ["audit", "verify"])
         assert broken.exit_code == 1, broken.output
         assert f"BROKEN {found['reviewed']}: event {reviewed.id} (sequence 2) altered" in (
