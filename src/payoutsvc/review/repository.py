@@ -5,20 +5,32 @@ from __future__ import annotations
 
 import builtins
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import String, Table, any_, bindparam, func, insert, select, update
+from sqlalchemy import (
+    String,
+    Table,
+    and_,
+    any_,
+    bindparam,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from payoutsvc.ids import id_floor
 from payoutsvc.operators.models import Operator
 from payoutsvc.payouts.models import Payout, PayoutApproval
 from payoutsvc.policy.models import LimitCounter
-from payoutsvc.review.detectors import ApprovalRow, CounterRow, PayoutRow
+from payoutsvc.review.detectors import IGNORED_STATUSES, ApprovalRow, CounterRow, PayoutRow
 from payoutsvc.review.models import Anomaly, AnomalyEvent, AnomalyStatus, ReviewWatermark
 
 # Bind parameters per IN list: far below every driver's limit.
@@ -133,21 +145,82 @@ class ReviewRepository:
         )
 
     # -- what the scan reads ------------------------------------------------------------------
-    async def payouts_between(self, after_id: str, before_id: str) -> list[PayoutRow]:
-        """Payouts with ``after_id < id < before_id`` (ids sort by creation time), oldest
+    async def payouts_between(self, after_id: str, up_to_id: str) -> list[PayoutRow]:
+        """Payouts with ``after_id < id <= up_to_id`` (ids sort by creation time), oldest
         first: a range of the primary key."""
         found = await self.session.execute(
             select(*_PAYOUT_COLUMNS)
-            .where(Payout.id > after_id, Payout.id < before_id)
+            .where(Payout.id > after_id, Payout.id <= up_to_id)
             .order_by(Payout.id)
         )
         return [PayoutRow._make(r) for r in found.all()]
 
-    async def new_days(self, after_id: str, before_id: str) -> list[int]:
-        """The policy days of the payouts with ``after_id < id < before_id``."""
+    async def near_limit_payouts(
+        self, days: Sequence[int], longest_day: int, bands: Mapping[str, tuple[int, int]]
+    ) -> list[PayoutRow]:
+        """The counted payouts of the policy ``days`` whose amount lies in its currency's
+        band (currency -> lowest, highest), oldest first: each day a range of the primary
+        key (a day is at most ``longest_day`` seconds), filtered by the database."""
+        if not days or not bands:
+            return []
+        in_band = or_(
+            *(
+                and_(Payout.currency == currency, Payout.amount_minor.between(low, high))
+                for currency, (low, high) in sorted(bands.items())
+            )
+        )
+        rows: list[PayoutRow] = []
+        for day in days:
+            found = await self.session.execute(
+                select(*_PAYOUT_COLUMNS)
+                .where(
+                    Payout.id > id_floor("po", day * 1000 - 1),
+                    Payout.id < id_floor("po", (day + longest_day) * 1000),
+                    Payout.limit_day == day,
+                    Payout.status.not_in(IGNORED_STATUSES),
+                    in_band,
+                )
+                .order_by(Payout.id)
+            )
+            rows.extend(PayoutRow._make(r) for r in found.all())
+        return rows
+
+    async def day_payouts_of(
+        self, keys: Iterable[tuple[str, str, int]], longest_day: int
+    ) -> dict[tuple[str, str, int], list[PayoutRow]]:
+        """The counted payouts of each (requester, currency, policy day), oldest first
+        (index on requester and time)."""
+        result: dict[tuple[str, str, int], list[PayoutRow]] = {}
+        for requester, currency, day in keys:
+            found = await self.session.execute(
+                select(*_PAYOUT_COLUMNS)
+                .where(
+                    Payout.requested_by == requester,
+                    Payout.created_at >= datetime.fromtimestamp(day, UTC),
+                    Payout.created_at < datetime.fromtimestamp(day + longest_day, UTC),
+                    Payout.limit_day == day,
+                    Payout.currency == currency,
+                    Payout.status.not_in(IGNORED_STATUSES),
+                )
+                .order_by(Payout.id)
+            )
+            result[requester, currency, day] = [PayoutRow._make(r) for r in found.all()]
+        return result
+
+    async def chunk_end(self, after_id: str, before_id: str, size: int | None) -> str:
+        """The id of the last of the (at most ``size``) first payouts with ``after_id < id <
+        before_id``; ``after_id`` when there are none (a range of the primary key)."""
+        ids = select(Payout.id).where(Payout.id > after_id, Payout.id < before_id)
+        if size is not None:
+            ids = ids.order_by(Payout.id).limit(size)
+        found = await self.session.execute(select(func.max(ids.subquery().c.id)))
+        return found.scalar_one_or_none() or after_id
+
+    async def new_days(self, after_id: str, up_to_id: str) -> list[int]:
+        """The policy days of the payouts with ``after_id < id <= up_to_id``."""
         found = await self.session.execute(
             select(Payout.limit_day)
-            .where(Payout.id > after_id, Payout.id < before_id)
+            .where(Payout.id > after_id, Payout.id <= up_to_id)
             .distinct()
             .order_by(Payout.limit_day)
         )
@@ -201,12 +274,12 @@ class ReviewRepository:
                 )
         return result
 
-    async def approvals_between(self, after_id: int, before: datetime) -> list[ApprovalRow]:
-        found = await self.session.execute(
-            _APPROVALS.where(PayoutApproval.id > after_id, PayoutApproval.at < before).order_by(
-                PayoutApproval.id
-            )
-        )
+    async def approvals_between(
+        self, after_id: int, before: datetime, limit: int | None = None
+    ) -> list[ApprovalRow]:
+        """The first ``limit`` (all: None) approvals after ``after_id`` made before ``before``."""
+        query = _APPROVALS.where(PayoutApproval.id > after_id, PayoutApproval.at < before)
+        found = await self.session.execute(query.order_by(PayoutApproval.id).limit(limit))
         return [_approval_row(r) for r in found.all()]
 
     async def approval_counts(
