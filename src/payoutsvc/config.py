@@ -97,7 +97,7 @@ class Settings(BaseSettings):
     # How often the worker scans new payouts and approvals for anomalies (review/), seconds.
     review_interval: float = Field(default=3600, gt=0)
     review_max_duty: float = Field(
-        default=0.08,
+        default=0.15,
         gt=0,
         le=1,
         description="The share of wall time a review scan may be busy: it reads in chunks "

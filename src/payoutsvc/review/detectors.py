@@ -203,21 +203,21 @@ class ThresholdSplitting(Detector):
     kind = "threshold_splitting"
 
     @staticmethod
-    def bands(policy: Policy) -> dict[str, tuple[int, int]]:
-        """currency -> (lowest, highest) amount in minor units that is just under one of the
-        policy's limits in it (any role's): what the scan reads of a day."""
+    def bands(policy: Policy) -> list[tuple[str, int, int]]:
+        """(currency, lowest, highest amount in minor units) just under each of the policy's
+        limits (any role's): what the scan reads of a day."""
         near_percent = policy.review.threshold_splitting.near_percent
-        limits: dict[str, list[int]] = defaultdict(list)
-        for role in policy.roles.values():
-            for currency, limit in role.auto_approve_max.items():
-                limits[currency].append(limit)
-        for currency, limit in policy.dual_approval_over.items():
-            limits[currency].append(limit)
-        return {
-            currency: (-(-min(found) * near_percent // 100), max(found))
-            for currency, found in limits.items()
-            if max(found) > 0
-        }
+        limits = {
+            (currency, limit)
+            for role in policy.roles.values()
+            for currency, limit in role.auto_approve_max.items()
+        } | set(policy.dual_approval_over.items())
+        # The lowest amount with amount * 100 >= limit * near_percent (the test in find).
+        return sorted(
+            (currency, -(-limit * near_percent // 100), limit)
+            for currency, limit in limits
+            if limit > 0
+        )
 
     def find(self, data: ScanData) -> list[Finding]:
         settings = data.policy.review.threshold_splitting

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import builtins
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -19,6 +19,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -145,6 +146,12 @@ class ReviewRepository:
         )
 
     # -- what the scan reads ------------------------------------------------------------------
+    async def one_core(self) -> None:
+        """Keep this transaction's queries on one PostgreSQL process (no parallel workers):
+        a paced scan's measured busy time is then the CPU it takes from payout creation."""
+        if self._postgres:
+            await self.session.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
+
     async def payouts_between(self, after_id: str, up_to_id: str) -> list[PayoutRow]:
         """Payouts with ``after_id < id <= up_to_id`` (ids sort by creation time), oldest
         first: a range of the primary key."""
@@ -156,17 +163,17 @@ class ReviewRepository:
         return [PayoutRow._make(r) for r in found.all()]
 
     async def near_limit_payouts(
-        self, days: Sequence[int], longest_day: int, bands: Mapping[str, tuple[int, int]]
+        self, days: Sequence[int], longest_day: int, bands: Sequence[tuple[str, int, int]]
     ) -> list[PayoutRow]:
-        """The counted payouts of the policy ``days`` whose amount lies in its currency's
-        band (currency -> lowest, highest), oldest first: each day a range of the primary
+        """The counted payouts of the policy ``days`` whose amount lies in one of the
+        ``bands`` (currency, lowest, highest), oldest first: each day a range of the primary
         key (a day is at most ``longest_day`` seconds), filtered by the database."""
         if not days or not bands:
             return []
         in_band = or_(
             *(
                 and_(Payout.currency == currency, Payout.amount_minor.between(low, high))
-                for currency, (low, high) in sorted(bands.items())
+                for currency, low, high in bands
             )
         )
         rows: list[PayoutRow] = []
@@ -285,18 +292,27 @@ class ReviewRepository:
     async def approval_counts(
         self, approvers: Iterable[str], since: datetime
     ) -> dict[str, dict[str, int]]:
-        """approver -> requester -> approvals since ``since`` (index on approver and time)."""
+        """approver -> requester -> approvals since ``since`` (index on approver and time).
+
+        Each approval's requester is looked up by the payout's primary key (a scalar
+        subquery): a join lets PostgreSQL choose a (parallel) scan of the whole payouts
+        table, several cores' worth of work for a window of a few thousand approvals."""
+        requester = (
+            select(Payout.requested_by)
+            .where(Payout.id == PayoutApproval.payout_id)
+            .scalar_subquery()
+            .label("requester")
+        )
         result: dict[str, dict[str, int]] = defaultdict(dict)
         for chunk in _chunks(approvers):
             found = await self.session.execute(
-                select(PayoutApproval.operator_id, Payout.requested_by, func.count())
-                .join(Payout, Payout.id == PayoutApproval.payout_id)
+                select(PayoutApproval.operator_id, requester, func.count())
                 .where(
                     PayoutApproval.decision == _APPROVED,
                     PayoutApproval.operator_id.in_(chunk),
                     PayoutApproval.at >= since,
                 )
-                .group_by(PayoutApproval.operator_id, Payout.requested_by)
+                .group_by(PayoutApproval.operator_id, requester)
             )
             for approver, requester, count in found.all():
                 result[approver][requester] = int(count)

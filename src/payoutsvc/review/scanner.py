@@ -19,6 +19,11 @@ from datetime import datetime, timedelta
 from payoutsvc.review.service import ReviewService, ScanResult
 from payoutsvc.runtime import Runtime
 
+# A chunk reads this many times more approvals than payouts: approvals are fewer, and every
+# chunk that has any counts its approvers' whole approver_concentration window, a cost that
+# does not shrink with the chunk, so they come in fewer, larger chunks.
+APPROVALS_PER_PAYOUT_CHUNK = 10
+
 
 class PacedScan:
     def __init__(
@@ -54,7 +59,7 @@ class PacedScan:
                     now,
                     min_interval=min_interval if first else None,
                     max_payouts=self.chunk,
-                    max_approvals=self.chunk,
+                    max_approvals=self.chunk * APPROVALS_PER_PAYOUT_CHUNK,
                 )
             busy = self.clock() - began
             first = False

@@ -134,6 +134,7 @@ class ReviewService:
         lag); a paced scan calls again with the same ``now`` until it has."""
         upper = now - SCAN_LAG
         first_floor = id_floor("po", _ms(upper - FIRST_SCAN_LOOKBACK))
+        await self.repo.one_core()
         mark = await self.repo.lock_watermark(first_floor, now)
         fresh = min_interval is not None and now - mark.scanned_at < min_interval
         if fresh and mark.last_payout_id != first_floor:
