@@ -60,6 +60,7 @@ from payoutsvc.payouts.events import (
     GENESIS_HASH,
     KEYED_SCHEME,
     PLAIN_SCHEME,
+    ChainLink,
     approvals_digest,
     canonical_json,
     event_hash,
@@ -85,29 +86,6 @@ __all__ = [
 
 ProblemKind = Literal["altered", "removed", "inserted", "unauthorized"]
 ChainOwner = Literal["payout", "anomaly"]
-
-
-class _ChainEvent(Protocol):
-    """One link of a keyed chain: a payout's or an anomaly's event."""
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def sequence(self) -> int: ...
-    @property
-    def type(self) -> str: ...
-    @property
-    def actor(self) -> str: ...
-    @property
-    def at(self) -> datetime: ...
-    @property
-    def data(self) -> dict[str, Any]: ...
-    @property
-    def prev_hash(self) -> str: ...
-    @property
-    def hash(self) -> str: ...
-    @property
-    def hash_scheme(self) -> str: ...
 
 
 class _ChainHead(Protocol):
@@ -188,7 +166,7 @@ class Seal:
 
 
 def _recomputed(
-    event: _ChainEvent, owner_id: str, key: bytes, sequence: int | None = None
+    event: ChainLink, owner_id: str, key: bytes, sequence: int | None = None
 ) -> str | None:
     """The event's hash under its own scheme; None for a scheme nobody writes."""
     if event.hash_scheme not in (KEYED_SCHEME, PLAIN_SCHEME):
@@ -206,11 +184,11 @@ def _recomputed(
     )
 
 
-def _label(event: _ChainEvent) -> str:
+def _label(event: ChainLink) -> str:
     return f"{event.type} by {event.actor}"
 
 
-def _data(event: _ChainEvent) -> dict[str, Any]:
+def _data(event: ChainLink) -> dict[str, Any]:
     return event.data if isinstance(event.data, dict) else {}
 
 
@@ -288,8 +266,8 @@ def _check_anomaly_row(chain: _Chain, anomaly: Anomaly, last: AnomalyEvent) -> C
     return None
 
 
-def _check_links(chain: _Chain, events: Sequence[_ChainEvent], seal: Seal) -> ChainProblem | None:
-    previous: _ChainEvent | None = None
+def _check_links(chain: _Chain, events: Sequence[ChainLink], seal: Seal) -> ChainProblem | None:
+    previous: ChainLink | None = None
     for event in events:
         problem = _check_hash(chain, event, previous, seal) or _check_position(
             chain, event, previous
@@ -309,7 +287,7 @@ def _check_links(chain: _Chain, events: Sequence[_ChainEvent], seal: Seal) -> Ch
 
 
 def _check_hash(
-    chain: _Chain, event: _ChainEvent, previous: _ChainEvent | None, seal: Seal
+    chain: _Chain, event: ChainLink, previous: ChainLink | None, seal: Seal
 ) -> ChainProblem | None:
     if event.hash_scheme == PLAIN_SCHEME and (
         (previous is not None and previous.hash_scheme != PLAIN_SCHEME)
@@ -346,7 +324,7 @@ def _check_hash(
 
 
 def _check_position(
-    chain: _Chain, event: _ChainEvent, previous: _ChainEvent | None
+    chain: _Chain, event: ChainLink, previous: ChainLink | None
 ) -> ChainProblem | None:
     expected_sequence = 1 if previous is None else previous.sequence + 1
     if event.sequence > expected_sequence:
@@ -393,7 +371,7 @@ def _check_integration(payout: Payout, events: Sequence[PayoutEvent]) -> ChainPr
     )
 
 
-def _check_head(chain: _Chain, last: _ChainEvent) -> ChainProblem | None:
+def _check_head(chain: _Chain, last: ChainLink) -> ChainProblem | None:
     head = chain.head
     if last.sequence > head.last_event_sequence:
         return chain.problem(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -28,6 +29,18 @@ class _Crash(Exception):
 
 def _summary(found: list[dict[str, Any]]) -> list[tuple[str, str, int]]:
     return sorted((a["kind"], str(a["subjects"]), len(a["payout_ids"])) for a in found)
+
+
+async def _window_payouts(app: FastAPI) -> int:
+    """The payouts a first scan at SCAN_AT reads (its look-back, up to the lag)."""
+    upper = SCAN_AT - SCAN_LAG
+    count = await scalar(
+        app,
+        "SELECT count(*) FROM payouts WHERE id > :low AND id < :high",
+        low=id_floor("po", int((upper - FIRST_SCAN_LOOKBACK).timestamp() * 1000)),
+        high=id_floor("po", int(upper.timestamp() * 1000)),
+    )
+    return int(count)
 
 
 async def _planted(client: httpx.AsyncClient, app: FastAPI) -> dict[str, Any]:
@@ -92,14 +105,7 @@ async def test_a_crash_between_chunks_loses_and_duplicates_nothing(
     # The next scan goes on from the committed chunk.
     rest = await PacedScan(app.state.runtime, chunk_payouts=10, sleep=_no_pause).run(SCAN_AT)
     # Every payout of the scan's window read exactly once: 10 before the crash, the rest after.
-    upper = SCAN_AT - SCAN_LAG
-    window = await scalar(
-        app,
-        "SELECT count(*) FROM payouts WHERE id > :low AND id < :high",
-        low=id_floor("po", int((upper - FIRST_SCAN_LOOKBACK).timestamp() * 1000)),
-        high=id_floor("po", int(upper.timestamp() * 1000)),
-    )
-    assert 10 + rest.new_payouts == window
+    assert 10 + rest.new_payouts == await _window_payouts(app)
     crashed = _summary(await anomalies(client))
     assert len(crashed) == 5
     assert len({(kind, subjects) for kind, subjects, _ in crashed}) == 5
@@ -107,3 +113,20 @@ async def test_a_crash_between_chunks_loses_and_duplicates_nothing(
 
 async def _no_pause(seconds: float) -> None:
     return None
+
+
+async def test_two_workers_pacing_at_once_make_each_anomaly_once(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    await _planted(client, app)
+    runtime = app.state.runtime
+    interval = timedelta(hours=1)
+    first, second = await asyncio.gather(
+        PacedScan(runtime, chunk_payouts=10, sleep=_no_pause).run(SCAN_AT, min_interval=interval),
+        PacedScan(runtime, chunk_payouts=10, sleep=_no_pause).run(SCAN_AT, min_interval=interval),
+    )
+    # Whichever way their chunks interleaved, every payout was read once.
+    assert first.new_payouts + second.new_payouts == await _window_payouts(app)
+    found = _summary(await anomalies(client))
+    assert len(found) == 5
+    assert len({(kind, subjects) for kind, subjects, _ in found}) == 5
