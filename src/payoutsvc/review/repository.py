@@ -223,16 +223,6 @@ class ReviewRepository:
         found = await self.session.execute(select(func.max(ids.subquery().c.id)))
         return found.scalar_one_or_none() or after_id
 
-    async def new_days(self, after_id: str, up_to_id: str) -> list[int]:
-        """The policy days of the payouts with ``after_id < id <= up_to_id``."""
-        found = await self.session.execute(
-            select(Payout.limit_day)
-            .where(Payout.id > after_id, Payout.id <= up_to_id)
-            .distinct()
-            .order_by(Payout.limit_day)
-        )
-        return [int(day) for day in found.scalars()]
-
     async def recipient_payouts(
         self, fingerprints: Iterable[str], since: datetime, up_to_id: str
     ) -> dict[str, list[PayoutRow]]:
