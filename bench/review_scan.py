@@ -1,6 +1,6 @@
 """Periodic review scan (issue 16): how long one scan takes over 1,000,000 payouts of history
-with 10,000 new since the last scan, and how much a scan running beside payout creation
-slows creation down.
+with 10,000 new since the last scan, unpaced and paced as the worker runs it, and how much a
+paced scan running beside payout creation slows creation down.
 
 1. A scratch PostgreSQL database; `payoutsvc serve` (worker off) on it, with the create
    bench's generous policy and requesters (bench/create_payout.py ``prepare``).
@@ -8,14 +8,20 @@ slows creation down.
    up to an hour ago, 64 requesters, random customers and amounts, a tenth approved by one
    of 10 approvers; then ``--new`` payouts in the last hour (with a planted split pattern);
    the limit counters recounted; the scan's watermark set to where the new ones start.
-3. The scan, timed in this process (one transaction, commit included). Target < 10 s.
-4. Creation rate with wrk (unique tickets and recipients, as the create bench), alternating
-   rounds without and with a scan running in a second process: it rewinds the watermark
-   to the start of the new payouts and scans again, back to back, for the whole round, so
-   every round overlaps full-size scans. Target: with >= 0.9 of without.
+3. The scan, timed in this process: unpaced (one transaction, commit included) and paced
+   (review/scanner.py PacedScan at ``--duty``, default PAYOUTSVC_REVIEW_MAX_DUTY: chunks
+   and sleeps). Target < 10 s for both.
+4. Creation rate, alternating rounds without and with a paced scan running in a second
+   process (it rewinds the watermark to the start of the new payouts and scans again, back
+   to back, for the whole round, so every round overlaps scans):
+   a. at saturation (wrk, unique tickets and recipients as the create bench): payouts/s;
+   b. at a fixed offered rate below saturation (bench/paced_load.py, ``--offered`` of the
+      saturated rate without a scan): payouts/s completed and latency p50/p99 from each
+      request's scheduled time.
+   Target: with >= 0.9 of without.
 
 Run: `.venv/bin/python bench/review_scan.py [--history 1000000 --new 10000 --seconds 10
---rounds 2]` (wrk needed: apt-get install -y wrk). Heavy: run it alone.
+--rounds 2 --duty 0.1]` (wrk needed: apt-get install -y wrk). Heavy: run it alone.
 """
 
 from __future__ import annotations
@@ -29,14 +35,16 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import ROOT, VENV_BIN, free_port, require_wrk, run_wrk, scratch_database, server
 from bench.create_payout import API_KEY, REQUESTERS, prepare
+from bench.paced_load import paced, payout_request
 
 from payoutsvc.crypto import generate_key
 
@@ -183,14 +191,18 @@ async def seed(url: str, history: int, new: int, days: int) -> str:
     return f"{watermark}|{last_old_approval}"
 
 
-async def scan_loop(url: str, key: str, watermark: str, seconds: float) -> list[float]:
+async def scan_loop(
+    url: str, key: str, watermark: str, seconds: float, duty: float | None
+) -> list[float]:
     """Scan over and over for ``seconds`` (each after rewinding the watermark), or once when
-    ``seconds`` is 0; returns each scan's duration."""
+    ``seconds`` is 0; paced at ``duty`` as the worker runs it (None: unpaced, one
+    transaction); returns each scan's duration."""
     from sqlalchemy import text
 
     from payoutsvc.config import Settings
     from payoutsvc.db.base import utcnow
     from payoutsvc.main import create_app
+    from payoutsvc.review.scanner import PacedScan
     from payoutsvc.review.service import ReviewService
 
     for name, value in _settings_env(url, key).items():
@@ -208,8 +220,11 @@ async def scan_loop(url: str, key: str, watermark: str, seconds: float) -> list[
                     {"p": payout_id, "a": int(approval_id)},
                 )
             began = time.monotonic()
-            async with runtime.db.transaction() as session:
-                result = await ReviewService(session, runtime).scan(utcnow())
+            if duty is None:
+                async with runtime.db.transaction() as session:
+                    result = await ReviewService(session, runtime).scan(utcnow())
+            else:
+                result = await PacedScan(runtime, max_duty=duty).run(utcnow())
             durations.append(time.monotonic() - began)
             if len(durations) == 1:
                 print(
@@ -231,9 +246,26 @@ def _creation_round(base: str, seconds: int, connections: int) -> float:
     return result["rps"]
 
 
+def _offered_round(base: str, seconds: int, rate: float) -> tuple[float, float, float]:
+    """Payouts/s completed, p50 and p99 latency (ms) at a fixed offered ``rate``."""
+    host, port = base.removeprefix("http://").split(":")
+    result = asyncio.run(
+        paced(host, int(port), rate, seconds, payout_request(host, API_KEY, REQUESTERS))
+    )
+    if result.failures:
+        print(f"  {result.failures} failed requests")
+    done = len(result.latencies_ms) - result.failures
+    return done / seconds, result.percentile(0.5), result.percentile(0.99)
+
+
 def _with_scans(
-    args: argparse.Namespace, url: str, key: str, watermark: str, base: str
-) -> tuple[float, list[float]]:
+    args: argparse.Namespace,
+    url: str,
+    key: str,
+    watermark: str,
+    measure: Callable[[], Any],
+) -> tuple[Any, list[float]]:
+    """``measure()`` while paced scans run back to back in a second process."""
     scanner = subprocess.Popen(
         [
             sys.executable,
@@ -245,15 +277,48 @@ def _with_scans(
             "--watermark",
             watermark,
             "--seconds",
-            str(args.seconds + 4),
+            str(args.seconds + 7),
+            "--duty",
+            str(args.duty),
         ],
         stdout=subprocess.PIPE,
         cwd=ROOT,
     )
-    time.sleep(3)  # the scanner's startup (imports, pool), so wrk overlaps scanning
-    rate = _creation_round(base, args.seconds, args.connections)
+    # The scanner's startup (imports, pool: seconds of CPU on a busy machine) before the load,
+    # so the round measures the scans and not the start of a Python process.
+    time.sleep(6)
+    measured = measure()
     out, _ = scanner.communicate(timeout=600)
-    return rate, json.loads(out.decode().strip().splitlines()[-1])
+    return measured, json.loads(out.decode().strip().splitlines()[-1])
+
+
+def _alternate(
+    args: argparse.Namespace,
+    label: str,
+    scan_args: tuple[str, str, str],
+    measure: Callable[[], Any],
+    show: Callable[[Any], str],
+) -> tuple[list[Any], list[Any], list[float]]:
+    """Rounds without and with scans, alternating which goes first, so both see the same
+    background load of the machine."""
+    without: list[Any] = []
+    with_scan: list[Any] = []
+    scans: list[float] = []
+    for n in range(args.rounds):
+        for mode in ("without", "with") if n % 2 == 0 else ("with", "without"):
+            if mode == "without":
+                without.append(measure())
+                print(f"  {label} round {n + 1} without a scan: {show(without[-1])}", flush=True)
+            else:
+                measured, durations = _with_scans(args, *scan_args, measure)
+                with_scan.append(measured)
+                scans.extend(durations)
+                print(
+                    f"  {label} round {n + 1} with paced scans ({len(durations)} scans, "
+                    f"{statistics.median(durations):.2f} s each): {show(measured)}",
+                    flush=True,
+                )
+    return without, with_scan, scans
 
 
 def main() -> None:
@@ -264,12 +329,20 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--offered", type=float, default=0.5, help="share of saturation")
+    parser.add_argument("--duty", type=float, default=None, help="the scan's max duty")
     parser.add_argument("--scan-loop", help=argparse.SUPPRESS)
     parser.add_argument("--key", help=argparse.SUPPRESS)
     parser.add_argument("--watermark", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.duty is None:
+        from payoutsvc.config import Settings
+
+        args.duty = Settings.model_fields["review_max_duty"].default
     if args.scan_loop:
-        durations = asyncio.run(scan_loop(args.scan_loop, args.key, args.watermark, args.seconds))
+        durations = asyncio.run(
+            scan_loop(args.scan_loop, args.key, args.watermark, args.seconds, args.duty)
+        )
         print(json.dumps(durations))
         return
     require_wrk()
@@ -289,34 +362,49 @@ def main() -> None:
         ):
             prepare(base)
             watermark = asyncio.run(seed(url, args.history, args.new, args.days))
-            [first] = asyncio.run(scan_loop(url, key, watermark, 0))
+            [unpaced] = asyncio.run(scan_loop(url, key, watermark, 0, None))
+            [paced_once] = asyncio.run(scan_loop(url, key, watermark, 0, args.duty))
             print(
-                f"scan over {args.history:,} payouts with {args.new:,} new: {first:.2f} s "
-                "(target < 10 s)"
+                f"scan over {args.history:,} payouts with {args.new:,} new: {unpaced:.2f} s "
+                f"unpaced, {paced_once:.2f} s paced at duty {args.duty} (target < 10 s)",
+                flush=True,
             )
-            without: list[float] = []
-            with_scan: list[float] = []
-            scans: list[float] = []
-            for n in range(args.rounds):
-                for mode in ("without", "with") if n % 2 == 0 else ("with", "without"):
-                    if mode == "without":
-                        without.append(_creation_round(base, args.seconds, args.connections))
-                        print(f"  round {n + 1} without a scan: {without[-1]:.1f} payouts/s")
-                    else:
-                        rate, durations = _with_scans(args, url, key, watermark, base)
-                        with_scan.append(rate)
-                        scans.extend(durations)
-                        print(
-                            f"  round {n + 1} with scans ({len(durations)} scans, "
-                            f"{statistics.median(durations):.2f} s each): {rate:.1f} payouts/s"
-                        )
+            scan_args = (url, key, watermark)
+            saturated = _alternate(
+                args,
+                "saturation",
+                scan_args,
+                lambda: _creation_round(base, args.seconds, args.connections),
+                lambda rate: f"{rate:.1f} payouts/s",
+            )
+            rate = args.offered * statistics.median(saturated[0])
+            offered = _alternate(
+                args,
+                f"offered {rate:.0f}/s",
+                scan_args,
+                lambda: _offered_round(base, args.seconds, rate),
+                lambda r: f"{r[0]:.1f} payouts/s, p50 {r[1]:.0f} ms, p99 {r[2]:.0f} ms",
+            )
+    without, with_scan, scans = saturated
     ratio = statistics.median(with_scan) / statistics.median(without)
     print(
-        f"creation: median {statistics.median(without):.1f}/s without, "
-        f"{statistics.median(with_scan):.1f}/s with scans running: ratio {ratio:.2f} "
+        f"saturation: median {statistics.median(without):.1f}/s without, "
+        f"{statistics.median(with_scan):.1f}/s with paced scans running: ratio {ratio:.2f} "
         "(target >= 0.90)"
     )
-    print(f"scans under load: median {statistics.median(scans):.2f} s, max {max(scans):.2f} s")
+    o_without, o_with, o_scans = offered
+    done_ratio = statistics.median(r[0] for r in o_with) / statistics.median(
+        r[0] for r in o_without
+    )
+    p99 = (statistics.median(r[2] for r in o_without), statistics.median(r[2] for r in o_with))
+    print(
+        f"offered {rate:.0f}/s: completed ratio {done_ratio:.2f} (target >= 0.90); p99 "
+        f"{p99[0]:.0f} ms without, {p99[1]:.0f} ms with paced scans"
+    )
+    scans += o_scans
+    print(
+        f"paced scans under load: median {statistics.median(scans):.2f} s, max {max(scans):.2f} s"
+    )
 
 
 if __name__ == "__main__":

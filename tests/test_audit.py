@@ -246,7 +246,9 @@ async def test_the_cli_exits_non_zero_and_names_the_event(
     try:
         intact = await asyncio.to_thread(_cli)
         assert intact.exit_code == 0, intact.output
-        assert "3 payouts, 8 events checked: intact" in intact.output
+        assert "3 payouts, 8 events, 0 anomalies, 0 anomaly events checked: intact" in (
+            intact.output
+        )
         approved = await _event(app, world["target"]["id"], 2)
         await _sql(
             app,

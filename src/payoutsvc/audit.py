@@ -1,5 +1,6 @@
-"""Tamper evidence: verify every payout's hash-chained history (``payoutsvc audit verify``,
-``GET /v1/audit/verify``) and record signed checkpoints (``payoutsvc audit checkpoint``).
+"""Tamper evidence: verify every payout's and every anomaly's hash-chained history
+(``payoutsvc audit verify``, ``GET /v1/audit/verify``) and record signed checkpoints
+(``payoutsvc audit checkpoint``).
 
 Each event stores ``hash = HMAC-SHA256(audit key, prev_hash + canonical content)`` and the
 ``prev_hash`` of its predecessor (``GENESIS_HASH`` for the first); the payouts row stores the
@@ -34,6 +35,13 @@ What a walk names, per payout, is the FIRST problem found:
   a payout absent from the checkpoint although created before it;
 * ``unauthorized``: a status history that does not follow the arrows of API.md, or an
   approval without the approvals its decision required.
+
+An anomaly's history (review/, ``anomaly_events``) is the same keyed chain with the anomaly
+id in the payout id's place and the anomalies row as its head; its walk names an edited,
+re-hashed, deleted or inserted event, and an anomalies row whose status, severity, subjects,
+payout ids or explanation differ from what its last event recorded (problems carry the
+anomaly's ``an_…`` id). Checkpoints pin payout heads only, so an anomaly deleted together
+with all its events is not named.
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ import hmac
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -52,6 +60,7 @@ from payoutsvc.payouts.events import (
     GENESIS_HASH,
     KEYED_SCHEME,
     PLAIN_SCHEME,
+    ChainLink,
     approvals_digest,
     canonical_json,
     event_hash,
@@ -61,6 +70,8 @@ from payoutsvc.payouts.events import (
 from payoutsvc.payouts.models import AuditCheckpoint, Payout, PayoutApproval, PayoutEvent
 from payoutsvc.payouts.repository import PayoutRepository
 from payoutsvc.payouts.status import ALLOWED_TRANSITIONS, RELEASED_EVENT, PayoutStatus
+from payoutsvc.review.models import Anomaly, AnomalyEvent
+from payoutsvc.review.repository import ReviewRepository
 
 __all__ = [
     "AuditReport",
@@ -69,10 +80,24 @@ __all__ = [
     "checkpoint_json",
     "record_checkpoint",
     "verify_all",
+    "verify_anomaly_chain",
     "verify_payout_chain",
 ]
 
 ProblemKind = Literal["altered", "removed", "inserted", "unauthorized"]
+ChainOwner = Literal["payout", "anomaly"]
+
+
+class _ChainHead(Protocol):
+    """The row that records a chain's head: a payout or an anomaly."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def last_event_sequence(self) -> int: ...
+    @property
+    def last_event_hash(self) -> str: ...
+
 
 _PAGE_SIZE = 500
 _STATUSES = {status.value: status for status in PayoutStatus}
@@ -86,6 +111,8 @@ class ChainProblem:
     message: str
     event_id: str | None = None  # the event named (None: a removed one, known by sequence)
     sequence: int | None = None
+    # Whose chain: ``payout_id`` then holds the payout's or the anomaly's id.
+    owner: ChainOwner = "payout"
 
     def describe(self) -> str:
         where = f"event {self.event_id}" if self.event_id else "event"
@@ -96,6 +123,7 @@ class ChainProblem:
     def as_json(self) -> dict[str, Any]:
         return {
             "payout_id": self.payout_id,
+            "anomaly_id": self.payout_id if self.owner == "anomaly" else None,
             "kind": self.kind,
             "event_id": self.event_id,
             "sequence": self.sequence,
@@ -107,6 +135,8 @@ class ChainProblem:
 class AuditReport:
     payouts_checked: int = 0
     events_checked: int = 0
+    anomalies_checked: int = 0
+    anomaly_events_checked: int = 0
     problems: list[ChainProblem] = field(default_factory=list)
     checkpoint: dict[str, Any] | None = None  # the checkpoint verified against, if any
 
@@ -119,6 +149,8 @@ class AuditReport:
             "ok": self.ok,
             "payouts_checked": self.payouts_checked,
             "events_checked": self.events_checked,
+            "anomalies_checked": self.anomalies_checked,
+            "anomaly_events_checked": self.anomaly_events_checked,
             "checkpoint": self.checkpoint,
             "problems": [p.as_json() for p in self.problems],
         }
@@ -133,12 +165,14 @@ class Seal:
     keyed_since: datetime | None = None
 
 
-def _recomputed(event: PayoutEvent, key: bytes, sequence: int | None = None) -> str | None:
+def _recomputed(
+    event: ChainLink, owner_id: str, key: bytes, sequence: int | None = None
+) -> str | None:
     """The event's hash under its own scheme; None for a scheme nobody writes."""
     if event.hash_scheme not in (KEYED_SCHEME, PLAIN_SCHEME):
         return None
     return event_hash(
-        payout_id=event.payout_id,
+        payout_id=owner_id,
         sequence=event.sequence if sequence is None else sequence,
         type=event.type,
         actor=event.actor,
@@ -150,12 +184,29 @@ def _recomputed(event: PayoutEvent, key: bytes, sequence: int | None = None) -> 
     )
 
 
-def _label(event: PayoutEvent) -> str:
+def _label(event: ChainLink) -> str:
     return f"{event.type} by {event.actor}"
 
 
-def _data(event: PayoutEvent) -> dict[str, Any]:
+def _data(event: ChainLink) -> dict[str, Any]:
     return event.data if isinstance(event.data, dict) else {}
+
+
+@dataclass(frozen=True, slots=True)
+class _Chain:
+    """Whose chain a walk checks: the row holding its head, and what kind of row it is."""
+
+    head: _ChainHead
+    owner: ChainOwner
+
+    def problem(
+        self,
+        kind: ProblemKind,
+        message: str,
+        event_id: str | None = None,
+        sequence: int | None = None,
+    ) -> ChainProblem:
+        return ChainProblem(self.head.id, kind, message, event_id, sequence, self.owner)
 
 
 def verify_payout_chain(
@@ -167,32 +218,68 @@ def verify_payout_chain(
     """The first problem in one payout's history, or None when it is intact.
 
     ``events`` must be the payout's events in sequence order, ``approvals`` its rows."""
-    problem = _check_links(payout, events, seal)
+    chain = _Chain(payout, "payout")
+    problem = _check_links(chain, events, seal) or _check_integration(payout, events)
     if problem is not None or not events:
         return problem
     return (
-        _check_head(payout, events[0], events[-1])
+        _check_head(chain, events[-1])
+        or _check_row(payout, events[0], events[-1])
         or _check_walk(payout, events)
         or _check_release(payout, events)
         or _check_approvals(payout, events, approvals)
     )
 
 
-def _check_links(payout: Payout, events: Sequence[PayoutEvent], seal: Seal) -> ChainProblem | None:
-    pid = payout.id
-    previous: PayoutEvent | None = None
+def verify_anomaly_chain(
+    anomaly: Anomaly, events: Sequence[AnomalyEvent], seal: Seal
+) -> ChainProblem | None:
+    """The first problem in one anomaly's history (review/), or None when it is intact:
+    the same keyed chain as a payout's, its head on the anomalies row, and the row's
+    reviewable fields equal to what the last event recorded.
+
+    ``events`` must be the anomaly's events in sequence order."""
+    chain = _Chain(anomaly, "anomaly")
+    problem = _check_links(chain, events, seal)
+    if problem is not None or not events:
+        return problem
+    return _check_head(chain, events[-1]) or _check_anomaly_row(chain, anomaly, events[-1])
+
+
+# What every anomaly event records of its row (review/service.py ``_event``).
+_ANOMALY_SEALED = ("status", "severity", "subjects", "payout_ids", "explanation")
+
+
+def _check_anomaly_row(chain: _Chain, anomaly: Anomaly, last: AnomalyEvent) -> ChainProblem | None:
+    recorded = _data(last)
+    for name in _ANOMALY_SEALED:
+        if name in recorded and canonical_json(recorded[name]) != canonical_json(
+            getattr(anomaly, name)
+        ):
+            return chain.problem(
+                "altered",
+                f"the anomalies row's {name} differs from what {_label(last)} recorded: the "
+                "anomalies row was altered.",
+                last.id,
+                last.sequence,
+            )
+    return None
+
+
+def _check_links(chain: _Chain, events: Sequence[ChainLink], seal: Seal) -> ChainProblem | None:
+    previous: ChainLink | None = None
     for event in events:
-        problem = _check_hash(pid, event, previous, seal) or _check_position(
-            payout, event, previous
+        problem = _check_hash(chain, event, previous, seal) or _check_position(
+            chain, event, previous
         )
         if problem is not None:
             return problem
         previous = event
     if previous is None:
-        return ChainProblem(
-            pid,
+        return chain.problem(
             "removed",
-            f"every event is gone; the payout's head expects {payout.last_event_sequence}.",
+            f"every event is gone; the {chain.owner}'s head expects "
+            f"{chain.head.last_event_sequence}.",
             None,
             1,
         )
@@ -200,34 +287,35 @@ def _check_links(payout: Payout, events: Sequence[PayoutEvent], seal: Seal) -> C
 
 
 def _check_hash(
-    pid: str, event: PayoutEvent, previous: PayoutEvent | None, seal: Seal
+    chain: _Chain, event: ChainLink, previous: ChainLink | None, seal: Seal
 ) -> ChainProblem | None:
     if event.hash_scheme == PLAIN_SCHEME and (
         (previous is not None and previous.hash_scheme != PLAIN_SCHEME)
         or (seal.keyed_since is not None and event.at >= seal.keyed_since)
     ):
-        return ChainProblem(
-            pid,
+        return chain.problem(
             "altered",
             f"{_label(event)} carries a plain SHA-256 hash where only keyed hashes are "
             "written: it was rewritten without the audit key.",
             event.id,
             event.sequence,
         )
-    if _recomputed(event, seal.key) == event.hash:
+    owner_id = chain.head.id
+    if _recomputed(event, owner_id, seal.key) == event.hash:
         return None
-    if previous is not None and _recomputed(event, seal.key, event.sequence - 1) == event.hash:
+    if (
+        previous is not None
+        and _recomputed(event, owner_id, seal.key, event.sequence - 1) == event.hash
+    ):
         # This event was hashed one position earlier: the one before it was slipped in
         # and its successors renumbered.
-        return ChainProblem(
-            pid,
+        return chain.problem(
             "inserted",
             f"{_label(previous)} was inserted; the events after it were renumbered.",
             previous.id,
             previous.sequence,
         )
-    return ChainProblem(
-        pid,
+    return chain.problem(
         "altered",
         f"{_label(event)}: its content does not match its hash.",
         event.id,
@@ -236,9 +324,8 @@ def _check_hash(
 
 
 def _check_position(
-    payout: Payout, event: PayoutEvent, previous: PayoutEvent | None
+    chain: _Chain, event: ChainLink, previous: ChainLink | None
 ) -> ChainProblem | None:
-    pid = payout.id
     expected_sequence = 1 if previous is None else previous.sequence + 1
     if event.sequence > expected_sequence:
         missing = (
@@ -246,8 +333,7 @@ def _check_position(
             if event.sequence == expected_sequence + 1
             else f"sequences {expected_sequence}-{event.sequence - 1}"
         )
-        return ChainProblem(
-            pid,
+        return chain.problem(
             "removed",
             f"{missing} removed before {event.id} ({_label(event)}).",
             None,
@@ -256,62 +342,62 @@ def _check_position(
     expected_prev = GENESIS_HASH if previous is None else previous.hash
     if event.prev_hash != expected_prev:
         if previous is None:
-            return ChainProblem(
-                pid,
+            return chain.problem(
                 "altered",
                 f"{_label(event)} is first but does not start the chain.",
                 event.id,
                 event.sequence,
             )
-        return ChainProblem(
-            pid,
+        return chain.problem(
             "altered",
             f"{_label(previous)} was changed and re-hashed: the next event, {event.id}, "
             "recorded a different hash for it.",
             previous.id,
             previous.sequence,
         )
-    if event.integration_id != payout.integration_id:
-        return ChainProblem(
-            pid,
-            "altered",
-            f"{_label(event)} was moved to integration {event.integration_id}.",
-            event.id,
-            event.sequence,
-        )
     return None
 
 
-def _check_head(payout: Payout, first: PayoutEvent, last: PayoutEvent) -> ChainProblem | None:
-    pid = payout.id
-    if last.sequence > payout.last_event_sequence:
-        return ChainProblem(
-            pid,
+def _check_integration(payout: Payout, events: Sequence[PayoutEvent]) -> ChainProblem | None:
+    moved = next((e for e in events if e.integration_id != payout.integration_id), None)
+    if moved is None:
+        return None
+    return ChainProblem(
+        payout.id,
+        "altered",
+        f"{_label(moved)} was moved to integration {moved.integration_id}.",
+        moved.id,
+        moved.sequence,
+    )
+
+
+def _check_head(chain: _Chain, last: ChainLink) -> ChainProblem | None:
+    head = chain.head
+    if last.sequence > head.last_event_sequence:
+        return chain.problem(
             "inserted",
-            f"{_label(last)} comes after the payout's head (sequence "
-            f"{payout.last_event_sequence}).",
+            f"{_label(last)} comes after the {chain.owner}'s head (sequence "
+            f"{head.last_event_sequence}).",
             last.id,
             last.sequence,
         )
-    if last.sequence < payout.last_event_sequence:
-        return ChainProblem(
-            pid,
+    if last.sequence < head.last_event_sequence:
+        return chain.problem(
             "removed",
-            f"the payout's head is sequence {payout.last_event_sequence} but the history ends "
-            f"at {last.id} (sequence {last.sequence}).",
+            f"the {chain.owner}'s head is sequence {head.last_event_sequence} but the history "
+            f"ends at {last.id} (sequence {last.sequence}).",
             None,
             last.sequence + 1,
         )
-    if last.hash != payout.last_event_hash:
-        return ChainProblem(
-            pid,
+    if last.hash != head.last_event_hash:
+        return chain.problem(
             "altered",
-            f"{_label(last)} was changed and re-hashed: the payout's head recorded a different "
-            "hash for it.",
+            f"{_label(last)} was changed and re-hashed: the {chain.owner}'s head recorded a "
+            "different hash for it.",
             last.id,
             last.sequence,
         )
-    return _check_row(payout, first, last)
+    return None
 
 
 def _row_altered(payout: Payout, event: PayoutEvent, what: str) -> ChainProblem:
@@ -572,7 +658,7 @@ async def verify_all(
     session: AsyncSession, key: bytes, payout_id: str | None = None
 ) -> AuditReport:
     """Walk every payout's chain (or just ``payout_id``'s), a page at a time, against the
-    latest checkpoint when there is one; read-only."""
+    latest checkpoint when there is one, then every anomaly's chain; read-only."""
     repo = PayoutRepository(session)
     walk = await _start(repo, key)
     if payout_id is not None:
@@ -585,6 +671,7 @@ async def verify_all(
         after = page[-1].id
         # Loaded rows are not needed again; keeps memory flat on a large database.
         session.expunge_all()
+    await _verify_anomalies(ReviewRepository(session), walk)
     if walk.checkpoint is not None:
         for missing in sorted(set(walk.checkpoint.heads) - walk.seen):
             walk.report.problems.append(
@@ -630,3 +717,19 @@ async def _verify_page(repo: PayoutRepository, page: Sequence[Payout], walk: _Wa
             problem = _against_checkpoint(payout, chain, walk.checkpoint)
         if problem is not None:
             walk.report.problems.append(problem)
+
+
+async def _verify_anomalies(repo: ReviewRepository, walk: _Walk) -> None:
+    """Every anomaly's chain, a page at a time."""
+    after: str | None = None
+    while page := await repo.anomalies_page(after, _PAGE_SIZE):
+        events = await repo.events_of(page)
+        for anomaly in page:
+            chain = events[anomaly.id]
+            walk.report.anomalies_checked += 1
+            walk.report.anomaly_events_checked += len(chain)
+            problem = verify_anomaly_chain(anomaly, chain, walk.seal)
+            if problem is not None:
+                walk.report.problems.append(problem)
+        after = page[-1].id
+        repo.session.expunge_all()

@@ -167,7 +167,8 @@ def audit_verify(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Walk every payout's keyed hash chain, its status walk and approvals, and compare the
-    heads with the latest checkpoint; name the first problem of each payout.
+    heads with the latest checkpoint; then every anomaly's keyed chain (without --payout).
+    Name the first problem of each payout and each anomaly.
 
     Exit code 0 when every chain is intact, 1 when any is broken.
     """
@@ -194,8 +195,9 @@ def audit_verify(
         verdict = "intact" if report.ok else f"{len(report.problems)} broken"
         against = f" (against checkpoint {report.checkpoint['id']})" if report.checkpoint else ""
         typer.echo(
-            f"audit: {report.payouts_checked} payouts, {report.events_checked} events checked"
-            f"{against}: {verdict}",
+            f"audit: {report.payouts_checked} payouts, {report.events_checked} events, "
+            f"{report.anomalies_checked} anomalies, {report.anomaly_events_checked} anomaly "
+            f"events checked{against}: {verdict}",
             err=not report.ok,
         )
     if payout is not None and report.payouts_checked == 0:

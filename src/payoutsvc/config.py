@@ -96,6 +96,20 @@ class Settings(BaseSettings):
     reconcile_poll_seconds: float = Field(default=10, gt=0)
     # How often the worker scans new payouts and approvals for anomalies (review/), seconds.
     review_interval: float = Field(default=3600, gt=0)
+    review_max_duty: float = Field(
+        default=0.15,
+        gt=0,
+        le=1,
+        description="The share of wall time a review scan may be busy: it reads in chunks "
+        "and sleeps between them so that payout creation beside it keeps its pace (1: no "
+        "pauses).",
+    )
+    review_chunk_payouts: int = Field(
+        default=2000,
+        ge=100,
+        description="New payouts (and approvals) one chunk of a review scan reads, in one "
+        "short transaction.",
+    )
     policy_file: Path | None = None
     idempotency_ttl_hours: float = Field(default=24, ge=24)
     log_format: Literal["auto", "json", "console"] = "auto"

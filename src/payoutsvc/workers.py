@@ -18,7 +18,7 @@ from payoutsvc.metrics import ThrottledRefresh
 from payoutsvc.payouts.repository import PayoutRepository
 from payoutsvc.reconciliation.runner import ReconciliationRunner
 from payoutsvc.reconciliation.service import ReconciliationService
-from payoutsvc.review.service import ReviewService
+from payoutsvc.review.scanner import PacedScan
 from payoutsvc.runtime import Runtime
 from payoutsvc.webhooks.sender import refresh_webhook_gauges, start_webhook_sender
 
@@ -69,13 +69,11 @@ def start_background_work(
         start_reconciliations(runtime, loops)
 
         async def review_scan() -> None:
-            async with runtime.db.transaction() as session:
-                await ReviewService(session, runtime).scan_if_due(
-                    utcnow(), runtime.settings.review_interval
-                )
+            interval = runtime.settings.review_interval
+            await PacedScan(runtime).run(utcnow(), min_interval=timedelta(seconds=interval * 0.9))
 
         # Like the checkpoint: every worker checks, the watermark's lock and its scan time
-        # make it one scan per interval across all of them.
+        # make it one scan per interval across all of them (review/scanner.py).
         loops.every("review-scan", runtime.settings.review_interval, review_scan)
 
     async def refresh_gauges() -> None:

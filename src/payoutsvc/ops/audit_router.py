@@ -17,7 +17,13 @@ router = APIRouter(prefix="/v1/audit", tags=["Audit"])
 
 
 class AuditProblemOut(BaseModel):
-    payout_id: str = Field(description="The payout (or `checkpoint` for the checkpoint itself).")
+    payout_id: str = Field(
+        description="The payout, the anomaly (`an_…`, also in `anomaly_id`) or `checkpoint` "
+        "for the checkpoint itself."
+    )
+    anomaly_id: str | None = Field(
+        default=None, description="The anomaly whose history is broken (else null)."
+    )
     kind: str = Field(description="`altered`, `removed`, `inserted` or `unauthorized`.")
     event_id: str | None
     sequence: int | None
@@ -28,10 +34,14 @@ class AuditReportOut(BaseModel):
     ok: bool = Field(description="True when every history is intact.")
     payouts_checked: int
     events_checked: int
+    anomalies_checked: int = Field(description="Anomalies whose history was walked.")
+    anomaly_events_checked: int
     checkpoint: dict[str, Any] | None = Field(
         description="The signed checkpoint the heads were compared with (its heads digested)."
     )
-    problems: list[AuditProblemOut] = Field(description="The first problem of each payout.")
+    problems: list[AuditProblemOut] = Field(
+        description="The first problem of each payout and of each anomaly."
+    )
 
 
 @router.get(
@@ -39,7 +49,8 @@ class AuditReportOut(BaseModel):
     summary="Verify the tamper-evident audit trail",
     description="Walks every payout's keyed hash chain (or one payout's), checks its status "
     "history against the arrows and the approvals its decision required, and compares the "
-    "chain heads with the latest checkpoint. Scope `admin`.",
+    "chain heads with the latest checkpoint; then every anomaly's keyed chain (all payouts "
+    "only). Scope `admin`.",
     response_model=AuditReportOut,
     responses=problem_responses(Unauthorized, InsufficientScope),
 )

@@ -131,13 +131,12 @@ def _hmac_sha256(key: bytes) -> _KeyedSha256:
     return _KeyedSha256(key)
 
 
-class EventContent(Protocol):
-    """What an event's hash covers: a new event, or a stored row being checked."""
+class LinkContent(Protocol):
+    """What any keyed chain's event holds besides its owner's id (a payout's, or an
+    anomaly's: review/models.py ``AnomalyEvent``)."""
 
     @property
     def id(self) -> str: ...
-    @property
-    def payout_id(self) -> str: ...
     @property
     def sequence(self) -> int: ...
     @property
@@ -150,6 +149,22 @@ class EventContent(Protocol):
     def data(self) -> Any: ...
     @property
     def prev_hash(self) -> str: ...
+
+
+class ChainLink(LinkContent, Protocol):
+    """A stored event of any keyed chain, with the hash and scheme it was stored with."""
+
+    @property
+    def hash(self) -> str: ...
+    @property
+    def hash_scheme(self) -> str: ...
+
+
+class EventContent(LinkContent, Protocol):
+    """What an event's hash covers: a new event, or a stored row being checked."""
+
+    @property
+    def payout_id(self) -> str: ...
 
 
 def hash_of(event: EventContent, key: bytes) -> str:
@@ -167,13 +182,8 @@ def hash_of(event: EventContent, key: bytes) -> str:
     )
 
 
-class StoredEvent(EventContent, Protocol):
+class StoredEvent(EventContent, ChainLink, Protocol):
     """A stored event: its content, and the hash and scheme it was stored with."""
-
-    @property
-    def hash(self) -> str: ...
-    @property
-    def hash_scheme(self) -> str: ...
 
 
 def sealed(event: StoredEvent, key: bytes) -> bool:

@@ -91,14 +91,19 @@ class ScanData:
     policy: Policy
     new_payouts: Sequence[PayoutRow]
     new_approvals: Sequence[ApprovalRow]
-    # Every payout of each policy day a new payout falls on.
-    day_payouts: Sequence[PayoutRow]
-    # requester -> role, for the requesters of ``day_payouts``.
+    # The payouts of each policy day a new payout falls on that are counted (not rejected
+    # or canceled) and just under some limit of the policy: the database filters the day by
+    # ThresholdSplitting.bands, so the day's other payouts are never read.
+    near_limit_payouts: Sequence[PayoutRow]
+    # requester -> role, for the requesters of ``near_limit_payouts``.
     roles: Mapping[str, str]
     # fingerprint -> its payouts in the recipient_many_tickets window, for new payouts' recipients.
     recipient_payouts: Mapping[str, Sequence[PayoutRow]]
     # (requester, currency) -> day counters, oldest first, for new payouts' requesters.
     requester_days: Mapping[tuple[str, str], Sequence[CounterRow]]
+    # (requester, currency, day) -> that day's counted payouts, for the days
+    # RequesterVelocity.elevated names (few; the counters decide, the rows are only listed).
+    elevated_payouts: Mapping[tuple[str, str, int], Sequence[PayoutRow]]
     # approver -> requester -> approvals in the approver_concentration window, for the
     # approvers of ``new_approvals`` (counted by the database).
     approval_counts: Mapping[str, Mapping[str, int]]
@@ -197,12 +202,27 @@ class ThresholdSplitting(Detector):
 
     kind = "threshold_splitting"
 
+    @staticmethod
+    def bands(policy: Policy) -> list[tuple[str, int, int]]:
+        """(currency, lowest, highest amount in minor units) just under each of the policy's
+        limits (any role's): what the scan reads of a day."""
+        near_percent = policy.review.threshold_splitting.near_percent
+        limits = {
+            (currency, limit)
+            for role in policy.roles.values()
+            for currency, limit in role.auto_approve_max.items()
+        } | set(policy.dual_approval_over.items())
+        # The lowest amount with amount * 100 >= limit * near_percent (the test in find).
+        return sorted(
+            (currency, -(-limit * near_percent // 100), limit)
+            for currency, limit in limits
+            if limit > 0
+        )
+
     def find(self, data: ScanData) -> list[Finding]:
         settings = data.policy.review.threshold_splitting
         groups: dict[tuple[str, str, int, str, str, int], list[PayoutRow]] = defaultdict(list)
-        for payout in data.day_payouts:
-            if payout.status in IGNORED_STATUSES:
-                continue
+        for payout in data.near_limit_payouts:
             for name, limit in self._limits(payout, data):
                 if limit > 0 and limit * settings.near_percent <= payout.amount_minor * 100 <= (
                     limit * 100
@@ -341,32 +361,57 @@ class RequesterVelocity(Detector):
 
     kind = "requester_velocity"
 
+    @staticmethod
+    def _usual(
+        counters: Sequence[CounterRow], day: int, policy: Policy
+    ) -> tuple[CounterRow, int, float, float] | None:
+        """(that day's counter, active days of history, median count, median amount) when the
+        day is far above the requester's usual, else None."""
+        settings = policy.review.requester_velocity
+        today = next((c for c in counters if c.day == day), None)
+        history = [c for c in counters if c.day < day and c.payouts > 0]
+        history = history[-settings.history_days :]
+        if today is None or len(history) < settings.min_history_days:
+            return None
+        usual_count = statistics.median(c.payouts for c in history)
+        usual_amount = statistics.median(c.amount_minor for c in history)
+        by_count = today.payouts >= settings.factor * usual_count
+        by_amount = today.amount_minor >= settings.factor * usual_amount
+        if today.payouts < settings.min_payouts or not (by_count or by_amount):
+            return None
+        return today, len(history), usual_count, usual_amount
+
+    @classmethod
+    def elevated(
+        cls,
+        new_payouts: Iterable[PayoutRow],
+        requester_days: Mapping[tuple[str, str], Sequence[CounterRow]],
+        policy: Policy,
+    ) -> list[tuple[str, str, int]]:
+        """The (requester, currency, day)s of new payouts whose day is far above the usual."""
+        touched = {(p.requested_by, p.currency, p.limit_day) for p in new_payouts}
+        return [
+            (requester, currency, day)
+            for requester, currency, day in sorted(touched)
+            if cls._usual(requester_days.get((requester, currency), ()), day, policy)
+        ]
+
     def find(self, data: ScanData) -> list[Finding]:
         settings = data.policy.review.requester_velocity
-        touched = {(p.requested_by, p.currency, p.limit_day) for p in data.new_payouts}
-        day_rows: dict[tuple[str, str, int], list[PayoutRow]] = defaultdict(list)
-        for payout in data.day_payouts:
-            if payout.status not in IGNORED_STATUSES:
-                day_rows[payout.requested_by, payout.currency, payout.limit_day].append(payout)
         findings: list[Finding] = []
-        for requester, currency, day in sorted(touched):
-            counters = data.requester_days.get((requester, currency), ())
-            today = next((c for c in counters if c.day == day), None)
-            history = [c for c in counters if c.day < day and c.payouts > 0]
-            history = history[-settings.history_days :]
-            payouts = day_rows.get((requester, currency, day), [])
-            if today is None or not payouts or len(history) < settings.min_history_days:
+        for requester, currency, day in self.elevated(
+            data.new_payouts, data.requester_days, data.policy
+        ):
+            counters = data.requester_days[requester, currency]
+            usual = self._usual(counters, day, data.policy)
+            payouts = data.elevated_payouts.get((requester, currency, day), ())
+            if usual is None or not payouts:
                 continue
-            usual_count = statistics.median(c.payouts for c in history)
-            usual_amount = statistics.median(c.amount_minor for c in history)
-            by_count = today.payouts >= settings.factor * usual_count
-            by_amount = today.amount_minor >= settings.factor * usual_amount
-            if today.payouts < settings.min_payouts or not (by_count or by_amount):
-                continue
+            today, active_days, usual_count, usual_amount = usual
             explanation = (
                 f"{requester} requested {today.payouts} payouts totalling "
                 f"{format_money(today.amount_minor, currency)} on {data.day_label(day)}; their "
-                f"median over the last {len(history)} active days is {usual_count:g} payouts "
+                f"median over the last {active_days} active days is {usual_count:g} payouts "
                 f"and {format_money(int(usual_amount), currency)}."
             )
             ratio = max(today.payouts / usual_count, today.amount_minor / max(usual_amount, 1))

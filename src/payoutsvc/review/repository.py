@@ -3,21 +3,35 @@ windows around them, each on an index), the anomalies and their keyed history.""
 
 from __future__ import annotations
 
+import builtins
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import String, Table, any_, bindparam, func, insert, select, update
+from sqlalchemy import (
+    String,
+    Table,
+    and_,
+    any_,
+    bindparam,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from payoutsvc.ids import id_floor
 from payoutsvc.operators.models import Operator
 from payoutsvc.payouts.models import Payout, PayoutApproval
 from payoutsvc.policy.models import LimitCounter
-from payoutsvc.review.detectors import ApprovalRow, CounterRow, PayoutRow
+from payoutsvc.review.detectors import IGNORED_STATUSES, ApprovalRow, CounterRow, PayoutRow
 from payoutsvc.review.models import Anomaly, AnomalyEvent, AnomalyStatus, ReviewWatermark
 
 # Bind parameters per IN list: far below every driver's limit.
@@ -132,25 +146,82 @@ class ReviewRepository:
         )
 
     # -- what the scan reads ------------------------------------------------------------------
-    async def payouts_between(self, after_id: str, before_id: str) -> list[PayoutRow]:
-        """Payouts with ``after_id < id < before_id`` (ids sort by creation time), oldest
+    async def one_core(self) -> None:
+        """Keep this transaction's queries on one PostgreSQL process (no parallel workers):
+        a paced scan's measured busy time is then the CPU it takes from payout creation."""
+        if self._postgres:
+            await self.session.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
+
+    async def payouts_between(self, after_id: str, up_to_id: str) -> list[PayoutRow]:
+        """Payouts with ``after_id < id <= up_to_id`` (ids sort by creation time), oldest
         first: a range of the primary key."""
         found = await self.session.execute(
             select(*_PAYOUT_COLUMNS)
-            .where(Payout.id > after_id, Payout.id < before_id)
+            .where(Payout.id > after_id, Payout.id <= up_to_id)
             .order_by(Payout.id)
         )
         return [PayoutRow._make(r) for r in found.all()]
 
-    async def new_days(self, after_id: str, before_id: str) -> list[int]:
-        """The policy days of the payouts with ``after_id < id < before_id``."""
-        found = await self.session.execute(
-            select(Payout.limit_day)
-            .where(Payout.id > after_id, Payout.id < before_id)
-            .distinct()
-            .order_by(Payout.limit_day)
+    async def near_limit_payouts(
+        self, days: Sequence[int], longest_day: int, bands: Sequence[tuple[str, int, int]]
+    ) -> list[PayoutRow]:
+        """The counted payouts of the policy ``days`` whose amount lies in one of the
+        ``bands`` (currency, lowest, highest), oldest first: each day a range of the primary
+        key (a day is at most ``longest_day`` seconds), filtered by the database."""
+        if not days or not bands:
+            return []
+        in_band = or_(
+            *(
+                and_(Payout.currency == currency, Payout.amount_minor.between(low, high))
+                for currency, low, high in bands
+            )
         )
-        return [int(day) for day in found.scalars()]
+        rows: list[PayoutRow] = []
+        for day in days:
+            found = await self.session.execute(
+                select(*_PAYOUT_COLUMNS)
+                .where(
+                    Payout.id > id_floor("po", day * 1000 - 1),
+                    Payout.id < id_floor("po", (day + longest_day) * 1000),
+                    Payout.limit_day == day,
+                    Payout.status.not_in(IGNORED_STATUSES),
+                    in_band,
+                )
+                .order_by(Payout.id)
+            )
+            rows.extend(PayoutRow._make(r) for r in found.all())
+        return rows
+
+    async def day_payouts_of(
+        self, keys: Iterable[tuple[str, str, int]], longest_day: int
+    ) -> dict[tuple[str, str, int], list[PayoutRow]]:
+        """The counted payouts of each (requester, currency, policy day), oldest first
+        (index on requester and time)."""
+        result: dict[tuple[str, str, int], list[PayoutRow]] = {}
+        for requester, currency, day in keys:
+            found = await self.session.execute(
+                select(*_PAYOUT_COLUMNS)
+                .where(
+                    Payout.requested_by == requester,
+                    Payout.created_at >= datetime.fromtimestamp(day, UTC),
+                    Payout.created_at < datetime.fromtimestamp(day + longest_day, UTC),
+                    Payout.limit_day == day,
+                    Payout.currency == currency,
+                    Payout.status.not_in(IGNORED_STATUSES),
+                )
+                .order_by(Payout.id)
+            )
+            result[requester, currency, day] = [PayoutRow._make(r) for r in found.all()]
+        return result
+
+    async def chunk_end(self, after_id: str, before_id: str, size: int | None) -> str:
+        """The id of the last of the (at most ``size``) first payouts with ``after_id < id <
+        before_id``; ``after_id`` when there are none (a range of the primary key)."""
+        ids = select(Payout.id).where(Payout.id > after_id, Payout.id < before_id)
+        if size is not None:
+            ids = ids.order_by(Payout.id).limit(size)
+        found = await self.session.execute(select(func.max(ids.subquery().c.id)))
+        return found.scalar_one_or_none() or after_id
 
     async def recipient_payouts(
         self, fingerprints: Iterable[str], since: datetime, up_to_id: str
@@ -200,29 +271,38 @@ class ReviewRepository:
                 )
         return result
 
-    async def approvals_between(self, after_id: int, before: datetime) -> list[ApprovalRow]:
-        found = await self.session.execute(
-            _APPROVALS.where(PayoutApproval.id > after_id, PayoutApproval.at < before).order_by(
-                PayoutApproval.id
-            )
-        )
+    async def approvals_between(
+        self, after_id: int, before: datetime, limit: int | None = None
+    ) -> list[ApprovalRow]:
+        """The first ``limit`` (all: None) approvals after ``after_id`` made before ``before``."""
+        query = _APPROVALS.where(PayoutApproval.id > after_id, PayoutApproval.at < before)
+        found = await self.session.execute(query.order_by(PayoutApproval.id).limit(limit))
         return [_approval_row(r) for r in found.all()]
 
     async def approval_counts(
         self, approvers: Iterable[str], since: datetime
     ) -> dict[str, dict[str, int]]:
-        """approver -> requester -> approvals since ``since`` (index on approver and time)."""
+        """approver -> requester -> approvals since ``since`` (index on approver and time).
+
+        Each approval's requester is looked up by the payout's primary key (a scalar
+        subquery): a join lets PostgreSQL choose a (parallel) scan of the whole payouts
+        table, several cores' worth of work for a window of a few thousand approvals."""
+        requester = (
+            select(Payout.requested_by)
+            .where(Payout.id == PayoutApproval.payout_id)
+            .scalar_subquery()
+            .label("requester")
+        )
         result: dict[str, dict[str, int]] = defaultdict(dict)
         for chunk in _chunks(approvers):
             found = await self.session.execute(
-                select(PayoutApproval.operator_id, Payout.requested_by, func.count())
-                .join(Payout, Payout.id == PayoutApproval.payout_id)
+                select(PayoutApproval.operator_id, requester, func.count())
                 .where(
                     PayoutApproval.decision == _APPROVED,
                     PayoutApproval.operator_id.in_(chunk),
                     PayoutApproval.at >= since,
                 )
-                .group_by(PayoutApproval.operator_id, Payout.requested_by)
+                .group_by(PayoutApproval.operator_id, requester)
             )
             for approver, requester, count in found.all():
                 result[approver][requester] = int(count)
@@ -288,6 +368,28 @@ class ReviewRepository:
         if since is not None:
             query = query.where(Anomaly.detected_at >= since)
         return (await self.session.execute(query)).scalars().all()
+
+    async def anomalies_page(self, after_id: str | None, limit: int) -> Sequence[Anomaly]:
+        """Anomalies in id order (keyset pagination), for walking every audit chain."""
+        query = select(Anomaly).order_by(Anomaly.id).limit(limit)
+        if after_id is not None:
+            query = query.where(Anomaly.id > after_id)
+        return (await self.session.execute(query)).scalars().all()
+
+    async def events_of(
+        self, anomalies: Sequence[Anomaly]
+    ) -> dict[str, builtins.list[AnomalyEvent]]:
+        """The events of several anomalies, each list in sequence order."""
+        found: dict[str, builtins.list[AnomalyEvent]] = {a.id: [] for a in anomalies}
+        for chunk in _chunks(found):
+            result = await self.session.execute(
+                select(AnomalyEvent)
+                .where(AnomalyEvent.anomaly_id.in_(chunk))
+                .order_by(AnomalyEvent.anomaly_id, AnomalyEvent.sequence)
+            )
+            for event in result.scalars():
+                found[event.anomaly_id].append(event)
+        return found
 
     async def events_for(self, anomaly_id: str) -> Sequence[AnomalyEvent]:
         found = await self.session.execute(

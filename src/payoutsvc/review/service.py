@@ -30,7 +30,9 @@ from payoutsvc.review.detectors import (
     ApproverConcentration,
     Finding,
     PayoutRow,
+    RequesterVelocity,
     ScanData,
+    ThresholdSplitting,
 )
 from payoutsvc.review.models import Anomaly, AnomalyStatus
 from payoutsvc.review.repository import ReviewRepository
@@ -63,6 +65,7 @@ class ScanResult:
     new_approvals: int
     detected: int  # new anomalies
     updated: int  # open anomalies the scan found again
+    complete: bool = True  # False: a chunk that stopped at its size; more is waiting
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,17 +118,23 @@ class ReviewService:
         self.repo = ReviewRepository(session)
 
     # -- the scan -----------------------------------------------------------------------------
-    async def scan_if_due(self, now: datetime, interval_seconds: float) -> ScanResult | None:
-        """The worker's periodic scan: runs when the last one (by any worker) is older than
-        the interval; a second worker waits on the watermark's lock, then finds it fresh."""
-        return await self.scan(now, min_interval=timedelta(seconds=interval_seconds * 0.9))
-
-    async def scan(self, now: datetime, *, min_interval: timedelta | None = None) -> ScanResult:
-        """Read what was created since the last scan, run every detector over it and the
-        windows around it, record what they find, move the watermark; all in the caller's
-        transaction, under the watermark's lock."""
+    async def scan(
+        self,
+        now: datetime,
+        *,
+        min_interval: timedelta | None = None,
+        max_payouts: int | None = None,
+        max_approvals: int | None = None,
+    ) -> ScanResult:
+        """Read what was created since the last scan (at most ``max_payouts`` payouts and
+        ``max_approvals`` approvals: one chunk of a paced scan, review/scanner.py), run every
+        detector over it and the windows around it, record what they find, move the
+        watermark past what was read; all in the caller's transaction, under the watermark's
+        lock. ``ScanResult.complete`` says whether it read everything up to ``now`` (less the
+        lag); a paced scan calls again with the same ``now`` until it has."""
         upper = now - SCAN_LAG
         first_floor = id_floor("po", _ms(upper - FIRST_SCAN_LOOKBACK))
+        await self.repo.one_core()
         mark = await self.repo.lock_watermark(first_floor, now)
         fresh = min_interval is not None and now - mark.scanned_at < min_interval
         if fresh and mark.last_payout_id != first_floor:
@@ -134,49 +143,38 @@ class ReviewService:
             upper - FIRST_SCAN_LOOKBACK
         )
         before_id = id_floor("po", _ms(upper))
-        day_payouts = await self._day_payouts(mark.last_payout_id, before_id)
-        new_payouts = [p for p in day_payouts if mark.last_payout_id < p.id < before_id]
-        new_approvals = await self.repo.approvals_between(after_approval, upper)
+        last_id = await self.repo.chunk_end(mark.last_payout_id, before_id, max_payouts)
+        new_payouts = await self.repo.payouts_between(mark.last_payout_id, last_id)
+        new_approvals = await self.repo.approvals_between(after_approval, upper, max_approvals)
         policy = await PolicyService.of(self.session, self.runtime).current()
-        data = await self._load(
-            policy, (mark.last_payout_id, new_payouts, day_payouts), new_approvals, now
-        )
+        data = await self._load(policy, mark.last_payout_id, new_payouts, new_approvals, now)
         found: dict[str, Finding] = {}
         for detector in DETECTORS:
             for finding in detector.find(data):
                 found.setdefault(finding.open_key, finding)
         detected, updated = await self._record(list(found.values()), now)
         await self.repo.move_watermark(
-            new_payouts[-1].id if new_payouts else mark.last_payout_id,
+            last_id,
             new_approvals[-1].id if new_approvals else after_approval,
             now,
         )
-        result = ScanResult(len(new_payouts), len(new_approvals), detected, updated)
+        complete = (max_payouts is None or len(new_payouts) < max_payouts) and (
+            max_approvals is None or len(new_approvals) < max_approvals
+        )
+        result = ScanResult(len(new_payouts), len(new_approvals), detected, updated, complete)
         log.info("review.scan.finished", **dataclasses.asdict(result))
         return result
-
-    async def _day_payouts(self, after_id: str, before_id: str) -> list[PayoutRow]:
-        """Every payout of the policy days the new payouts (``after_id < id < before_id``)
-        fall on, read as one id range (ids sort by creation time)."""
-        days = await self.repo.new_days(after_id, before_id)
-        if not days:
-            return []
-        rows = await self.repo.payouts_between(
-            id_floor("po", days[0] * 1000 - 1),
-            id_floor("po", (days[-1] + _LONGEST_DAY_SECONDS) * 1000),
-        )
-        wanted = set(days)
-        return [p for p in rows if p.limit_day in wanted]
 
     async def _load(
         self,
         policy: Policy,
-        payouts: tuple[str, list[PayoutRow], list[PayoutRow]],
+        watermark: str,
+        new_payouts: list[PayoutRow],
         new_approvals: Sequence[ApprovalRow],
         now: datetime,
     ) -> ScanData:
-        """The windows the detectors need around the new rows, each read on an index."""
-        watermark, new_payouts, day_payouts = payouts
+        """The windows the detectors need around the new rows, each read on an index; the
+        database filters and counts, so only rows a detector may list are built."""
         days = sorted({p.limit_day for p in new_payouts})
         review = policy.review
         recipients: dict[str, list[PayoutRow]] = {}
@@ -208,14 +206,21 @@ class ReviewService:
             ],
             since,
         )
+        near_limit = await self.repo.near_limit_payouts(
+            days, _LONGEST_DAY_SECONDS, ThresholdSplitting.bands(policy)
+        )
+        elevated = await self.repo.day_payouts_of(
+            RequesterVelocity.elevated(new_payouts, requester_days, policy), _LONGEST_DAY_SECONDS
+        )
         return ScanData(
             policy=policy,
             new_payouts=new_payouts,
             new_approvals=new_approvals,
-            day_payouts=day_payouts,
-            roles=await self.repo.roles({p.requested_by for p in day_payouts}),
+            near_limit_payouts=near_limit,
+            roles=await self.repo.roles({p.requested_by for p in near_limit}),
             recipient_payouts=recipients,
             requester_days=requester_days,
+            elevated_payouts=elevated,
             approval_counts=counts,
             pair_approvals=pairs,
         )
