@@ -31,6 +31,13 @@ class MoneyError(ValueError):
 
 
 @cache
+def payable_currencies() -> tuple[str, ...]:
+    """Every code :func:`currency_exponent` accepts, sorted (the OpenAPI ``enum`` of currency
+    fields, so the document allows exactly what the validation does)."""
+    return tuple(sorted({c.code for c in Currency if c.exponent is not None}))
+
+
+@cache
 def currency_exponent(code: str) -> int:
     """Number of minor-unit digits for an active ISO 4217 currency; raises for unknown codes.
 
