@@ -22,7 +22,13 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticCustomError
 
 from payoutsvc.errors import FieldError, InvalidCursor, ServiceError
-from payoutsvc.money import MoneyError, currency_exponent, parse_amount, payable_currencies
+from payoutsvc.money import (
+    AMOUNT_SHAPE,
+    MoneyError,
+    currency_exponent,
+    parse_amount,
+    payable_currencies,
+)
 
 T = TypeVar("T")
 
@@ -94,9 +100,9 @@ def not_nullable(schema: dict[str, Any]) -> None:
 # An http(s) URL without whitespace or control characters (what the URL checks parse further).
 URL_PATTERN = r"^https?://[^\s\x00-\x1f\x7f]+$"
 
-# A positive decimal string in major units (no zero, no sign, no exponent); how many decimals
-# a currency allows is the validators' (and the policy's) business.
-AMOUNT_PATTERN = r"^(0\.[0-9]*[1-9][0-9]*|[1-9][0-9]*(\.[0-9]+)?)$"
+# What parse_amount accepts, minus zero; how many decimals a currency allows is the
+# validators' (and the policy's) business.
+AMOUNT_PATTERN = rf"^(?!0+(\.0+)?$){AMOUNT_SHAPE}$"
 
 _DATE_START = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 

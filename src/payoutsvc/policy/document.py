@@ -43,7 +43,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from payoutsvc.errors import FieldError, validation_failed
-from payoutsvc.money import MoneyError, currency_exponent, format_amount, parse_amount
+from payoutsvc.money import AMOUNT_SHAPE, MoneyError, currency_exponent, format_amount, parse_amount
 from payoutsvc.operators.schemas import ROLE_PATTERN
 from payoutsvc.schemas_common import CURRENCY_SCHEMA
 
@@ -154,7 +154,7 @@ RoleName = Annotated[
 TimezoneName = Annotated[str, AfterValidator(_check_timezone)]
 # A limit may be zero ("auto_approve_max": {"CNY": "0"}: never auto-approve); the decimals
 # its currency allows are checked with the currency.
-POLICY_AMOUNT_PATTERN = r"^(0|[1-9][0-9]*)(\.[0-9]+)?$"
+POLICY_AMOUNT_PATTERN = rf"^{AMOUNT_SHAPE}$"
 # Only the type is checked here; the amount itself is parsed against its currency key in
 # ``PolicyDocumentIn._check_semantics`` so the error path names the currency.
 AmountString = Annotated[

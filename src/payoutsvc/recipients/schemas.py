@@ -91,7 +91,7 @@ class IbanRecipient(_RecipientBase):
     type: Literal["iban"]
     account: Account = Field(
         description="IBAN, with or without spaces.",
-        json_schema_extra=_pattern(r"^\s*([A-Za-z]\s*){2}([0-9]\s*){2}([A-Za-z0-9]\s*){1,30}$"),
+        json_schema_extra=_pattern(r"^ *([A-Za-z] *){2}([0-9] *){2}([A-Za-z0-9] *){1,30}$"),
     )
     name: HolderName
     bic: str | None = Field(default=None, min_length=8, max_length=11)
