@@ -111,7 +111,7 @@ def _refuse_unix_time(value: object) -> object:
     # Pydantic reads "1700000000" (even "-3e-18") as seconds since 1970; the document says
     # RFC 3339, and a number is far likelier a client's mistake than a wish.
     if isinstance(value, str) and not _DATE_START.match(value):
-        raise PydanticCustomError("datetime_parsing", "Use an RFC 3339 timestamp.")
+        raise PydanticCustomError("invalid_format", "Use an RFC 3339 timestamp.")
     return value
 
 
