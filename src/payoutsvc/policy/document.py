@@ -165,6 +165,14 @@ AmountString = Annotated[
 AmountMap = dict[CurrencyCode, AmountString]
 
 
+def _role_map_schema(schema: dict[str, Any]) -> None:
+    # Pydantic states the key pattern as patternProperties, which leaves any other key open;
+    # every key is a role name, and every value a role.
+    for pattern, role in schema.pop("patternProperties", {}).items():
+        schema["propertyNames"] = {"pattern": pattern}
+        schema["additionalProperties"] = role
+
+
 class _PolicyModel(BaseModel):
     # strict: no "3" -> 3, no true -> 1, no 500.0 -> "500.0"; money is always a string.
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -305,9 +313,8 @@ class PolicyDocumentIn(_PolicyModel):
     """The body of ``PUT /v1/policy``: the policy document without ``version``."""
 
     currencies: list[CurrencyCode] = Field(min_length=1, max_length=50)
-    # Pydantic states the key pattern as patternProperties; no other key is a role.
     roles: dict[RoleName, RoleDocumentIn] = Field(
-        min_length=1, max_length=100, json_schema_extra={"additionalProperties": False}
+        min_length=1, max_length=100, json_schema_extra=_role_map_schema
     )
     dual_approval_over: AmountMap
     per_ticket_max: AmountMap
