@@ -37,6 +37,7 @@ from payoutsvc.middleware import (
     RateLimitMiddleware,
     RequestContextMiddleware,
 )
+from payoutsvc.openapi_links import install_document_links
 from payoutsvc.operators.router import router as operators_router
 from payoutsvc.ops.audit_router import router as audit_router
 from payoutsvc.ops.router import DOCS_ASSETS
@@ -137,6 +138,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
     )
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app, schemas=[BatchCreate])
+    install_document_links(app)
     _add_routes(app)
     app.state.tracing = tracing
     return app

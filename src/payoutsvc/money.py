@@ -13,7 +13,8 @@ from functools import cache
 from iso4217 import Currency
 
 # Plain decimal notation only: no sign, no exponent, no thousands separators, no whitespace.
-_AMOUNT_PATTERN = re.compile(r"^(0|[1-9][0-9]{0,17})(\.[0-9]{1,18})?$")
+AMOUNT_SHAPE = r"(0|[1-9][0-9]{0,17})(\.[0-9]{1,18})?"
+_AMOUNT_PATTERN = re.compile(rf"^{AMOUNT_SHAPE}$")
 
 # The largest amount accepted, in minor units of any currency. Amounts are stored as 64-bit
 # integers and daily totals add them up in SQL: a cap far below 2**63 keeps every sum exact
@@ -28,6 +29,13 @@ class MoneyError(ValueError):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+@cache
+def payable_currencies() -> tuple[str, ...]:
+    """Every code :func:`currency_exponent` accepts, sorted (the OpenAPI ``enum`` of currency
+    fields, so the document allows exactly what the validation does)."""
+    return tuple(sorted({c.code for c in Currency if c.exponent is not None}))
 
 
 @cache

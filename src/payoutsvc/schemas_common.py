@@ -5,14 +5,30 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
-from pydantic_core import PydanticCustomError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    field_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, PydanticCustomError
 
 from payoutsvc.errors import FieldError, InvalidCursor, ServiceError
-from payoutsvc.money import MoneyError, currency_exponent, parse_amount
+from payoutsvc.money import (
+    AMOUNT_SHAPE,
+    MoneyError,
+    currency_exponent,
+    parse_amount,
+    payable_currencies,
+)
 
 T = TypeVar("T")
 
@@ -40,15 +56,87 @@ def refuse_control_characters(value: Any) -> Any:
     return value
 
 
+# What refuse_control_characters lets through, as an OpenAPI ``pattern``: the document states
+# the rule for every free text field, so a client (or a fuzzer) knows a tab is refused.
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+
+
+def _text_schema_without_controls(schema: dict[str, Any]) -> None:
+    """Give every free text in ``schema`` (a string with no pattern, enum or const of its
+    own, also inside nullable unions, arrays and string maps) the :data:`TEXT_PATTERN`."""
+    if schema.get("type") == "string" and not {"pattern", "enum", "const"} & set(schema):
+        schema["pattern"] = TEXT_PATTERN
+    for key in ("anyOf", "oneOf", "allOf"):
+        for member in schema.get(key, []):
+            _text_schema_without_controls(member)
+    for key in ("items", "additionalProperties"):
+        if isinstance(schema.get(key), dict):
+            _text_schema_without_controls(schema[key])
+    if isinstance(schema.get("additionalProperties"), dict):
+        schema.setdefault("propertyNames", {}).setdefault("pattern", TEXT_PATTERN)
+
+
+def _document_text_rules(schema: dict[str, Any]) -> None:
+    for prop in schema.get("properties", {}).values():
+        _text_schema_without_controls(prop)
+
+
 # A query parameter's text, refused like a body's when it holds a control character.
-QueryText = Annotated[str, AfterValidator(refuse_control_characters)]
+QueryText = Annotated[
+    str,
+    AfterValidator(refuse_control_characters),
+    Field(json_schema_extra={"pattern": TEXT_PATTERN}),
+]
+
+
+def not_nullable(schema: dict[str, Any]) -> None:
+    """``json_schema_extra`` of an optional field whose explicit null is refused (a PATCH
+    field one leaves out to keep it): the document shows only the non-null form (in place)."""
+    members = [member for member in schema.pop("anyOf", []) if member.get("type") != "null"]
+    for member in members:
+        schema.update(member)
+
+
+# An http(s) URL without whitespace or control characters (what the URL checks parse further).
+URL_PATTERN = r"^https?://[^\s\x00-\x1f\x7f]+$"
+
+# What parse_amount accepts, minus zero; how many decimals a currency allows is the
+# validators' (and the policy's) business.
+AMOUNT_PATTERN = rf"^(?!0+(\.0+)?$){AMOUNT_SHAPE}$"
+
+_DATE_START = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _refuse_unix_time(value: object) -> object:
+    # Pydantic reads "1700000000" (even "-3e-18") as seconds since 1970; the document says
+    # RFC 3339, and a number is far likelier a client's mistake than a wish.
+    if isinstance(value, str) and not _DATE_START.match(value):
+        raise PydanticCustomError("invalid_format", "Use an RFC 3339 timestamp.")
+    return value
+
+
+# A query parameter's timestamp: RFC 3339 (read as UTC without an offset, see ``aware``).
+QueryTimestamp = Annotated[datetime, BeforeValidator(_refuse_unix_time)]
+
+# Currency fields: the validators check the code; the document lists the codes they accept.
+CURRENCY_SCHEMA: dict[str, Any] = {"enum": list(payable_currencies())}
 
 
 class StrictModel(BaseModel):
     """Request bodies: unknown fields are an error, never silently ignored, and no text
-    holds a control character."""
+    holds a control character (the document says so with :data:`TEXT_PATTERN`)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        # Here rather than in model_config's json_schema_extra, which subclasses set for
+        # their examples (and so would replace).
+        schema = handler(core_schema)
+        _document_text_rules(handler.resolve_ref_schema(schema))
+        return schema
 
     @field_validator("*", mode="after")
     @classmethod
@@ -81,8 +169,17 @@ class Problem(BaseModel):
 
 
 LimitQuery = Annotated[int, Query(ge=1, le=200, description="Page size, 1-200.")]
+# A cursor is base64url of the marker and an id; the pattern is its shape (the marker's
+# encoding, then base64url), so a client sees what one looks like. Whether it names a row
+# the API handed out only the API knows: a well-shaped stranger is 422 ``invalid_cursor``.
+CURSOR_PATTERN = r"^YzE6[A-Za-z0-9_-]{2,}$"
 CursorQuery = Annotated[
-    str | None, Query(max_length=200, description="Opaque cursor from `next_cursor`.")
+    str | None,
+    Query(
+        max_length=200,
+        description="Opaque cursor from `next_cursor`.",
+        json_schema_extra={"pattern": CURSOR_PATTERN},
+    ),
 ]
 
 

@@ -45,7 +45,7 @@ from payoutsvc.errors import (
 )
 from payoutsvc.payouts.acting import Credential
 from payoutsvc.payouts.schemas import OperatorAction
-from payoutsvc.payouts.service import check_idempotency_key
+from payoutsvc.payouts.service import IDEMPOTENCY_KEY_SCHEMA, check_idempotency_key
 from payoutsvc.schemas_common import (
     CursorQuery,
     LimitQuery,
@@ -138,7 +138,11 @@ async def create_batch(
     caller: PayoutsWriter,
     idempotency_key: Annotated[
         str | None,
-        Header(alias="Idempotency-Key", description="Unique per batch, ≤ 255 chars."),
+        Header(
+            alias="Idempotency-Key",
+            description="Unique per batch, ≤ 255 chars.",
+            json_schema_extra=IDEMPOTENCY_KEY_SCHEMA,
+        ),
     ] = None,
     description: Annotated[
         QueryText | None,

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 from pydantic_core import PydanticCustomError
 
-from payoutsvc.schemas_common import StrictModel
-from payoutsvc.webhooks.filters import validate_event_filters
+from payoutsvc.schemas_common import URL_PATTERN, StrictModel
+from payoutsvc.webhooks.filters import EVENT_FILTERS_SCHEMA, validate_event_filters
 
 Kind = Literal["zendesk", "jira_service_management", "freshdesk"]
 Locale = Literal["zh-CN", "en"]
@@ -38,8 +38,13 @@ def _filters(value: list[str]) -> list[str]:
 
 
 class WriteBack(StrictModel):
-    events: list[str] = Field(default_factory=lambda: ["payout.*"], min_length=1, max_length=64)
-    tags: bool = Field(
+    events: list[str] = Field(
+        default_factory=lambda: ["payout.*"],
+        min_length=1,
+        max_length=64,
+        json_schema_extra=EVENT_FILTERS_SCHEMA,
+    )
+    tags: StrictBool = Field(
         default=False,
         description="Also tag the ticket with the payout's status (`payout_succeeded`, …), "
         "replacing the previous status tag and keeping the ticket's other tags.",
@@ -53,7 +58,9 @@ class WriteBack(StrictModel):
 
 Credentials = dict[str, str]
 _BASE_URL = Field(
-    max_length=2048, pattern=r"^https?://[^/?#\s]+/?$", examples=["https://acme.zendesk.com"]
+    max_length=2048,
+    pattern=r"^https?://[^/?#\s\x00-\x1f\x7f]+/?$",
+    examples=["https://acme.zendesk.com"],
 )
 
 
@@ -72,7 +79,7 @@ class ConnectorCreate(StrictModel):
         "`inbound_secret`. Stored encrypted, never shown again."
     )
     locale: Locale = "en"
-    trust_actor: bool = False
+    trust_actor: StrictBool = False
     write_back: WriteBack = Field(default_factory=WriteBack)
 
 
@@ -82,14 +89,16 @@ class ConnectorUpdate(StrictModel):
     )
 
     name: str | None = Field(default=None, min_length=1, max_length=140)
-    base_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://[^/?#\s]+/?$")
+    base_url: str | None = Field(
+        default=None, max_length=2048, pattern=r"^https?://[^/?#\s\x00-\x1f\x7f]+/?$"
+    )
     credentials: Credentials | None = Field(
         default=None, description="Replaces all credentials (rotation)."
     )
     locale: Locale | None = None
-    trust_actor: bool | None = None
+    trust_actor: StrictBool | None = None
     write_back: WriteBack | None = None
-    enabled: bool | None = None
+    enabled: StrictBool | None = None
 
 
 class ConnectorOut(BaseModel):
@@ -116,7 +125,7 @@ class ConnectorTestOut(BaseModel):
 
 class InboundTicket(BaseModel):
     id: str = Field(min_length=1, max_length=128)
-    url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://\S+$")
+    url: str | None = Field(default=None, max_length=2048, pattern=URL_PATTERN)
 
     @field_validator("url", mode="before")
     @classmethod

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from payoutsvc.schemas_common import StrictModel
+from payoutsvc.schemas_common import StrictModel, not_nullable
 
 OPERATOR_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,63}$"
 ROLE_PATTERN = r"^[a-z][a-z0-9_-]{0,39}$"
@@ -37,10 +37,12 @@ class OperatorUpdate(StrictModel):
         json_schema_extra={"examples": [{"role": "supervisor", "display_name": "Li Lei"}]}
     )
 
-    role: str | None = Field(default=None, pattern=ROLE_PATTERN)
+    role: str | None = Field(default=None, pattern=ROLE_PATTERN, json_schema_extra=not_nullable)
     display_name: str | None = Field(default=None, max_length=140)
-    disabled: bool | None = Field(
-        default=None, description="A disabled operator can neither request nor approve."
+    disabled: StrictBool | None = Field(
+        default=None,
+        description="A disabled operator can neither request nor approve.",
+        json_schema_extra=not_nullable,
     )
     helpdesk_users: list[HelpdeskUser] | None = _HELPDESK_USERS
 

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, status
@@ -58,13 +57,18 @@ from payoutsvc.payouts.schemas import (
     ResolveAction,
     RevealedRecipientOut,
 )
-from payoutsvc.payouts.service import PayoutService, check_idempotency_key
+from payoutsvc.payouts.service import (
+    IDEMPOTENCY_KEY_SCHEMA,
+    PayoutService,
+    check_idempotency_key,
+)
 from payoutsvc.payouts.status import PayoutStatus
 from payoutsvc.schemas_common import (
     CursorQuery,
     LimitQuery,
     Page,
     QueryText,
+    QueryTimestamp,
     decode_cursor,
     page_of,
     problem_responses,
@@ -146,7 +150,11 @@ async def create_payout(
     caller: PayoutsWriter,
     idempotency_key: Annotated[
         str | None,
-        Header(alias="Idempotency-Key", description="Unique per payout attempt, ≤ 255 chars."),
+        Header(
+            alias="Idempotency-Key",
+            description="Unique per payout attempt, ≤ 255 chars.",
+            json_schema_extra=IDEMPOTENCY_KEY_SCHEMA,
+        ),
     ] = None,
 ) -> JSONResponse:
     key = check_idempotency_key(idempotency_key)
@@ -168,8 +176,8 @@ async def payout_filters(
     ticket_id: Annotated[QueryText | None, Query(max_length=128)] = None,
     status: PayoutStatus | None = None,
     requested_by: Annotated[QueryText | None, Query(max_length=64)] = None,
-    created_gte: Annotated[datetime | None, Query(description="RFC 3339, inclusive")] = None,
-    created_lt: Annotated[datetime | None, Query(description="RFC 3339, exclusive")] = None,
+    created_gte: Annotated[QueryTimestamp | None, Query(description="RFC 3339, inclusive")] = None,
+    created_lt: Annotated[QueryTimestamp | None, Query(description="RFC 3339, exclusive")] = None,
 ) -> dict[str, Any]:
     """The list filters, shared by the list and the export."""
     return {

@@ -9,7 +9,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from pydantic_core import PydanticCustomError
 
 from payoutsvc.recipients.schemas import RecipientIn, RecipientOut
-from payoutsvc.schemas_common import ProblemFieldErrorOut, StrictModel, check_amount, check_currency
+from payoutsvc.schemas_common import (
+    AMOUNT_PATTERN,
+    CURRENCY_SCHEMA,
+    URL_PATTERN,
+    ProblemFieldErrorOut,
+    StrictModel,
+    check_amount,
+    check_currency,
+)
 
 Reason = Literal["refund", "compensation", "reimbursement", "partner_payment", "other"]
 REASONS: tuple[str, ...] = ("refund", "compensation", "reimbursement", "partner_payment", "other")
@@ -38,7 +46,7 @@ class TicketRef(StrictModel):
     url: str | None = Field(
         default=None,
         max_length=2048,
-        pattern=r"^https?://\S+$",
+        pattern=URL_PATTERN,
         examples=["https://acme.zendesk.com/agent/tickets/48213"],
     )
 
@@ -46,12 +54,16 @@ class TicketRef(StrictModel):
 class MoneyFields(StrictModel):
     # currency is declared first so the amount validator can see it.
     currency: str = Field(
-        min_length=3, max_length=3, examples=["CNY"], description="ISO 4217 currency code."
+        min_length=3,
+        max_length=3,
+        examples=["CNY"],
+        description="ISO 4217 currency code.",
+        json_schema_extra=CURRENCY_SCHEMA,
     )
     amount: str = Field(
         examples=["12.50"],
         description="Decimal string in major units; no more decimals than the currency allows.",
-        json_schema_extra={"pattern": r"^(0|[1-9][0-9]*)(\.[0-9]+)?$"},
+        json_schema_extra={"pattern": AMOUNT_PATTERN},
     )
 
     @field_validator("currency", mode="before")
@@ -81,6 +93,11 @@ class PayoutCreate(MoneyFields):
     metadata: dict[str, str] = Field(
         default_factory=dict,
         description="Flat string map: at most 50 keys, keys up to 40 and values up to 500 chars.",
+        json_schema_extra={
+            "maxProperties": 50,
+            "propertyNames": {"minLength": 1, "maxLength": 40},
+            "additionalProperties": {"type": "string", "maxLength": 500},
+        },
     )
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE_REQUEST]})

@@ -110,6 +110,15 @@ def _key_in_use() -> ServiceError:
     )
 
 
+# What check_idempotency_key accepts, for the document: printable, not blank, at most the
+# maximum length (ASCII, as header values are in practice).
+IDEMPOTENCY_KEY_SCHEMA: dict[str, Any] = {
+    "minLength": 1,
+    "maxLength": MAX_IDEMPOTENCY_KEY_LENGTH,
+    "pattern": r"^[\x20-\x7e]*[\x21-\x7e][\x20-\x7e]*$",
+}
+
+
 def check_idempotency_key(key: str | None) -> str:
     if key is None or not key.strip():
         raise IdempotencyKeyMissing(

@@ -43,7 +43,9 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from payoutsvc.errors import FieldError, validation_failed
-from payoutsvc.money import MoneyError, currency_exponent, format_amount, parse_amount
+from payoutsvc.money import AMOUNT_SHAPE, MoneyError, currency_exponent, format_amount, parse_amount
+from payoutsvc.operators.schemas import ROLE_PATTERN
+from payoutsvc.schemas_common import CURRENCY_SCHEMA
 
 __all__ = [
     "DEFAULT_POLICY_DOCUMENT",
@@ -141,13 +143,34 @@ def _require_amount_string(value: object) -> object:
     return value
 
 
-CurrencyCode = Annotated[str, AfterValidator(_check_currency)]
-RoleName = Annotated[str, AfterValidator(_check_role_name)]
+CurrencyCode = Annotated[
+    str, AfterValidator(_check_currency), Field(json_schema_extra=CURRENCY_SCHEMA)
+]
+# ROLE_PATTERN is the document's form of _check_role_name (which checks characters one by
+# one, see there), as it is of an operator's role.
+RoleName = Annotated[
+    str, AfterValidator(_check_role_name), Field(json_schema_extra={"pattern": ROLE_PATTERN})
+]
 TimezoneName = Annotated[str, AfterValidator(_check_timezone)]
+# A limit may be zero ("auto_approve_max": {"CNY": "0"}: never auto-approve); the decimals
+# its currency allows are checked with the currency.
+POLICY_AMOUNT_PATTERN = rf"^{AMOUNT_SHAPE}$"
 # Only the type is checked here; the amount itself is parsed against its currency key in
 # ``PolicyDocumentIn._check_semantics`` so the error path names the currency.
-AmountString = Annotated[str, BeforeValidator(_require_amount_string), Field(max_length=40)]
+AmountString = Annotated[
+    str,
+    BeforeValidator(_require_amount_string),
+    Field(max_length=40, json_schema_extra={"pattern": POLICY_AMOUNT_PATTERN}),
+]
 AmountMap = dict[CurrencyCode, AmountString]
+
+
+def _role_map_schema(schema: dict[str, Any]) -> None:
+    # Pydantic states the key pattern as patternProperties, which leaves any other key open;
+    # every key is a role name, and every value a role.
+    for pattern, role in schema.pop("patternProperties", {}).items():
+        schema["propertyNames"] = {"pattern": pattern}
+        schema["additionalProperties"] = role
 
 
 class _PolicyModel(BaseModel):
@@ -290,7 +313,9 @@ class PolicyDocumentIn(_PolicyModel):
     """The body of ``PUT /v1/policy``: the policy document without ``version``."""
 
     currencies: list[CurrencyCode] = Field(min_length=1, max_length=50)
-    roles: dict[RoleName, RoleDocumentIn] = Field(min_length=1, max_length=100)
+    roles: dict[RoleName, RoleDocumentIn] = Field(
+        min_length=1, max_length=100, json_schema_extra=_role_map_schema
+    )
     dual_approval_over: AmountMap
     per_ticket_max: AmountMap
     per_recipient_daily: PerRecipientDailyIn

@@ -32,7 +32,13 @@ from payoutsvc.recipients.repository import RecipientRepository
 from payoutsvc.recipients.schemas import RecipientIn, RecipientType
 from payoutsvc.recipients.storage import public_view
 from payoutsvc.recipients.validation import recipient_fingerprint, validate_recipient
-from payoutsvc.schemas_common import StrictModel, check_amount, check_currency
+from payoutsvc.schemas_common import (
+    AMOUNT_PATTERN,
+    CURRENCY_SCHEMA,
+    StrictModel,
+    check_amount,
+    check_currency,
+)
 from payoutsvc.timestamps import rfc3339
 
 log = structlog.get_logger(__name__)
@@ -64,9 +70,13 @@ class RecipientValidateIn(StrictModel):
         max_length=3,
         examples=["CNY"],
         description="With `amount`: checks provider currencies and amount limits.",
+        json_schema_extra=CURRENCY_SCHEMA,
     )
     amount: str | None = Field(
-        default=None, examples=["12.50"], description="Decimal string in major units."
+        default=None,
+        examples=["12.50"],
+        description="Decimal string in major units.",
+        json_schema_extra={"pattern": AMOUNT_PATTERN},
     )
 
     @field_validator("currency", mode="before")

@@ -28,6 +28,8 @@ from stdnum.us import rtn
 from payoutsvc.errors import FieldError
 from payoutsvc.messages import NOUNS, Message, message
 from payoutsvc.recipients.schemas import (
+    STRIPE_ACCOUNT_PATTERN,
+    WECHAT_APP_ID_PATTERN,
     AlipayRecipient,
     BankCardCnRecipient,
     IbanRecipient,
@@ -65,8 +67,9 @@ _ALIPAY_USER_ID = re.compile(r"2088[0-9]{12}")
 _ALIPAY_OPEN_ID = re.compile(r"0(?=[0-9]*[A-Za-z])[0-9A-Za-z]{19,63}")
 _PHONE_CHARS = re.compile(r"\+?[0-9][0-9 ().\-]*")
 _WECHAT_OPENID_CHARS = re.compile(r"[A-Za-z0-9_-]+")
-_WECHAT_APP_ID = re.compile(r"wx[0-9a-zA-Z]{16}")
-_STRIPE_ACCOUNT = re.compile(r"acct_[A-Za-z0-9]{6,}")
+# fullmatch with the document's patterns: "$" there is the end of the text.
+_WECHAT_APP_ID = re.compile(WECHAT_APP_ID_PATTERN.removesuffix("$"))
+_STRIPE_ACCOUNT = re.compile(STRIPE_ACCOUNT_PATTERN.removesuffix("$"))
 # A PayPal payer id: 13 characters of PayPal's Base32 alphabet (no 0, 1, I, O), as PayPal's
 # OpenAPI documents give it (``^[2-9A-HJ-NP-Z]{13}$``), with at least one letter: 13 digits
 # are far likelier a phone number without its "+".

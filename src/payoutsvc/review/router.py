@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
@@ -28,6 +27,7 @@ from payoutsvc.schemas_common import (
     CursorQuery,
     LimitQuery,
     Page,
+    QueryTimestamp,
     decode_cursor,
     page_of,
     problem_responses,
@@ -38,7 +38,7 @@ router = APIRouter(prefix="/v1/anomalies", tags=["Periodic review"])
 
 AnomalyId = Annotated[str, Path(max_length=40, examples=["an_01jd5x0z3q8m4k2n7p9r6s5t4v"])]
 SinceQuery = Annotated[
-    datetime | None, Query(description="RFC 3339: detected at or after (inclusive).")
+    QueryTimestamp | None, Query(description="RFC 3339: detected at or after (inclusive).")
 ]
 
 

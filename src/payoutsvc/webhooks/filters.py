@@ -13,7 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from pydantic.config import JsonDict
+
 __all__ = [
+    "ACCEPTED_FILTERS",
+    "EVENT_FILTERS_SCHEMA",
     "KNOWN_EVENT_TYPES",
     "event_matches",
     "filter_matches",
@@ -37,6 +41,15 @@ KNOWN_EVENT_TYPES: tuple[str, ...] = (
     "reconciliation.completed",
     "anomaly.detected",
 )
+
+# Every filter validate_event_filters accepts (the namespace wildcards that match some known
+# event), as the document's enum for a filter list's items.
+ACCEPTED_FILTERS: tuple[str, ...] = (
+    "*",
+    *sorted({event.split(".", 1)[0] + ".*" for event in KNOWN_EVENT_TYPES}),
+    *KNOWN_EVENT_TYPES,
+)
+EVENT_FILTERS_SCHEMA: JsonDict = {"items": {"type": "string", "enum": list(ACCEPTED_FILTERS)}}
 
 MAX_FILTERS = 64
 MAX_FILTER_LENGTH = 128

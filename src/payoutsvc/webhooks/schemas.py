@@ -5,11 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 from pydantic_core import PydanticCustomError
 
-from payoutsvc.schemas_common import StrictModel
-from payoutsvc.webhooks.filters import KNOWN_EVENT_TYPES, validate_event_filters
+from payoutsvc.schemas_common import URL_PATTERN, StrictModel, not_nullable
+from payoutsvc.webhooks.filters import (
+    EVENT_FILTERS_SCHEMA,
+    KNOWN_EVENT_TYPES,
+    validate_event_filters,
+)
 
 DEFAULT_ROTATION_GRACE_SECONDS = 24 * 3600
 MAX_ROTATION_GRACE_SECONDS = 7 * 24 * 3600
@@ -52,6 +56,7 @@ class WebhookEndpointCreate(StrictModel):
         examples=["https://helpdesk.example.com/hooks/payoutsvc"],
         description="https URL that resolves only to public addresses (http and private "
         "addresses only with `PAYOUTSVC_WEBHOOK_ALLOW_PRIVATE=true`).",
+        json_schema_extra={"pattern": URL_PATTERN},
     )
     events: list[str] = Field(
         default_factory=lambda: ["payout.*"],
@@ -59,6 +64,7 @@ class WebhookEndpointCreate(StrictModel):
         max_length=64,
         examples=[["payout.*"]],
         description=_EVENTS_DESCRIPTION,
+        json_schema_extra=EVENT_FILTERS_SCHEMA,
     )
     description: str | None = Field(default=None, max_length=500, examples=["Zendesk production"])
     integration_id: str | None = Field(
@@ -74,17 +80,35 @@ class WebhookEndpointCreate(StrictModel):
         return _check_filters(value)
 
 
+def _patch_url_schema(schema: dict[str, Any]) -> None:
+    not_nullable(schema)
+    schema["pattern"] = URL_PATTERN
+
+
+def _patch_events_schema(schema: dict[str, Any]) -> None:
+    not_nullable(schema)
+    schema.update(EVENT_FILTERS_SCHEMA)
+
+
 class WebhookEndpointUpdate(StrictModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={"examples": [{"events": ["payout.succeeded", "payout.failed"]}]},
     )
 
-    url: str | None = Field(default=None, min_length=1, max_length=2048)
-    events: list[str] | None = Field(default=None, min_length=1, max_length=64)
-    description: str | None = Field(default=None, max_length=500)
-    enabled: bool | None = Field(
+    url: str | None = Field(
         default=None,
+        min_length=1,
+        max_length=2048,
+        json_schema_extra=_patch_url_schema,
+    )
+    events: list[str] | None = Field(
+        default=None, min_length=1, max_length=64, json_schema_extra=_patch_events_schema
+    )
+    description: str | None = Field(default=None, max_length=500)
+    enabled: StrictBool | None = Field(
+        default=None,
+        json_schema_extra=not_nullable,
         description="`false` stops deliveries (pending ones are canceled); `true` re-enables "
         "an endpoint, also one the service disabled, and clears `disabled_reason`.",
     )
