@@ -28,9 +28,11 @@ run: setup
 	$(VENV)/bin/payoutsvc serve
 
 ## make test: the whole suite (SQLite; PostgreSQL too when PAYOUTSVC_TEST_DATABASE_URL is set),
-## then line coverage of src/payoutsvc (files at 100 % left out of the table)
+## in TEST_WORKERS processes (pytest-xdist; each gets its own PostgreSQL database beside the
+## given one), then line coverage of src/payoutsvc (files at 100 % left out of the table)
+TEST_WORKERS ?= 2
 test: setup
-	$(VENV)/bin/pytest --cov=payoutsvc --cov-report=term:skip-covered
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup --cov=payoutsvc --cov-report=term:skip-covered
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench migrations

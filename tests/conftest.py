@@ -1,14 +1,20 @@
 """Shared fixtures: every database test runs on SQLite, and on PostgreSQL too when
-PAYOUTSVC_TEST_DATABASE_URL is set (.ci/run always sets it)."""
+PAYOUTSVC_TEST_DATABASE_URL is set (.ci/run always sets it).
+
+Under pytest-xdist (`make test` runs two workers) each worker gets its own PostgreSQL
+database next to the given one (`<name>_gw0`, ...), created at the worker's start and
+dropped at its end, because every test truncates the tables it uses."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
@@ -22,7 +28,17 @@ from payoutsvc.db.models import Base
 from payoutsvc.main import create_app
 
 ADMIN_KEY = "psk_test_admin_key_0123456789"
-POSTGRES_URL = os.environ.get("PAYOUTSVC_TEST_DATABASE_URL")
+
+
+def _worker_database_url(url: str | None) -> str | None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if url is None or worker is None:
+        return url
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"{parts.path}_{worker}"))
+
+
+POSTGRES_URL = _worker_database_url(os.environ.get("PAYOUTSVC_TEST_DATABASE_URL"))
 BACKENDS = ["sqlite", "postgres"] if POSTGRES_URL else ["sqlite"]
 ENCRYPTION_KEY = generate_key()
 
@@ -35,12 +51,33 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+async def _create_or_drop_database(url: str, *, create: bool) -> None:
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    admin = create_async_engine(
+        urlunsplit(parts._replace(path="/postgres")), isolation_level="AUTOCOMMIT"
+    )
+    try:
+        async with admin.connect() as connection:
+            await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            if create:
+                await connection.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        await admin.dispose()
+
+
 @pytest.fixture(scope="session")
-def postgres_migrated() -> str | None:
+def postgres_migrated() -> Iterator[str | None]:
     if POSTGRES_URL is None:
-        return None
+        yield None
+        return
+    own_database = os.environ.get("PYTEST_XDIST_WORKER") is not None
+    if own_database:
+        asyncio.run(_create_or_drop_database(POSTGRES_URL, create=True))
     upgrade_to_head(POSTGRES_URL)
-    return POSTGRES_URL
+    yield POSTGRES_URL
+    if own_database:
+        asyncio.run(_create_or_drop_database(POSTGRES_URL, create=False))
 
 
 async def _truncate_postgres(url: str) -> None:

@@ -226,6 +226,9 @@ def _redis_up() -> bool:
 
 
 @pytest.mark.skipif(not _redis_up(), reason="no Redis on 127.0.0.1:6379")
+# One Redis and one admin key for every test worker: its two runs (one per backend) must not
+# overlap, or each would spend the other's budget.
+@pytest.mark.xdist_group("redis")
 async def test_replicas_on_redis_share_one_budget(database_url: str) -> None:
     """Two API replicas on one Redis: a key's burst of 10 is 10 across both, not 10 each."""
     redis = {"rate_limit": "5/second", "rate_limit_burst": 10}
