@@ -8,7 +8,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 from pydantic_core import PydanticCustomError
 
-from payoutsvc.schemas_common import URL_PATTERN, StrictModel
+from payoutsvc.connectors.kinds import KINDS
+from payoutsvc.schemas_common import TEXT_PATTERN, URL_PATTERN, StrictModel
 from payoutsvc.webhooks.filters import EVENT_FILTERS_SCHEMA, validate_event_filters
 
 Kind = Literal["zendesk", "jira_service_management", "freshdesk"]
@@ -57,6 +58,48 @@ class WriteBack(StrictModel):
 
 
 Credentials = dict[str, str]
+
+
+def _credentials_of_kind(fields: tuple[str, ...]) -> dict[str, Any]:
+    """What connectors/service.py ``_credentials`` accepts for a kind: exactly its fields,
+    each a non-empty text."""
+    return {
+        "type": "object",
+        "properties": {
+            name: {"type": "string", "minLength": 1, "pattern": TEXT_PATTERN} for name in fields
+        },
+        "required": list(fields),
+        "additionalProperties": False,
+    }
+
+
+_CREDENTIALS_PER_KIND = {
+    name: _credentials_of_kind(k.credential_fields) for name, k in KINDS.items()
+}
+
+
+def _credentials_follow_the_kind(schema: dict[str, Any]) -> None:
+    """The document's form of the per-kind rule: ``credentials`` is the shape of ``kind``."""
+    schema["allOf"] = [
+        {
+            "if": {"properties": {"kind": {"const": name}}, "required": ["kind"]},
+            "then": {"properties": {"credentials": shape}},
+        }
+        for name, shape in _CREDENTIALS_PER_KIND.items()
+    ]
+    schema["examples"] = [EXAMPLE_CREATE]
+
+
+def _credentials_of_some_kind(schema: dict[str, Any]) -> None:
+    """A PATCH names no kind: its credentials are one kind's shape (the connector's own kind
+    is checked against the stored connector, a rule of the data, not of the body)."""
+    schema["anyOf"] = [
+        {"type": "object", "properties": {"credentials": shape}}
+        for shape in _CREDENTIALS_PER_KIND.values()
+    ]
+    schema["examples"] = [{"credentials": {"api_key": "new", "inbound_secret": "s"}}]
+
+
 _BASE_URL = Field(
     max_length=2048,
     pattern=r"^https?://[^/?#\s\x00-\x1f\x7f]+/?$",
@@ -65,7 +108,7 @@ _BASE_URL = Field(
 
 
 class ConnectorCreate(StrictModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_CREATE]})
+    model_config = ConfigDict(json_schema_extra=_credentials_follow_the_kind)
 
     kind: Kind
     name: str = Field(min_length=1, max_length=140)
@@ -84,9 +127,7 @@ class ConnectorCreate(StrictModel):
 
 
 class ConnectorUpdate(StrictModel):
-    model_config = ConfigDict(
-        json_schema_extra={"examples": [{"credentials": {"api_key": "new", "inbound_secret": "s"}}]}
-    )
+    model_config = ConfigDict(json_schema_extra=_credentials_of_some_kind)
 
     name: str | None = Field(default=None, min_length=1, max_length=140)
     base_url: str | None = Field(
