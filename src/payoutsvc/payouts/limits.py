@@ -150,6 +150,19 @@ def _duplicate() -> ColumnElement[bool]:
 
 _DUPLICATE = select(_duplicate())
 
+
+def duplicate_likeness(request: PayoutRequest) -> tuple[Any, ...]:
+    """The columns ``_duplicate`` compares, of a request: how a batch's duplicate check sees
+    the items it planned but has not inserted yet (keep the two in step)."""
+    return (
+        request.ticket_system,
+        request.ticket_id,
+        request.recipient_fingerprint,
+        request.amount_minor,
+        request.currency,
+    )
+
+
 # The review's anomalies (review/models.py Anomaly), named here rather than imported: the
 # review domain reads payouts, so payouts must not import it. Served by the partial indexes
 # on open anomalies' subjects (migration 0014).

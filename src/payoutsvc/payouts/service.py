@@ -40,7 +40,12 @@ from payoutsvc.payouts.events import (
     insert_hashed_events,
     payout_digest,
 )
-from payoutsvc.payouts.limits import CounterDelta, LimitsRepository, RequestFacts
+from payoutsvc.payouts.limits import (
+    CounterDelta,
+    LimitsRepository,
+    RequestFacts,
+    duplicate_likeness,
+)
 from payoutsvc.payouts.models import Payout, PayoutColumns
 from payoutsvc.payouts.presenter import event_json, payout_json, payout_json_of
 from payoutsvc.payouts.repository import PayoutRepository
@@ -244,7 +249,7 @@ class PayoutService:
                     continue
                 if isinstance(outcome, NewPayout):
                     planned.append(outcome)
-                    likenesses.add(_likeness(checked[1]))
+                    likenesses.add(duplicate_likeness(checked[1]))
                     outcome = outcome.response
                 answers[index] = outcome
                 completed.append((key, outcome.status_code, outcome.stored_json()))
@@ -468,7 +473,7 @@ class PayoutService:
             if facts.policy_version in (policy.version, None):
                 if count_in:
                     facts = await limits.count_in(request, facts, counters, duplicate_since)
-                if duplicate_since is not None and _likeness(request) in planned_like:
+                if duplicate_since is not None and duplicate_likeness(request) in planned_like:
                     facts = replace(facts, duplicate_suspected=True)
                 held = policy.review.hold_open_anomalies and await limits.open_anomaly(
                     request.requester_id, request.recipient_fingerprint
@@ -587,17 +592,6 @@ class NewPayout:
     values: PayoutColumns
     events: list[NewEvent]
     response: StoredResponse
-
-
-def _likeness(request: PayoutRequest) -> tuple[Any, ...]:
-    """What makes two payouts alike for the duplicate check (limits.py ``_duplicate``)."""
-    return (
-        request.ticket_system,
-        request.ticket_id,
-        request.recipient_fingerprint,
-        request.amount_minor,
-        request.currency,
-    )
 
 
 def _opening_events(
