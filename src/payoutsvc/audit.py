@@ -70,7 +70,7 @@ from payoutsvc.payouts.events import (
 from payoutsvc.payouts.models import AuditCheckpoint, Payout, PayoutApproval, PayoutEvent
 from payoutsvc.payouts.repository import PayoutRepository
 from payoutsvc.payouts.status import ALLOWED_TRANSITIONS, RELEASED_EVENT, PayoutStatus
-from payoutsvc.review.models import Anomaly, AnomalyEvent
+from payoutsvc.review.models import ANOMALY_ID_PREFIX, Anomaly, AnomalyEvent
 from payoutsvc.review.repository import ReviewRepository
 
 __all__ = [
@@ -594,9 +594,13 @@ async def record_checkpoint(session: AsyncSession, key: bytes, now: datetime) ->
         else await repo.first_event_at(KEYED_SCHEME) or now
     )
     heads = await repo.chain_heads()
+    payouts = len(heads)
+    # The anomalies' heads too, so verify names an anomaly deleted with all its events
+    # (its own chain cannot show that it is gone).
+    heads |= await ReviewRepository(session).chain_heads()
     checkpoint = AuditCheckpoint(
         created_at=now,
-        payouts=len(heads),
+        payouts=payouts,
         events=await repo.count_events(),
         keyed_since=keyed_since,
         heads={pid: [sequence, head] for pid, (sequence, head) in heads.items()},
@@ -622,25 +626,37 @@ async def checkpoint_if_due(
 def _against_checkpoint(
     payout: Payout, events: Sequence[PayoutEvent], checkpoint: AuditCheckpoint
 ) -> ChainProblem | None:
-    recorded = checkpoint.heads.get(payout.id)
+    if checkpoint.heads.get(payout.id) is None and payout.created_at <= checkpoint.created_at:
+        return ChainProblem(
+            payout.id,
+            "inserted",
+            f"absent from checkpoint {checkpoint.id} although created before it.",
+        )
+    return _head_kept(payout.id, events, checkpoint)
+
+
+def _head_kept(
+    chain_id: str,
+    events: Sequence[ChainLink],
+    checkpoint: AuditCheckpoint,
+    owner: ChainOwner = "payout",
+) -> ChainProblem | None:
+    """The problem when the head ``checkpoint`` recorded for this chain is gone from it or
+    differs (events removed from its tail and the head rewritten to match), else None."""
+    recorded = checkpoint.heads.get(chain_id)
     if recorded is None:
-        if payout.created_at <= checkpoint.created_at:
-            return ChainProblem(
-                payout.id,
-                "inserted",
-                f"absent from checkpoint {checkpoint.id} although created before it.",
-            )
         return None
     sequence, head = int(recorded[0]), str(recorded[1])
     found = next((e for e in events if e.sequence == sequence), None)
     if found is None or found.hash != head:
         return ChainProblem(
-            payout.id,
+            chain_id,
             "removed",
             f"checkpoint {checkpoint.id} recorded event sequence {sequence} with hash "
             f"{head[:12]}…; the history now {'lacks it' if found is None else 'differs'}.",
             None,
             sequence,
+            owner=owner,
         )
     return None
 
@@ -674,12 +690,16 @@ async def verify_all(
     await _verify_anomalies(ReviewRepository(session), walk)
     if walk.checkpoint is not None:
         for missing in sorted(set(walk.checkpoint.heads) - walk.seen):
+            owner: ChainOwner = (
+                "anomaly" if missing.startswith(ANOMALY_ID_PREFIX + "_") else "payout"
+            )
             walk.report.problems.append(
                 ChainProblem(
                     missing,
                     "removed",
-                    f"the payout and its events were deleted since checkpoint "
+                    f"the {owner} and its events were deleted since checkpoint "
                     f"{walk.checkpoint.id}.",
+                    owner=owner,
                 )
             )
     return walk.report
@@ -728,7 +748,12 @@ async def _verify_anomalies(repo: ReviewRepository, walk: _Walk) -> None:
             chain = events[anomaly.id]
             walk.report.anomalies_checked += 1
             walk.report.anomaly_events_checked += len(chain)
+            walk.seen.add(anomaly.id)
             problem = verify_anomaly_chain(anomaly, chain, walk.seal)
+            if problem is None and walk.checkpoint is not None:
+                # Anomalies are keyed from their first event, so one absent from the
+                # checkpoint cannot be a forgery that its own chain would not show.
+                problem = _head_kept(anomaly.id, chain, walk.checkpoint, "anomaly")
             if problem is not None:
                 walk.report.problems.append(problem)
         after = page[-1].id

@@ -167,7 +167,8 @@ def audit_verify(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Walk every payout's keyed hash chain, its status walk and approvals, and compare the
-    heads with the latest checkpoint; then every anomaly's keyed chain (without --payout).
+    heads with the latest checkpoint; then every anomaly's keyed chain and head (without
+    --payout).
     Name the first problem of each payout and each anomaly.
 
     Exit code 0 when every chain is intact, 1 when any is broken.
@@ -210,7 +211,10 @@ def audit_verify(
 @audit_app.command("checkpoint")
 def audit_checkpoint(
     heads: Annotated[
-        bool, typer.Option("--heads", help="Print every payout's head, not only their digest.")
+        bool,
+        typer.Option(
+            "--heads", help="Print every payout's and anomaly's head, not only their digest."
+        ),
     ] = False,
 ) -> None:
     """Record a signed checkpoint (every payout's chain head and the counts) and print it

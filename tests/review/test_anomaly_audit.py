@@ -14,11 +14,12 @@ from fastapi import FastAPI
 from sqlalchemy import delete, select, update
 from typer.testing import CliRunner
 
-from payoutsvc.audit import AuditReport, verify_all
+from payoutsvc.audit import AuditReport, _signature, _signed_part, record_checkpoint, verify_all
 from payoutsvc.cli import app as cli_app
 from payoutsvc.config import get_settings
+from payoutsvc.db.base import utcnow
 from payoutsvc.payouts.events import event_hash
-from payoutsvc.payouts.models import Payout, PayoutApproval
+from payoutsvc.payouts.models import AuditCheckpoint, Payout, PayoutApproval
 from payoutsvc.policy.models import LimitCounter
 from payoutsvc.review.models import Anomaly, AnomalyEvent
 from tests.api_support import db_session
@@ -69,9 +70,10 @@ async def _events(app: FastAPI, anomaly_id: str) -> list[AnomalyEvent]:
         return list((await session.execute(query)).scalars())
 
 
-async def _sql(app: FastAPI, statement: Any) -> None:
+async def _sql(app: FastAPI, *statements: Any) -> None:
     async with db_session(app) as session:
-        await session.execute(statement)
+        for statement in statements:
+            await session.execute(statement)
 
 
 def _named(report: AuditReport) -> list[tuple[str, str, str | None, int | None]]:
@@ -183,3 +185,86 @@ async def test_the_cli_names_a_broken_anomaly_history(
         assert "2 anomalies, 3 anomaly events checked" in broken.output
     finally:
         get_settings.cache_clear()
+
+
+async def _checkpoint(app: FastAPI) -> None:
+    async with db_session(app) as session:
+        await record_checkpoint(session, app.state.runtime.audit_key, utcnow())
+
+
+async def test_an_anomaly_deleted_with_its_events_after_a_checkpoint_is_named(
+    client: httpx.AsyncClient, app: FastAPI, found: dict[str, str]
+) -> None:
+    await _checkpoint(app)
+    assert (await _verify(app)).ok
+    # Someone with database access removes a confirmed finding and its whole history: no
+    # chain is left to show a gap, only the checkpoint remembers it.
+    await _sql(
+        app,
+        delete(AnomalyEvent).where(AnomalyEvent.anomaly_id == found["reviewed"]),
+        delete(Anomaly).where(Anomaly.id == found["reviewed"]),
+    )
+    (problem,) = (await _verify(app)).problems
+    assert (problem.payout_id, problem.owner, problem.kind) == (
+        found["reviewed"],
+        "anomaly",
+        "removed",
+    )
+    assert "the anomaly and its events were deleted since checkpoint" in problem.message
+    answer = (await client.get("/v1/audit/verify")).json()
+    assert [(p["anomaly_id"], p["kind"]) for p in answer["problems"]] == [
+        (found["reviewed"], "removed")
+    ]
+
+
+async def test_a_review_undone_after_a_checkpoint_is_named(
+    app: FastAPI, found: dict[str, str]
+) -> None:
+    detected, reviewed = await _events(app, found["reviewed"])
+    await _checkpoint(app)
+    # The confirmation is erased and the row put back as it was before it: the chain that
+    # is left is whole and matches its row, so only the checkpoint's head shows the loss.
+    async with db_session(app) as session:
+        anomaly = await session.get(Anomaly, found["reviewed"])
+        assert anomaly is not None
+        before_review = {
+            "status": "open",
+            "reviewed_by": None,
+            "reviewed_at": None,
+            "review_comment": None,
+            "last_event_sequence": 1,
+            "last_event_hash": detected.hash,
+            "updated_at": detected.at,
+        }
+    await _sql(
+        app,
+        delete(AnomalyEvent).where(AnomalyEvent.id == reviewed.id),
+        update(Anomaly).where(Anomaly.id == found["reviewed"]).values(**before_review),
+    )
+    (problem,) = (await _verify(app)).problems
+    assert (problem.payout_id, problem.owner, problem.kind, problem.sequence) == (
+        found["reviewed"],
+        "anomaly",
+        "removed",
+        2,
+    )
+
+
+async def test_a_checkpoint_from_before_anomalies_were_recorded_flags_none(
+    app: FastAPI, found: dict[str, str]
+) -> None:
+    await _checkpoint(app)
+    # A checkpoint recorded by a version that kept payout heads only.
+    async with db_session(app) as session:
+        checkpoint = (
+            (await session.execute(select(AuditCheckpoint).order_by(AuditCheckpoint.id.desc())))
+            .scalars()
+            .first()
+        )
+        assert checkpoint is not None
+        assert {found["reviewed"], found["other"]} <= set(checkpoint.heads)
+        payout_heads = {k: v for k, v in checkpoint.heads.items() if not k.startswith("an_")}
+        checkpoint.heads = payout_heads
+        checkpoint.signature = _signature(app.state.runtime.audit_key, _signed_part(checkpoint))
+    report = await _verify(app)
+    assert report.ok, [p.describe() for p in report.problems]

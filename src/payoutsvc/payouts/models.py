@@ -184,8 +184,9 @@ class PayoutEvent(Base):
 
 
 class AuditCheckpoint(Base):
-    """A signed record of every payout's chain head at one moment: what lets verify name
-    payouts and events deleted since (a chain cannot show its own missing tail)."""
+    """A signed record of every payout's and anomaly's chain head at one moment: what lets
+    verify name payouts, anomalies and events deleted since (a chain cannot show its own
+    missing tail)."""
 
     __tablename__ = "audit_checkpoints"
 
@@ -195,7 +196,7 @@ class AuditCheckpoint(Base):
     events: Mapped[int] = mapped_column(Integer)
     # Plain-hash events dated at or after this are forgeries (see audit.py).
     keyed_since: Mapped[datetime] = mapped_column(UtcDateTime())
-    # {payout_id: [last_event_sequence, last_event_hash]}
+    # {payout or anomaly id: [last_event_sequence, last_event_hash]}
     heads: Mapped[dict[str, Any]] = mapped_column(JSON)
     signature: Mapped[str] = mapped_column(String(64))
 

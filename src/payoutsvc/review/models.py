@@ -18,6 +18,11 @@ class AnomalyStatus(StrEnum):
     CONFIRMED = "confirmed"
 
 
+# An anomaly's id is new_id(ANOMALY_ID_PREFIX): "an_…", never mistaken for a payout's "po_…"
+# (audit checkpoints keep both kinds of chain head in one map).
+ANOMALY_ID_PREFIX = "an"
+
+
 class Anomaly(Base):
     """One finding of a detector (review/detectors.py).
 

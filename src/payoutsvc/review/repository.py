@@ -391,6 +391,14 @@ class ReviewRepository:
                 found[event.anomaly_id].append(event)
         return found
 
+    async def chain_heads(self) -> dict[str, tuple[int, str]]:
+        """Every anomaly's chain head (sequence, hash): what an audit checkpoint records
+        beside the payouts' (the ids' prefixes keep the two apart)."""
+        result = await self.session.execute(
+            select(Anomaly.id, Anomaly.last_event_sequence, Anomaly.last_event_hash)
+        )
+        return {aid: (int(sequence), str(head)) for aid, sequence, head in result.all()}
+
     async def events_for(self, anomaly_id: str) -> Sequence[AnomalyEvent]:
         found = await self.session.execute(
             select(AnomalyEvent)

@@ -34,7 +34,7 @@ from payoutsvc.review.detectors import (
     ScanData,
     ThresholdSplitting,
 )
-from payoutsvc.review.models import Anomaly, AnomalyStatus
+from payoutsvc.review.models import ANOMALY_ID_PREFIX, Anomaly, AnomalyStatus
 from payoutsvc.review.repository import ReviewRepository
 from payoutsvc.runtime import Runtime
 from payoutsvc.timestamps import rfc3339
@@ -261,7 +261,7 @@ class ReviewService:
 
     async def _open(self, finding: Finding, now: datetime) -> Anomaly:
         return Anomaly(
-            id=new_id("an", _ms(now)),
+            id=new_id(ANOMALY_ID_PREFIX, _ms(now)),
             kind=finding.kind,
             severity=finding.severity,
             status=AnomalyStatus.OPEN.value,
