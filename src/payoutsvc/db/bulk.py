@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import (
@@ -37,12 +38,15 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeEngine
 
 from payoutsvc.db.base import UtcDateTime
+from payoutsvc.db.signals import CHANNEL, queue_notify_in_statement
 
 __all__ = [
     "BulkInsert",
     "Field",
+    "FoldableWrite",
     "array_parameters",
     "bulk_insert",
+    "folded_writes",
     "one_of",
     "pg_array_type",
     "unnest_of",
@@ -87,23 +91,28 @@ def pg_array_type(column: Column[Any]) -> str:
 Field = str | tuple[str, str]
 
 
-def unnest_of(table: Table, fields: Sequence[Field], *, alias: str = "v") -> str:
+def unnest_of(table: Table, fields: Sequence[Field], *, alias: str = "v", prefix: str = "") -> str:
     """``unnest(CAST(:a AS varchar[]), …) AS v(a, …)`` for ``fields``: the row source of a
-    bulk UPDATE … FROM or INSERT … SELECT; each field is bound as a list of that name."""
+    bulk UPDATE … FROM or INSERT … SELECT; each field is bound as a list of that name
+    (``prefix`` + name: see :class:`FoldableWrite`)."""
     pairs = [(f, f) if isinstance(f, str) else f for f in fields]
     casts = ", ".join(
-        f"CAST(:{name} AS {pg_array_type(table.c[column])}[])" for name, column in pairs
+        f"CAST(:{prefix}{name} AS {pg_array_type(table.c[column])}[])" for name, column in pairs
     )
     return f"unnest({casts}) AS {alias}({', '.join(name for name, _ in pairs)})"
+
+
+def _bulk_insert_sql(table: Table, names: Sequence[str], suffix: str = "", prefix: str = "") -> str:
+    return (
+        f"INSERT INTO {table.name} ({', '.join(names)}) "  # noqa: S608  (names from the Table)
+        f"SELECT * FROM {unnest_of(table, names, prefix=prefix)} {suffix}"
+    )
 
 
 def bulk_insert(table: Table, names: Sequence[str], *, suffix: str = "") -> TextClause:
     """``INSERT INTO table (names) SELECT * FROM unnest(…)`` plus ``suffix`` (an ON
     CONFLICT or RETURNING clause)."""
-    return text(
-        f"INSERT INTO {table.name} ({', '.join(names)}) "  # noqa: S608  (names from the Table)
-        f"SELECT * FROM {unnest_of(table, names)} {suffix}"
-    )
+    return text(_bulk_insert_sql(table, names, suffix))
 
 
 def array_parameters(
@@ -147,14 +156,74 @@ def _shape(table: Table, fields: tuple[Field, ...]) -> _Shape:
     return _Shape(table, fields)
 
 
+# -- folding writes into one statement (PostgreSQL) ------------------------------------------
+_FOLD = "payoutsvc.folded_writes"  # session.info key: the writes waiting for the fold's end
+
+
+class FoldableWrite:
+    """A PostgreSQL write over array parameters whose SQL is rendered with a bind prefix, so
+    that inside :func:`folded_writes` it waits and runs in one statement with the others
+    (each as a data-modifying ``WITH`` part under its own prefix); outside, at once. Built
+    once (module level): each prefix's text is rendered once."""
+
+    def __init__(self, render: Callable[[str], str]) -> None:
+        self._render = functools.cache(render)
+        self._direct = text(render(""))
+
+    async def run(self, session: AsyncSession, parameters: Mapping[str, Any]) -> None:
+        waiting: list[tuple[str, dict[str, Any]]] | None = session.info.get(_FOLD)
+        if waiting is None:
+            await session.execute(self._direct, dict(parameters))
+            return
+        prefix = f"w{len(waiting)}_"
+        waiting.append((self._render(prefix), {prefix + k: v for k, v in parameters.items()}))
+
+
+@asynccontextmanager
+async def folded_writes(session: AsyncSession) -> AsyncIterator[None]:
+    """On PostgreSQL, the :class:`FoldableWrite` writes made in the block (bulk inserts, the
+    idempotency answer) and the transaction's wake-up NOTIFYs run as one statement when the
+    block ends, one round trip instead of one each. The block must not read what it writes
+    (nothing has run until it ends); all parts see the snapshot from before the statement,
+    and foreign keys between them are checked at its end. SQLite: each write runs at once."""
+    if session.get_bind().dialect.name != "postgresql":
+        yield
+        return
+    waiting: list[tuple[str, dict[str, Any]]] = []
+    session.info[_FOLD] = waiting
+    try:
+        yield
+    finally:
+        del session.info[_FOLD]
+    names = queue_notify_in_statement(session)
+    if not waiting and not names:
+        return
+    parameters: dict[str, Any] = {"fold_channel": CHANNEL, "fold_names": names}
+    for _, part in waiting:
+        parameters.update(part)
+    await session.execute(_folded_statement(tuple(sql for sql, _ in waiting)), parameters)
+
+
+@functools.lru_cache(maxsize=64)
+def _folded_statement(parts: tuple[str, ...]) -> TextClause:
+    # Data-modifying WITH parts run whether or not the main query reads them.
+    with_parts = ", ".join(f"w{n} AS ({sql})" for n, sql in enumerate(parts))
+    notify = (
+        "SELECT pg_notify(:fold_channel, name) FROM unnest(CAST(:fold_names AS text[])) AS name"
+    )
+    # The parts are our own SQL texts (BulkInsert, FoldableWrite), never input.
+    return text(f"WITH {with_parts} {notify}" if parts else notify)
+
+
 class BulkInsert:
     """One INSERT of many rows into ``table``'s ``names`` columns, built once (module level)
-    in both forms: building or cache-keying a statement per call costs more than it runs."""
+    in both forms: building or cache-keying a statement per call costs more than it runs.
+    On PostgreSQL it folds into :func:`folded_writes`."""
 
     def __init__(self, table: Table, names: Sequence[str]) -> None:
         self.table = table
         self.names = tuple(names)
-        self.postgres = bulk_insert(table, self.names)
+        self.postgres = FoldableWrite(functools.partial(_bulk_insert_sql, table, self.names, ""))
         self.sqlite = insert(table)
 
     async def run(self, session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -162,7 +231,7 @@ class BulkInsert:
         if not rows:
             return
         if session.get_bind().dialect.name == "postgresql":
-            await session.execute(self.postgres, array_parameters(self.table, self.names, rows))
+            await self.postgres.run(session, array_parameters(self.table, self.names, rows))
         else:
             # Callers pass exactly the table's columns; a stray key fails loudly here.
             await session.execute(self.sqlite, list(rows))

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import NullPool
 
-from payoutsvc.db.signals import Signals, notify_others, take_pending
+from payoutsvc.db.signals import Signals, notify_others, take_pending, take_queued
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -110,6 +110,7 @@ class Database:
                 signals = take_pending(session)
                 if signals and self.is_postgres:
                     await notify_others(session, signals)
+                signals |= take_queued(session)
             if signals:
                 self.signals.fire(signals)
 

@@ -32,6 +32,7 @@ log = structlog.get_logger(__name__)
 
 CHANNEL = "payoutsvc_signals"
 _PENDING = "payoutsvc.signals"  # session.info key: names to announce once it commits
+_QUEUED = "payoutsvc.signals.queued"  # names whose NOTIFY is already queued in the transaction
 _NOTIFY = text("SELECT pg_notify(:channel, :name)")
 # The longest an idle loop waits between looks of its own while wake-ups can reach it: how
 # late a retry or an expired lease is noticed, or work whose wake-up got lost.
@@ -47,6 +48,20 @@ def signal_on_commit(session: AsyncSession, name: str) -> None:
 
 def take_pending(session: AsyncSession) -> set[str]:
     names: set[str] = session.info.pop(_PENDING, set())
+    return names
+
+
+def queue_notify_in_statement(session: AsyncSession) -> list[str]:
+    """The pending wake-ups, for a statement that queues their NOTIFY itself (db/bulk.py
+    ``folded_writes``): the commit then fires them in this process without notifying again."""
+    names = take_pending(session)
+    session.info.setdefault(_QUEUED, set()).update(names)
+    return sorted(names)
+
+
+def take_queued(session: AsyncSession) -> set[str]:
+    """The wake-ups whose NOTIFY a statement already queued (:func:`queue_notify_in_statement`)."""
+    names: set[str] = session.info.pop(_QUEUED, set())
     return names
 
 

@@ -6,7 +6,9 @@ Hot paths use Core statements (one round trip each, no unit-of-work flush).
 from __future__ import annotations
 
 import builtins
+import functools
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
@@ -26,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import TextClause
 
 from payoutsvc.db.base import UtcDateTime
-from payoutsvc.db.bulk import one_of
+from payoutsvc.db.bulk import BulkInsert, FoldableWrite, folded_writes, one_of, unnest_of
 from payoutsvc.db.locks import advisory_lock_id
 from payoutsvc.db.signals import signal_on_commit
 from payoutsvc.payouts.models import (
@@ -154,6 +156,24 @@ _COMPLETE_KEY = (
 )
 
 
+# PostgreSQL: the answers over arrays, one statement that can fold into the create's last
+# one (db/bulk.py folded_writes); SQLite: the executemany above.
+_COMPLETE_KEYS_POSTGRES = FoldableWrite(
+    lambda p: (
+        f"UPDATE idempotency_keys AS k SET response_status = v.response_status, "  # noqa: S608
+        f"response_body = v.response_body FROM "
+        f"{unnest_of(_IDEMPOTENCY, ('key', 'response_status', 'response_body'), prefix=p)} "
+        f"WHERE k.integration_id = :{p}integration_id AND k.key = v.key"
+    )
+)
+
+
+@functools.cache
+def _insert_payouts_postgres(names: tuple[str, ...]) -> BulkInsert:
+    """The payouts insert for rows with these columns (a create's, a batch item's)."""
+    return BulkInsert(_PAYOUTS, names)
+
+
 class PayoutRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -161,6 +181,10 @@ class PayoutRepository:
     @property
     def is_postgres(self) -> bool:
         return self.session.get_bind().dialect.name == "postgresql"
+
+    def folded_writes(self) -> AbstractAsyncContextManager[None]:
+        """The bulk writes of the block in one statement at its end (db/bulk.py)."""
+        return folded_writes(self.session)
 
     # -- idempotency -----------------------------------------------------------------------
     async def get_idempotency(self, integration_id: str, key: str) -> IdempotencyRecord | None:
@@ -231,6 +255,17 @@ class PayoutRepository:
         """Store the answers (key, status, body) of claimed keys (one executemany)."""
         if not answers:
             return
+        if self.is_postgres:
+            await _COMPLETE_KEYS_POSTGRES.run(
+                self.session,
+                {
+                    "integration_id": integration_id,
+                    "key": [k for k, _, _ in answers],
+                    "response_status": [s for _, s, _ in answers],
+                    "response_body": [b for _, _, b in answers],
+                },
+            )
+            return
         await self.session.execute(
             _COMPLETE_KEY,
             [
@@ -252,7 +287,10 @@ class PayoutRepository:
         # Many rows are one executemany (multi-row INSERTs on PostgreSQL).
         if not rows:
             return
-        await self.session.execute(_INSERT_PAYOUT, list(rows))
+        if self.is_postgres:
+            await _insert_payouts_postgres(tuple(rows[0])).run(self.session, rows)
+        else:
+            await self.session.execute(_INSERT_PAYOUT, list(rows))
         if any(values["next_attempt_at"] is not None for values in rows):
             signal_on_commit(self.session, PAYOUTS_DUE)
 

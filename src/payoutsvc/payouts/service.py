@@ -188,11 +188,15 @@ class PayoutService:
             return await self._unclaimed_answer(integration_id, key, fingerprint)
         checked = self._policy_request(body, credential, requester)
         outcome = await self._plan_payout(integration_id, key, body, checked, now)
-        await self._insert_payouts([outcome] if isinstance(outcome, NewPayout) else [])
         response = outcome.response if isinstance(outcome, NewPayout) else outcome
-        await self.repo.complete_idempotency_keys(
-            integration_id, [(key, response.status_code, response.stored_json())]
-        )
+        # The writes after the counters' row locks, in one round trip (PostgreSQL): the
+        # locks are held until commit, so the fewer round trips the more payouts per second
+        # one requester gets.
+        async with self.repo.folded_writes():
+            await self._insert_payouts([outcome] if isinstance(outcome, NewPayout) else [])
+            await self.repo.complete_idempotency_keys(
+                integration_id, [(key, response.status_code, response.stored_json())]
+            )
         return response
 
     async def create_many(
@@ -253,8 +257,9 @@ class PayoutService:
                     outcome = outcome.response
                 answers[index] = outcome
                 completed.append((key, outcome.status_code, outcome.stored_json()))
-            await self._insert_payouts(planned)
-            await self.repo.complete_idempotency_keys(integration_id, completed)
+            async with self.repo.folded_writes():
+                await self._insert_payouts(planned)
+                await self.repo.complete_idempotency_keys(integration_id, completed)
         finally:
             in_flight.difference_update(flights)
         return [answer for answer in answers if answer is not None]
