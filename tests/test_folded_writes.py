@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from payoutsvc.db.base import utcnow
 from payoutsvc.db.engine import Database
@@ -46,8 +47,16 @@ async def db(database_url: str) -> Any:
     await database.dispose()
 
 
-def _statements(db: Database) -> list[str]:
+async def _statements(db: Database, session: AsyncSession) -> list[str]:
+    """Every statement sent to the database from now on in this session: asyncpg's query
+    logger on PostgreSQL (it also sees what runs on the driver connection, db/driver.py),
+    the engine's events on SQLite."""
     seen: list[str] = []
+    if db.is_postgres:
+        raw = await (await session.connection()).get_raw_connection()
+        assert raw.driver_connection is not None
+        raw.driver_connection.add_query_logger(lambda record: seen.append(record.query))
+        return seen
 
     @event.listens_for(db.write_engine.sync_engine, "before_cursor_execute")
     def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
@@ -58,17 +67,19 @@ def _statements(db: Database) -> list[str]:
 
 async def test_the_folded_writes_run_once_at_the_end_and_wake_everyone(db: Database) -> None:
     woken = db.signals.subscribe("fold-test")
-    seen = _statements(db)
     async with db.transaction() as session:
         repo = PayoutRepository(session)
         await _claim(repo, "k1", "k2")
+        seen = await _statements(db, session)
         before = len(seen)
         async with repo.folded_writes():
             await repo.complete_idempotency_keys("int_fold", [("k1", 201, '{"a": 1}')])
             await repo.complete_idempotency_keys("int_fold", [("k2", 422, '{"b": 2}')])
             signal_on_commit(session, "fold-test")
             if repo.is_postgres:
+                await asyncio.sleep(0)
                 assert len(seen) == before  # nothing has run yet
+        await asyncio.sleep(0)  # asyncpg calls its query loggers soon, not at once
         written = seen[before:]
     if repo.is_postgres:
         # Both answers and the NOTIFY in one statement; the commit notifies nobody again.

@@ -38,6 +38,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeEngine
 
 from payoutsvc.db.base import UtcDateTime
+from payoutsvc.db.driver import DriverStatement
 from payoutsvc.db.signals import CHANNEL, queue_notify_in_statement
 
 __all__ = [
@@ -201,18 +202,18 @@ async def folded_writes(session: AsyncSession) -> AsyncIterator[None]:
     parameters: dict[str, Any] = {"fold_channel": CHANNEL, "fold_names": names}
     for _, part in waiting:
         parameters.update(part)
-    await session.execute(_folded_statement(tuple(sql for sql, _ in waiting)), parameters)
+    await _folded_statement(tuple(sql for sql, _ in waiting)).fetch(session, parameters)
 
 
 @functools.lru_cache(maxsize=64)
-def _folded_statement(parts: tuple[str, ...]) -> TextClause:
+def _folded_statement(parts: tuple[str, ...]) -> DriverStatement:
     # Data-modifying WITH parts run whether or not the main query reads them.
     with_parts = ", ".join(f"w{n} AS ({sql})" for n, sql in enumerate(parts))
     notify = (
         "SELECT pg_notify(:fold_channel, name) FROM unnest(CAST(:fold_names AS text[])) AS name"
     )
     # The parts are our own SQL texts (BulkInsert, FoldableWrite), never input.
-    return text(f"WITH {with_parts} {notify}" if parts else notify)
+    return DriverStatement(text(f"WITH {with_parts} {notify}" if parts else notify))
 
 
 class BulkInsert:

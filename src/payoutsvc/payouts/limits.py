@@ -28,6 +28,7 @@ from sqlalchemy import (
     false,
     func,
     literal,
+    literal_column,
     or_,
     select,
     table,
@@ -36,6 +37,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payoutsvc.db.base import UtcDateTime
+from payoutsvc.db.driver import DriverStatement
 from payoutsvc.operators.models import Operator
 from payoutsvc.payouts.models import Payout
 from payoutsvc.payouts.status import NOT_COUNTED_FOR_LIMITS
@@ -88,7 +90,8 @@ def _count_in_parameters(rows: Sequence[CounterDelta]) -> dict[str, Any]:
     return parameters
 
 
-_COUNT_IN = _upsert(4, returning=True)  # a new payout's four rows (PayoutRequest.limit_counters)
+# A new payout's four rows (PayoutRequest.limit_counters).
+_COUNT_IN = DriverStatement(_upsert(4, returning=True))
 _ADJUST_ONE = _upsert(1, returning=False)  # executemany, for any number of rows
 _RELEASED = select(
     Payout.requested_by,
@@ -144,7 +147,9 @@ def _duplicate() -> ColumnElement[bool]:
         Payout.amount_minor == bindparam("amount_minor", type_=BigInteger()),
         Payout.currency == bindparam("currency", type_=String()),
         Payout.created_at >= bindparam("duplicate_since", type_=UtcDateTime()),
-        Payout.status.not_in(_NOT_COUNTED),
+        # Inline constants, not an expanding parameter: the statement is compiled once
+        # (db/driver.py) and a list parameter would be rendered per call.
+        Payout.status.not_in([literal_column(f"'{status}'") for status in _NOT_COUNTED]),
     )
 
 
@@ -212,7 +217,9 @@ def _facts_statement(*, with_duplicate: bool, with_totals: bool) -> Select[Any]:
 
 
 _FACTS = {
-    (duplicate, totals): _facts_statement(with_duplicate=duplicate, with_totals=totals)
+    (duplicate, totals): DriverStatement(
+        _facts_statement(with_duplicate=duplicate, with_totals=totals)
+    )
     for duplicate in (False, True)
     for totals in (False, True)
 }
@@ -247,7 +254,7 @@ class LimitsRepository:
         if duplicate_since is not None:
             params["duplicate_since"] = duplicate_since
             params["amount_minor"] = request.amount_minor
-        row = (await self.session.execute(statement, params)).one()
+        [row] = await statement.fetch(self.session, params)
         return RequestFacts(
             requester_role=row[0],
             requester_disabled=bool(row[1]),
@@ -282,8 +289,8 @@ class LimitsRepository:
         The duplicate fact was read before the lock: a like payout (same ticket, currency)
         that committed or was in flight meanwhile changed the ticket's count, which the
         upsert waited for; then the check is asked again, now serialised by the lock."""
-        result = await self.session.execute(_COUNT_IN, _count_in_parameters(rows))
-        after = {(r[0], r[1]): (int(r[2]), int(r[3])) for r in result.all()}
+        result = await _COUNT_IN.fetch(self.session, _count_in_parameters(rows))
+        after = {(r[0], r[1]): (int(r[2]), int(r[3])) for r in result}
         amount, currency = request.amount_minor, request.currency
         ticket_payouts = after["ticket", currency][0] - 1
         counted = replace(

@@ -161,8 +161,10 @@ _COMPLETE_KEY = (
 # while the table was small seq-scans it and stays cached as it grows (measured: 1 -> 3 ms
 # per create over a few thousand payouts).
 _COMPLETE_KEY_POSTGRES = FoldableWrite(
-    lambda p: f"UPDATE idempotency_keys SET response_status = :{p}status, "  # noqa: S608
-    f"response_body = :{p}body WHERE integration_id = :{p}integration_id AND key = :{p}key"
+    lambda p: (
+        f"UPDATE idempotency_keys SET response_status = :{p}status, "  # noqa: S608
+        f"response_body = :{p}body WHERE integration_id = :{p}integration_id AND key = :{p}key"
+    )
 )
 
 
