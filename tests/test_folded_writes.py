@@ -110,3 +110,23 @@ async def test_a_failure_inside_the_block_writes_nothing(db: Database) -> None:
     async with db.transaction(write=False) as session:
         count = await session.execute(select(func.count()).select_from(IdempotencyRecord))
         assert count.scalar_one() == 1
+
+
+async def test_a_first_statement_on_the_driver_connection_is_inside_the_transaction(
+    db: Database,
+) -> None:
+    """The claim is a create's first statement and runs on the driver connection
+    (db/driver.py), which must begin the session's transaction first: rolled back with it,
+    never committed on its own."""
+
+    async def claim_then_crash() -> None:
+        async with db.transaction() as session:
+            await _claim(PayoutRepository(session), "k1")
+            raise RuntimeError("crash after the claim")
+
+    with pytest.raises(RuntimeError):
+        await claim_then_crash()
+    assert await _keys(db) == {}
+    async with db.transaction() as session:
+        await _claim(PayoutRepository(session), "k1")
+    assert await _keys(db) == {"k1": (0, "")}

@@ -8,9 +8,9 @@ compiles a statement once (``$n`` placeholders, the order of its bind names) and
 sees and is part of the same transaction; asyncpg prepares it once per connection.
 
 Only for statements whose parameters need no SQLAlchemy bind processing (strings, integers,
-aware datetimes, lists of those) and whose results need none (scalars). SQLite, and a
-session whose transaction has not begun on the database yet, take the ordinary path: the
-result rows are the same either way (``Row`` or ``asyncpg.Record``, both indexable).
+aware datetimes, lists of those) and whose results need none (scalars). SQLite takes the
+ordinary path: the result rows are the same either way (``Row`` or ``asyncpg.Record``, both
+indexable).
 """
 
 from __future__ import annotations
@@ -65,14 +65,25 @@ class DriverStatement:
 
 
 async def _driver_in_transaction(session: AsyncSession) -> Any:
-    """The asyncpg connection of the session's transaction, or None (SQLite; or no statement
-    has run yet, so SQLAlchemy has not sent BEGIN: a statement sent now would commit on its
-    own, outside the transaction)."""
+    """The asyncpg connection of the session's transaction, or None: SQLite, or a transaction
+    that could not be made to begin on the database (a statement sent outside it would
+    commit on its own)."""
     if session.get_bind().dialect.name != "postgresql" or not session.in_transaction():
         return None
     connection = await session.connection()
     raw = await connection.get_raw_connection()
     driver = raw.driver_connection
-    if driver is None or not driver.is_in_transaction():
+    if driver is None:
         return None
+    if not driver.is_in_transaction():
+        # No statement has run yet: SQLAlchemy's asyncpg adapter sends BEGIN before its first
+        # statement, and commits or rolls back only a transaction it began; so begin it the
+        # way it would. Its method is not public API: without it, the ordinary path.
+        adapted = raw.dbapi_connection
+        begin = getattr(adapted, "_start_transaction", None)
+        if begin is None or getattr(adapted, "_transaction", False) is not None:
+            return None
+        await begin()
+        if not driver.is_in_transaction():
+            return None
     return driver

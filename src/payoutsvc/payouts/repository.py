@@ -29,6 +29,7 @@ from sqlalchemy.sql.elements import TextClause
 
 from payoutsvc.db.base import UtcDateTime
 from payoutsvc.db.bulk import BulkInsert, FoldableWrite, folded_writes, one_of
+from payoutsvc.db.driver import DriverStatement
 from payoutsvc.db.locks import advisory_lock_id
 from payoutsvc.db.signals import signal_on_commit
 from payoutsvc.payouts.models import (
@@ -134,11 +135,15 @@ _CLAIM_KEY_POSTGRES = _claim_key_statement(
     "pg_try_advisory_xact_lock(:lock_id) AND pg_advisory_xact_lock_shared(:policy_lock) IS NOT NULL"
 )
 # Many keys at once (a batch's items): each row takes its own key's advisory lock.
-_CLAIM_KEYS_POSTGRES = _claim_key_statement(
-    "pg_try_advisory_xact_lock(v.lock_id)"
-    " AND pg_advisory_xact_lock_shared(:policy_lock) IS NOT NULL",
-    "FROM unnest(CAST(:keys AS varchar[]), CAST(:request_hashes AS varchar[]),"
-    " CAST(:lock_ids AS bigint[])) AS v(key, request_hash, lock_id)",
+# A create's first statement: on the driver connection (db/driver.py), which begins the
+# transaction.
+_CLAIM_KEYS_POSTGRES = DriverStatement(
+    _claim_key_statement(
+        "pg_try_advisory_xact_lock(v.lock_id)"
+        " AND pg_advisory_xact_lock_shared(:policy_lock) IS NOT NULL",
+        "FROM unnest(CAST(:keys AS varchar[]), CAST(:request_hashes AS varchar[]),"
+        " CAST(:lock_ids AS bigint[])) AS v(key, request_hash, lock_id)",
+    )
 )
 _POLICY_LOCK_ID = advisory_lock_id(*POLICY_WRITE_LOCK)
 _CLAIM_KEY_SQLITE = _claim_key_statement("1 = 1")
@@ -246,8 +251,7 @@ class PayoutRepository:
             "expires_at": expires_at,
             "policy_lock": _POLICY_LOCK_ID,
         }
-        result = await self.session.execute(_CLAIM_KEYS_POSTGRES, params)
-        return {str(row[0]) for row in result.all()}
+        return {str(row[0]) for row in await _CLAIM_KEYS_POSTGRES.fetch(self.session, params)}
 
     async def complete_idempotency_keys(
         self, integration_id: str, answers: Sequence[tuple[str, int, str]]
