@@ -150,6 +150,20 @@ async def test_a_payout_is_one_trace_from_request_to_webhook(
     in_executor = [s for s in statements if execute in ancestors(s, index)]
     assert in_request
     assert in_executor
+    # The create's statements too, those that run on the driver connection untraced
+    # (db/driver.py) included: the claim, the facts, the counters, the folded writes.
+    [create] = [
+        s
+        for s in spans
+        if s.kind is SpanKind.SERVER
+        and s.attributes
+        and s.attributes.get("http.request.method") == "POST"
+        and str(s.attributes.get("http.route", "")).endswith("/payouts")
+    ]
+    in_create = [s for s in statements if create in ancestors(s, index)]
+    texts = " ".join(str((s.attributes or {}).get("db.statement", s.name)) for s in in_create)
+    for statement in ("INSERT INTO idempotency_keys", "INSERT INTO limit_counters"):
+        assert statement in texts, texts[:500]
 
     # The approve request's log lines carry its trace id.
     lines = [r.msg for r in caplog.records if isinstance(r.msg, dict)]

@@ -39,6 +39,7 @@ from fastapi.telemetry import TelemetryConfig
 
 from payoutsvc import __version__
 from payoutsvc.config import Settings
+from payoutsvc.db.driver import keep_statements_observable
 
 if TYPE_CHECKING:  # imported for real only when tracing is on
     from opentelemetry.context import Context
@@ -87,6 +88,8 @@ class Tracing:
         usage = NoOpMeterProvider().get_meter(__name__).create_up_down_counter("unused")
         for engine in {id(e): e for e in (db.write_engine, db.read_engine)}.values():
             EngineTracer(self.tracer, engine.sync_engine, usage)  # type: ignore[no-untyped-call]  # the library leaves it unannotated
+            # The hot statements on the driver connection would escape the spans.
+            self._undo.append(keep_statements_observable(engine.sync_engine))
         self._undo.append(EngineTracer.remove_all_event_listeners)
 
     def instrument_http_clients(self) -> None:

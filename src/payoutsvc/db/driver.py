@@ -7,7 +7,9 @@ compiles a statement once (``$n`` placeholders, the order of its bind names) and
 ``asyncpg.Connection.fetch`` on the connection the session's transaction is using, so it
 sees and is part of the same transaction; asyncpg prepares it once per connection.
 
-Only for statements whose parameters need no SQLAlchemy bind processing (strings, integers,
+An engine that tracing instruments (``keep_statements_observable``) keeps the ordinary
+path, so that every statement is still a span. Only for statements whose parameters need no
+SQLAlchemy bind processing (strings, integers,
 aware datetimes, lists of those) and whose results need none (scalars). SQLite takes the
 ordinary path: the result rows are the same either way (``Row`` or ``asyncpg.Record``, both
 indexable).
@@ -15,18 +17,29 @@ indexable).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import weakref
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Executable
+from sqlalchemy import Engine, Executable
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.engine.interfaces import Compiled
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ClauseElement
 
-__all__ = ["DriverStatement"]
+__all__ = ["DriverStatement", "keep_statements_observable"]
 
 _DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
+# Engines whose statements must all pass through SQLAlchemy (tracing.py: its spans come
+# from SQLAlchemy's events, which a statement on the driver connection never raises).
+_OBSERVED: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def keep_statements_observable(engine: Engine) -> Callable[[], None]:
+    """Run every :class:`DriverStatement` on ``engine`` through the session, as tracing
+    needs; returns the undo."""
+    _OBSERVED.add(engine)
+    return lambda: _OBSERVED.discard(engine)
 
 
 class DriverStatement:
@@ -68,7 +81,8 @@ async def _driver_in_transaction(session: AsyncSession) -> Any:
     """The asyncpg connection of the session's transaction, or None: SQLite, or a transaction
     that could not be made to begin on the database (a statement sent outside it would
     commit on its own)."""
-    if session.get_bind().dialect.name != "postgresql" or not session.in_transaction():
+    bind = session.get_bind()
+    if bind.dialect.name != "postgresql" or bind in _OBSERVED or not session.in_transaction():
         return None
     connection = await session.connection()
     raw = await connection.get_raw_connection()
