@@ -7,12 +7,11 @@ compiles a statement once (``$n`` placeholders, the order of its bind names) and
 ``asyncpg.Connection.fetch`` on the connection the session's transaction is using, so it
 sees and is part of the same transaction; asyncpg prepares it once per connection.
 
-An engine that tracing instruments (``keep_statements_observable``) keeps the ordinary
-path, so that every statement is still a span. Only for statements whose parameters need no
-SQLAlchemy bind processing (strings, integers,
-aware datetimes, lists of those) and whose results need none (scalars). SQLite takes the
-ordinary path: the result rows are the same either way (``Row`` or ``asyncpg.Record``, both
-indexable).
+Only for statements whose parameters need no SQLAlchemy bind processing (strings,
+integers, aware datetimes, lists of those) and whose results need none (scalars). SQLite,
+and an engine that tracing instruments (``keep_statements_observable``: every statement must
+stay a span), take the ordinary path; the result rows are the same either way (``Row`` or
+``asyncpg.Record``, both indexable).
 """
 
 from __future__ import annotations
@@ -33,6 +32,8 @@ _DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
 # Engines whose statements must all pass through SQLAlchemy (tracing.py: its spans come
 # from SQLAlchemy's events, which a statement on the driver connection never raises).
 _OBSERVED: weakref.WeakSet[Engine] = weakref.WeakSet()
+# session.info key: (the session's transaction, its asyncpg connection).
+_DRIVER = "payoutsvc.driver_connection"
 
 
 def keep_statements_observable(engine: Engine) -> Callable[[], None]:
@@ -84,6 +85,18 @@ async def _driver_in_transaction(session: AsyncSession) -> Any:
     bind = session.get_bind()
     if bind.dialect.name != "postgresql" or bind in _OBSERVED or not session.in_transaction():
         return None
+    # Looked up once per transaction: finding it costs two greenlet hops (~35 us).
+    transaction = session.sync_session.get_transaction()
+    cached = session.info.get(_DRIVER)
+    if cached is not None and cached[0] is transaction and cached[1].is_in_transaction():
+        return cached[1]
+    driver = await _begun_driver(session)
+    if driver is not None:
+        session.info[_DRIVER] = (transaction, driver)
+    return driver
+
+
+async def _begun_driver(session: AsyncSession) -> Any:
     connection = await session.connection()
     raw = await connection.get_raw_connection()
     driver = raw.driver_connection

@@ -51,7 +51,6 @@ PAYOUTS_DUE = "payouts-due"
 
 _PAYOUTS = cast(Table, Payout.__table__)
 _APPROVALS = cast(Table, PayoutApproval.__table__)
-_INSERT_PAYOUT = insert(_PAYOUTS)
 _COLUMN_ATTRS = tuple(inspect(Payout).column_attrs)
 
 
@@ -134,9 +133,9 @@ def _claim_key_statement(guard: str, source: str = "") -> TextClause:
 _CLAIM_KEY_POSTGRES = _claim_key_statement(
     "pg_try_advisory_xact_lock(:lock_id) AND pg_advisory_xact_lock_shared(:policy_lock) IS NOT NULL"
 )
-# Many keys at once (a batch's items): each row takes its own key's advisory lock.
-# A create's first statement: on the driver connection (db/driver.py), which begins the
-# transaction.
+# Many keys at once (a batch's items, or a create's one): each row takes its own key's
+# advisory lock. A create's first statement, so it runs on the driver connection
+# (db/driver.py), which begins the transaction.
 _CLAIM_KEYS_POSTGRES = DriverStatement(
     _claim_key_statement(
         "pg_try_advisory_xact_lock(v.lock_id)"
@@ -174,7 +173,7 @@ _COMPLETE_KEY_POSTGRES = FoldableWrite(
 
 
 @functools.cache
-def _insert_payouts_postgres(names: tuple[str, ...]) -> BulkInsert:
+def _insert_payouts(names: tuple[str, ...]) -> BulkInsert:
     """The payouts insert for rows with these columns (a create's, a batch item's)."""
     return BulkInsert(_PAYOUTS, names)
 
@@ -283,15 +282,12 @@ class PayoutRepository:
 
     # -- payouts ---------------------------------------------------------------------------
     async def insert_payouts(self, rows: Sequence[PayoutColumns]) -> None:
-        # A Core insert with the values as parameters compiles once and is reused; building
-        # `insert(Payout).values(**values)` per call re-derives its cache key every time.
-        # Many rows are one executemany (multi-row INSERTs on PostgreSQL).
+        # One statement for any number of rows, built once per set of columns (db/bulk.py):
+        # over arrays on PostgreSQL, where it folds into folded_writes; an executemany on
+        # SQLite.
         if not rows:
             return
-        if self.is_postgres:
-            await _insert_payouts_postgres(tuple(rows[0])).run(self.session, rows)
-        else:
-            await self.session.execute(_INSERT_PAYOUT, list(rows))
+        await _insert_payouts(tuple(rows[0])).run(self.session, rows)
         if any(values["next_attempt_at"] is not None for values in rows):
             signal_on_commit(self.session, PAYOUTS_DUE)
 
