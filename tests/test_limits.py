@@ -12,13 +12,18 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from unittest.mock import patch
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from limits.aio.storage import MemoryStorage
+from limits.aio.strategies import MovingWindowRateLimiter
 
 from payoutsvc.main import create_app
-from payoutsvc.ratelimit import RateLimiter, burst_item
+from payoutsvc.ratelimit import ProcessWindows, RateLimiter, burst_item
 from tests.api_support import assert_problem, post_payout
 from tests.conftest import ADMIN_KEY, make_settings
 from tests.helpers import new_integration_client, payout_body
@@ -267,3 +272,46 @@ async def test_a_burst_of_parallel_requests_cannot_outrun_the_budget(database_ur
     assert all(
         json.loads(a.text)["code"] == "rate_limited" for a in answers if a.status_code == 429
     )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["hit", "peek"]),
+            st.sampled_from(["key_a", "key_b"]),
+            st.floats(min_value=0, max_value=1.5),
+        ),
+        max_size=60,
+    )
+)
+def test_process_windows_answer_as_the_limits_memory_storage(
+    steps: list[tuple[str, str, float]],
+) -> None:
+    """The in-process windows (ratelimit.ProcessWindows) give every hit and every peek the
+    same verdict, remaining count and reset time as `limits`' own memory storage, whose
+    windows they replace because that one trims them in a thread after every hit."""
+    clock = [1_000_000.0]
+    item = burst_item("3/second", 4)  # 4 per 2 s: windows fill and drain within a run
+    ours = MovingWindowRateLimiter(ProcessWindows())
+    theirs = MovingWindowRateLimiter(MemoryStorage())
+
+    async def run() -> None:
+        for action, key, pause in steps:
+            clock[0] += pause
+            if action == "hit":
+                assert await ours.hit(item, key) == await theirs.hit(item, key)
+            mine, original = (
+                await ours.get_window_stats(item, key),
+                await theirs.get_window_stats(item, key),
+            )
+            assert mine.remaining == original.remaining
+            if mine.remaining < item.amount:
+                assert mine.reset_time == original.reset_time
+            else:
+                # An empty window resets a window from now, as the original says of a key
+                # it never saw (of one whose entries all expired it names a past time).
+                assert mine.reset_time == clock[0] + item.get_expiry()
+
+    with patch("time.time", lambda: clock[0]):
+        asyncio.run(run())
