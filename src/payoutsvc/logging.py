@@ -7,6 +7,7 @@ import logging
 import sys
 from typing import Any
 
+import orjson
 import structlog
 
 from payoutsvc.config import Settings
@@ -20,6 +21,12 @@ def _drop_secrets(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[
         if key.lower() in _SECRET_KEYS:
             event_dict[key] = "[redacted]"
     return event_dict
+
+
+def _json_line(event_dict: dict[str, Any], **options: Any) -> str:
+    """structlog's JSONRenderer serializer: orjson (``default`` is structlog's fallback,
+    the repr of what JSON cannot hold)."""
+    return orjson.dumps(event_dict, default=options.get("default")).decode()
 
 
 def configure_logging(settings: Settings) -> None:
@@ -40,7 +47,7 @@ def configure_logging(settings: Settings) -> None:
 
         shared.insert(1, add_trace_ids)
     renderer: Any = (
-        structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer(serializer=_json_line)
         if use_json
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )

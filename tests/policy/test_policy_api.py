@@ -19,11 +19,12 @@ from payoutsvc.db.engine import Database
 from payoutsvc.main import create_app
 from payoutsvc.policy.document import DEFAULT_POLICY_DOCUMENT, parse_policy_document
 from payoutsvc.policy.models import PolicyVersion
+from payoutsvc.policy.repository import PolicyRepository
 from payoutsvc.policy.router import DUAL_APPROVAL_EXAMPLE
 from payoutsvc.policy.service import ensure_initial_policy
 from tests.conftest import ADMIN_KEY, make_settings
 from tests.helpers import new_integration_client, request_as
-from tests.policy.support import TEST_POLICY, body, db, policy, setup_world
+from tests.policy.support import TEST_POLICY, body, db, policy, setup_world, use_policy
 
 BUILT_IN_APPROVALS = {"approvals": {"require_operator_key": True}}
 # A PUT without a review section gets the built-in thresholds (review/detectors.py).
@@ -259,3 +260,31 @@ def _admin(app: FastAPI) -> httpx.AsyncClient:
         base_url="http://testserver",
         headers={"Authorization": f"Bearer {ADMIN_KEY}"},
     )
+
+
+async def test_a_replica_deciding_under_a_stale_day_counts_the_payout_under_the_new_one(
+    app: FastAPI, client: httpx.AsyncClient, settings: Settings
+) -> None:
+    """A replica caches the policy; a PUT elsewhere moves the policy day (its timezone). The
+    replica's next payout is counted under the new day only: the counters it first added
+    to under its cached day are taken back (on PostgreSQL it counts in together with
+    reading the facts, before it can know the policy moved)."""
+    await setup_world(client)
+    other_process = create_app(settings)
+    async with (
+        other_process.router.lifespan_context(other_process),
+        _admin(other_process) as replica,
+    ):
+        first = await request_as(replica, "sup-1", body("50.00", "sup-1"))
+        assert first.status_code == 201, first.text
+        version = await use_policy(client, policy(timezone="Pacific/Kiritimati"))
+        second = await request_as(replica, "sup-1", body("60.00", "sup-1"))
+        assert second.status_code == 201, second.text
+        assert second.json()["policy"]["version"] == version
+    async with db(app).transaction() as session:
+        repo = PolicyRepository(session)
+        stored, recounted = await repo.limit_counters(), await repo.recount_limit_counters()
+    assert stored == recounted
+    # The PUT recounted the day's payouts under the new day, where the second one joined them.
+    requester = {key: totals for key, totals in stored.items() if key[0] == "requester"}
+    assert list(requester.values()) == [(2, 11_000)], stored

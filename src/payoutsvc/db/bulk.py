@@ -9,7 +9,6 @@ so adding a column to a hot insert is one change in the model, not two SQL texts
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -37,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeEngine
 
+from payoutsvc import jsontext
 from payoutsvc.db.base import UtcDateTime
 from payoutsvc.db.driver import DriverStatement
 from payoutsvc.db.signals import CHANNEL, queue_notify_in_statement
@@ -144,9 +144,7 @@ class _Shape:
         parameters = {name: [row[name] for row in rows] for name in self.names}
         for name, none_as_null in self.json_names:
             parameters[name] = [
-                (None if none_as_null else "null")
-                if value is None
-                else json.dumps(value, ensure_ascii=False)
+                (None if none_as_null else "null") if value is None else jsontext.dumps(value)
                 for value in parameters[name]
             ]
         return parameters

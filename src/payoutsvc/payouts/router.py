@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, status
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from payoutsvc.auth.dependencies import (
     Admin,
@@ -156,7 +156,7 @@ async def create_payout(
             json_schema_extra=IDEMPOTENCY_KEY_SCHEMA,
         ),
     ] = None,
-) -> JSONResponse:
+) -> Response:
     key = check_idempotency_key(idempotency_key)
     answer = await PayoutService(session, runtime).create(
         Credential.of(caller), caller.integration_id, key, body
@@ -168,7 +168,7 @@ async def create_payout(
         locale = request_locale(request)
         problem = relocalize(answer.body, answer.i18n or {}, locale)
         return problem_response(answer.status_code, problem, locale, headers)
-    return JSONResponse(answer.body, status_code=answer.status_code, headers=headers)
+    return Response(answer.stored_json, answer.status_code, headers, media_type="application/json")
 
 
 async def payout_filters(

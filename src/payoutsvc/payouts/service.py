@@ -14,6 +14,7 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from payoutsvc import jsontext
 from payoutsvc.db.base import utcnow
 from payoutsvc.errors import (
     IdempotencyKeyInUse,
@@ -79,7 +80,7 @@ SYSTEM_ACTOR = "system"
 _MAX_POLICY_RACES = 5
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class StoredResponse:
     """What POST /v1/payouts answers; ``replayed`` when it comes from the idempotency store."""
 
@@ -90,9 +91,12 @@ class StoredResponse:
     # request's language from it (a replay too: stored with the answer under I18N_KEY).
     i18n: dict[str, Any] | None = None
 
+    @functools.cached_property
     def stored_json(self) -> str:
+        """The text kept in the idempotency record; for a 201 also the response's body (the
+        router sends it as is: one serialisation per answer)."""
         body = self.body if self.i18n is None else {**self.body, I18N_KEY: self.i18n}
-        return json.dumps(body, ensure_ascii=False)
+        return jsontext.dumps(body)
 
     @classmethod
     def replay(cls, status_code: int, stored: str) -> StoredResponse:
@@ -195,7 +199,7 @@ class PayoutService:
         async with self.repo.folded_writes():
             await self._insert_payouts([outcome] if isinstance(outcome, NewPayout) else [])
             await self.repo.complete_idempotency_keys(
-                integration_id, [(key, response.status_code, response.stored_json())]
+                integration_id, [(key, response.status_code, response.stored_json)]
             )
         return response
 
@@ -256,7 +260,7 @@ class PayoutService:
                     likenesses.add(duplicate_likeness(checked[1]))
                     outcome = outcome.response
                 answers[index] = outcome
-                completed.append((key, outcome.status_code, outcome.stored_json()))
+                completed.append((key, outcome.status_code, outcome.stored_json))
             async with self.repo.folded_writes():
                 await self._insert_payouts(planned)
                 await self.repo.complete_idempotency_keys(integration_id, completed)
@@ -469,14 +473,20 @@ class PayoutService:
             day_start, _ = policy_day_bounds(policy, now)
             counters = request.limit_counters(int(day_start.timestamp()))
             duplicate_since = duplicate_window_start(policy, now)
-            facts = await limits.request_facts(
-                request,
-                day=int(day_start.timestamp()),
-                duplicate_since=duplicate_since,
-                with_totals=not count_in,
-            )
+            folded = count_in and limits.counts_with_facts
+            if folded:  # PostgreSQL: facts and counting in, one statement
+                facts = await limits.count_in_with_facts(
+                    request, counters, duplicate_since=duplicate_since
+                )
+            else:
+                facts = await limits.request_facts(
+                    request,
+                    day=int(day_start.timestamp()),
+                    duplicate_since=duplicate_since,
+                    with_totals=not count_in,
+                )
             if facts.policy_version in (policy.version, None):
-                if count_in:
+                if count_in and not folded:
                     facts = await limits.count_in(request, facts, counters, duplicate_since)
                 if duplicate_since is not None and duplicate_likeness(request) in planned_like:
                     facts = replace(facts, duplicate_suspected=True)
@@ -485,7 +495,10 @@ class PayoutService:
                 )
                 payout_facts = _payout_facts(request, facts, open_anomaly=held)
                 return evaluate_policy(payout_facts, policy), counters
-            # The day bounds and duplicate window depend on the policy: read again under it.
+            # The day bounds and duplicate window depend on the policy: read again under it
+            # (and count again: the counters were those of the other policy's day).
+            if folded:
+                await limits.count_out(counters)
             policy = await policies.get(facts.policy_version)
         raise PolicyChanging(
             "The policy changed repeatedly while this request was evaluated; retry.",

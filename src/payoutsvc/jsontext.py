@@ -1,0 +1,26 @@
+"""JSON text of our own values (answers, stored answers, JSON columns) by orjson, several
+times faster than the standard library on the create path's documents.
+
+Not for anything hashed or signed byte for byte (payouts/events.py ``canonical_json``, the
+webhook bodies): those keep their exact standard-library form. A value orjson refuses (an
+integer beyond 64 bits, a non-string key) gets the standard library's text instead.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+
+
+def dumps_bytes(value: Any) -> bytes:
+    """Compact UTF-8 JSON (non-ASCII as is, as ``ensure_ascii=False`` writes it)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # orjson.JSONEncodeError is one
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def dumps(value: Any) -> str:
+    return dumps_bytes(value).decode()
