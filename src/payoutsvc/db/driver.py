@@ -24,7 +24,9 @@ from sqlalchemy import Engine, Executable
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.engine.interfaces import Compiled
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 from sqlalchemy.sql import ClauseElement
+from sqlalchemy.util import await_only
 
 __all__ = ["DriverStatement", "keep_statements_observable"]
 
@@ -79,38 +81,44 @@ class DriverStatement:
 
 
 async def _driver_in_transaction(session: AsyncSession) -> Any:
-    """The asyncpg connection of the session's transaction, or None: SQLite, or a transaction
-    that could not be made to begin on the database (a statement sent outside it would
-    commit on its own)."""
+    """The asyncpg connection of the session's transaction (begun now if it has not begun),
+    or None: SQLite, an observed engine, or a transaction that could not be made to begin
+    on the database (a statement sent outside it would commit on its own)."""
     bind = session.get_bind()
-    if bind.dialect.name != "postgresql" or bind in _OBSERVED or not session.in_transaction():
+    if bind.dialect.name != "postgresql" or bind in _OBSERVED:
         return None
-    # Looked up once per transaction: finding it costs two greenlet hops (~35 us).
+    # Looked up once per transaction, in one call into SQLAlchemy's greenlet.
     transaction = session.sync_session.get_transaction()
     cached = session.info.get(_DRIVER)
-    if cached is not None and cached[0] is transaction and cached[1].is_in_transaction():
+    if (
+        cached is not None
+        and transaction is not None
+        and cached[0] is transaction
+        and cached[1].is_in_transaction()
+    ):
         return cached[1]
-    driver = await _begun_driver(session)
+    driver = await session.run_sync(_begun_driver)
     if driver is not None:
-        session.info[_DRIVER] = (transaction, driver)
+        session.info[_DRIVER] = (session.sync_session.get_transaction(), driver)
     return driver
 
 
-async def _begun_driver(session: AsyncSession) -> Any:
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    driver = raw.driver_connection
+def _begun_driver(session: Session) -> Any:
+    """(In SQLAlchemy's greenlet.) The driver connection of the session's transaction, which
+    the session begins if it has not (autobegin), begun on the database too."""
+    pooled = session.connection().connection
+    driver = pooled.driver_connection
     if driver is None:
         return None
     if not driver.is_in_transaction():
         # No statement has run yet: SQLAlchemy's asyncpg adapter sends BEGIN before its first
         # statement, and commits or rolls back only a transaction it began; so begin it the
         # way it would. Its method is not public API: without it, the ordinary path.
-        adapted = raw.dbapi_connection
+        adapted = pooled.dbapi_connection
         begin = getattr(adapted, "_start_transaction", None)
         if begin is None or getattr(adapted, "_transaction", False) is not None:
             return None
-        await begin()
+        await_only(begin())
         if not driver.is_in_transaction():
             return None
     return driver

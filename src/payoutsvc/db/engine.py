@@ -8,6 +8,7 @@ waiting its turn. Reads use deferred transactions and run beside the writer than
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from payoutsvc.db.signals import Signals, notify_others, take_pending, take_queued
@@ -67,6 +69,13 @@ def create_engine_for(
     )
 
 
+def _commit_and_close(session: Session) -> None:
+    try:
+        session.commit()
+    finally:
+        session.close()
+
+
 @dataclass
 class Database:
     """The read and write engines of one process; on PostgreSQL both are the same engine."""
@@ -102,17 +111,28 @@ class Database:
     @asynccontextmanager
     async def transaction(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
         """One unit of work: commits when the block ends normally, rolls back on any error.
-        Wake-ups the work asked for (:func:`signal_on_commit`) go out once it committed."""
+        Wake-ups the work asked for (:func:`signal_on_commit`) go out once it committed.
+
+        The session begins its transaction on first use (autobegin) and commits and closes
+        in one call into SQLAlchemy's greenlet: ``session.begin()``'s block inside the
+        session's own context takes three such calls and a task (measured: ~0.25 ms of CPU
+        per transaction, a twentieth of a create payout's)."""
         factory = self._write_sessions if write else self._read_sessions
-        async with factory() as session:
-            async with session.begin():
-                yield session
-                signals = take_pending(session)
-                if signals and self.is_postgres:
-                    await notify_others(session, signals)
-                signals |= take_queued(session)
-            if signals:
-                self.signals.fire(signals)
+        session = factory()
+        try:
+            yield session
+            signals = take_pending(session)
+            if signals and self.is_postgres:
+                await notify_others(session, signals)
+            signals |= take_queued(session)
+            await session.run_sync(_commit_and_close)
+        except BaseException:
+            # Rolls back; shielded, as AsyncSession's own context closes it, so a cancelled
+            # request still returns its connection to the pool.
+            await asyncio.shield(session.close())
+            raise
+        if signals:
+            self.signals.fire(signals)
 
     async def dispose(self) -> None:
         await self.signals.aclose()
