@@ -26,9 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import ROOT, VENV_BIN, free_port, require_wrk, scratch_database, server
-from bench.create_payout import API_KEY, REQUESTERS, cpu_seconds, prepare
-
-from payoutsvc.crypto import generate_key
+from bench.create_payout import API_KEY, REQUESTERS, cpu_seconds, prepare, service_environment
 
 SCRIPT = ROOT / "bench" / "create_payout.lua"
 
@@ -57,14 +55,8 @@ def main() -> None:
         servers: list[tuple[str, int]] = []
         for checkout in args.checkouts:
             env = {
+                **service_environment(stack.enter_context(scratch_database("payoutsvc_ab"))),
                 "PYTHONPATH": str(checkout.resolve() / "src"),
-                "PAYOUTSVC_DATABASE_URL": stack.enter_context(scratch_database("payoutsvc_ab")),
-                "PAYOUTSVC_RUN_WORKER": "false",
-                "PAYOUTSVC_BOOTSTRAP_API_KEY": API_KEY,
-                "PAYOUTSVC_ENCRYPTION_KEY": generate_key(),
-                "PAYOUTSVC_ENVIRONMENT": "production",
-                "PAYOUTSVC_RATE_LIMIT": "1000000/second",
-                "PAYOUTSVC_RATE_LIMIT_BURST": "1000000",
             }
             cli = str(VENV_BIN / "payoutsvc")
             subprocess.run([cli, "migrate"], env={**os.environ, **env}, check=True)

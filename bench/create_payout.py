@@ -319,6 +319,20 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
     print(f"payoutsvc errors + non-2xx: {failures:.0f}  (target 0)")
 
 
+def service_environment(database_url: str) -> dict[str, str]:
+    """How `payoutsvc serve` runs under the benchmarks: production logging, worker off."""
+    return {
+        "PAYOUTSVC_DATABASE_URL": database_url,
+        "PAYOUTSVC_RUN_WORKER": "false",
+        "PAYOUTSVC_BOOTSTRAP_API_KEY": API_KEY,
+        "PAYOUTSVC_ENCRYPTION_KEY": generate_key(),
+        "PAYOUTSVC_ENVIRONMENT": "production",
+        # The bench measures throughput, not the per-key limit (100/s by default).
+        "PAYOUTSVC_RATE_LIMIT": "1000000/second",
+        "PAYOUTSVC_RATE_LIMIT_BURST": "1000000",
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=10)
@@ -330,16 +344,7 @@ def main() -> None:
     app_bin = args.app_root / ".venv" / "bin" if args.app_root != ROOT else VENV_BIN
     with scratch_database("payoutsvc_bench") as url:
         service_port, ceiling_port = free_port(), free_port()
-        service_env = {
-            "PAYOUTSVC_DATABASE_URL": url,
-            "PAYOUTSVC_RUN_WORKER": "false",
-            "PAYOUTSVC_BOOTSTRAP_API_KEY": API_KEY,
-            "PAYOUTSVC_ENCRYPTION_KEY": generate_key(),
-            "PAYOUTSVC_ENVIRONMENT": "production",
-            # The bench measures throughput, not the per-key limit (100/s by default).
-            "PAYOUTSVC_RATE_LIMIT": "1000000/second",
-            "PAYOUTSVC_RATE_LIMIT_BURST": "1000000",
-        }
+        service_env = service_environment(url)
         subprocess.run(
             [str(app_bin / "payoutsvc"), "migrate"], env={**os.environ, **service_env}, check=True
         )
