@@ -7,6 +7,7 @@ seconds of imports each); one test runs the installed console script to prove th
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import sqlite3
@@ -124,3 +125,25 @@ def test_create_api_key_prints_a_working_key(
             assert (await http.get("/v1/operators", headers=as_reader)).status_code == 403
 
     asyncio.run(use_keys())
+
+
+async def test_serve_runs_an_app_that_freezes_what_startup_built(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`payoutsvc serve` runs ``serving_app``, whose startup moves the heap it built out of
+    the garbage collector's sight (gc.freeze): full collections under load scan only what
+    requests left behind. A plain create_app (tests, embedders) freezes nothing."""
+    served: dict[str, object] = {}
+    monkeypatch.setattr("uvicorn.run", lambda target, **options: served.update(target=target))
+    CliRunner().invoke(cli, ["serve"], catch_exceptions=False)
+    assert served["target"] == "payoutsvc.main:serving_app"
+
+    plain = create_app(make_settings(database_url))
+    async with plain.router.lifespan_context(plain):
+        assert gc.get_freeze_count() == 0
+    frozen = create_app(make_settings(database_url), freeze_startup_heap=True)
+    try:
+        async with frozen.router.lifespan_context(frozen):
+            assert gc.get_freeze_count() > 100_000
+    finally:
+        gc.unfreeze()

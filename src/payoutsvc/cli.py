@@ -34,7 +34,7 @@ def serve(
         err=True,
     )
     uvicorn.run(
-        "payoutsvc.main:create_app",
+        "payoutsvc.main:serving_app",
         factory=True,
         host=host,
         port=port,
