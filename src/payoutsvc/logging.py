@@ -7,9 +7,9 @@ import logging
 import sys
 from typing import Any
 
-import orjson
 import structlog
 
+from payoutsvc import jsontext
 from payoutsvc.config import Settings
 
 _SECRET_KEYS = frozenset({"account", "key", "secret", "authorization", "api_key", "password"})
@@ -24,9 +24,9 @@ def _drop_secrets(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[
 
 
 def _json_line(event_dict: dict[str, Any], **options: Any) -> str:
-    """structlog's JSONRenderer serializer: orjson (``default`` is structlog's fallback,
-    the repr of what JSON cannot hold)."""
-    return orjson.dumps(event_dict, default=options.get("default")).decode()
+    """structlog's JSONRenderer serializer (``default`` is structlog's fallback, the repr
+    of what JSON cannot hold)."""
+    return jsontext.dumps(event_dict, default=options.get("default"))
 
 
 def configure_logging(settings: Settings) -> None:
