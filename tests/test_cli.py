@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from payoutsvc.cli import app as cli
 from payoutsvc.config import get_settings
 from payoutsvc.db.migrate import alembic_config
-from payoutsvc.main import create_app
+from payoutsvc.main import YOUNG_COLLECTION_THRESHOLD, create_app
 from tests.conftest import make_settings
 
 
@@ -132,7 +132,8 @@ async def test_serve_runs_an_app_that_freezes_what_startup_built(
 ) -> None:
     """`payoutsvc serve` runs ``serving_app``, whose startup moves the heap it built out of
     the garbage collector's sight (gc.freeze): full collections under load scan only what
-    requests left behind. A plain create_app (tests, embedders) freezes nothing."""
+    requests left behind; and young collections wait for 10,000 net allocations instead of
+    700. A plain create_app (tests, embedders) freezes nothing."""
     served: dict[str, object] = {}
     monkeypatch.setattr("uvicorn.run", lambda target, **options: served.update(target=target))
     CliRunner().invoke(cli, ["serve"], catch_exceptions=False)
@@ -141,9 +142,12 @@ async def test_serve_runs_an_app_that_freezes_what_startup_built(
     plain = create_app(make_settings(database_url))
     async with plain.router.lifespan_context(plain):
         assert gc.get_freeze_count() == 0
+    threshold = gc.get_threshold()
     frozen = create_app(make_settings(database_url), freeze_startup_heap=True)
     try:
         async with frozen.router.lifespan_context(frozen):
             assert gc.get_freeze_count() > 100_000
+            assert gc.get_threshold()[0] == YOUNG_COLLECTION_THRESHOLD
     finally:
         gc.unfreeze()
+        gc.set_threshold(*threshold)

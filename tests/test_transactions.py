@@ -5,11 +5,13 @@ either way its connection goes back to the pool. On both backends."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from payoutsvc.db.base import utcnow
 from payoutsvc.db.engine import Database
@@ -97,3 +99,23 @@ async def test_a_cancelled_block_writes_nothing_and_returns_its_connection(
         assert (
             await session.execute(select(func.count()).select_from(IdempotencyRecord))
         ).scalar_one() == 0
+
+
+async def test_a_finished_block_leaves_its_session_to_reference_counting(db: Database) -> None:
+    """Nothing of a request's unit of work waits for the garbage collector: a reference
+    cycle through the session (its info once held its own transaction) kept every request's
+    session, connection and transaction objects alive until a collection, which under load
+    ran every few requests (main.py YOUNG_COLLECTION_THRESHOLD)."""
+    await _claim(db, "warm")  # the pool's connection and the statements, made once
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        await _claim(db, "cycle-free")
+        gc.collect()
+        left = [o for o in gc.garbage if isinstance(o, Session)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert left == []

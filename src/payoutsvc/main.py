@@ -79,9 +79,13 @@ async def _prepare_schema(db: Database, settings: Settings) -> set[str]:
     return heads
 
 
+YOUNG_COLLECTION_THRESHOLD = 10_000
+
+
 def serving_app() -> FastAPI:
     """The app `payoutsvc serve` runs (uvicorn's factory): :func:`create_app` with the heap
-    it built at startup frozen out of the garbage collector's sight."""
+    it built at startup frozen out of the garbage collector's sight, and young collections
+    rarer (``YOUNG_COLLECTION_THRESHOLD``)."""
     return create_app(freeze_startup_heap=True)
 
 
@@ -125,6 +129,13 @@ def create_app(
                 # collected).
                 gc.collect()
                 gc.freeze()
+                # A young collection runs every 700 net allocations, and under load those
+                # are the requests in flight: each scans and promotes their live objects
+                # (measured: ~1,900 collections per 5,000 creates at 64 connections, ~6 % of
+                # the CPU). A request leaves no garbage cycles behind (db/driver.py), so at
+                # 10,000 the young collections stop under load; one that finds cycles scans
+                # at most 10,000 objects (a few ms).
+                gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *gc.get_threshold()[1:])
             log.info("startup.ready", database=db.dialect, worker=worker_enabled)
             yield
         finally:
