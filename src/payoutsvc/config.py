@@ -70,8 +70,8 @@ class Settings(BaseSettings):
     executor_hold_check_seconds: float = Field(default=900, gt=0)
     executor_batch_size: int = Field(default=200, ge=1, le=5000)
     executor_concurrency: int = Field(default=256, ge=1, le=4096)
-    # PostgreSQL connections a process keeps open; half as many again may open under a burst
-    # and are closed when returned (each new one re-runs asyncpg's type introspection, 4-8 ms).
+    # PostgreSQL connections a process keeps open, and all it opens: past them a request waits
+    # for one (db/engine.py: overflow connections opened and closed under load).
     db_pool_size: int = Field(default=20, ge=1, le=1000)
     executor_lease_seconds: float = Field(default=60, gt=0)
     sandbox_latency_ms: float = Field(default=0, ge=0)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -30,6 +29,7 @@ from payoutsvc.executor.router import MAX_CALLBACK_BYTES, callbacks_router
 from payoutsvc.executor.router import router as executor_router
 from payoutsvc.gateways.registry import registry_for
 from payoutsvc.gateways.router import router as gateways_router
+from payoutsvc.heap import settle_startup_heap
 from payoutsvc.http_errors import install_error_handlers
 from payoutsvc.logging import configure_logging
 from payoutsvc.middleware import (
@@ -79,13 +79,10 @@ async def _prepare_schema(db: Database, settings: Settings) -> set[str]:
     return heads
 
 
-YOUNG_COLLECTION_THRESHOLD = 10_000
-
-
 def serving_app() -> FastAPI:
     """The app `payoutsvc serve` runs (uvicorn's factory): :func:`create_app` with the heap
     it built at startup frozen out of the garbage collector's sight, and young collections
-    rarer (``YOUNG_COLLECTION_THRESHOLD``)."""
+    rarer (heap.py)."""
     return create_app(freeze_startup_heap=True)
 
 
@@ -121,21 +118,7 @@ def create_app(
                 log.warning("startup.schema_behind", hint="run `payoutsvc migrate`")
             app.state.refresh_gauges = start_background_work(runtime, loops, worker_enabled)
             if freeze_startup_heap:
-                # What startup built (routes, schemas, models, the policy: about 240,000
-                # objects) lives as long as the process. Frozen, the collector stops scanning
-                # it: a full collection went from ~120 ms to what requests left behind, and
-                # under 64 connections those collections were ~5 % of a payout's CPU. Not
-                # for tests, which build many apps in one process (frozen cycles are never
-                # collected).
-                gc.collect()
-                gc.freeze()
-                # A young collection runs every 700 net allocations, and under load those
-                # are the requests in flight: each scans and promotes their live objects
-                # (measured: ~1,900 collections per 5,000 creates at 64 connections, ~6 % of
-                # the CPU). A request leaves no garbage cycles behind (db/driver.py), so at
-                # 10,000 the young collections stop under load; one that finds cycles scans
-                # at most 10,000 objects (a few ms).
-                gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *gc.get_threshold()[1:])
+                settle_startup_heap()
             log.info("startup.ready", database=db.dialect, worker=worker_enabled)
             yield
         finally:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import signal
 
 import structlog
@@ -12,6 +11,7 @@ from payoutsvc.background import BackgroundLoops
 from payoutsvc.config import Settings
 from payoutsvc.crypto import load_cipher
 from payoutsvc.db.engine import Database
+from payoutsvc.heap import settle_startup_heap
 from payoutsvc.logging import configure_logging
 from payoutsvc.runtime import Runtime
 from payoutsvc.tracing import build_tracing
@@ -44,7 +44,7 @@ async def run_worker(settings: Settings) -> None:
     try:
         runtime = Runtime(settings=settings, db=db, cipher=load_cipher(settings), tracing=tracing)
         start_background_work(runtime, loops, run_worker=True)
-        _tune_garbage_collector()
+        settle_startup_heap()
         log.info("worker.started", database=db.dialect)
         await stop.wait()
         # SIGTERM: the executor stops claiming, lets in-flight gateway calls finish for a
@@ -55,13 +55,3 @@ async def run_worker(settings: Settings) -> None:
         await db.dispose()
         if tracing is not None:
             tracing.shutdown()
-
-
-def _tune_garbage_collector() -> None:
-    """The executor allocates many short-lived objects per payout (rows, events, futures)
-    while hundreds of payouts are in flight; CPython's default generation-0 threshold (700)
-    then runs the cycle collector every few payouts, over a heap that startup filled with
-    objects that live forever. Freeze those and collect less often (a few % of CPU)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, 50, 100)
