@@ -48,7 +48,9 @@ idempotency = Table(
     Column("created_at", DateTime(timezone=True)),
 )
 
-engine = create_async_engine(os.environ["CEILING_DATABASE_URL"], pool_size=20, max_overflow=20)
+# The pool payoutsvc runs with (db/engine.py): 20 connections, none opened past them (with
+# 20 overflow connections this app made 0.9-1.1x the creates per second, median 0.94x).
+engine = create_async_engine(os.environ["CEILING_DATABASE_URL"], pool_size=20, max_overflow=0)
 
 
 @asynccontextmanager
