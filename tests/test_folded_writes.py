@@ -6,14 +6,28 @@ still reach this process and the others. SQLite writes at once, as before."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    event,
+    func,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from payoutsvc.db.base import utcnow
+from payoutsvc.db.base import UtcDateTime, utcnow
+from payoutsvc.db.bulk import BulkInsert, folded_writes
 from payoutsvc.db.engine import Database
 from payoutsvc.db.signals import signal_on_commit
 from payoutsvc.payouts.models import IdempotencyRecord
@@ -130,3 +144,57 @@ async def test_a_first_statement_on_the_driver_connection_is_inside_the_transact
     async with db.transaction() as session:
         await _claim(PayoutRepository(session), "k1")
     assert await _keys(db) == {"k1": (0, "")}
+
+
+_SAMPLE = Table(
+    "bulk_insert_sample",
+    MetaData(),
+    Column("id", String(20), primary_key=True),
+    Column("amount", BigInteger),
+    Column("at", UtcDateTime()),
+    Column("document", JSON),
+    Column("nullable_document", JSON(none_as_null=True)),
+    Column("sealed", LargeBinary),
+    Column("flag", Boolean),
+)
+_INSERT_SAMPLE = BulkInsert(_SAMPLE, [column.name for column in _SAMPLE.columns])
+
+
+def _sample(n: int, *, empty: bool) -> dict[str, Any]:
+    return {
+        "id": f"row-{n}",
+        "amount": 10**15 + n,
+        "at": utcnow(),
+        "document": None if empty else {"n": n, "text": "ünï", "list": [1, None]},
+        "nullable_document": None if empty else {"n": n},
+        "sealed": b"\x00\xff" * n,
+        "flag": not empty,
+    }
+
+
+@pytest.mark.parametrize("folded", [False, True], ids=["alone", "folded"])
+async def test_one_row_and_many_rows_are_stored_alike(db: Database, folded: bool) -> None:
+    """A one-row BulkInsert sends scalars (VALUES), more rows send arrays (unnest): both
+    store the same values, JSON null and SQL NULL included, alone or folded."""
+    async with db.write_engine.begin() as connection:
+        await connection.run_sync(_SAMPLE.metadata.create_all)
+    try:
+        rows = [_sample(n, empty=n % 2 == 1) for n in range(4)]
+        async with (
+            db.transaction() as session,
+            folded_writes(session) if folded else contextlib.nullcontext(),
+        ):
+            await _INSERT_SAMPLE.run(session, rows[:1])
+            await _INSERT_SAMPLE.run(session, rows[1:2])
+            await _INSERT_SAMPLE.run(session, rows[2:])
+        async with db.transaction(write=False) as session:
+            stored = {row.id: dict(row._mapping) for row in await session.execute(select(_SAMPLE))}
+            empty_json = await session.scalar(
+                select(func.count()).where(_SAMPLE.c.document.is_(None))
+            )
+        assert stored == {row["id"]: row for row in rows}
+        # JSON's None is the JSON text 'null' (not SQL NULL) unless the column says otherwise.
+        assert empty_json == 0
+    finally:
+        async with db.write_engine.begin() as connection:
+            await connection.run_sync(_SAMPLE.metadata.drop_all)
