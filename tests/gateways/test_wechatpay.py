@@ -984,10 +984,11 @@ async def wechat_app(
     base_url: str,
     *,
     trust: Trust = "public_key",
+    timeout: float = 0.3,
     **settings: Any,
 ) -> tuple[httpx.AsyncClient, Runtime]:
     """The service with ``wechat`` recipients routed to this adapter and the fake."""
-    set_env(monkeypatch, tmp_path, keys, base_url, trust=trust)
+    set_env(monkeypatch, tmp_path, keys, base_url, trust=trust, timeout=timeout)
     app, client = await provider_app(
         make_app, gateway="wechatpay", recipient_type="wechat", **settings
     )
@@ -1312,7 +1313,14 @@ async def test_an_unsigned_refusal_never_fails_a_payout(
 
 
 # -- provider holds through the executor -----------------------------------------------------
-HOLD_SCHEDULE = {"executor_retry_schedule": "1,1,1", "executor_hold_check_seconds": 600}
+# No fault here waits for a timeout: a generous one, as the 0.3 s the fault tests use also
+# bounds the connect, and a loaded CI machine once stalled a connect to the fake that long
+# (the step read "refused" instead of "ACCEPTED").
+HOLD_SCHEDULE = {
+    "executor_retry_schedule": "1,1,1",
+    "executor_hold_check_seconds": 600,
+    "timeout": 5.0,
+}
 CHINA = timezone(timedelta(hours=8))
 
 
