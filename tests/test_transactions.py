@@ -105,7 +105,7 @@ async def test_a_finished_block_leaves_its_session_to_reference_counting(db: Dat
     """Nothing of a request's unit of work waits for the garbage collector: a reference
     cycle through the session (its info once held its own transaction) kept every request's
     session, connection and transaction objects alive until a collection, which under load
-    ran every few requests (main.py YOUNG_COLLECTION_THRESHOLD)."""
+    ran every few requests (heap.py YOUNG_COLLECTION_THRESHOLD)."""
     await _claim(db, "warm")  # the pool's connection and the statements, made once
     gc.collect()
     gc.disable()
