@@ -254,7 +254,9 @@ def run_loads(targets: list[Target], url: str, args: argparse.Namespace) -> list
     results += alternate(targets, "1 connection", 1, 1, args.seconds, many)
     # Latency at a load both can carry: half the ceiling's rate with 64 requesters.
     rate = median_of(results, LOADS[0], "ceiling", lambda r: r.rps) / 2
-    results += [measure_paced(target, rate, args.seconds) for target in targets]
+    for round_no in range(1, args.rounds + 1):
+        order = targets if round_no % 2 else list(reversed(targets))
+        results += [measure_paced(target, round_no, rate, args.seconds) for target in order]
     asyncio.run(seed_day(url, "bench-agent-0", SEEDED))
     results += alternate(targets, LOADS[2], args.rounds, args.connections, args.seconds, one)
     return results
@@ -263,7 +265,7 @@ def run_loads(targets: list[Target], url: str, args: argparse.Namespace) -> list
 PACED = "paced at half the ceiling"
 
 
-def measure_paced(target: Target, rate: float, seconds: int) -> Result:
+def measure_paced(target: Target, round_no: int, rate: float, seconds: int) -> Result:
     host, port = target.base.removeprefix("http://").split(":")
     build = payout_request(host, API_KEY, REQUESTERS)
     before = target.meter.snapshot()
@@ -274,7 +276,7 @@ def measure_paced(target: Target, rate: float, seconds: int) -> Result:
     done = max(len(paced_result.latencies_ms), 1)
     return Result(
         PACED,
-        1,
+        round_no,
         target.name,
         done / seconds,
         paced_result.percentile(0.5),
