@@ -10,6 +10,7 @@ from typing import Annotated
 import structlog
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from payoutsvc.auth.keys import hash_secret
 from payoutsvc.auth.repository import AuthRepository
@@ -104,10 +105,10 @@ async def _require_operator_enabled(repo: AuthRepository, operator_id: str) -> N
 
 
 async def authenticate(
-    request: Request,
-    session: DbSession,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    request: Request, session: AsyncSession, credentials: HTTPAuthorizationCredentials | None
 ) -> Caller:
+    """Who the request's API key belongs to (cached for a moment, its operator checked on
+    every request), its request counted against the key's budget."""
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         raise await _refuse(request, "Send the API key as `Authorization: Bearer <key>`.")
     secret_hash = hash_secret(credentials.credentials)
@@ -133,10 +134,17 @@ async def authenticate(
     return caller
 
 
-def require_scope(*accepted: str) -> Callable[[Caller], Awaitable[Caller]]:
-    """A dependency that admits a caller holding any of ``accepted`` (``admin`` holds all)."""
+def require_scope(*accepted: str) -> Callable[..., Awaitable[Caller]]:
+    """A dependency that authenticates the caller and admits it if it holds any of
+    ``accepted`` (``admin`` holds all). One dependency, not one on top of
+    :func:`authenticate`'s: FastAPI spends ~15 µs per dependency per request."""
 
-    async def dependency(caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
+    async def dependency(
+        request: Request,
+        session: DbSession,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Caller:
+        caller = await authenticate(request, session, credentials)
         if caller.is_admin or caller.scopes.intersection(accepted):
             return caller
         raise InsufficientScope(

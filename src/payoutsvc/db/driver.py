@@ -87,10 +87,8 @@ async def _driver_in_transaction(session: AsyncSession) -> Any:
     """The asyncpg connection of the session's transaction (begun now if it has not begun),
     or None: SQLite, an observed engine, or a transaction that could not be made to begin
     on the database (a statement sent outside it would commit on its own)."""
-    bind = session.get_bind()
-    if bind.dialect.name != "postgresql" or bind in _OBSERVED:
-        return None
-    # Looked up once per transaction, in one call into SQLAlchemy's greenlet.
+    # Looked up once per transaction, in one call into SQLAlchemy's greenlet; only a
+    # PostgreSQL engine nobody observes gets an entry, so a hit needs no bind check.
     transaction = session.sync_session.get_transaction()
     cached = session.info.get(_DRIVER)
     if (
@@ -100,6 +98,9 @@ async def _driver_in_transaction(session: AsyncSession) -> Any:
         and cached[1].is_in_transaction()
     ):
         return cached[1]
+    bind = session.get_bind()
+    if bind.dialect.name != "postgresql" or bind in _OBSERVED:
+        return None
     driver = await session.run_sync(_begun_driver)
     begun = session.sync_session.get_transaction()
     if driver is not None and begun is not None:

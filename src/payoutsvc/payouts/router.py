@@ -12,7 +12,7 @@ from payoutsvc.auth.dependencies import (
     PayoutsReleaser,
     PayoutsWriter,
 )
-from payoutsvc.deps import DbSession, RuntimeDep
+from payoutsvc.deps import DbSession, RuntimeDep, runtime_of
 from payoutsvc.errors import (
     AlreadyApproved,
     ApprovalLimitExceeded,
@@ -146,7 +146,6 @@ async def create_payout(
     request: Request,
     body: PayoutCreate,
     session: DbSession,
-    runtime: RuntimeDep,
     caller: PayoutsWriter,
     idempotency_key: Annotated[
         str | None,
@@ -158,7 +157,9 @@ async def create_payout(
     ] = None,
 ) -> Response:
     key = check_idempotency_key(idempotency_key)
-    answer = await PayoutService(session, runtime).create(
+    # The runtime read from the request, not as a dependency: the busiest endpoint, and
+    # FastAPI spends ~15 µs per dependency per request.
+    answer = await PayoutService(session, runtime_of(request)).create(
         Credential.of(caller), caller.integration_id, key, body
     )
     headers = {"Idempotent-Replayed": "true"} if answer.replayed else {}
