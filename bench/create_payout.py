@@ -11,8 +11,9 @@ wrk with unique idempotency keys / tickets / recipients per request. Loads:
    counters recounted when the schema has them): the ratio to load 2 shows whether the
    cost of a check grows with the day.
 
-Then one connection each, for CPU per payout without queueing. Prints req/s, p50/p99, server
-and PostgreSQL CPU per payout per round, and the median ratios.
+Then one connection each, for CPU per payout without queueing, and the same alternating
+rounds at a paced load of half the ceiling's rate (its p99 is the latency target). Prints
+req/s, p50/p99, server and PostgreSQL CPU per payout per round, and the median ratios.
 Run: `.venv/bin/python bench/create_payout.py [--seconds 10 --rounds 3]`;
 `--app-root DIR` runs the payoutsvc of another checkout (its own `.venv`) for a before/after.
 """
