@@ -27,7 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -228,13 +228,18 @@ def alternate(
     seconds: int,
     env: dict[str, str],
 ) -> list[Result]:
-    """``rounds`` rounds, the order of the apps flipping every round."""
-    results = []
+    """``rounds`` rounds of ``load`` by wrk."""
+    return [
+        measure(target, load, round_no, connections, seconds, env)
+        for round_no, target in turns(targets, rounds)
+    ]
+
+
+def turns(targets: list[Target], rounds: int) -> Iterator[tuple[int, Target]]:
+    """(round, app) for ``rounds`` rounds, the order of the apps flipping every round."""
     for round_no in range(1, rounds + 1):
-        order = targets if round_no % 2 else list(reversed(targets))
-        for target in order:
-            results.append(measure(target, load, round_no, connections, seconds, env))
-    return results
+        for target in targets if round_no % 2 else reversed(targets):
+            yield round_no, target
 
 
 def median_of(results: list[Result], load: str, app: str, pick: Callable[[Result], float]) -> float:
@@ -255,9 +260,10 @@ def run_loads(targets: list[Target], url: str, args: argparse.Namespace) -> list
     results += alternate(targets, "1 connection", 1, 1, args.seconds, many)
     # Latency at a load both can carry: half the ceiling's rate with 64 requesters.
     rate = median_of(results, LOADS[0], "ceiling", lambda r: r.rps) / 2
-    for round_no in range(1, args.rounds + 1):
-        order = targets if round_no % 2 else list(reversed(targets))
-        results += [measure_paced(target, round_no, rate, args.seconds) for target in order]
+    results += [
+        measure_paced(target, round_no, rate, args.seconds)
+        for round_no, target in turns(targets, args.rounds)
+    ]
     asyncio.run(seed_day(url, "bench-agent-0", SEEDED))
     results += alternate(targets, LOADS[2], args.rounds, args.connections, args.seconds, one)
     return results
